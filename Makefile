@@ -1,0 +1,40 @@
+# Every target depends on `install`, so a fresh clone needs nothing else.
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Start PostgreSQL (embedded), the Kafka-protocol broker (tansu) and the services.
+run: install
+	$(VENV)/bin/shortlink dev
+
+## The whole test suite, against real servers (started by the session when
+## DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS are not set), after lint and types.
+test: install lint
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+## Redirect benchmark: the real server against a bare aiohttp baseline (docs/benchmarks.md).
+bench: install
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PYTHON) -m loadtests.bench_redirect
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

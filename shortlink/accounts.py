@@ -1,0 +1,91 @@
+"""Accounts and their API keys.
+
+An API key is `sl_` followed by 43 URL-safe characters (256 random bits). Only its
+SHA-256 is stored: the key is shown once, when it is created. A plain hash (not a
+password KDF) is enough because the key is a full-entropy random secret, not
+something a person chose; it also keeps authentication to one indexed lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+import asyncpg
+
+KEY_PREFIX = "sl_"
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    account_id: int
+    name: str
+    api_key: str  # shown once
+
+
+async def create_account(conn: asyncpg.Connection, name: str) -> NewAccount:
+    """Create an account and its first API key."""
+    async with conn.transaction():
+        account_id: int = await conn.fetchval(
+            "INSERT INTO accounts (name) VALUES ($1) RETURNING id", name
+        )
+        key = await _add_key(conn, account_id)
+    return NewAccount(account_id, name, key)
+
+
+async def rotate_key(conn: asyncpg.Connection, account_id: int) -> str | None:
+    """Revoke every key of the account and issue a new one; None if no such account."""
+    async with conn.transaction():
+        exists = await conn.fetchval(
+            "SELECT true FROM accounts WHERE id = $1 FOR UPDATE", account_id
+        )
+        if not exists:
+            return None
+        await conn.execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE account_id = $1 AND revoked_at IS NULL",
+            account_id,
+        )
+        return await _add_key(conn, account_id)
+
+
+async def disable_account(conn: asyncpg.Connection, account_id: int) -> bool:
+    """Disable the account: its keys stop working. False if no such account."""
+    status = await conn.execute(
+        "UPDATE accounts SET disabled_at = coalesce(disabled_at, now()) WHERE id = $1",
+        account_id,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def authenticate(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> int | None:
+    """The account id behind an API key, or None when the key is unknown, revoked or disabled."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    account_id: int | None = await conn.fetchval(
+        """
+        SELECT a.id FROM api_keys k JOIN accounts a ON a.id = k.account_id
+        WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND a.disabled_at IS NULL
+        """,
+        hash_api_key(key),
+    )
+    return account_id
+
+
+async def _add_key(conn: asyncpg.Connection, account_id: int) -> str:
+    key = new_api_key()
+    await conn.execute(
+        "INSERT INTO api_keys (account_id, key_hash, key_prefix) VALUES ($1, $2, $3)",
+        account_id,
+        hash_api_key(key),
+        key[: len(KEY_PREFIX) + 6],
+    )
+    return key

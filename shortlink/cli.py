@@ -1,0 +1,248 @@
+"""The `shortlink` command: servers, migrations, accounts, links, and the local stack.
+
+With no DATABASE_URL, every command uses the embedded PostgreSQL under the data
+folder (starting it if needed, stopping it at exit unless another process still
+uses it); with no KAFKA_BOOTSTRAP_SERVERS, the servers use the development broker
+on 127.0.0.1:19092 (started if nothing listens there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import functools
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from shortlink import accounts, devservers, logs, schema
+from shortlink.config import RedirectConfig, ServiceConfig
+from shortlink.db import require_database_url
+from shortlink.exceptions import ConfigError, ShortlinkError
+from shortlink.kafka import ensure_topic
+from shortlink.links import NewLink, create_links
+from shortlink.serve import EXIT_CONFIG, run_in_process, run_workers
+
+
+def resolve_service(service: ServiceConfig, *, kafka: bool) -> ServiceConfig:
+    """Fill in the embedded servers for whatever the environment leaves unset."""
+    database_url = service.database_url or devservers.ensure_postgres(service.data_dir)
+    bootstrap = service.kafka_bootstrap_servers
+    if kafka and bootstrap is None:
+        bootstrap, broker = devservers.ensure_broker(service.data_dir)
+        if broker is not None:
+            asyncio.run(
+                ensure_topic(bootstrap, service.click_topic, service.click_topic_partitions)
+            )
+    return dataclasses.replace(
+        service, database_url=database_url, kafka_bootstrap_servers=bootstrap
+    )
+
+
+async def _with_connection(
+    service: ServiceConfig, action: Callable[[asyncpg.Connection], Awaitable[Any]]
+) -> Any:
+    conn = await asyncpg.connect(require_database_url(service))
+    try:
+        return await action(conn)
+    finally:
+        await conn.close()
+
+
+def _print_json(value: object) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+# -- commands ------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace, env: dict[str, str]) -> int:
+    service = resolve_service(ServiceConfig.from_env(env), kafka=False)
+
+    async def action(conn: asyncpg.Connection) -> list[schema.Migration]:
+        return await schema.migrate(conn)
+
+    applied = asyncio.run(_with_connection(service, action))
+    created = False
+    if service.kafka_bootstrap_servers is not None:
+        created = asyncio.run(
+            ensure_topic(
+                service.kafka_bootstrap_servers,
+                service.click_topic,
+                service.click_topic_partitions,
+            )
+        )
+    _print_json(
+        {
+            "applied": [f"{m.version:04d}_{m.name}" for m in applied],
+            "schema_version": schema.expected_version(),
+            "click_topic_created": created,
+        }
+    )
+    return 0
+
+
+def _redirect_worker(config: RedirectConfig, index: int) -> int:
+    from shortlink.redirect import create_app, make_handler
+    from shortlink.serve import serve
+
+    logs.configure(config.service.log_level)
+    return run_in_process(
+        lambda: serve(
+            create_app(config, worker_index=index),
+            host=config.host,
+            port=config.port,
+            shutdown_timeout=config.shutdown_timeout,
+            make_handler=make_handler,
+        )
+    )
+
+
+def cmd_redirect(args: argparse.Namespace, env: dict[str, str]) -> int:
+    config = RedirectConfig.from_env(env)
+    config = dataclasses.replace(
+        config,
+        service=resolve_service(config.service, kafka=True),
+        host=args.host or config.host,
+        port=config.port if args.port is None else args.port,
+        workers=args.workers or config.workers,
+    )
+    if config.workers == 1:
+        return _redirect_worker(config, 0)
+    return run_workers(functools.partial(_redirect_worker, config), config.workers, "redirect")
+
+
+def cmd_account(args: argparse.Namespace, env: dict[str, str]) -> int:
+    service = resolve_service(ServiceConfig.from_env(env), kafka=False)
+
+    async def action(conn: asyncpg.Connection) -> int:
+        await schema.check_schema(conn)
+        if args.account_command == "create":
+            account = await accounts.create_account(conn, args.name)
+            _print_json(
+                {"account_id": account.account_id, "name": account.name, "api_key": account.api_key}
+            )
+            return 0
+        if args.account_command == "rotate-key":
+            key = await accounts.rotate_key(conn, args.account)
+            if key is None:
+                return _not_found(args.account)
+            _print_json({"account_id": args.account, "api_key": key})
+            return 0
+        if not await accounts.disable_account(conn, args.account):
+            return _not_found(args.account)
+        _print_json({"account_id": args.account, "disabled": True})
+        return 0
+
+    result: int = asyncio.run(_with_connection(service, action))
+    return result
+
+
+def _not_found(account_id: int) -> int:
+    sys.stderr.write(f"no account with id {account_id}\n")
+    return 1
+
+
+def cmd_link(args: argparse.Namespace, env: dict[str, str]) -> int:
+    service = resolve_service(ServiceConfig.from_env(env), kafka=False)
+    expires = datetime.now(UTC) + timedelta(days=args.expires_in_days)
+
+    async def action(conn: asyncpg.Connection) -> int:
+        await schema.check_schema(conn)
+        [link] = await create_links(
+            conn,
+            args.account,
+            [
+                NewLink(
+                    target_url=args.url,
+                    phone_number=args.phone_number,
+                    client_ref=args.client_ref,
+                    client_identifier=args.client_identifier,
+                    expires_at=expires,
+                    unsafe=args.unsafe,
+                )
+            ],
+        )
+        _print_json({"tracking_url_id": link.id, "token": link.token})
+        return 0
+
+    result: int = asyncio.run(_with_connection(service, action))
+    return result
+
+
+def cmd_dev(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from shortlink.devrun import run_stack
+
+    return run_stack(env)
+
+
+# -- argument parsing ----------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shortlink", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("migrate", help="apply pending database migrations, create the topic")
+
+    redirect = commands.add_parser("redirect", help="run the redirect server")
+    redirect.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    redirect.add_argument("--port", type=int, help="port (default 8080)")
+    redirect.add_argument("--workers", type=int, help="processes sharing the port (default: CPUs)")
+
+    account = commands.add_parser("account", help="manage accounts and API keys")
+    account_commands = account.add_subparsers(dest="account_command", required=True)
+    create = account_commands.add_parser("create", help="create an account; prints its API key")
+    create.add_argument("--name", required=True)
+    rotate = account_commands.add_parser("rotate-key", help="revoke the keys, issue a new one")
+    rotate.add_argument("--account", type=int, required=True)
+    disable = account_commands.add_parser("disable", help="disable an account and its keys")
+    disable.add_argument("--account", type=int, required=True)
+
+    link = commands.add_parser("link", help="create one tracked link (the API does this in bulk)")
+    link.add_argument("action", choices=["create"])
+    link.add_argument("--account", type=int, required=True)
+    link.add_argument("--url", required=True)
+    link.add_argument("--phone-number")
+    link.add_argument("--client-ref")
+    link.add_argument("--client-identifier")
+    link.add_argument("--expires-in-days", type=int, default=90)
+    link.add_argument("--unsafe", action="store_true", help="show the warning page first")
+
+    commands.add_parser("dev", help="run the whole stack locally (what `make run` does)")
+    return parser
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
+    "migrate": cmd_migrate,
+    "redirect": cmd_redirect,
+    "account": cmd_account,
+    "link": cmd_link,
+    "dev": cmd_dev,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env = dict(os.environ)
+    try:
+        logs.configure(ServiceConfig.from_env(env).log_level)
+        return HANDLERS[args.command](args, env)
+    except (ConfigError, ShortlinkError) as exc:
+        sys.stderr.write(f"shortlink: {exc}\n")
+        return EXIT_CONFIG
+    except (OSError, asyncpg.PostgresError) as exc:
+        sys.stderr.write(f"shortlink: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""`make run`: the whole stack on one machine, with embedded servers by default.
+
+Starts what the environment does not provide (the embedded PostgreSQL, the tansu
+broker), applies migrations, makes sure a demo account and demo links exist,
+starts the services as child processes, prints what to try, and on Ctrl-C or
+SIGTERM stops everything it started, in order: services first (they flush their
+clicks into the broker), then the broker, then PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import asyncpg
+
+from shortlink import accounts, devservers, schema
+from shortlink.config import ServiceConfig
+from shortlink.kafka import ensure_topic
+from shortlink.links import NewLink, create_links
+
+log = logging.getLogger(__name__)
+
+DEMO_ACCOUNT = "demo"
+REDIRECT_URL = "http://127.0.0.1:8080"
+
+
+@dataclass(frozen=True)
+class Demo:
+    account_id: int
+    token: str
+    unsafe_token: str
+
+
+async def prepare_database(database_url: str) -> Demo:
+    """Apply migrations and make sure the demo account and links exist."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await schema.migrate(conn)
+        account_id = await conn.fetchval(
+            "SELECT id FROM accounts WHERE name = $1 ORDER BY id LIMIT 1", DEMO_ACCOUNT
+        )
+        if account_id is None:
+            account_id = (await accounts.create_account(conn, DEMO_ACCOUNT)).account_id
+        token = await _demo_link(conn, account_id, "demo-link", unsafe=False)
+        unsafe_token = await _demo_link(conn, account_id, "demo-unsafe", unsafe=True)
+        return Demo(account_id, token, unsafe_token)
+    finally:
+        await conn.close()
+
+
+async def _demo_link(conn: asyncpg.Connection, account_id: int, ref: str, *, unsafe: bool) -> str:
+    token: str | None = await conn.fetchval(
+        """
+        SELECT token FROM links
+        WHERE account_id = $1 AND client_ref = $2 AND disabled_at IS NULL AND expires_at > now()
+        ORDER BY id DESC LIMIT 1
+        """,
+        account_id,
+        ref,
+    )
+    if token is None:
+        [link] = await create_links(
+            conn,
+            account_id,
+            [
+                NewLink(
+                    target_url="https://example.com/",
+                    phone_number="447700900000",
+                    client_ref=ref,
+                    client_identifier="demo-campaign",
+                    unsafe=unsafe,
+                )
+            ],
+        )
+        token = link.token
+    return token
+
+
+class Stack:
+    """The processes `make run` started, stopped in reverse order."""
+
+    def __init__(self) -> None:
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.broker: devservers.Broker | None = None
+
+    def spawn(self, name: str, argv: list[str], env: Mapping[str, str]) -> None:
+        process = subprocess.Popen(
+            argv,
+            env=dict(env),
+            # Own session: Ctrl-C reaches only the supervisor, which stops
+            # children in order instead of all at once.
+            start_new_session=True,
+        )
+        self.children.append((name, process))
+
+    def crashed(self) -> str | None:
+        for name, process in self.children:
+            if process.poll() is not None:
+                return f"{name} exited with {process.returncode}"
+        return None
+
+    def stop(self) -> None:
+        for _, process in reversed(self.children):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for name, process in reversed(self.children):
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                log.error("did not stop in time; killing it", extra={"process": name})
+                process.kill()
+                process.wait()
+        if self.broker is not None:
+            self.broker.stop()
+
+
+def _wait_until_healthy(url: str, stack: Stack, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        problem = stack.crashed()
+        if problem:
+            raise RuntimeError(problem)
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own URL
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def run_stack(env: Mapping[str, str]) -> int:
+    """Run everything until Ctrl-C; return the exit code."""
+    service = ServiceConfig.from_env(env)
+    stack = Stack()
+    stopping = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        database_url = service.database_url or devservers.ensure_postgres(service.data_dir)
+        bootstrap = service.kafka_bootstrap_servers
+        if bootstrap is None:
+            bootstrap, stack.broker = devservers.ensure_broker(service.data_dir)
+        asyncio.run(ensure_topic(bootstrap, service.click_topic, service.click_topic_partitions))
+        demo = asyncio.run(prepare_database(database_url))
+        child_env = {
+            **env,
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "SHORTLINK_DATA_DIR": str(service.data_dir),
+        }
+        stack.spawn(
+            "redirect",
+            [sys.executable, "-m", "shortlink.cli", "redirect", "--port", "8080"],
+            child_env,
+        )
+        _wait_until_healthy(f"{REDIRECT_URL}/healthz", stack)
+        _print_banner(dataclasses.replace(service, kafka_bootstrap_servers=bootstrap), demo)
+        while not stopping:
+            problem = stack.crashed()
+            if problem:
+                log.error("a service stopped; shutting down", extra={"problem": problem})
+                return 1
+            time.sleep(0.3)
+        return 0
+    finally:
+        sys.stdout.write("\nstopping...\n")
+        stack.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        sys.stdout.write("stopped.\n")
+
+
+def _print_banner(service: ServiceConfig, demo: Demo) -> None:
+    database = (
+        f"embedded, data in {service.data_dir / 'postgres'}"
+        if service.database_url is None
+        else "from DATABASE_URL"
+    )
+    lines = [
+        "",
+        "shortlink is running",
+        f"  redirect server   {REDIRECT_URL}",
+        f"  PostgreSQL        {database}",
+        f"  Kafka             {service.kafka_bootstrap_servers} (topic {service.click_topic})",
+        "",
+        "Try:",
+        f"  curl -i {REDIRECT_URL}/{demo.token}            # 302 to the demo target",
+        f"  curl -I {REDIRECT_URL}/{demo.token}            # HEAD, recorded as a preview",
+        f"  curl -i {REDIRECT_URL}/{demo.unsafe_token}            # warning page of an unsafe link",
+        f"  curl -i {REDIRECT_URL}/NoSuch1            # 404",
+        f"  curl -s {REDIRECT_URL}/readyz             # database and broker reachable?",
+        "  .venv/bin/shortlink account create --name acme   # in another terminal",
+        "",
+        "Press Ctrl-C to stop everything.",
+        "",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,46 @@
+"""Errors raised by the shortlink package.
+
+Domain errors turn into HTTP errors only at the edge (the request handlers);
+everything else surfaces as a clear message and a non-zero exit code.
+
+    ShortlinkError
+    ├── ConfigError            a setting is missing or invalid; the service does not start
+    ├── SchemaError            the database schema cannot be used
+    │   └── SchemaBehindError  migrations are pending; run `shortlink migrate`
+    ├── EmbeddedServerError    the local PostgreSQL or broker could not be started
+    └── TokenSpaceExhausted    token generation kept colliding (the token length is too short)
+"""
+
+from __future__ import annotations
+
+
+class ShortlinkError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(ShortlinkError):
+    """A setting is missing or has a value the service cannot use."""
+
+
+class SchemaError(ShortlinkError):
+    """The database schema is not what this code expects."""
+
+
+class SchemaBehindError(SchemaError):
+    """The database lacks migrations this code needs."""
+
+    def __init__(self, applied: int, expected: int) -> None:
+        super().__init__(
+            f"database schema is at version {applied}, this code needs {expected}: "
+            "run `shortlink migrate` first"
+        )
+        self.applied = applied
+        self.expected = expected
+
+
+class EmbeddedServerError(ShortlinkError):
+    """A local development server (PostgreSQL or the Kafka-protocol broker) failed."""
+
+
+class TokenSpaceExhausted(ShortlinkError):
+    """Fresh tokens kept colliding with existing ones."""

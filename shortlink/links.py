@@ -1,0 +1,187 @@
+"""Links: what the redirect server looks up, and how links are created in bulk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from shortlink import tokens
+from shortlink.exceptions import TokenSpaceExhausted
+
+DEFAULT_LIFETIME = timedelta(days=90)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+# With 62**6 possible tokens even a large table collides rarely; this many rounds
+# of collisions in a row means the token space is nearly full.
+_MAX_ROUNDS = 12
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the Unix epoch, exact (no float rounding)."""
+    return (moment - _EPOCH) // _MILLISECOND
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEntry:
+    """A link as the redirect server caches it: everything a click event needs."""
+
+    id: int
+    token: str
+    account_id: int
+    target_url: str
+    phone_number: str | None
+    client_ref: str | None
+    client_identifier: str | None
+    created_at_ms: int
+    expires_at: float  # Unix seconds, compared with time.time() on every hit
+    unsafe: bool
+    disabled: bool
+
+
+_LOOKUP = """
+    SELECT id, account_id, target_url, phone_number, client_ref, client_identifier,
+           created_at, expires_at, unsafe, disabled_at IS NOT NULL AS disabled
+    FROM links
+    WHERE token = $1
+"""
+
+
+async def fetch_entry(pool: asyncpg.Pool, token: str) -> LinkEntry | None:
+    """The link behind `token`, or None when there is none."""
+    row = await pool.fetchrow(_LOOKUP, token)
+    if row is None:
+        return None
+    return LinkEntry(
+        id=row["id"],
+        token=token,
+        account_id=row["account_id"],
+        target_url=row["target_url"],
+        phone_number=row["phone_number"],
+        client_ref=row["client_ref"],
+        client_identifier=row["client_identifier"],
+        created_at_ms=epoch_ms(row["created_at"]),
+        expires_at=row["expires_at"].timestamp(),
+        unsafe=row["unsafe"],
+        disabled=row["disabled"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewLink:
+    """One link to create."""
+
+    target_url: str
+    phone_number: str | None = None
+    client_ref: str | None = None
+    client_identifier: str | None = None
+    expires_at: datetime | None = None  # None: DEFAULT_LIFETIME from now
+    unsafe: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedLink:
+    id: int
+    token: str
+    created_at: datetime
+    expires_at: datetime
+
+
+_IMPORT_COLUMNS = (
+    "position",
+    "token",
+    "target_url",
+    "phone_number",
+    "client_ref",
+    "client_identifier",
+    "expires_at",
+    "unsafe",
+)
+
+
+async def create_links(
+    conn: asyncpg.Connection,
+    account_id: int,
+    links: Sequence[NewLink],
+    *,
+    token_length: int = tokens.DEFAULT_LENGTH,
+) -> list[CreatedLink]:
+    """Insert `links` for `account_id` in one transaction; results in input order.
+
+    Rows are streamed with COPY into a temporary table, then inserted with
+    ON CONFLICT (token) DO NOTHING: a row whose random token already exists is
+    simply not inserted, gets a fresh token and goes round again. No token is
+    ever checked before it is written, so concurrent creators cannot race.
+    """
+    if not links:
+        return []
+    now = datetime.now(UTC)
+    default_expiry = now + DEFAULT_LIFETIME
+    results: list[CreatedLink | None] = [None] * len(links)
+    pending = list(range(len(links)))
+    async with conn.transaction():
+        await conn.execute(
+            """
+            CREATE TEMP TABLE link_import (
+                position integer, token text COLLATE "C", target_url text, phone_number text,
+                client_ref text, client_identifier text, expires_at timestamptz, unsafe boolean
+            ) ON COMMIT DROP
+            """
+        )
+        for _ in range(_MAX_ROUNDS):
+            fresh = _unique_tokens(len(pending), token_length)
+            by_token = dict(zip(fresh, pending, strict=True))
+            await conn.copy_records_to_table(
+                "link_import",
+                columns=_IMPORT_COLUMNS,
+                records=(
+                    (
+                        position,
+                        token,
+                        links[position].target_url,
+                        links[position].phone_number,
+                        links[position].client_ref,
+                        links[position].client_identifier,
+                        links[position].expires_at or default_expiry,
+                        links[position].unsafe,
+                    )
+                    for token, position in by_token.items()
+                ),
+            )
+            rows = await conn.fetch(
+                """
+                INSERT INTO links (token, account_id, target_url, phone_number, client_ref,
+                                   client_identifier, created_at, expires_at, unsafe)
+                SELECT token, $1, target_url, phone_number, client_ref, client_identifier,
+                       $2, expires_at, unsafe
+                FROM link_import
+                ORDER BY position
+                ON CONFLICT (token) DO NOTHING
+                RETURNING id, token, created_at, expires_at
+                """,
+                account_id,
+                now,
+            )
+            await conn.execute("TRUNCATE link_import")
+            for row in rows:
+                results[by_token.pop(row["token"])] = CreatedLink(
+                    row["id"], row["token"], row["created_at"], row["expires_at"]
+                )
+            pending = sorted(by_token.values())
+            if not pending:
+                return [link for link in results if link is not None]
+        # Raised inside the transaction, so nothing of this call is kept.
+        raise TokenSpaceExhausted(
+            f"{len(pending)} links kept colliding after {_MAX_ROUNDS} rounds: "
+            f"use longer tokens (TOKEN_LENGTH, now {token_length})"
+        )
+
+
+def _unique_tokens(count: int, length: int) -> list[str]:
+    """`count` distinct fresh tokens."""
+    chosen: dict[str, None] = dict.fromkeys(tokens.generate(count, length))
+    while len(chosen) < count:
+        chosen.update(dict.fromkeys(tokens.generate(count - len(chosen), length)))
+    return list(chosen)

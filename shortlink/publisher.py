@@ -1,0 +1,404 @@
+"""Click publishing: from the redirect handler to Kafka, never making a redirect wait.
+
+The handler calls `submit()`, which appends a tuple of raw facts to an in-memory
+list and returns. A flusher task wakes when the list becomes non-empty, lets
+clicks gather for the linger time, encodes them (event id, orjson) and sends them
+as per-partition record batches with acks=all. When Kafka cannot take them
+(unreachable at start, a failed or timed-out send), they are appended to the
+spool file instead, and from then on every batch goes to the spool until a
+replay task has sent the whole spool, in order, to the broker again. The buffer
+is bounded: if it reaches its limit while a send is stuck, it is moved to the
+spool synchronously. Only a full spool loses clicks, and that is logged loudly
+and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from shortlink import clickevent
+from shortlink.config import RedirectConfig
+from shortlink.kafka import partition_for
+from shortlink.links import LinkEntry
+from shortlink.spool import Record, Spool, orphans
+
+log = logging.getLogger(__name__)
+
+# What a failed send can raise: broker errors, our own timeout, socket errors.
+SEND_ERRORS = (KafkaError, TimeoutError, OSError)
+_REPLAY_BATCH = 5_000
+_MAX_BATCH_BYTES = 1 << 20
+_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
+_LOUD_EVERY = 10.0  # seconds between repeated "spool is full" errors
+_PROBE_TIMEOUT = 1.0
+
+PendingClick = tuple[LinkEntry, float, str | None, str | None, str | None, str, bool]
+
+
+class ClickPublisher:
+    """Bounded click buffer -> Kafka, with a disk spool while Kafka is away."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        topic: str,
+        buffer_limit: int,
+        linger: float,
+        request_timeout: float,
+        spool_dir: Path,
+        spool_name: str,
+        spool_max_bytes: int,
+    ) -> None:
+        self.topic = topic
+        self._bootstrap_servers = bootstrap_servers
+        self._buffer_limit = buffer_limit
+        self._linger = linger
+        self._request_timeout = request_timeout
+        self._buffer: list[PendingClick] = []
+        self._ids = clickevent.EventIds()
+        self._spool = Spool(spool_dir, spool_name, spool_max_bytes)
+        self._adopted = list(orphans(spool_dir, spool_max_bytes, spool_name))
+        self._producer: AIOKafkaProducer | None = None
+        self._partitions = 0
+        # True from the first failed send until the spool is fully replayed.
+        self._spooling = self._spool.pending
+        self._wakeup = asyncio.Event()
+        self._replay_wakeup = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_loud = 0.0
+        self.published = 0
+        self.spooled = 0
+        self.replayed = 0
+        self.send_failures = 0
+
+    # -- the hot path ---------------------------------------------------------
+
+    def submit(
+        self,
+        link: LinkEntry,
+        clicked_at: float,
+        user_agent: str | None,
+        client_ip: str | None,
+        referer: str | None,
+        method: str,
+        warning_page_served: bool,
+    ) -> None:
+        """Queue one click. Never blocks and never awaits."""
+        buffer = self._buffer
+        buffer.append(
+            (link, clicked_at, user_agent, client_ip, referer, method, warning_page_served)
+        )
+        if len(buffer) == 1:
+            self._wakeup.set()
+        elif len(buffer) >= self._buffer_limit:
+            self._spill()
+
+    # -- state ----------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    @property
+    def spool_bytes(self) -> int:
+        return self._spool.size + sum(spool.size for spool in self._adopted)
+
+    @property
+    def dropped(self) -> int:
+        return self._spool.dropped
+
+    @property
+    def spooling(self) -> bool:
+        return self._spooling
+
+    async def broker_reachable(self) -> bool:
+        """Whether the broker answers a metadata request within a second."""
+        producer = self._producer
+        if producer is None:
+            return False
+        try:
+            async with asyncio.timeout(_PROBE_TIMEOUT):
+                return bool(await producer.client.force_metadata_update())
+        except SEND_ERRORS:
+            return False
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the background tasks; waits for Kafka at most one request timeout."""
+        if self._spooling or self._adopted:
+            self._replay_wakeup.set()
+        connect = asyncio.create_task(self._connect(), name="click-producer")
+        self._tasks = [
+            connect,
+            asyncio.create_task(self._flush_loop(), name="click-flusher"),
+            asyncio.create_task(self._replay_loop(), name="click-replayer"),
+        ]
+        # Give the broker a moment, so a normal start publishes directly instead of
+        # spooling its first clicks; a broker that is down does not hold the start up longer.
+        await asyncio.wait({connect}, timeout=self._request_timeout)
+
+    async def close(self, grace: float) -> None:
+        """Flush what is buffered to Kafka (or the spool), then stop; each step waits <= grace s."""
+        self._closing.set()
+        self._wakeup.set()
+        connect, flusher, replayer = self._tasks
+        for task in (connect, replayer):
+            task.cancel()
+        await asyncio.gather(connect, replayer, return_exceptions=True)
+        try:
+            await asyncio.wait_for(flusher, grace)
+        except TimeoutError:
+            log.error("flushing clicks timed out; spooling what is left")
+        # Whatever the flusher could not hand over goes to disk.
+        self._spool_records(self._encode(self._take()))
+        if self._producer is not None:
+            with contextlib.suppress(*SEND_ERRORS):
+                await asyncio.wait_for(self._producer.stop(), grace)
+        self._spool.sync()
+        self._spool.close()
+        for spool in self._adopted:
+            spool.close()
+
+    # -- internals ------------------------------------------------------------
+
+    def _take(self) -> list[PendingClick]:
+        batch, self._buffer = self._buffer, []
+        return batch
+
+    def _encode(self, batch: Sequence[PendingClick]) -> list[Record]:
+        next_id = self._ids.next
+        encode = clickevent.encode
+        records = []
+        for link, clicked_at, user_agent, client_ip, referer, method, warning in batch:
+            ms = int(clicked_at * 1000)
+            value = encode(next_id(ms), link, ms, user_agent, client_ip, referer, method, warning)
+            records.append(Record(link.token, ms, value))
+        return records
+
+    def _spill(self) -> None:
+        """The buffer hit its limit while a send is stuck: move it to disk now."""
+        self._spooling = True
+        self._spool_records(self._encode(self._take()))
+        self._replay_wakeup.set()
+
+    def _spool_records(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        accepted = self._spool.append(records)
+        self.spooled += accepted
+        if accepted < len(records):
+            now = time.monotonic()
+            if now - self._last_loud >= _LOUD_EVERY:
+                self._last_loud = now
+                log.error(
+                    "click spool is full: clicks are being lost",
+                    extra={
+                        "spool": str(self._spool.path),
+                        "spool_bytes": self._spool.size,
+                        "dropped_total": self._spool.dropped,
+                    },
+                )
+
+    async def _connect(self) -> None:
+        """Start the producer, retrying until the broker and the topic are there."""
+        attempt = 0
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap_servers,
+                client_id="shortlink-redirect",
+                acks="all",
+                linger_ms=0,  # the flusher already batches
+                max_batch_size=_MAX_BATCH_BYTES,
+                request_timeout_ms=int(self._request_timeout * 1000),
+            )
+            try:
+                await producer.start()
+                partitions = await asyncio.wait_for(
+                    producer.partitions_for(self.topic), self._request_timeout
+                )
+                if not partitions:
+                    raise KafkaError(f"topic {self.topic!r} does not exist")
+            except asyncio.CancelledError:
+                with contextlib.suppress(*SEND_ERRORS):
+                    await asyncio.shield(producer.stop())
+                raise
+            except SEND_ERRORS as exc:
+                with contextlib.suppress(*SEND_ERRORS):
+                    await producer.stop()
+                delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
+                if attempt == 0 or attempt % 20 == 0:
+                    log.warning(
+                        "Kafka is not available; clicks go to the spool",
+                        extra={"error": repr(exc), "retry_in": delay},
+                    )
+                attempt += 1
+                self._spooling = True
+                await asyncio.sleep(delay)
+                continue
+            self._partitions = len(partitions)
+            self._producer = producer
+            self._replay_wakeup.set()
+            log.info(
+                "connected to Kafka", extra={"topic": self.topic, "partitions": len(partitions)}
+            )
+            return
+
+    async def _flush_loop(self) -> None:
+        while not self._closing.is_set():
+            await self._wakeup.wait()
+            if self._linger > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), self._linger)
+            self._wakeup.clear()
+            await self._deliver(self._encode(self._take()))
+        await self._deliver(self._encode(self._take()))
+
+    async def _deliver(self, records: list[Record]) -> None:
+        if not records:
+            return
+        if self._spooling or self._producer is None:
+            self._spooling = True
+            self._spool_records(records)
+            self._replay_wakeup.set()
+            return
+        try:
+            failed = await self._send(records)
+        except asyncio.CancelledError:
+            # Shutdown gave up waiting for the broker: keep the clicks on disk.
+            self._spool_records(records)
+            raise
+        self.published += len(records) - len(failed)
+        if failed:
+            self._spooling = True
+            self._spool_records(failed)
+            self._replay_wakeup.set()
+
+    async def _send(self, records: Sequence[Record]) -> list[Record]:
+        """Send records as per-partition batches; return those the broker did not take."""
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("_send() before the producer started")
+        by_partition: dict[int, list[Record]] = {}
+        for record in records:
+            by_partition.setdefault(partition_for(record.token, self._partitions), []).append(
+                record
+            )
+        in_flight: list[tuple[Any, list[Record]]] = []
+        failed: list[Record] = []
+        try:
+            for partition, group in by_partition.items():
+                batch = producer.create_batch()
+                chunk: list[Record] = []
+                for record in group:
+                    key = record.token.encode()
+                    if (
+                        batch.append(key=key, value=record.value, timestamp=record.timestamp_ms)
+                        is None
+                    ):
+                        in_flight.append(
+                            (
+                                await producer.send_batch(batch, self.topic, partition=partition),
+                                chunk,
+                            )
+                        )
+                        batch = producer.create_batch()
+                        chunk = []
+                        batch.append(key=key, value=record.value, timestamp=record.timestamp_ms)
+                    chunk.append(record)
+                in_flight.append(
+                    (await producer.send_batch(batch, self.topic, partition=partition), chunk)
+                )
+        except SEND_ERRORS as exc:
+            # Could not even queue the rest: everything not yet in flight failed.
+            queued = {id(r) for _, chunk in in_flight for r in chunk}
+            failed.extend(r for r in records if id(r) not in queued)
+            self._log_send_failure(exc)
+        for future, chunk in in_flight:
+            try:
+                await asyncio.wait_for(future, self._request_timeout + 1)
+            except SEND_ERRORS as exc:
+                failed.extend(chunk)
+                self._log_send_failure(exc)
+        return failed
+
+    def _log_send_failure(self, exc: BaseException) -> None:
+        self.send_failures += 1
+        if not self._spooling:
+            log.warning("Kafka send failed; spooling clicks", extra={"error": repr(exc)})
+
+    async def _replay_loop(self) -> None:
+        attempt = 0
+        while True:
+            await self._replay_wakeup.wait()
+            await asyncio.to_thread(self._spool.sync)
+            if self._producer is None:
+                await asyncio.sleep(_RETRY_DELAYS[0])
+                continue
+            spool = self._adopted[0] if self._adopted else self._spool
+            records, offset = spool.read(_REPLAY_BATCH)
+            if not records:
+                replayed_some = offset > 0
+                spool.commit(offset)
+                if spool is self._spool:
+                    self._spooling = False
+                    self._replay_wakeup.clear()
+                    if replayed_some:
+                        log.info("click spool replayed; publishing directly again")
+                else:
+                    self._adopted.pop(0).remove()
+                continue
+            failed = await self._send(records)
+            if failed:
+                delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            spool.commit(offset)
+            self.replayed += len(records)
+            self.published += len(records)
+
+
+PUBLISHER = web.AppKey("click_publisher", ClickPublisher)
+
+
+def publisher_context(
+    config: RedirectConfig, worker_index: int
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """cleanup_ctx: the click publisher of one redirect worker; flushes on exit."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        bootstrap_servers = config.service.kafka_bootstrap_servers
+        if bootstrap_servers is None:
+            raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS must be resolved before a service starts")
+        publisher = ClickPublisher(
+            bootstrap_servers=bootstrap_servers,
+            topic=config.service.click_topic,
+            buffer_limit=config.publish_buffer_events,
+            linger=config.publish_linger,
+            request_timeout=config.kafka_request_timeout,
+            spool_dir=config.spool_dir,
+            spool_name=f"redirect-{worker_index}",
+            spool_max_bytes=config.spool_max_bytes,
+        )
+        await publisher.start()
+        app[PUBLISHER] = publisher
+        try:
+            yield
+        finally:
+            await publisher.close(config.shutdown_timeout)
+
+    return context

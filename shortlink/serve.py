@@ -1,0 +1,177 @@
+"""Running services: one process's lifecycle, and N worker processes sharing a port.
+
+A worker builds its web.Application (resources as cleanup contexts), starts it,
+listens with SO_REUSEPORT, and on SIGTERM or SIGINT stops accepting, lets
+in-flight requests finish (up to the shutdown timeout), then runs the cleanup
+contexts in reverse (the click publisher flushes there) and exits 0.
+
+`run_workers` starts N such processes (spawned, not forked), restarts one that
+crashes, forwards SIGTERM/SIGINT, and gives up at once if a worker reports a
+configuration problem (exit code EXIT_CONFIG), since a restart cannot fix that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import multiprocessing
+import multiprocessing.connection
+import signal
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import uvloop
+from aiohttp import web
+
+from shortlink.exceptions import ShortlinkError
+
+log = logging.getLogger(__name__)
+
+EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: configuration or schema problem
+_PR_SET_PDEATHSIG = 1
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+async def serve(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    shutdown_timeout: float,
+    make_handler: Callable[[web.Application], Handler] | None = None,
+    started: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Run `app` on host:port until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly.
+
+    With `make_handler`, requests go to the handler it builds (after startup, so it
+    can bind the app's resources) through aiohttp's low-level server, skipping the
+    router and middleware; otherwise the application handles them as usual.
+    """
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    runner: web.BaseRunner
+    if make_handler is None:
+        runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout
+        )
+        await runner.setup()
+    else:
+        # As web.AppRunner does: state may be set during startup, then everything freezes.
+        app.on_startup.freeze()
+        try:
+            await app.startup()
+        except BaseException:
+            await app.cleanup()  # exit the contexts that did start
+            raise
+        app.freeze()
+        server = web.Server(make_handler(app), access_log=None)
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=shutdown_timeout)
+        await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_port=True, backlog=4096)
+        await site.start()
+        bound_port = port or _bound_port(runner)
+        log.info("listening", extra={"host": host, "port": bound_port})
+        if started is not None:
+            started(bound_port)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()  # stop accepting, finish in-flight requests
+        if make_handler is not None:
+            await app.cleanup()  # the cleanup contexts, in reverse order
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+def _bound_port(runner: web.BaseRunner) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    return 0
+
+
+def run_in_process(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """Run a service coroutine on uvloop; configuration errors become EXIT_CONFIG."""
+    try:
+        uvloop.run(main())
+    except ShortlinkError as exc:
+        log.critical(str(exc), extra={"error": type(exc).__name__})
+        return EXIT_CONFIG
+    return 0
+
+
+def _worker_main(target: Callable[[int], int], index: int) -> None:
+    """Entry point of a spawned worker: die with the supervisor, run, exit with its code."""
+    _exit_with_parent()
+    raise SystemExit(target(index))
+
+
+def _exit_with_parent() -> None:
+    """Ask Linux to send us SIGTERM if the supervisor dies (even by SIGKILL)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: workers outlive a killed supervisor
+        return
+
+
+def run_workers(target: Callable[[int], int], count: int, name: str) -> int:
+    """Run `target(index)` in `count` spawned processes until SIGTERM/SIGINT."""
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    workers: dict[int, multiprocessing.process.BaseProcess] = {}
+
+    def start(index: int) -> None:
+        process = context.Process(target=_worker_main, args=(target, index), name=f"{name}-{index}")
+        process.start()
+        workers[index] = process
+
+    exit_code = 0
+    try:
+        for index in range(count):
+            start(index)
+        while not stopping:
+            sentinels = [process.sentinel for process in workers.values()]
+            multiprocessing.connection.wait(sentinels, timeout=0.5)
+            for index, process in list(workers.items()):
+                if process.is_alive() or stopping:
+                    continue
+                if process.exitcode == EXIT_CONFIG:
+                    log.critical("worker cannot start; stopping", extra={"worker": index})
+                    exit_code = EXIT_CONFIG
+                    stopping = True
+                    break
+                log.error(
+                    "worker exited; restarting it",
+                    extra={"worker": index, "exit_code": process.exitcode},
+                )
+                time.sleep(1.0)
+                start(index)
+    finally:
+        for process in workers.values():
+            if process.is_alive():
+                process.terminate()  # SIGTERM: each worker shuts down cleanly
+        deadline = time.monotonic() + 60
+        for process in workers.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.error("worker did not stop in time; killing it", extra={"pid": process.pid})
+                process.kill()
+                process.join()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return exit_code

@@ -1,0 +1,190 @@
+"""The click spool: encoded click records on local disk while Kafka is unreachable.
+
+One append-only file per redirect worker (`<name>.spool`), locked with flock so
+two processes never share one. Each line is `token TAB timestamp_ms TAB value`
+(the value is JSON, which never contains a raw newline). Replay reads from a
+committed offset (kept in `<name>.offset`) forward, so records go out in the
+order they were spooled, and a crash during replay re-sends at most the batch in
+flight (the forwarder drops duplicates by event id). When everything is replayed
+the file is truncated.
+
+Appends are plain writes into the page cache, cheap enough for the event loop;
+`sync()` (run in a thread) makes them durable against a machine crash too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+_READ_CHUNK = 1 << 20
+
+
+class Record(NamedTuple):
+    token: str
+    timestamp_ms: int
+    value: bytes
+
+
+class SpoolLocked(OSError):
+    """Another process holds this spool file."""
+
+
+class Spool:
+    """An append-only, replayable file of click records."""
+
+    def __init__(self, directory: Path, name: str, max_bytes: int) -> None:
+        self.path = directory / f"{name}.spool"
+        self._offset_path = directory / f"{name}.offset"
+        self.max_bytes = max_bytes
+        self.dropped = 0  # records refused because the spool was full
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolLocked(f"{self.path} is in use by another process") from None
+        self._fd = fd
+        self._size = os.fstat(fd).st_size
+        self._repair_tail()
+        self._offset = self._read_offset()
+        self._dirty = False
+        self.corrupt = 0  # unreadable lines skipped during replay
+
+    def _repair_tail(self) -> None:
+        """Cut a torn last line (a crash mid-write) so new records start on a line of their own."""
+        end = self._size
+        while end > 0:
+            start = max(0, end - _READ_CHUNK)
+            chunk = os.pread(self._fd, end - start, start)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        if end != self._size:
+            os.ftruncate(self._fd, end)
+            self._size = end
+
+    def _read_offset(self) -> int:
+        try:
+            offset = int(self._offset_path.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+        return min(max(offset, 0), self._size)
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file (replayed ones included until the file is truncated)."""
+        return self._size
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._size - self._offset
+
+    @property
+    def pending(self) -> bool:
+        return self._size > self._offset
+
+    def append(self, records: Sequence[Record]) -> int:
+        """Write records at the end; returns how many fitted under max_bytes."""
+        data = bytearray()
+        accepted = 0
+        room = self.max_bytes - self._size
+        for token, timestamp_ms, value in records:
+            line = b"%s\t%d\t%s\n" % (token.encode(), timestamp_ms, value)
+            if len(data) + len(line) > room:
+                break
+            data += line
+            accepted += 1
+        self.dropped += len(records) - accepted
+        if data:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            self._size += len(data)
+            self._dirty = True
+        return accepted
+
+    def read(self, max_records: int) -> tuple[list[Record], int]:
+        """Up to `max_records` records from the committed offset, and the offset after them."""
+        records: list[Record] = []
+        offset = self._offset
+        while len(records) < max_records and offset < self._size:
+            chunk = os.pread(self._fd, min(_READ_CHUNK, self._size - offset), offset)
+            end = chunk.rfind(b"\n")
+            if end < 0:
+                # No record is this long (values are bounded by the redirect server);
+                # skip the chunk rather than stall the replay forever.
+                self.corrupt += 1
+                offset += len(chunk)
+                continue
+            position = 0
+            while position <= end and len(records) < max_records:
+                newline = chunk.index(b"\n", position)
+                record = _parse(chunk[position:newline])
+                if record is None:
+                    self.corrupt += 1
+                else:
+                    records.append(record)
+                position = newline + 1
+            offset += position
+        return records, offset
+
+    def commit(self, offset: int) -> None:
+        """Mark everything before `offset` as replayed; truncate when all of it is."""
+        if offset >= self._size:
+            os.ftruncate(self._fd, 0)
+            self._size = 0
+            self._offset = 0
+            with contextlib.suppress(FileNotFoundError):
+                self._offset_path.unlink()
+            return
+        self._offset = offset
+        temporary = self._offset_path.with_suffix(".offset.tmp")
+        temporary.write_text(str(offset))
+        os.replace(temporary, self._offset_path)
+
+    def sync(self) -> None:
+        """Flush appended records to disk (blocking: run it in a thread)."""
+        if self._dirty:
+            self._dirty = False
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # also releases the lock
+            self._fd = -1
+
+    def remove(self) -> None:
+        """Delete the files of an empty spool (an adopted one, fully replayed)."""
+        self.close()
+        for path in (self.path, self._offset_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _parse(line: bytes) -> Record | None:
+    parts = line.split(b"\t", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return Record(parts[0].decode("ascii", "replace"), int(parts[1]), parts[2])
+
+
+def orphans(directory: Path, max_bytes: int, own_name: str) -> Iterator[Spool]:
+    """Spools left by workers that no longer run (their files are not locked)."""
+    if not directory.is_dir():
+        return
+    for path in sorted(directory.glob("*.spool")):
+        if path.stem == own_name:
+            continue
+        try:
+            yield Spool(directory, path.stem, max_bytes)
+        except SpoolLocked:
+            continue

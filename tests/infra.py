@@ -1,0 +1,117 @@
+"""The real servers tests run against: database naming, Kafka reading, in-process services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
+
+from shortlink.serve import Handler, serve
+
+
+def with_database(url: str, database: str) -> str:
+    """`url` pointing at another database on the same server."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+async def consume(
+    bootstrap_servers: str,
+    topic: str,
+    count: int,
+    *,
+    within: float = 30.0,
+    settle: float = 0.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read `topic` from the beginning until `count` records arrived (or `within` s passed).
+
+    With `settle`, keep reading that long after reaching `count`, so a test can
+    also see records that should not be there.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        deadline = time.monotonic() + within
+        while len(records) < count and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=300)
+            for batch in batches.values():
+                records.extend(batch)
+        settle_until = time.monotonic() + settle
+        while time.monotonic() < settle_until:
+            batches = await consumer.getmany(timeout_ms=200)
+            for batch in batches.values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+@dataclass
+class RunningServer:
+    app: web.Application
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def running(
+    app: web.Application,
+    make_handler: Callable[[web.Application], Handler] | None = None,
+    *,
+    shutdown_timeout: float = 5.0,
+) -> AsyncIterator[RunningServer]:
+    """Serve `app` on a free port of 127.0.0.1 inside the test's event loop."""
+    stop = asyncio.Event()
+    started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve(
+            app,
+            host="127.0.0.1",
+            port=0,
+            shutdown_timeout=shutdown_timeout,
+            make_handler=make_handler,
+            started=started.set_result,
+            stop=stop,
+            handle_signals=False,
+        )
+    )
+    done, _ = await asyncio.wait({task, started}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # raises what stopped the start
+        raise RuntimeError("server returned before it started")
+    if started not in done:
+        task.cancel()
+        raise RuntimeError("server did not start within 60 s")
+    try:
+        yield RunningServer(app, started.result())
+    finally:
+        stop.set()
+        await task
+
+
+def env_for(base: Mapping[str, str], **overrides: Any) -> dict[str, str]:
+    """An environment mapping: `base` plus overrides rendered as strings."""
+    return {**base, **{key: str(value) for key, value in overrides.items()}}

@@ -1,0 +1,90 @@
+"""The click event wire format."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import pytest
+
+from shortlink import clickevent
+from shortlink.links import LinkEntry
+
+LINK = LinkEntry(
+    716005,
+    "AbC12xY",
+    1,
+    "https://dotdigital.com/",
+    "447700900000",
+    None,
+    "Campaign",
+    1382000166965,
+    4e9,
+    False,
+    False,
+)
+
+
+def encoded(**changes: object) -> bytes:
+    data = orjson.loads(
+        clickevent.encode(
+            str(uuid.uuid4()), LINK, 1382000769338, "UA", "127.0.0.1", None, "GET", False
+        )
+    )
+    data.update(changes)
+    return orjson.dumps(data)
+
+
+def test_round_trip_keeps_every_field() -> None:
+    """encode then decode gives back every value, nulls included."""
+    event_id = clickevent.EventIds().next(1382000769338)
+    event = clickevent.decode(
+        clickevent.encode(event_id, LINK, 1382000769338, "UA", "10.0.0.1", "ref", "HEAD", True)
+    )
+    assert event == clickevent.ClickEvent(
+        event_id=event_id,
+        token="AbC12xY",
+        link_id=716005,
+        account_id=1,
+        target_url="https://dotdigital.com/",
+        phone_number="447700900000",
+        client_ref=None,
+        client_identifier="Campaign",
+        shortened_at_ms=1382000166965,
+        clicked_at_ms=1382000769338,
+        user_agent="UA",
+        client_ip="10.0.0.1",
+        referer="ref",
+        method="HEAD",
+        warning_page_served=True,
+    )
+
+
+def test_event_ids_are_unique_uuid7_and_time_ordered() -> None:
+    """Ids are valid version-7 UUIDs, distinct, and sort by click time."""
+    ids = clickevent.EventIds()
+    made = [ids.next(1_700_000_000_000 + i // 100) for i in range(10_000)]
+    assert len(set(made)) == 10_000
+    assert all(uuid.UUID(i).version == 7 for i in made[:100])
+    assert made[0] < made[-1]
+    other = clickevent.EventIds()
+    assert other.next(1_700_000_000_000) not in made
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (encoded(v=2), "unsupported version"),
+        (encoded(link_id="7"), "link_id"),
+        (encoded(link_id=True), "link_id"),
+        (encoded(event_id="nope"), "not a UUID"),
+        (encoded(user_agent=5), "user_agent"),
+        (encoded(warning_page_served="no"), "warning_page_served"),
+    ],
+)
+def test_invalid_messages_are_rejected(value: bytes, reason: str) -> None:
+    """Anything that is not a valid version-1 click event raises InvalidClickEvent."""
+    with pytest.raises(clickevent.InvalidClickEvent, match=reason):
+        clickevent.decode(value)

@@ -1,0 +1,36 @@
+"""Client IP resolution behind trusted proxies."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from shortlink.clientip import resolver
+
+PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32"))
+
+
+def test_without_trusted_proxies_the_peer_is_the_client() -> None:
+    """With no proxies configured, X-Forwarded-For is ignored."""
+    assert resolver(())("203.0.113.5", "198.51.100.1") == "203.0.113.5"
+
+
+def test_forwarded_for_from_a_trusted_proxy() -> None:
+    """Behind a trusted proxy, the right-most untrusted hop is the client."""
+    resolve = resolver(PROXIES)
+    assert resolve("10.1.2.3", "198.51.100.1") == "198.51.100.1"
+    assert resolve("10.1.2.3", "1.2.3.4, 198.51.100.1, 10.9.9.9") == "198.51.100.1"
+    assert resolve("10.1.2.3", "[2001:db9::1]:443") == "2001:db9::1"
+    assert resolve("10.1.2.3", "198.51.100.1:5000") == "198.51.100.1"
+
+
+def test_forwarded_for_from_an_untrusted_peer_is_ignored() -> None:
+    """A client cannot set its own IP by sending the header directly."""
+    assert resolver(PROXIES)("203.0.113.5", "1.1.1.1") == "203.0.113.5"
+
+
+def test_garbage_or_all_trusted_hops_fall_back_to_the_peer() -> None:
+    """An unparsable hop or a chain of only proxies gives the peer address."""
+    resolve = resolver(PROXIES)
+    assert resolve("10.1.2.3", "not-an-ip") == "10.1.2.3"
+    assert resolve("10.1.2.3", "10.0.0.9, 10.0.0.8") == "10.1.2.3"
+    assert resolve("10.1.2.3", "") == "10.1.2.3"

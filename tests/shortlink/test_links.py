@@ -1,0 +1,117 @@
+"""Bulk link creation: order, defaults, and collisions resolved by the database."""
+
+from __future__ import annotations
+
+import calendar
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from shortlink import links, tokens
+from shortlink.exceptions import TokenSpaceExhausted
+from shortlink.links import NewLink, create_links, fetch_entry
+
+
+async def test_bulk_create_returns_links_in_input_order(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """Five thousand links come back in request order with their own rows."""
+    specs = [
+        NewLink(f"https://example.com/{i}", phone_number=f"4477009{i:05d}", client_ref=f"m{i}")
+        for i in range(5000)
+    ]
+    created = await create_links(db, account_id, specs)
+    assert len(created) == 5000
+    rows = await db.fetch(
+        "SELECT id, token, target_url, client_ref, expires_at - created_at AS lifetime "
+        "FROM links WHERE id = ANY($1::bigint[])",
+        [c.id for c in created],
+    )
+    by_id = {r["id"]: r for r in rows}
+    for i, link in enumerate(created):
+        row = by_id[link.id]
+        assert row["token"] == link.token
+        assert row["target_url"] == f"https://example.com/{i}"
+        assert row["client_ref"] == f"m{i}"
+        assert row["lifetime"] == timedelta(days=90)
+    assert len({c.token for c in created}) == 5000
+
+
+async def test_colliding_tokens_are_retried(
+    db: asyncpg.Connection, account_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token that already exists is not reused: the row gets a fresh one."""
+    [existing] = await create_links(db, account_id, [NewLink("https://example.com/a")])
+    real = tokens.generate
+    rounds = iter([[existing.token, "Fresh01"]])
+
+    def rigged(count: int, length: int = 7) -> list[str]:
+        try:
+            return next(rounds)[:count]
+        except StopIteration:
+            return real(count, length)
+
+    monkeypatch.setattr(links.tokens, "generate", rigged)
+    created = await create_links(
+        db, account_id, [NewLink("https://example.com/b"), NewLink("https://example.com/c")]
+    )
+    assert existing.token not in {c.token for c in created}
+    assert "Fresh01" in {c.token for c in created}
+    assert (await fetch_entry_target(db, existing.token)) == "https://example.com/a"
+
+
+async def fetch_entry_target(db: asyncpg.Connection, token: str) -> str:
+    return str(await db.fetchval("SELECT target_url FROM links WHERE token = $1", token))
+
+
+async def test_exhausted_token_space_creates_nothing(
+    db: asyncpg.Connection, account_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If every fresh token keeps colliding, the call fails and no link of it is kept."""
+    [existing] = await create_links(db, account_id, [NewLink("https://example.com/a")])
+    monkeypatch.setattr(links.tokens, "generate", lambda count, length=7: [existing.token] * count)
+    before = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", account_id)
+    with pytest.raises(TokenSpaceExhausted):
+        await create_links(db, account_id, [NewLink("https://example.com/x")])
+    after = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", account_id)
+    assert before == after
+
+
+async def test_fetch_entry_reads_what_a_click_needs(
+    database_url: str, db: asyncpg.Connection, account_id: int
+) -> None:
+    """fetch_entry returns the link's fields with times as epoch values."""
+    expires = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+    [created] = await create_links(
+        db,
+        account_id,
+        [NewLink("https://example.com/e", "447700900001", "ref", "camp", expires, unsafe=True)],
+    )
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        entry = await fetch_entry(pool, created.token)
+        assert await fetch_entry(pool, "Missing") is None
+    finally:
+        await pool.close()
+    assert entry is not None
+    assert (entry.id, entry.account_id, entry.target_url) == (
+        created.id,
+        account_id,
+        "https://example.com/e",
+    )
+    assert (entry.phone_number, entry.client_ref, entry.client_identifier) == (
+        "447700900001",
+        "ref",
+        "camp",
+    )
+    assert entry.created_at_ms == links.epoch_ms(created.created_at)
+    assert entry.expires_at == expires.timestamp()
+    assert entry.unsafe is True
+    assert entry.disabled is False
+
+
+def test_epoch_ms_is_exact() -> None:
+    """Milliseconds since the epoch are truncated exactly, never rounded up by float error."""
+    moment = datetime(2013, 10, 17, 9, 2, 13, 999999, tzinfo=UTC)
+    assert links.epoch_ms(moment) == calendar.timegm(moment.utctimetuple()) * 1000 + 999

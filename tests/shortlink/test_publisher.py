@@ -1,0 +1,158 @@
+"""Click publishing through broker outages: the spool keeps every click."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from shortlink import clickevent, devservers
+from shortlink.config import RedirectConfig
+from shortlink.kafka import ensure_topic
+from shortlink.links import NewLink, create_links
+from shortlink.publisher import PUBLISHER
+from shortlink.redirect import create_app, make_handler
+from tests.infra import consume, running
+
+TOPIC = "clicks"
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[devservers.Broker]:
+    """A tansu broker this test may stop and start again."""
+    broker = devservers.Broker("127.0.0.1", devservers.free_port(), tmp_path / "tansu.log")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+async def wait_for(condition: object, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def click(session: aiohttp.ClientSession, url: str, agent: str) -> int:
+    async with session.get(url, headers={"User-Agent": agent}, allow_redirects=False) as r:
+        return r.status
+
+
+async def test_broker_outage_loses_no_click(
+    own_broker: devservers.Broker,
+    database_url: str,
+    db: asyncpg.Connection,
+    account_id: int,
+    tmp_path: Path,
+) -> None:
+    """Clicks made while the broker is down are spooled, then all arrive once it is back."""
+    await ensure_topic(own_broker.bootstrap_servers, TOPIC, 3)
+    [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
+    config = RedirectConfig.from_env(
+        {
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap_servers,
+            "CLICK_TOPIC": TOPIC,
+            "SPOOL_DIR": str(tmp_path / "spool"),
+            "PUBLISH_LINGER_MS": "5",
+            "KAFKA_REQUEST_TIMEOUT_MS": "1000",
+        }
+    )
+    async with running(create_app(config), make_handler) as server:
+        publisher = server.app[PUBLISHER]
+        url = f"{server.url}/{link.token}"
+        async with aiohttp.ClientSession() as session:
+            assert await click(session, url, "before") == 302
+            await wait_for(lambda: publisher.published == 1)
+
+            own_broker.stop()
+            statuses = [await click(session, url, f"outage-{i}") for i in range(30)]
+            assert statuses == [302] * 30  # redirects never wait for Kafka
+            await wait_for(lambda: publisher.spooled == 30)
+            assert publisher.spooling
+            assert (tmp_path / "spool" / "redirect-0.spool").stat().st_size > 0
+
+            own_broker.start()  # an in-memory broker: it comes back empty
+            await ensure_topic(own_broker.bootstrap_servers, TOPIC, 3)
+            await wait_for(lambda: not publisher.spooling, within=60)
+            assert publisher.replayed == 30
+            assert await click(session, url, "after") == 302
+
+    records = await consume(own_broker.bootstrap_servers, TOPIC, 31, settle=0.5)
+    agents = sorted(clickevent.decode(r.value).user_agent or "" for r in records)
+    assert agents == sorted([f"outage-{i}" for i in range(30)] + ["after"])
+    assert len({clickevent.decode(r.value).event_id for r in records}) == 31
+    assert (tmp_path / "spool" / "redirect-0.spool").stat().st_size == 0
+
+
+async def test_broker_down_at_start_spools_then_replays(
+    database_url: str, db: asyncpg.Connection, account_id: int, tmp_path: Path
+) -> None:
+    """A server started while the broker is unreachable redirects, spools, and replays later."""
+    [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
+    broker = devservers.Broker("127.0.0.1", devservers.free_port(), tmp_path / "tansu.log")
+    config = RedirectConfig.from_env(
+        {
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "CLICK_TOPIC": TOPIC,
+            "SPOOL_DIR": str(tmp_path / "spool"),
+            "KAFKA_REQUEST_TIMEOUT_MS": "500",
+        }
+    )
+    try:
+        async with running(create_app(config), make_handler) as server:
+            publisher = server.app[PUBLISHER]
+            async with aiohttp.ClientSession() as session:
+                for i in range(5):
+                    assert await click(session, f"{server.url}/{link.token}", f"early-{i}") == 302
+            await wait_for(lambda: publisher.spooled == 5)
+            broker.start()
+            await ensure_topic(broker.bootstrap_servers, TOPIC, 3)
+            await wait_for(lambda: publisher.replayed == 5, within=60)
+        records = await consume(broker.bootstrap_servers, TOPIC, 5, settle=0.5)
+        assert sorted(clickevent.decode(r.value).user_agent or "" for r in records) == [
+            f"early-{i}" for i in range(5)
+        ]
+    finally:
+        broker.stop()
+
+
+async def test_full_spool_is_loud_and_redirects_go_on(
+    database_url: str,
+    db: asyncpg.Connection,
+    account_id: int,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full spool counts and logs dropped clicks, and redirects still work."""
+    [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
+    unreachable = f"127.0.0.1:{devservers.free_port()}"
+    config = RedirectConfig.from_env(
+        {
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": unreachable,
+            "CLICK_TOPIC": TOPIC,
+            "SPOOL_DIR": str(tmp_path / "spool"),
+            "SPOOL_MAX_BYTES": "1024",
+            "KAFKA_REQUEST_TIMEOUT_MS": "200",
+        }
+    )
+    caplog.set_level(logging.ERROR, logger="shortlink.publisher")
+    async with running(create_app(config), make_handler) as server:
+        publisher = server.app[PUBLISHER]
+        async with aiohttp.ClientSession() as session:
+            url = f"{server.url}/{link.token}"
+            statuses = [await click(session, url, f"agent-{i}") for i in range(20)]
+        assert statuses == [302] * 20
+        await wait_for(lambda: publisher.spooled + publisher.dropped == 20)
+        assert publisher.dropped > 0
+        assert publisher.spool_bytes <= 1024
+    assert any("spool is full" in r.getMessage() for r in caplog.records)

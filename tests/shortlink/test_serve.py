@@ -1,0 +1,165 @@
+"""The redirect server as a process: graceful SIGTERM, several workers on one port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shortlink import clickevent, devservers
+from shortlink.links import NewLink, create_links
+from tests.infra import consume
+
+
+def start_redirect(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shortlink.cli",
+            "redirect",
+            "--workers",
+            str(workers),
+            "--port",
+            str(port),
+        ],
+        env={**os.environ, **env},
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return process
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(process)
+            raise AssertionError("the redirect server did not become ready")
+        time.sleep(0.1)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Make sure the process and its workers are gone, even after a failed assertion."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def workers_of(process: subprocess.Popen[bytes]) -> list[int]:
+    found = subprocess.run(
+        ["pgrep", "-P", str(process.pid), "-f", "spawn_main"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    return [int(pid) for pid in found]
+
+
+def alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def status_of(url: str) -> int:
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@pytest.fixture
+async def token(db: asyncpg.Connection, account_id: int) -> str:
+    [link] = await create_links(db, account_id, [NewLink("https://example.com/sigterm")])
+    return link.token
+
+
+async def test_sigterm_flushes_buffered_clicks(
+    redirect_env: dict[str, str], token: str, kafka_bootstrap: str, click_topic: str
+) -> None:
+    """Clicks still in the buffer at SIGTERM reach Kafka, and the process exits 0."""
+    port = devservers.free_port()
+    # A ten-minute linger: without the flush on shutdown, none of these would be sent.
+    env = {**redirect_env, "PUBLISH_LINGER_MS": "600000"}
+    process = start_redirect(env, port, workers=1)
+    try:
+        assert [status_of(f"http://127.0.0.1:{port}/{token}") for _ in range(10)] == [302] * 10
+        assert await consume(kafka_bootstrap, click_topic, 1, within=1.0) == []
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        stop(process)
+    records = await consume(kafka_bootstrap, click_topic, 10, settle=0.5)
+    assert len(records) == 10
+    assert {clickevent.decode(r.value).token for r in records} == {token}
+
+
+async def test_workers_share_the_port_and_stop_together(
+    redirect_env: dict[str, str], token: str, kafka_bootstrap: str, click_topic: str
+) -> None:
+    """Two workers serve one port; SIGTERM stops both cleanly and every click is published."""
+    port = devservers.free_port()
+    process = start_redirect(redirect_env, port, workers=2)
+    try:
+        assert [status_of(f"http://127.0.0.1:{port}/{token}") for _ in range(40)] == [302] * 40
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        stop(process)
+    records = await consume(kafka_bootstrap, click_topic, 40, settle=0.5)
+    assert len(records) == 40
+    assert not devservers.port_is_open("127.0.0.1", port)
+
+
+async def test_a_crashed_worker_is_replaced(redirect_env: dict[str, str], token: str) -> None:
+    """When a worker dies, the supervisor starts another and the port keeps answering."""
+    port = devservers.free_port()
+    process = start_redirect(redirect_env, port, workers=2)
+    try:
+        workers = workers_of(process)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            now = workers_of(process)
+            if len(now) == 2 and workers[0] not in now:
+                break
+            assert time.monotonic() < deadline, "no replacement worker"
+            await asyncio.sleep(0.2)
+        assert status_of(f"http://127.0.0.1:{port}/{token}") == 302
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        stop(process)
+
+
+async def test_workers_exit_when_the_supervisor_is_killed(redirect_env: dict[str, str]) -> None:
+    """Workers do not outlive a supervisor killed with SIGKILL."""
+    port = devservers.free_port()
+    process = start_redirect(redirect_env, port, workers=2)
+    workers = workers_of(process)
+    assert len(workers) == 2
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "workers outlived their supervisor"
+        await asyncio.sleep(0.1)
