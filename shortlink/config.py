@@ -173,7 +173,7 @@ class RedirectConfig:
             publish_buffer_events=read.integer(
                 "PUBLISH_BUFFER_EVENTS", 100_000, minimum=1, maximum=10**8
             ),
-            publish_linger=read.integer("PUBLISH_LINGER_MS", 20, minimum=0, maximum=600_000) / 1000,
+            publish_linger=read.integer("PUBLISH_LINGER_MS", 50, minimum=0, maximum=600_000) / 1000,
             kafka_request_timeout=read.integer(
                 "KAFKA_REQUEST_TIMEOUT_MS", 5_000, minimum=100, maximum=600_000
             )

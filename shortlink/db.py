@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from aiohttp import web
@@ -17,6 +18,11 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 
 # A connection of our own or one borrowed from a pool: queries take either.
 Connection = asyncpg.Connection | PoolConnectionProxy
+
+
+def with_database(url: str, database: str) -> str:
+    """`url` pointing at another database on the same server."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + database))
 
 
 def require_database_url(config: ServiceConfig) -> str:

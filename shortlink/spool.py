@@ -19,15 +19,13 @@ import fcntl
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 _READ_CHUNK = 1 << 20
 
 
-class Record(NamedTuple):
-    token: str
-    timestamp_ms: int
-    value: bytes
+# (key, timestamp_ms, value): the Kafka key is the token, as bytes. A plain tuple,
+# because the flusher builds one per click.
+Record = tuple[bytes, int, bytes]
 
 
 class SpoolLocked(OSError):
@@ -96,8 +94,8 @@ class Spool:
         data = bytearray()
         accepted = 0
         room = self.max_bytes - self._size
-        for token, timestamp_ms, value in records:
-            line = b"%s\t%d\t%s\n" % (token.encode(), timestamp_ms, value)
+        for key, timestamp_ms, value in records:
+            line = b"%s\t%d\t%s\n" % (key, timestamp_ms, value)
             if len(data) + len(line) > room:
                 break
             data += line
@@ -174,7 +172,7 @@ def _parse(line: bytes) -> Record | None:
     parts = line.split(b"\t", 2)
     if len(parts) != 3 or not parts[1].isdigit():
         return None
-    return Record(parts[0].decode("ascii", "replace"), int(parts[1]), parts[2])
+    return (parts[0], int(parts[1]), parts[2])
 
 
 def orphans(directory: Path, max_bytes: int, own_name: str) -> Iterator[Spool]:

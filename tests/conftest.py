@@ -18,9 +18,10 @@ import pytest
 
 from shortlink import accounts, devservers, schema
 from shortlink.config import RedirectConfig
+from shortlink.db import with_database
 from shortlink.kafka import ensure_topic
 from shortlink.redirect import create_app, make_handler
-from tests.infra import RunningServer, running, unique_name, with_database
+from tests.infra import RunningServer, running, unique_name
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ def test_defaults() -> None:
     assert (config.host, config.port, config.redirect_status) == ("127.0.0.1", 8080, 302)
     assert config.service.database_url is None
     assert config.service.click_topic == "clicks"
-    assert config.publish_linger == 0.02
+    assert config.publish_linger == 0.05
     assert config.spool_dir == Path(".data").absolute() / "spool"
 
 

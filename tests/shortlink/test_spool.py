@@ -12,8 +12,7 @@ from shortlink.spool import Record, Spool, SpoolLocked, orphans
 
 def records(n: int, start: int = 0) -> list[Record]:
     return [
-        Record(f"Tok{i:04d}", 1_700_000_000_000 + i, b'{"n":%d}' % i)
-        for i in range(start, start + n)
+        (b"Tok%04d" % i, 1_700_000_000_000 + i, b'{"n":%d}' % i) for i in range(start, start + n)
     ]
 
 
@@ -60,7 +59,7 @@ def test_unreadable_lines_are_skipped_and_counted(tmp_path: Path) -> None:
     """A garbage line does not stall the replay: it is skipped and counted."""
     (tmp_path / "w0.spool").write_bytes(b"garbage\n" + b"Tok0001\t5\t{}\n")
     spool = Spool(tmp_path, "w0", 1 << 20)
-    assert spool.read(10)[0] == [Record("Tok0001", 5, b"{}")]
+    assert spool.read(10)[0] == [(b"Tok0001", 5, b"{}")]
     assert spool.corrupt == 1
 
 

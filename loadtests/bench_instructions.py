@@ -1,0 +1,172 @@
+"""`make bench-instructions`: CPU instructions per redirect, counted by callgrind.
+
+Timing on a shared 2-core VM drifts by 10-30% between runs; instruction counts
+do not. Each server runs under `valgrind --tool=callgrind` twice, answering a
+fixed warm-up and then N1 or N2 requests (16 connections, random tokens); the
+difference between the two totals divided by N2 - N1 is the cost of one request,
+with start-up and shutdown cancelled out. For the real server that includes
+publishing the click to the broker, in batches as large as at full speed.
+
+Use it to compare two versions of the hot path: a change that does not move this
+number does not change the cost per redirect, whatever wrk says that day.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from shortlink import devservers
+from shortlink.kafka import ensure_topic
+
+from .bench_redirect import TOPIC, create_database, drop_database, seed
+
+REQUEST = b"GET /%s HTTP/1.1\r\nHost: bench\r\nUser-Agent: Mozilla/5.0 (iPhone) Safari\r\n\r\n"
+
+
+async def drive(port: int, tokens: list[str], count: int, connections: int = 16) -> None:
+    """Send `count` requests for random tokens over `connections` keep-alive connections."""
+    chosen = iter(random.choices(tokens, k=count))
+
+    async def one_connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for token in chosen:
+                writer.write(REQUEST % token.encode())
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"Content-Length: (\d+)", head, re.IGNORECASE)
+                if length and int(length[1]):
+                    await reader.readexactly(int(length[1]))
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one_connection() for _ in range(connections)))
+
+
+def count_instructions(
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    tokens: list[str],
+    warmup: list[str],
+    requests: int,
+    out: Path,
+) -> int:
+    """Total instructions of one server run that answers warm-up plus `requests` requests."""
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not devservers.port_is_open("127.0.0.1", port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"server did not start: {server.stderr.read() if server.stderr else ''}"
+                )
+            time.sleep(0.5)
+        asyncio.run(drive(port, warmup, len(warmup)))
+        asyncio.run(drive(port, tokens, requests))
+        time.sleep(3)  # let the last flush of clicks happen inside the measured run
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=600)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    match = re.search(r"Collected : (\d+)", stderr)
+    if match is None:
+        raise RuntimeError(f"no callgrind total in: {stderr[-2000:]}")
+    return int(match[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--links", type=int, default=2_000)
+    parser.add_argument("--small", type=int, default=500, help="requests in the first run")
+    parser.add_argument("--large", type=int, default=2_500, help="requests in the second run")
+    parser.add_argument(
+        "--output-dir", type=Path, help="keep the callgrind files here (for callgrind_annotate)"
+    )
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        sys.stderr.write("valgrind is not installed (apt-get install valgrind)\n")
+        return 2
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shortlink-instr-")))
+        server_url = os.environ.get("DATABASE_URL") or devservers.ensure_postgres(work)
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if bootstrap is None:
+            broker = devservers.Broker("127.0.0.1", devservers.free_port(), work / "tansu.log")
+            broker.start()
+            stack.callback(broker.stop)
+            bootstrap = broker.bootstrap_servers
+        database = f"shortlink_instr_{os.getpid()}"
+        database_url = create_database(server_url, database)
+        stack.callback(drop_database, server_url, database)
+        asyncio.run(ensure_topic(bootstrap, TOPIC, 6))
+        links = asyncio.run(seed(database_url, args.links))
+        tokens = [token for token, _ in links]
+        tokens_file = work / "tokens.tsv"
+        tokens_file.write_text("".join(f"{t}\t{u}\n" for t, u in links))
+        python = sys.executable
+        port = devservers.free_port()
+        servers = {
+            "shortlink": (
+                [python, "-m", "shortlink.cli", "redirect", "--workers", "1", "--port", str(port)],
+                {
+                    **os.environ,
+                    "DATABASE_URL": database_url,
+                    "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                    "CLICK_TOPIC": TOPIC,
+                    "SPOOL_DIR": str(work / "spool"),
+                    "LOG_LEVEL": "WARNING",
+                    # Under valgrind a request takes ~50x longer; a longer linger keeps
+                    # the flushed batches as large as at full speed (~400 clicks).
+                    "PUBLISH_LINGER_MS": "2500",
+                },
+            ),
+            "baseline": (
+                [python, "-m", "loadtests.baseline_app", str(tokens_file), str(port)],
+                dict(os.environ),
+            ),
+        }
+        per_request: dict[str, float] = {}
+        for name, (argv, env) in servers.items():
+            totals = [
+                count_instructions(
+                    argv,
+                    env,
+                    port,
+                    tokens,
+                    tokens,
+                    n,
+                    (args.output_dir or work) / f"callgrind.{name}.{n}",
+                )
+                for n in (args.small, args.large)
+            ]
+            per_request[name] = (totals[1] - totals[0]) / (args.large - args.small)
+            print(f"{name}: {per_request[name]:,.0f} instructions per request", flush=True)
+        print(
+            f"ratio baseline / shortlink: {per_request['baseline'] / per_request['shortlink']:.2f}x"
+            " (above 1: shortlink does less work per redirect)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

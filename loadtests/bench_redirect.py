@@ -1,0 +1,481 @@
+"""`make bench`: the redirect server against a bare aiohttp baseline, in one run.
+
+Both servers run pinned to CPU 0; wrk (and the broker) run pinned to CPU 1.
+The real server is one worker with 100,000 links seeded, its cache warmed by
+requesting every link once, and click publishing on to a real broker. The
+baseline is loadtests/baseline_app.py: a dict lookup and a 302. wrk uses 64
+connections and random tokens from the seeded set, 10 s per run, 3 runs each,
+alternating. The report (stdout and docs/benchmarks.md) gives req/s and p50/p99
+for both, their ratio (median over median), the clicks published per second,
+and the memory the warm cache takes.
+
+Uses DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set, else starts the embedded
+PostgreSQL and a tansu broker in a temporary folder. Everything it starts, it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from shortlink import accounts, devservers, schema
+from shortlink.db import with_database
+from shortlink.kafka import ensure_topic
+from shortlink.links import NewLink, create_links
+
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+TOPIC = "bench-clicks"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DOC = ROOT / "docs" / "benchmarks.md"
+WRK_SCRIPT = """
+local tokens = {}
+for line in io.lines("%s") do tokens[#tokens + 1] = line:match("^(%%S+)") end
+math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
+request = function()
+  return wrk.format("GET", "/" .. tokens[math.random(#tokens)])
+end
+"""
+
+
+@dataclass
+class WrkResult:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    server_cpu: float = 0.0  # share of one core the server used during the run
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.server_cpu * 1e6 / self.requests_per_second
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def parse_duration_ms(text: str) -> float:
+    value = float(re.sub(r"[a-z]+$", "", text))
+    unit = re.sub(r"^[0-9.]+", "", text)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def run_wrk(url: str, script: Path, seconds: int, connections: int, server_pid: int) -> WrkResult:
+    cpu_before, started = cpu_seconds(server_pid), time.monotonic()
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            LOAD_CPU,
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    server_cpu = (cpu_seconds(server_pid) - cpu_before) / (time.monotonic() - started)
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    requests = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
+    errors = sum(
+        int(n)
+        for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out)
+        + re.findall(r"Non-2xx or 3xx responses: (\d+)", out)
+    )
+    return WrkResult(
+        requests_per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),  # type: ignore[index]
+        p50_ms=parse_duration_ms(percentiles["50"]),
+        p99_ms=parse_duration_ms(percentiles["99"]),
+        requests=requests,
+        errors=errors,
+        server_cpu=server_cpu,
+    )
+
+
+def start_profiler(pid: int, seconds: int, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording collapsed stacks of `pid` for `seconds` (needs root or ptrace rights)."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(seconds),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own URL
+                if response.status == 200:
+                    return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready")
+
+
+@contextlib.contextmanager
+def process(
+    argv: list[str], env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+async def seed(database_url: str, count: int) -> list[tuple[str, str]]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await schema.migrate(conn)
+        account = await accounts.create_account(conn, "bench")
+        specs = [
+            NewLink(
+                f"https://shop.example.com/offer?c=spring&r={i}",
+                phone_number=f"4477{i:08d}",
+                client_ref=f"msg-{i}",
+                client_identifier="bench",
+            )
+            for i in range(count)
+        ]
+        created = await create_links(conn, account.account_id, specs)
+    finally:
+        await conn.close()
+    return [(c.token, s.target_url) for c, s in zip(created, specs, strict=True)]
+
+
+async def warm(base_url: str, tokens: list[str], concurrency: int = 64) -> float:
+    """Request every token once (fills the cache); returns the seconds it took."""
+    queue = iter(tokens)
+    started = time.perf_counter()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for token in queue:
+                async with session.get(f"{base_url}/{token}", allow_redirects=False) as r:
+                    if r.status != 302:
+                        raise RuntimeError(f"warm-up: {token} answered {r.status}")
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+async def topic_size(bootstrap: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads the cluster metadata
+        partitions = consumer.partitions_for_topic(TOPIC) or set()
+        ends = await consumer.end_offsets([TopicPartition(TOPIC, p) for p in partitions])
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--links", type=int, default=100_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record both servers with py-spy during their first run (PATH.<server>.txt)",
+    )
+    args = parser.parse_args()
+    if (os.cpu_count() or 1) < 2:
+        sys.stderr.write("the benchmark needs two CPUs (server and load on separate cores)\n")
+        return 2
+    if shutil.which("wrk") is None:
+        sys.stderr.write("wrk is not installed (apt-get install wrk)\n")
+        return 2
+
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shortlink-bench-")))
+        server_url = os.environ.get("DATABASE_URL") or devservers.ensure_postgres(work)
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if bootstrap is None:
+            broker = devservers.Broker("127.0.0.1", devservers.free_port(), work / "tansu.log")
+            broker.start()
+            stack.callback(broker.stop)
+            if broker.process is not None:  # the broker shares the load generator's core
+                subprocess.run(
+                    ["taskset", "-pc", LOAD_CPU, str(broker.process.pid)],
+                    check=True,
+                    capture_output=True,
+                )
+            bootstrap = broker.bootstrap_servers
+        database = f"shortlink_bench_{os.getpid()}"
+        database_url = create_database(server_url, database)
+        stack.callback(drop_database, server_url, database)
+        asyncio.run(ensure_topic(bootstrap, TOPIC, 6))
+
+        print(f"seeding {args.links:,} links ...", flush=True)
+        started = time.perf_counter()
+        links = asyncio.run(seed(database_url, args.links))
+        seed_seconds = time.perf_counter() - started
+        tokens_file = work / "tokens.tsv"
+        tokens_file.write_text("".join(f"{t}\t{u}\n" for t, u in links))
+        script = work / "random.lua"
+        script.write_text(WRK_SCRIPT % tokens_file)
+
+        real_port, base_port = devservers.free_port(), devservers.free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "CLICK_TOPIC": TOPIC,
+            "SPOOL_DIR": str(work / "spool"),
+            "LOG_LEVEL": "WARNING",
+        }
+        python = sys.executable
+        real = stack.enter_context(
+            process(
+                [
+                    "taskset",
+                    "-c",
+                    SERVER_CPU,
+                    python,
+                    "-m",
+                    "shortlink.cli",
+                    "redirect",
+                    "--workers",
+                    "1",
+                    "--port",
+                    str(real_port),
+                ],
+                env,
+            )
+        )
+        base = stack.enter_context(
+            process(
+                [
+                    "taskset",
+                    "-c",
+                    SERVER_CPU,
+                    python,
+                    "-m",
+                    "loadtests.baseline_app",
+                    str(tokens_file),
+                    str(base_port),
+                ],
+            )
+        )
+        wait_ready(f"http://127.0.0.1:{real_port}/readyz")
+        rss_cold = rss_kib(real.pid)
+        print("warming the cache (every link once) ...", flush=True)
+        warm_seconds = asyncio.run(warm(f"http://127.0.0.1:{real_port}", [t for t, _ in links]))
+        rss_warm = rss_kib(real.pid)
+        deadline = time.monotonic() + 30
+        while not devservers.port_is_open("127.0.0.1", base_port):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the baseline server did not start")
+            time.sleep(0.1)
+        time.sleep(1)
+
+        results: dict[str, list[WrkResult]] = {"shortlink": [], "baseline": []}
+        published: list[float] = []
+        servers = {"shortlink": (real_port, real.pid), "baseline": (base_port, base.pid)}
+        for run in range(1, args.runs + 1):
+            for name, (port, pid) in servers.items():
+                before = asyncio.run(topic_size(bootstrap))
+                profiler = None
+                if args.profile and run == 1:
+                    profiler = start_profiler(
+                        pid, args.seconds - 1, args.profile.with_suffix(f".{name}.txt")
+                    )
+                result = run_wrk(
+                    f"http://127.0.0.1:{port}/", script, args.seconds, args.connections, pid
+                )
+                if profiler is not None:
+                    profiler.wait(30)
+                results[name].append(result)
+                if name == "shortlink":
+                    time.sleep(1.0)  # let the last clicks of the run reach the broker
+                    after = asyncio.run(topic_size(bootstrap))
+                    published.append((after - before) / args.seconds)
+                    _show(f"run {run} {name}", result, published[-1])
+                else:
+                    _show(f"run {run} {name} ", result)
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{real_port}/readyz") as r:
+            readiness = r.read().decode()
+        rss_after = rss_kib(real.pid)
+        del base
+
+    report = _report(
+        args,
+        results,
+        published,
+        seed_seconds,
+        warm_seconds,
+        rss_cold,
+        rss_warm,
+        rss_after,
+        readiness,
+    )
+    print(report)
+    if not args.no_write:
+        RESULTS_DOC.parent.mkdir(exist_ok=True)
+        _write_section(report)
+        print(f"written to {RESULTS_DOC.relative_to(ROOT)}")
+    return 0
+
+
+def _show(label: str, result: WrkResult, published: float | None = None) -> None:
+    extra = "" if published is None else f"  clicks published {published:,.0f}/s"
+    print(
+        f"{label}: {result.requests_per_second:,.0f} req/s  p50 {result.p50_ms:.2f} ms  "
+        f"p99 {result.p99_ms:.2f} ms  errors {result.errors}  server CPU "
+        f"{result.server_cpu:.0%} ({result.cpu_us_per_request:.0f} us/req){extra}",
+        flush=True,
+    )
+
+
+def create_database(server_url: str, name: str) -> str:
+    async def create() -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return with_database(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    async def drop() -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+def _report(
+    args: argparse.Namespace,
+    results: dict[str, list[WrkResult]],
+    published: list[float],
+    seed_seconds: float,
+    warm_seconds: float,
+    rss_cold: int,
+    rss_warm: int,
+    rss_after: int,
+    readiness: str,
+) -> str:
+    def median(name: str, field: str) -> float:
+        return statistics.median(getattr(r, field) for r in results[name])
+
+    real_rps, base_rps = (
+        median("shortlink", "requests_per_second"),
+        median("baseline", "requests_per_second"),
+    )
+    per_100k = (rss_warm - rss_cold) / 1024 / args.links * 100_000
+    cold_rps = args.links / warm_seconds
+    lines = [
+        f"## Redirect benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"`make bench` on {platform.node()} ({os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}): servers on CPU {SERVER_CPU}, wrk and the broker on CPU "
+        f"{LOAD_CPU}; {args.links:,} links, {args.connections} connections, random tokens, "
+        f"{args.seconds} s per run, {args.runs} runs each, alternating. Medians below.",
+        "",
+        "| server | req/s (runs) | median req/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("shortlink", "baseline"):
+        runs = ", ".join(f"{r.requests_per_second:,.0f}" for r in results[name])
+        lines.append(
+            f"| {name} | {runs} | {median(name, 'requests_per_second'):,.0f} | "
+            f"{median(name, 'p50_ms'):.2f} | {median(name, 'p99_ms'):.2f} | "
+            f"{sum(r.errors for r in results[name])} |"
+        )
+    lines += [
+        "",
+        f"- **ratio shortlink / baseline: {real_rps / base_rps:.2f}x** (req/s, median over median)",
+        f"- clicks published to Kafka: {statistics.median(published):,.0f}/s (median of runs; "
+        f"every redirect is one click)",
+        f"- warm cache: RSS {rss_cold / 1024:.0f} MiB before warm-up, {rss_warm / 1024:.0f} MiB "
+        f"with {args.links:,} links cached: {per_100k:.0f} MiB per 100,000 cached links; "
+        f"{rss_after / 1024:.0f} MiB after the runs",
+        f"- cold cache (every link's first request reads PostgreSQL): {cold_rps:,.0f} req/s "
+        f"during warm-up; seeding {args.links:,} links took {seed_seconds:.1f} s",
+        f"- readiness after the runs: `{readiness}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _write_section(report: str) -> None:
+    """Keep docs/benchmarks.md's history: the newest redirect run goes first."""
+    header = "# Benchmarks\n\nFigures from the project's own benchmark commands.\n\n"
+    existing = RESULTS_DOC.read_text() if RESULTS_DOC.exists() else header
+    body = existing[len(header) :] if existing.startswith(header) else existing
+    RESULTS_DOC.write_text(header + report + "\n" + body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
