@@ -6,7 +6,7 @@ import logging
 import zlib
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,14 @@ async def ensure_topic(
         existing = await admin.list_topics()
         if topic in existing:
             return False
-        try:
-            await admin.create_topics(
-                [NewTopic(topic, partitions, replication_factor=replication_factor)]
-            )
-        except TopicAlreadyExistsError:
-            return False
+        response = await admin.create_topics(
+            [NewTopic(topic, partitions, replication_factor=replication_factor)]
+        )
+        for _, code, message in getattr(response, "topic_errors", []):
+            if code == TopicAlreadyExistsError.errno:
+                return False  # created by someone else meanwhile
+            if code:
+                raise KafkaError(f"creating topic {topic!r} failed ({code}): {message}")
         log.info("created topic", extra={"topic": topic, "partitions": partitions})
         return True
     finally:

@@ -70,6 +70,7 @@ class ClickPublisher:
         self._adopted = list(orphans(spool_dir, spool_max_bytes, spool_name))
         self._producer: AIOKafkaProducer | None = None
         self._partitions = 0
+        self._metadata_stale = False
         # True from the first failed send until the spool is fully replayed.
         self._spooling = self._spool.pending
         self._wakeup = asyncio.Event()
@@ -322,8 +323,29 @@ class ClickPublisher:
 
     def _log_send_failure(self, exc: BaseException) -> None:
         self.send_failures += 1
+        # After a failure the broker may have restarted or the topic changed:
+        # read the partitions again before the next replay.
+        self._metadata_stale = True
         if not self._spooling:
             log.warning("Kafka send failed; spooling clicks", extra={"error": repr(exc)})
+
+    async def _refresh_partitions(self) -> bool:
+        """Ask the broker for the topic's partitions again; False if it does not answer."""
+        producer = self._producer
+        if producer is None:
+            return False
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                if not await producer.client.force_metadata_update():
+                    return False
+                partitions = await producer.partitions_for(self.topic)
+        except SEND_ERRORS:
+            return False
+        if not partitions:
+            return False
+        self._partitions = len(partitions)
+        self._metadata_stale = False
+        return True
 
     async def _replay_loop(self) -> None:
         attempt = 0
@@ -332,6 +354,10 @@ class ClickPublisher:
             await asyncio.to_thread(self._spool.sync)
             if self._producer is None:
                 await asyncio.sleep(_RETRY_DELAYS[0])
+                continue
+            if self._metadata_stale and not await self._refresh_partitions():
+                await asyncio.sleep(_RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)])
+                attempt += 1
                 continue
             spool = self._adopted[0] if self._adopted else self._spool
             records, offset = spool.read(_REPLAY_BATCH)
