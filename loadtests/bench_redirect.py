@@ -57,6 +57,13 @@ request = function()
   return wrk.format("GET", "/" .. tokens[math.random(#tokens)])
 end
 """
+# The same requests, each connection pausing between them: a fixed offered rate.
+PACED_SCRIPT = (
+    WRK_SCRIPT
+    + """
+delay = function() return %d end
+"""
+)
 
 
 @dataclass
@@ -71,6 +78,19 @@ class WrkResult:
     @property
     def cpu_us_per_request(self) -> float:
         return self.server_cpu * 1e6 / self.requests_per_second
+
+
+@dataclass
+class Measurements:
+    results: dict[str, list[WrkResult]]
+    paced: dict[str, WrkResult]
+    published: list[float]
+    seed_seconds: float
+    warm_seconds: float
+    rss_cold: int
+    rss_warm: int
+    rss_after: int
+    readiness: str
 
 
 def cpu_seconds(pid: int) -> float:
@@ -236,6 +256,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--rate", type=int, default=4000, help="offered req/s for the fixed-rate latency runs"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument(
         "--profile",
@@ -358,22 +381,35 @@ def main() -> int:
                 else:
                     _show(f"run {run} {name} ", result)
 
+        # Latency at a fixed offered rate, well under both servers' capacity: with 64
+        # connections kept saturated, latency is only queueing (connections / req/s).
+        paced_script = work / "paced.lua"
+        paced_script.write_text(
+            PACED_SCRIPT % (tokens_file, round(args.connections * 1000 / args.rate))
+        )
+        paced: dict[str, WrkResult] = {}
+        for name, (port, pid) in servers.items():
+            paced[name] = run_wrk(
+                f"http://127.0.0.1:{port}/", paced_script, args.seconds, args.connections, pid
+            )
+            _show(f"paced {name}", paced[name])
+
         with urllib.request.urlopen(f"http://127.0.0.1:{real_port}/readyz") as r:
             readiness = r.read().decode()
-        rss_after = rss_kib(real.pid)
+        measured = Measurements(
+            results=results,
+            paced=paced,
+            published=published,
+            seed_seconds=seed_seconds,
+            warm_seconds=warm_seconds,
+            rss_cold=rss_cold,
+            rss_warm=rss_warm,
+            rss_after=rss_kib(real.pid),
+            readiness=readiness,
+        )
         del base
 
-    report = _report(
-        args,
-        results,
-        published,
-        seed_seconds,
-        warm_seconds,
-        rss_cold,
-        rss_warm,
-        rss_after,
-        readiness,
-    )
+    report = _report(args, measured)
     print(report)
     if not args.no_write:
         RESULTS_DOC.parent.mkdir(exist_ok=True)
@@ -415,26 +451,18 @@ def drop_database(server_url: str, name: str) -> None:
     asyncio.run(drop())
 
 
-def _report(
-    args: argparse.Namespace,
-    results: dict[str, list[WrkResult]],
-    published: list[float],
-    seed_seconds: float,
-    warm_seconds: float,
-    rss_cold: int,
-    rss_warm: int,
-    rss_after: int,
-    readiness: str,
-) -> str:
+def _report(args: argparse.Namespace, m: Measurements) -> str:
     def median(name: str, field: str) -> float:
-        return statistics.median(getattr(r, field) for r in results[name])
+        return float(statistics.median(getattr(r, field) for r in m.results[name]))
 
-    real_rps, base_rps = (
-        median("shortlink", "requests_per_second"),
-        median("baseline", "requests_per_second"),
+    real_rps = median("shortlink", "requests_per_second")
+    base_rps = median("baseline", "requests_per_second")
+    pairs = ", ".join(
+        f"{real.requests_per_second / base.requests_per_second:.2f}"
+        for real, base in zip(m.results["shortlink"], m.results["baseline"], strict=True)
     )
-    per_100k = (rss_warm - rss_cold) / 1024 / args.links * 100_000
-    cold_rps = args.links / warm_seconds
+    per_100k = (m.rss_warm - m.rss_cold) / 1024 / args.links * 100_000
+    cold_rps = args.links / m.warm_seconds
     lines = [
         f"## Redirect benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
@@ -443,27 +471,36 @@ def _report(
         f"{LOAD_CPU}; {args.links:,} links, {args.connections} connections, random tokens, "
         f"{args.seconds} s per run, {args.runs} runs each, alternating. Medians below.",
         "",
-        "| server | req/s (runs) | median req/s | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|",
+        "| server | req/s (runs) | median req/s | p50 ms | p99 ms | server CPU | CPU us/req "
+        "| errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in ("shortlink", "baseline"):
-        runs = ", ".join(f"{r.requests_per_second:,.0f}" for r in results[name])
+        runs = ", ".join(f"{r.requests_per_second:,.0f}" for r in m.results[name])
         lines.append(
             f"| {name} | {runs} | {median(name, 'requests_per_second'):,.0f} | "
             f"{median(name, 'p50_ms'):.2f} | {median(name, 'p99_ms'):.2f} | "
-            f"{sum(r.errors for r in results[name])} |"
+            f"{median(name, 'server_cpu'):.0%} | {median(name, 'cpu_us_per_request'):.0f} | "
+            f"{sum(r.errors for r in m.results[name])} |"
         )
     lines += [
         "",
-        f"- **ratio shortlink / baseline: {real_rps / base_rps:.2f}x** (req/s, median over median)",
-        f"- clicks published to Kafka: {statistics.median(published):,.0f}/s (median of runs; "
+        f"- **ratio shortlink / baseline: {real_rps / base_rps:.2f}x** (req/s, median over "
+        f"median); run by run: {pairs}",
+        f"- clicks published to Kafka: {statistics.median(m.published):,.0f}/s (median of runs; "
         f"every redirect is one click)",
-        f"- warm cache: RSS {rss_cold / 1024:.0f} MiB before warm-up, {rss_warm / 1024:.0f} MiB "
-        f"with {args.links:,} links cached: {per_100k:.0f} MiB per 100,000 cached links; "
-        f"{rss_after / 1024:.0f} MiB after the runs",
+        f"- latency at a fixed {args.rate:,} req/s offered (one {args.seconds} s run each): "
+        + "; ".join(
+            f"{name} p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms ({r.requests_per_second:,.0f}"
+            " req/s served)"
+            for name, r in m.paced.items()
+        ),
+        f"- warm cache: RSS {m.rss_cold / 1024:.0f} MiB before warm-up, "
+        f"{m.rss_warm / 1024:.0f} MiB with {args.links:,} links cached: {per_100k:.0f} MiB per "
+        f"100,000 cached links; {m.rss_after / 1024:.0f} MiB after the runs",
         f"- cold cache (every link's first request reads PostgreSQL): {cold_rps:,.0f} req/s "
-        f"during warm-up; seeding {args.links:,} links took {seed_seconds:.1f} s",
-        f"- readiness after the runs: `{readiness}`",
+        f"during warm-up; seeding {args.links:,} links took {m.seed_seconds:.1f} s",
+        f"- readiness after the runs: `{m.readiness}`",
         "",
     ]
     return "\n".join(lines)

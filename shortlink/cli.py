@@ -168,6 +168,7 @@ def cmd_link(args: argparse.Namespace, env: dict[str, str]) -> int:
                     unsafe=args.unsafe,
                 )
             ],
+            token_length=service.token_length,
         )
         _print_json({"tracking_url_id": link.id, "token": link.token})
         return 0

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from shortlink import tokens
 from shortlink.exceptions import ConfigError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -106,6 +107,7 @@ class ServiceConfig:
     click_topic_partitions: int
     database_pool_size: int
     log_level: str
+    token_length: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ServiceConfig:
@@ -121,6 +123,12 @@ class ServiceConfig:
             database_pool_size=read.integer("DATABASE_POOL_SIZE", 10, minimum=1, maximum=1_000),
             log_level=read.choice(
                 "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+            ),
+            token_length=read.integer(
+                "TOKEN_LENGTH",
+                tokens.DEFAULT_LENGTH,
+                minimum=tokens.MIN_LENGTH,
+                maximum=tokens.MAX_LENGTH,
             ),
         )
 
@@ -162,7 +170,7 @@ class RedirectConfig:
             port=read.integer("REDIRECT_PORT", 8080, minimum=0, maximum=65_535),
             workers=read.integer("REDIRECT_WORKERS", os.cpu_count() or 1, minimum=1, maximum=256),
             redirect_status=status,
-            cache_entries=read.integer("LINK_CACHE_ENTRIES", 1_000_000, minimum=1, maximum=10**9),
+            cache_entries=read.integer("LINK_CACHE_ENTRIES", 500_000, minimum=1, maximum=10**9),
             negative_cache_entries=read.integer(
                 "NEGATIVE_CACHE_ENTRIES", 100_000, minimum=1, maximum=10**9
             ),

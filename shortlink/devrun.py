@@ -24,14 +24,14 @@ from dataclasses import dataclass
 import asyncpg
 
 from shortlink import accounts, devservers, schema
-from shortlink.config import ServiceConfig
+from shortlink.config import RedirectConfig, ServiceConfig
 from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
+from shortlink.serve import exit_with_parent
 
 log = logging.getLogger(__name__)
 
 DEMO_ACCOUNT = "demo"
-REDIRECT_URL = "http://127.0.0.1:8080"
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,10 @@ class Stack:
             argv,
             env=dict(env),
             # Own session: Ctrl-C reaches only the supervisor, which stops
-            # children in order instead of all at once.
+            # children in order instead of all at once; and if the supervisor
+            # itself is killed, the children get SIGTERM instead of living on.
             start_new_session=True,
+            preexec_fn=exit_with_parent,
         )
         self.children.append((name, process))
 
@@ -143,6 +145,8 @@ def _wait_until_healthy(url: str, stack: Stack, timeout: float = 60.0) -> None:
 def run_stack(env: Mapping[str, str]) -> int:
     """Run everything until Ctrl-C; return the exit code."""
     service = ServiceConfig.from_env(env)
+    redirect_port = RedirectConfig.from_env(env).port
+    redirect_url = f"http://127.0.0.1:{redirect_port}"
     stack = Stack()
     stopping = False
 
@@ -166,11 +170,13 @@ def run_stack(env: Mapping[str, str]) -> int:
         }
         stack.spawn(
             "redirect",
-            [sys.executable, "-m", "shortlink.cli", "redirect", "--port", "8080"],
+            [sys.executable, "-m", "shortlink.cli", "redirect", "--port", str(redirect_port)],
             child_env,
         )
-        _wait_until_healthy(f"{REDIRECT_URL}/healthz", stack)
-        _print_banner(dataclasses.replace(service, kafka_bootstrap_servers=bootstrap), demo)
+        _wait_until_healthy(f"{redirect_url}/healthz", stack)
+        _print_banner(
+            dataclasses.replace(service, kafka_bootstrap_servers=bootstrap), demo, redirect_url
+        )
         while not stopping:
             problem = stack.crashed()
             if problem:
@@ -186,7 +192,7 @@ def run_stack(env: Mapping[str, str]) -> int:
         sys.stdout.write("stopped.\n")
 
 
-def _print_banner(service: ServiceConfig, demo: Demo) -> None:
+def _print_banner(service: ServiceConfig, demo: Demo, redirect_url: str) -> None:
     database = (
         f"embedded, data in {service.data_dir / 'postgres'}"
         if service.database_url is None
@@ -195,16 +201,16 @@ def _print_banner(service: ServiceConfig, demo: Demo) -> None:
     lines = [
         "",
         "shortlink is running",
-        f"  redirect server   {REDIRECT_URL}",
+        f"  redirect server   {redirect_url}",
         f"  PostgreSQL        {database}",
         f"  Kafka             {service.kafka_bootstrap_servers} (topic {service.click_topic})",
         "",
         "Try:",
-        f"  curl -i {REDIRECT_URL}/{demo.token}            # 302 to the demo target",
-        f"  curl -I {REDIRECT_URL}/{demo.token}            # HEAD, recorded as a preview",
-        f"  curl -i {REDIRECT_URL}/{demo.unsafe_token}            # warning page of an unsafe link",
-        f"  curl -i {REDIRECT_URL}/NoSuch1            # 404",
-        f"  curl -s {REDIRECT_URL}/readyz             # database and broker reachable?",
+        f"  curl -i {redirect_url}/{demo.token}            # 302 to the demo target",
+        f"  curl -I {redirect_url}/{demo.token}            # HEAD, recorded as a preview",
+        f"  curl -i {redirect_url}/{demo.unsafe_token}            # warning page of an unsafe link",
+        f"  curl -i {redirect_url}/NoSuch1            # 404",
+        f"  curl -s {redirect_url}/readyz             # database and broker reachable?",
         "  .venv/bin/shortlink account create --name acme   # in another terminal",
         "",
         "Press Ctrl-C to stop everything.",

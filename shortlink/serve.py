@@ -157,11 +157,11 @@ def run_in_process(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
 
 def _worker_main(target: Callable[[int], int], index: int) -> None:
     """Entry point of a spawned worker: die with the supervisor, run, exit with its code."""
-    _exit_with_parent()
+    exit_with_parent()
     raise SystemExit(target(index))
 
 
-def _exit_with_parent() -> None:
+def exit_with_parent() -> None:
     """Ask Linux to send us SIGTERM if the supervisor dies (even by SIGKILL)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)

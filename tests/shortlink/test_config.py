@@ -29,6 +29,7 @@ def test_defaults() -> None:
         ({"NEGATIVE_CACHE_TTL_SECONDS": "x"}, "expected a number"),
         ({"TRUSTED_PROXIES": "10.0.0.0/8, nonsense"}, "not an IP address or CIDR"),
         ({"LOG_LEVEL": "LOUD"}, "expected one of"),
+        ({"TOKEN_LENGTH": "5"}, "between 6 and 8"),
     ],
 )
 def test_invalid_values_stop_with_a_clear_message(env: dict[str, str], message: str) -> None:
