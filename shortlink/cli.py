@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from shortlink import accounts, devservers, logs, schema
+from shortlink import accounts, deliveries, devservers, endpoints, logs, schema
 from shortlink.config import RedirectConfig, ServiceConfig
 from shortlink.db import require_database_url
 from shortlink.exceptions import ConfigError, ShortlinkError
@@ -177,6 +177,54 @@ def cmd_link(args: argparse.Namespace, env: dict[str, str]) -> int:
     return result
 
 
+def cmd_endpoint(args: argparse.Namespace, env: dict[str, str]) -> int:
+    service = resolve_service(ServiceConfig.from_env(env), kafka=False)
+
+    async def action(conn: asyncpg.Connection) -> int:
+        await schema.check_schema(conn)
+        if args.endpoint_command == "show":
+            endpoint = await endpoints.get_endpoint(conn, args.account)
+            if endpoint is None:
+                sys.stderr.write(f"account {args.account} has no endpoint\n")
+                return 1
+        else:
+            endpoint = await endpoints.set_endpoint(
+                conn,
+                args.account,
+                url=args.url,
+                format=args.format,
+                mode=args.mode,
+                secret=args.secret,
+                enabled=not args.disabled,
+                allow_private=service.allow_private_endpoints,
+            )
+        _print_json({"account_id": args.account, **endpoint.public()})
+        return 0
+
+    result: int = asyncio.run(_with_connection(service, action))
+    return result
+
+
+def cmd_deliveries(args: argparse.Namespace, env: dict[str, str]) -> int:
+    service = resolve_service(ServiceConfig.from_env(env), kafka=False)
+
+    async def action(conn: asyncpg.Connection) -> int:
+        await schema.check_schema(conn)
+        if args.deliveries_command == "list":
+            _print_json(
+                await deliveries.list_deliveries(
+                    conn, args.account, status=args.status, limit=args.limit
+                )
+            )
+        else:
+            queued = await deliveries.retry_dead(conn, args.account, args.request_identifier)
+            _print_json({"account_id": args.account, "requeued": queued})
+        return 0
+
+    result: int = asyncio.run(_with_connection(service, action))
+    return result
+
+
 def cmd_dev(args: argparse.Namespace, env: dict[str, str]) -> int:
     from shortlink.devrun import run_stack
 
@@ -216,6 +264,28 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--expires-in-days", type=int, default=90)
     link.add_argument("--unsafe", action="store_true", help="show the warning page first")
 
+    endpoint = commands.add_parser("endpoint", help="where an account's clicks are forwarded")
+    endpoint_commands = endpoint.add_subparsers(dest="endpoint_command", required=True)
+    show = endpoint_commands.add_parser("show", help="print the account's endpoint")
+    show.add_argument("--account", type=int, required=True)
+    set_ = endpoint_commands.add_parser("set", help="create or replace the account's endpoint")
+    set_.add_argument("--account", type=int, required=True)
+    set_.add_argument("--url", required=True)
+    set_.add_argument("--format", choices=endpoints.FORMATS, default="json")
+    set_.add_argument("--mode", choices=endpoints.MODES, default="every")
+    set_.add_argument("--secret", help="Standard Webhooks signing secret (whsec_...)")
+    set_.add_argument("--disabled", action="store_true", help="store it, but do not deliver")
+
+    delivery = commands.add_parser("deliveries", help="forwarded batches and dead letters")
+    delivery_commands = delivery.add_subparsers(dest="deliveries_command", required=True)
+    listing = delivery_commands.add_parser("list", help="the account's deliveries, newest first")
+    listing.add_argument("--account", type=int, required=True)
+    listing.add_argument("--status", choices=deliveries.STATUSES)
+    listing.add_argument("--limit", type=int, default=50)
+    retry = delivery_commands.add_parser("retry", help="send dead letters again")
+    retry.add_argument("--account", type=int, required=True)
+    retry.add_argument("--request-identifier", help="only this delivery (default: every dead one)")
+
     commands.add_parser("dev", help="run the whole stack locally (what `make run` does)")
     return parser
 
@@ -225,6 +295,8 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
     "redirect": cmd_redirect,
     "account": cmd_account,
     "link": cmd_link,
+    "endpoint": cmd_endpoint,
+    "deliveries": cmd_deliveries,
     "dev": cmd_dev,
 }
 

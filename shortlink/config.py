@@ -108,6 +108,7 @@ class ServiceConfig:
     database_pool_size: int
     log_level: str
     token_length: int
+    allow_private_endpoints: bool
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ServiceConfig:
@@ -124,6 +125,7 @@ class ServiceConfig:
             log_level=read.choice(
                 "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
             ),
+            allow_private_endpoints=read.flag("ALLOW_PRIVATE_ENDPOINTS", False),
             token_length=read.integer(
                 "TOKEN_LENGTH",
                 tokens.DEFAULT_LENGTH,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -171,12 +172,31 @@ async def create_links(
                 )
             pending = sorted(by_token.values())
             if not pending:
+                await _count_campaign_links(conn, account_id, links)
                 return [link for link in results if link is not None]
         # Raised inside the transaction, so nothing of this call is kept.
         raise TokenSpaceExhausted(
             f"{len(pending)} links kept colliding after {_MAX_ROUNDS} rounds: "
             f"use longer tokens (TOKEN_LENGTH, now {token_length})"
         )
+
+
+async def _count_campaign_links(
+    conn: asyncpg.Connection, account_id: int, links: Sequence[NewLink]
+) -> None:
+    """Keep campaign_stats.links (the statistics' link count) in step with the insert."""
+    counts = Counter(link.client_identifier or "" for link in links)
+    await conn.execute(
+        """
+        INSERT INTO campaign_stats (account_id, campaign, links)
+        SELECT $1, campaign, n FROM unnest($2::text[], $3::bigint[]) AS u(campaign, n)
+        ON CONFLICT (account_id, campaign)
+        DO UPDATE SET links = campaign_stats.links + excluded.links
+        """,
+        account_id,
+        list(counts),
+        list(counts.values()),
+    )
 
 
 def _unique_tokens(count: int, length: int) -> list[str]:

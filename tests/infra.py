@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from shortlink.serve import Handler, serve
@@ -108,3 +108,29 @@ async def running(
 def env_for(base: Mapping[str, str], **overrides: Any) -> dict[str, str]:
     """An environment mapping: `base` plus overrides rendered as strings."""
     return {**base, **{key: str(value) for key, value in overrides.items()}}
+
+
+async def publish_events(
+    bootstrap_servers: str, topic: str, values: list[tuple[str, bytes]]
+) -> None:
+    """Put (token, encoded click event) pairs on the topic, as the redirect server would."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value=value, key=token.encode()) for token, value in values
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def wait_until(
+    condition: Callable[[], object], within: float = 30.0, step: float = 0.05
+) -> None:
+    """Poll `condition` until it is true; AssertionError after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(step)

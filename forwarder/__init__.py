@@ -1,0 +1,1 @@
+"""The forwarder: records clicks from Kafka and delivers them to customers' endpoints."""

@@ -1,0 +1,97 @@
+"""The forwarder process: its resources in dependency order, and a small HTTP face.
+
+Resources are cleanup contexts: the database pool, the HTTP client session, the
+delivery loop, then the consume-and-record loop (so at shutdown the consumer
+stops first and deliveries in flight get to finish). The HTTP side answers
+/healthz and /readyz for the orchestrator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import orjson
+from aiohttp import web
+
+from forwarder.config import ForwarderConfig
+from forwarder.delivery import HTTP_SESSION, Deliverer, session_context
+from forwarder.recorder import Recorder
+from shortlink.db import POOL, pool_context
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("forwarder_config", ForwarderConfig)
+DELIVERER = web.AppKey("deliverer", Deliverer)
+RECORDER = web.AppKey("recorder", Recorder)
+
+
+def create_app(config: ForwarderConfig) -> web.Application:
+    """The forwarder's application; no I/O until it starts."""
+    app = web.Application()
+    app[CONFIG] = config
+    app.cleanup_ctx.append(pool_context(config.service))
+    app.cleanup_ctx.append(session_context(config))
+    app.cleanup_ctx.append(_deliverer_context(config))
+    app.cleanup_ctx.append(_recorder_context(config))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+def _background(
+    name: str, start: Callable[[web.Application], asyncio.Task[None]], grace: float
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        task = start(app)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, grace)
+        log.info("stopped", extra={"task": name})
+
+    return context
+
+
+def _deliverer_context(config: ForwarderConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    def start(app: web.Application) -> asyncio.Task[None]:
+        deliverer = Deliverer(config, app[POOL], app[HTTP_SESSION])
+        app[DELIVERER] = deliverer
+        return asyncio.create_task(deliverer.run(), name="deliverer")
+
+    return _background("deliverer", start, config.shutdown_timeout)
+
+
+def _recorder_context(config: ForwarderConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    def start(app: web.Application) -> asyncio.Task[None]:
+        recorder = Recorder(config, app[POOL], app[DELIVERER].wake)
+        app[RECORDER] = recorder
+        return asyncio.create_task(recorder.run(), name="recorder")
+
+    return _background("recorder", start, config.shutdown_timeout)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database answers and the Kafka consumer has started."""
+    database = True
+    try:
+        async with asyncio.timeout(1.0):
+            await request.app[POOL].fetchval("SELECT 1")
+    except Exception:  # noqa: BLE001 - any failure means not ready
+        database = False
+    consuming = request.app[RECORDER].consumer is not None
+    body = {
+        "database": "ok" if database else "unreachable",
+        "consumer": "ok" if consuming else "not started",
+    }
+    return web.Response(
+        status=200 if database and consuming else 503,
+        body=orjson.dumps(body),
+        content_type="application/json",
+    )

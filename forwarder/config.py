@@ -1,0 +1,74 @@
+"""The forwarder's settings, read once from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from shortlink.config import EnvReader, ServiceConfig
+from shortlink.exceptions import ConfigError
+
+MAX_BATCH = 100  # ClickDetails per POST, by contract
+
+
+@dataclass(frozen=True)
+class ForwarderConfig:
+    service: ServiceConfig
+    host: str
+    port: int
+    workers: int
+    group_id: str
+    consume_max_records: int
+    linger: float
+    batch_size: int
+    timeout: float
+    max_attempts: int
+    retry_base: float
+    retry_max: float
+    endpoint_concurrency: int
+    ca_file: Path | None
+    retention_days: int
+    session_timeout: float
+    shutdown_timeout: float
+
+    @property
+    def allow_private_endpoints(self) -> bool:
+        return self.service.allow_private_endpoints
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ForwarderConfig:
+        read = EnvReader(env)
+        ca_file = read.optional_text("ENDPOINT_CA_FILE")
+        if ca_file is not None and not Path(ca_file).is_file():
+            raise ConfigError(f"ENDPOINT_CA_FILE={ca_file!r}: no such file")
+        return cls(
+            service=ServiceConfig.from_env(env),
+            host=read.text("FORWARDER_HOST", "127.0.0.1"),
+            port=read.integer("FORWARDER_PORT", 8082, minimum=0, maximum=65_535),
+            workers=read.integer("FORWARDER_WORKERS", 1, minimum=1, maximum=256),
+            group_id=read.text("FORWARDER_GROUP", "shortlink-forwarder"),
+            consume_max_records=read.integer(
+                "CONSUME_MAX_RECORDS", 2_000, minimum=1, maximum=100_000
+            ),
+            linger=read.integer("DELIVERY_LINGER_MS", 1_000, minimum=0, maximum=600_000) / 1000,
+            batch_size=read.integer("DELIVERY_BATCH_SIZE", MAX_BATCH, minimum=1, maximum=MAX_BATCH),
+            timeout=read.number("DELIVERY_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=600.0),
+            max_attempts=read.integer("DELIVERY_MAX_ATTEMPTS", 10, minimum=1, maximum=1_000),
+            retry_base=read.number(
+                "DELIVERY_RETRY_BASE_SECONDS", 5.0, minimum=0.01, maximum=86_400.0
+            ),
+            retry_max=read.number(
+                "DELIVERY_RETRY_MAX_SECONDS", 3_600.0, minimum=0.01, maximum=7 * 86_400.0
+            ),
+            endpoint_concurrency=read.integer("ENDPOINT_CONCURRENCY", 1, minimum=1, maximum=100),
+            ca_file=Path(ca_file) if ca_file else None,
+            retention_days=read.integer("DELIVERY_RETENTION_DAYS", 7, minimum=1, maximum=3650),
+            session_timeout=read.integer(
+                "KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=6_000, maximum=300_000
+            )
+            / 1000,
+            shutdown_timeout=read.number(
+                "SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0, maximum=600.0
+            ),
+        )

@@ -1,0 +1,487 @@
+"""Consume click events and record them: one PostgreSQL transaction per Kafka batch.
+
+For each batch the transaction
+1. inserts the clicks, idempotent on the event id (ON CONFLICT DO NOTHING ...
+   RETURNING tells which are new: a replayed event changes nothing below);
+2. sets links.first_clicked_at for links clicked by a person for the first time
+   (UPDATE ... WHERE first_clicked_at IS NULL: under concurrent forwarders exactly
+   one event wins);
+3. adds to the campaign counters the statistics read (totals, bots apart,
+   browser / OS / device type, time to first click);
+4. turns the new clicks into deliveries for the accounts' endpoints: full
+   batches at once, the rest into the outbox, where forwarder.delivery collects
+   them when a batch fills up or the linger time passes.
+Only after it commits are the Kafka offsets committed, so a crash anywhere loses
+nothing (the batch is consumed again) and counts nothing twice (step 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import math
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from forwarder import formats
+from forwarder.config import ForwarderConfig
+from forwarder.enrich import Client, classify
+from shortlink.clickevent import ClickEvent, InvalidClickEvent, decode
+from shortlink.db import Connection
+
+log = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_HISTOGRAM_BASE = math.log(1.05)
+# Transient database failures: the batch is tried again, offsets stay uncommitted.
+RETRYABLE = (
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    OSError,
+    TimeoutError,
+)
+
+
+def to_datetime(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def first_click_bucket(shortened_at_ms: int, clicked_at_ms: int) -> int:
+    """Histogram bucket of the time from shortening to the first click (~5% wide)."""
+    seconds = max(0.0, (clicked_at_ms - shortened_at_ms) / 1000)
+    return round(math.log1p(seconds) / _HISTOGRAM_BASE)
+
+
+def bucket_seconds(bucket: int) -> float:
+    """The time a histogram bucket stands for (its centre)."""
+    return math.expm1(bucket * _HISTOGRAM_BASE)
+
+
+def _ip_or_none(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+@dataclass
+class Outcome:
+    received: int = 0
+    recorded: int = 0
+    duplicates: int = 0
+    unknown_links: int = 0
+    bots: int = 0
+    first_clicks: int = 0
+    deliveries: int = 0
+    first_click_events: list[str] = field(default_factory=list)
+
+
+async def record(conn: Connection, events: Sequence[ClickEvent], *, batch_size: int) -> Outcome:
+    """Record one batch of events in one transaction (see the module docstring)."""
+    unique = list({event.event_id: event for event in events}.values())
+    clients = [classify(event.user_agent, event.method) for event in unique]
+    outcome = Outcome(received=len(events))
+    async with conn.transaction():
+        inserted = await _insert_clicks(conn, unique, clients)
+        fresh = [(e, c) for e, c in zip(unique, clients, strict=True) if e.event_id in inserted]
+        not_inserted = [e.event_id for e in unique if e.event_id not in inserted]
+        already = await _already_recorded(conn, not_inserted)
+        outcome.recorded = len(fresh)
+        outcome.duplicates = len(events) - len(unique) + already
+        # The others name a link that does not exist, or not in that account.
+        outcome.unknown_links = len(not_inserted) - already
+        outcome.bots = sum(1 for _, client in fresh if client.is_bot)
+        if not fresh:
+            return outcome
+        firsts = await _first_clicks(conn, fresh)
+        outcome.first_clicks = len(firsts)
+        outcome.first_click_events = [e.event_id for e, _ in firsts]
+        await _count(conn, fresh, firsts)
+        outcome.deliveries = await _enqueue(conn, fresh, firsts, batch_size)
+    return outcome
+
+
+async def _insert_clicks(
+    conn: Connection, events: Sequence[ClickEvent], clients: Sequence[Client]
+) -> set[str]:
+    rows = await conn.fetch(
+        """
+        INSERT INTO clicks (event_id, link_id, account_id, clicked_at, method, user_agent,
+                            client_ip, referer, warning_page_served, browser, os, device_type,
+                            device_name, device_manufacturer, is_bot, target_url, phone_number,
+                            client_ref, client_identifier, shortened_at)
+        SELECT e.event_id, e.link_id, e.account_id, e.clicked_at, e.method, e.user_agent,
+               e.client_ip, e.referer, e.warning, e.browser, e.os, e.device_type,
+               e.device_name, e.device_manufacturer, e.is_bot, e.target_url, e.phone_number,
+               e.client_ref, e.client_identifier, e.shortened_at
+        FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::timestamptz[], $5::text[],
+                    $6::text[], $7::inet[], $8::text[], $9::boolean[], $10::text[], $11::text[],
+                    $12::text[], $13::text[], $14::text[], $15::boolean[], $16::text[],
+                    $17::text[], $18::text[], $19::text[], $20::timestamptz[])
+             AS e(event_id, link_id, account_id, clicked_at, method, user_agent, client_ip,
+                  referer, warning, browser, os, device_type, device_name, device_manufacturer,
+                  is_bot, target_url, phone_number, client_ref, client_identifier, shortened_at)
+        JOIN links l ON l.id = e.link_id AND l.account_id = e.account_id
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
+        """,
+        [e.event_id for e in events],
+        [e.link_id for e in events],
+        [e.account_id for e in events],
+        [to_datetime(e.clicked_at_ms) for e in events],
+        [e.method for e in events],
+        [e.user_agent for e in events],
+        [_ip_or_none(e.client_ip) for e in events],
+        [e.referer for e in events],
+        [e.warning_page_served for e in events],
+        [c.browser for c in clients],
+        [c.os for c in clients],
+        [c.device_type for c in clients],
+        [c.device_name for c in clients],
+        [c.device_manufacturer for c in clients],
+        [c.is_bot for c in clients],
+        [e.target_url for e in events],
+        [e.phone_number for e in events],
+        [e.client_ref for e in events],
+        [e.client_identifier for e in events],
+        [to_datetime(e.shortened_at_ms) for e in events],
+    )
+    return {str(row["event_id"]) for row in rows}
+
+
+async def _already_recorded(conn: Connection, event_ids: list[str]) -> int:
+    """How many of these events were recorded before (replays)."""
+    if not event_ids:
+        return 0
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM clicks WHERE event_id = ANY($1::uuid[])", event_ids
+    )
+    return count
+
+
+async def _first_clicks(
+    conn: Connection, fresh: Sequence[tuple[ClickEvent, Client]]
+) -> list[tuple[ClickEvent, Client]]:
+    """Set first_clicked_at where a person clicked a link for the first time; the winners."""
+    earliest: dict[int, tuple[ClickEvent, Client]] = {}
+    for event, client in fresh:
+        if client.is_bot:
+            continue
+        known = earliest.get(event.link_id)
+        if known is None or event.clicked_at_ms < known[0].clicked_at_ms:
+            earliest[event.link_id] = (event, client)
+    if not earliest:
+        return []
+    link_ids = sorted(earliest)  # one lock order for every transaction
+    rows = await conn.fetch(
+        """
+        UPDATE links SET first_clicked_at = c.at
+        FROM unnest($1::bigint[], $2::timestamptz[]) AS c(id, at)
+        WHERE links.id = c.id AND links.first_clicked_at IS NULL
+        RETURNING links.id
+        """,
+        link_ids,
+        [to_datetime(earliest[i][0].clicked_at_ms) for i in link_ids],
+    )
+    return [earliest[row["id"]] for row in rows]
+
+
+async def _count(
+    conn: Connection,
+    fresh: Sequence[tuple[ClickEvent, Client]],
+    firsts: Sequence[tuple[ClickEvent, Client]],
+) -> None:
+    totals: Counter[tuple[int, str, str]] = Counter()
+    breakdown: Counter[tuple[int, str, str, str]] = Counter()
+    for event, client in fresh:
+        campaign = (event.account_id, event.client_identifier or "")
+        if client.is_bot:
+            totals[(*campaign, "bot")] += 1
+            continue
+        totals[(*campaign, "total")] += 1
+        breakdown[(*campaign, "browser", client.browser or "Other")] += 1
+        breakdown[(*campaign, "os", client.os or "Other")] += 1
+        breakdown[(*campaign, "device_type", client.device_type)] += 1
+    histogram: Counter[tuple[int, str, int]] = Counter()
+    for event, _ in firsts:
+        campaign = (event.account_id, event.client_identifier or "")
+        totals[(*campaign, "unique")] += 1
+        histogram[(*campaign, first_click_bucket(event.shortened_at_ms, event.clicked_at_ms))] += 1
+
+    campaigns = sorted({(account, name) for account, name, _ in totals})
+    await conn.execute(
+        """
+        INSERT INTO campaign_stats (account_id, campaign, total_clicks, unique_clicks, bot_clicks)
+        SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
+        ON CONFLICT (account_id, campaign) DO UPDATE SET
+            total_clicks = campaign_stats.total_clicks + excluded.total_clicks,
+            unique_clicks = campaign_stats.unique_clicks + excluded.unique_clicks,
+            bot_clicks = campaign_stats.bot_clicks + excluded.bot_clicks
+        """,
+        [account for account, _ in campaigns],
+        [name for _, name in campaigns],
+        [totals[(a, n, "total")] for a, n in campaigns],
+        [totals[(a, n, "unique")] for a, n in campaigns],
+        [totals[(a, n, "bot")] for a, n in campaigns],
+    )
+    if breakdown:
+        keys = sorted(breakdown)
+        await conn.execute(
+            """
+            INSERT INTO campaign_breakdown (account_id, campaign, dimension, value, clicks)
+            SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+            ON CONFLICT (account_id, campaign, dimension, value)
+            DO UPDATE SET clicks = campaign_breakdown.clicks + excluded.clicks
+            """,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [k[3] for k in keys],
+            [breakdown[k] for k in keys],
+        )
+    if histogram:
+        keys_h = sorted(histogram)
+        await conn.execute(
+            """
+            INSERT INTO campaign_first_click (account_id, campaign, bucket, links)
+            SELECT * FROM unnest($1::bigint[], $2::text[], $3::smallint[], $4::bigint[])
+            ON CONFLICT (account_id, campaign, bucket)
+            DO UPDATE SET links = campaign_first_click.links + excluded.links
+            """,
+            [k[0] for k in keys_h],
+            [k[1] for k in keys_h],
+            [k[2] for k in keys_h],
+            [histogram[k] for k in keys_h],
+        )
+
+
+async def _enqueue(
+    conn: Connection,
+    fresh: Sequence[tuple[ClickEvent, Client]],
+    firsts: Sequence[tuple[ClickEvent, Client]],
+    batch_size: int,
+) -> int:
+    """Make deliveries for the accounts' endpoints; return how many were made."""
+    accounts = sorted({event.account_id for event, _ in fresh})
+    endpoints = await conn.fetch(
+        """
+        SELECT id, account_id, format, mode FROM endpoints
+        WHERE account_id = ANY($1::bigint[]) AND enabled
+        ORDER BY id
+        """,
+        accounts,
+    )
+    made: list[tuple[str, int, str, bytes, int, datetime]] = []
+    now = datetime.now(UTC)
+    for endpoint in endpoints:
+        account = endpoint["account_id"]
+        if endpoint["format"] == "clickthru" or endpoint["mode"] == "first":
+            chosen = [(e, c) for e, c in firsts if e.account_id == account]
+        else:
+            chosen = [(e, c) for e, c in fresh if e.account_id == account and not c.is_bot]
+        if not chosen:
+            continue
+        if endpoint["format"] == "clickthru":
+            for event, client in chosen:
+                request_id = str(uuid.uuid4())
+                body = formats.render("clickthru", request_id, [formats.detail(event, client)])
+                made.append(
+                    (
+                        request_id,
+                        endpoint["id"],
+                        "clickthru",
+                        body,
+                        1,
+                        to_datetime(event.clicked_at_ms),
+                    )
+                )
+            continue
+        made.extend(await _batch(conn, endpoint["id"], endpoint["format"], chosen, batch_size, now))
+    if made:
+        await conn.execute(
+            """
+            INSERT INTO deliveries (request_identifier, endpoint_id, format, body, clicks,
+                                    oldest_click_at)
+            SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[],
+                                 $5::integer[], $6::timestamptz[])
+            """,
+            *(list(column) for column in zip(*made, strict=True)),
+        )
+    return len(made)
+
+
+async def _batch(
+    conn: Connection,
+    endpoint_id: int,
+    format: str,
+    chosen: Sequence[tuple[ClickEvent, Client]],
+    batch_size: int,
+    now: datetime,
+) -> list[tuple[str, int, str, bytes, int, datetime]]:
+    """Full batches from the outbox's waiting clicks plus the new ones; the rest waits."""
+    waiting = await conn.fetch(
+        "DELETE FROM outbox WHERE endpoint_id = $1 RETURNING id, event_id, detail, enqueued_at",
+        endpoint_id,
+    )
+    pending: list[tuple[str, formats.Detail, datetime]] = [
+        (str(row["event_id"]), formats.decode_detail(row["detail"]), row["enqueued_at"])
+        for row in sorted(waiting, key=lambda r: r["id"])
+    ]
+    pending += [(event.event_id, formats.detail(event, client), now) for event, client in chosen]
+    full = len(pending) - len(pending) % batch_size
+    made = []
+    for start in range(0, full, batch_size):
+        group = pending[start : start + batch_size]
+        request_id = str(uuid.uuid4())
+        body = formats.render(format, request_id, [item[1] for item in group])
+        made.append((request_id, endpoint_id, format, body, len(group), min(i[2] for i in group)))
+    rest = pending[full:]
+    if rest:
+        await conn.execute(
+            """
+            INSERT INTO outbox (endpoint_id, event_id, detail, enqueued_at)
+            SELECT $1, * FROM unnest($2::uuid[], $3::bytea[], $4::timestamptz[])
+            ON CONFLICT (endpoint_id, event_id) DO NOTHING
+            """,
+            endpoint_id,
+            [item[0] for item in rest],
+            [formats.encode_detail(item[1]) for item in rest],
+            [item[2] for item in rest],
+        )
+    return made
+
+
+class Recorder:
+    """The consume -> record -> commit loop of one forwarder process."""
+
+    def __init__(
+        self,
+        config: ForwarderConfig,
+        pool: asyncpg.Pool,
+        on_deliveries: Callable[[], None],
+    ) -> None:
+        self._config = config
+        self._pool = pool
+        self._on_deliveries = on_deliveries
+        self._consumer: AIOKafkaConsumer | None = None
+        self.totals = Outcome()
+        self.invalid = 0
+        self.batches = 0
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        return self._consumer
+
+    async def run(self) -> None:
+        consumer = await self._start_consumer()
+        try:
+            while True:
+                batches = await consumer.getmany(
+                    timeout_ms=500, max_records=self._config.consume_max_records
+                )
+                if not batches:
+                    continue
+                events = self._decode(batches)
+                if events:
+                    outcome = await self._record_with_retries(events)
+                    self._add(outcome)
+                    if outcome.deliveries:
+                        self._on_deliveries()
+                offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                try:
+                    await consumer.commit(offsets)
+                except (CommitFailedError, KafkaError) as exc:
+                    # Partitions moved to another member: it consumes these events again,
+                    # which records nothing twice.
+                    log.warning("offset commit failed", extra={"error": repr(exc)})
+        finally:
+            self._consumer = None
+            await consumer.stop()
+
+    async def _start_consumer(self) -> AIOKafkaConsumer:
+        service = self._config.service
+        attempt = 0
+        while True:
+            consumer = AIOKafkaConsumer(
+                service.click_topic,
+                bootstrap_servers=service.kafka_bootstrap_servers,
+                group_id=self._config.group_id,
+                client_id="shortlink-forwarder",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",  # a new group misses no click
+                fetch_max_wait_ms=100,
+                max_poll_records=self._config.consume_max_records,
+                heartbeat_interval_ms=1_000,
+                # A member silent this long is dead. Joining the group (at start, on
+                # rebalance) also waits about half of it on tansu.
+                session_timeout_ms=int(self._config.session_timeout * 1000),
+            )
+            try:
+                await consumer.start()
+            except KafkaError as exc:
+                await consumer.stop()
+                delay = min(5.0, 0.5 * 2**attempt)
+                if attempt % 10 == 0:
+                    log.warning(
+                        "Kafka is not available", extra={"error": repr(exc), "retry_in": delay}
+                    )
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            self._consumer = consumer
+            log.info(
+                "consuming", extra={"topic": service.click_topic, "group": self._config.group_id}
+            )
+            return consumer
+
+    def _decode(self, batches: dict[object, list[object]]) -> list[ClickEvent]:
+        events = []
+        for records in batches.values():
+            for record in records:
+                try:
+                    events.append(decode(record.value))  # type: ignore[attr-defined]
+                except InvalidClickEvent as exc:
+                    self.invalid += 1
+                    log.error(
+                        "skipping a message that is not a click event", extra={"error": str(exc)}
+                    )
+        return events
+
+    async def _record_with_retries(self, events: list[ClickEvent]) -> Outcome:
+        attempt = 0
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    return await record(conn, events, batch_size=self._config.batch_size)
+            except RETRYABLE as exc:
+                delay = min(5.0, 0.1 * 2**attempt)
+                attempt += 1
+                log.warning(
+                    "recording a batch failed; trying again",
+                    extra={"error": repr(exc), "events": len(events), "retry_in": delay},
+                )
+                await asyncio.sleep(delay)
+
+    def _add(self, outcome: Outcome) -> None:
+        self.batches += 1
+        totals = self.totals
+        totals.received += outcome.received
+        totals.recorded += outcome.recorded
+        totals.duplicates += outcome.duplicates
+        totals.unknown_links += outcome.unknown_links
+        totals.bots += outcome.bots
+        totals.first_clicks += outcome.first_clicks
+        totals.deliveries += outcome.deliveries

@@ -1,0 +1,80 @@
+"""Deliveries as customers and operators see them: listing, and resending dead letters.
+
+The forwarder makes and sends deliveries (forwarder.delivery); the API and the
+CLI only read them and put dead ones back in the queue.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+STATUSES = ("pending", "delivered", "dead")
+
+
+async def list_deliveries(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    account_id: int,
+    *,
+    status: str | None = None,
+    before: datetime | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """The account's deliveries, newest first (`before`: created strictly earlier)."""
+    rows = await conn.fetch(
+        """
+        SELECT d.request_identifier, d.format, d.clicks, d.status, d.attempts,
+               d.next_attempt_at, d.last_error, d.last_status, d.created_at, d.delivered_at
+        FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+        WHERE e.account_id = $1
+          AND ($2::text IS NULL OR d.status = $2)
+          AND ($3::timestamptz IS NULL OR d.created_at < $3)
+        ORDER BY d.created_at DESC, d.request_identifier
+        LIMIT $4
+        """,
+        account_id,
+        status,
+        before,
+        limit,
+    )
+    return [
+        {
+            "request_identifier": str(row["request_identifier"]),
+            "format": row["format"],
+            "clicks": row["clicks"],
+            "status": row["status"],
+            "attempts": row["attempts"],
+            "next_attempt_at": row["next_attempt_at"].isoformat()
+            if row["status"] == "pending"
+            else None,
+            "last_error": row["last_error"],
+            "last_status": row["last_status"],
+            "created_at": row["created_at"].isoformat(),
+            "delivered_at": row["delivered_at"].isoformat() if row["delivered_at"] else None,
+        }
+        for row in rows
+    ]
+
+
+async def retry_dead(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    account_id: int,
+    request_identifier: str | None = None,
+) -> int:
+    """Queue the account's dead deliveries (or one of them) for sending again; how many.
+
+    Each keeps its RequestIdentifier and body; its attempts start again from zero.
+    """
+    status = await conn.execute(
+        """
+        UPDATE deliveries d SET status = 'pending', attempts = 0, next_attempt_at = now()
+        FROM endpoints e
+        WHERE e.id = d.endpoint_id AND e.account_id = $1 AND d.status = 'dead'
+          AND ($2::uuid IS NULL OR d.request_identifier = $2::uuid)
+        """,
+        account_id,
+        request_identifier,
+    )
+    return int(status.split()[-1])

@@ -1,0 +1,111 @@
+"""ClickForward JSON and XML, and the first-click event, against the seed's examples."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import orjson
+
+from forwarder import formats
+
+# The first ClickDetail of the seed's JSON example, as a detail.
+SEED_DETAIL: formats.Detail = {
+    "TrackedUrl": "https://dotdigital.com/",
+    "ClientIdentifier": "My Campaign Manager Campaign Name",
+    "ClientRef": None,
+    "TrackingUrlId": 716005,
+    "UserId": 1,
+    "PhoneNumber": "447700900000",
+    "UserAgent": "Mozilla/5.0 (BlackBerry; U; BlackBerry 9800; en-US) AppleWebKit/534.8+ "
+    "(KHTML, like Gecko) Version/6.0.0.446 Mobile",
+    "Referrer": "127.0.0.1",
+    "DeviceName": "BlackBerry 9800",
+    "DeviceManufacturer": "BlackBerry",
+    "IsWarningPageServed": False,
+    "ShortenDate": 1382000166965,
+    "ClickDate": 1382000769338,
+}
+SEED_JSON = (
+    '{"RequestIdentifier":"1c712b5c-af6d-4527-b6d7-5ebb199f174d","ClickDetails":[{'
+    '"TrackedUrl":"https://dotdigital.com/",'
+    '"ClientIdentifier":"My Campaign Manager Campaign Name","ClientRef":null,'
+    '"TrackingUrlId":716005,"UserId":1,"PhoneNumber":"447700900000",'
+    '"UserAgent":"Mozilla/5.0 (BlackBerry; U; BlackBerry 9800; en-US) AppleWebKit/534.8+ '
+    '(KHTML, like Gecko) Version/6.0.0.446 Mobile",'
+    '"Referrer":"127.0.0.1","DeviceName":"BlackBerry 9800","DeviceManufacturer":"BlackBerry",'
+    '"IsWarningPageServed":false,"ShortenDate":"\\/Date(1382000166965)\\/",'
+    '"ClickDate":"\\/Date(1382000769338)\\/"}]}'
+)
+
+
+def test_json_is_the_seed_example_byte_for_byte() -> None:
+    """The seed's JSON example, minus its whitespace, is exactly what we render."""
+    body = formats.render_json("1c712b5c-af6d-4527-b6d7-5ebb199f174d", [SEED_DETAIL])
+    assert body.decode() == SEED_JSON
+    parsed = orjson.loads(body)
+    assert parsed["ClickDetails"][0]["ShortenDate"] == "/Date(1382000166965)/"
+
+
+def test_xml_matches_the_seed_example_field_by_field() -> None:
+    """The XML envelope, namespaces, element order, values and date format follow the seed."""
+    detail = {**SEED_DETAIL, "ClientIdentifier": "My Identifier", "ClientRef": None}
+    body = formats.render_xml("44e2c952-ff50-4774-a013-3fd1380355e7", [detail, detail])
+    assert body.startswith(b'<?xml version="1.0" encoding="utf-8"?>\n<ClickForward xmlns:xsi=')
+    assert b'xmlns:xsd="http://www.w3.org/2001/XMLSchema"' in body
+    root = ET.fromstring(body)
+    assert root.tag == "ClickForward"
+    assert root.findtext("RequestIdentifier") == "44e2c952-ff50-4774-a013-3fd1380355e7"
+    details = root.findall("ClickDetails/ClickDetail")
+    assert len(details) == 2
+    assert [child.tag for child in details[0]] == [
+        "TrackingUrlId",
+        "UserId",
+        "PhoneNumber",
+        "UserAgent",
+        "Referrer",
+        "DeviceName",
+        "DeviceManufacturer",
+        "IsWarningPageServed",
+        "ShortenDate",
+        "ClickDate",
+        "TrackedUrl",
+        "ClientIdentifier",
+    ]  # ClientRef is null: left out, as the seed's example does
+    values = {child.tag: child.text for child in details[0]}
+    assert values["TrackingUrlId"] == "716005"
+    assert values["IsWarningPageServed"] == "false"
+    assert values["ShortenDate"] == "2013-10-17T08:56:06.9650000Z"
+    assert values["ClickDate"] == "2013-10-17T09:06:09.3380000Z"
+    assert values["DeviceName"] == "BlackBerry 9800"
+
+
+def test_xml_escapes_and_drops_what_xml_cannot_carry() -> None:
+    """Markup in a user agent is escaped and control characters are removed."""
+    detail = {**SEED_DETAIL, "UserAgent": "a<b>&c\x00\x1f d", "ClientRef": "r&1"}
+    root = ET.fromstring(formats.render_xml("x", [detail]))
+    element = root.find("ClickDetails/ClickDetail")
+    assert element is not None
+    assert element.findtext("UserAgent") == "a<b>&c d"
+    assert element.findtext("ClientRef") == "r&1"
+
+
+def test_iso_dates_have_seven_fractional_digits() -> None:
+    """Dates in XML are UTC with seven fractional digits."""
+    assert formats.iso_date(0) == "1970-01-01T00:00:00.0000000Z"
+    assert formats.iso_date(1382000769338) == "2013-10-17T09:06:09.3380000Z"
+
+
+def test_clickthru_event_carries_the_attempt() -> None:
+    """The first-click event is a CLICKTHRU state change whose envelope counts attempts."""
+    stored = formats.render("clickthru", "rid-1", [{**SEED_DETAIL, "ClientRef": "msg-7"}])
+    first = orjson.loads(formats.body_for_attempt("clickthru", stored, 1))
+    third = orjson.loads(formats.body_for_attempt("clickthru", stored, 3))
+    assert (first["attempt"], third["attempt"]) == (1, 3)
+    assert first["topic"] == "SCG-Message"
+    event = first["event"]["fld-val-list"]
+    assert event["previous_state"] == "DELIVERED"
+    assert event["new_state"] == "CLICKTHRU"
+    assert event["message_id"] == "msg-7"
+    assert event["to_address"] == "+447700900000"
+    assert event["tracked_url"] == "https://dotdigital.com/"
+    assert event["click_time"] == "2013-10-17T09:06:09.3380000Z"

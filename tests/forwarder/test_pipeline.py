@@ -1,0 +1,221 @@
+"""End to end: taps on the redirect server, the forwarder, the customer's endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import aiohttp
+import asyncpg
+import orjson
+
+from forwarder.app import create_app as create_forwarder
+from forwarder.config import ForwarderConfig
+from shortlink import devservers
+from shortlink.config import RedirectConfig
+from shortlink.redirect import create_app as create_redirect
+from shortlink.redirect import make_handler
+from tests.forwarder.conftest import IPHONE, Sink, clicks, make_links, publish, set_endpoint
+from tests.infra import running, wait_until
+
+
+async def test_first_click_is_notified_once_for_twenty_parallel_taps(
+    forwarder_env: dict[str, str],
+    redirect_env: dict[str, str],
+    sink: Sink,
+    db: asyncpg.Connection,
+    account_id: int,
+) -> None:
+    """Twenty simultaneous taps on one link give exactly one CLICKTHRU notification."""
+    await set_endpoint(db, account_id, sink.url, format="clickthru")
+    [link] = await make_links(db, account_id, 1)
+    redirect = create_redirect(RedirectConfig.from_env(redirect_env))
+    async with (
+        running(create_forwarder(ForwarderConfig.from_env(forwarder_env))),
+        running(redirect, make_handler) as server,
+        aiohttp.ClientSession() as session,
+    ):
+
+        async def tap() -> int:
+            async with session.get(
+                f"{server.url}/{link.token}", headers={"User-Agent": IPHONE}, allow_redirects=False
+            ) as response:
+                return response.status
+
+        assert await asyncio.gather(*(tap() for _ in range(20))) == [302] * 20
+        await wait_until(lambda: len(sink.received) == 1)
+        await asyncio.sleep(1.5)
+    assert len(sink.received) == 1
+    event = orjson.loads(sink.received[0].body)
+    assert event["attempt"] == 1
+    fields = event["event"]["fld-val-list"]
+    assert (fields["previous_state"], fields["new_state"]) == ("DELIVERED", "CLICKTHRU")
+    assert fields["message_id"] == link.client_ref
+    assert fields["to_address"] == f"+{link.phone_number}"
+    assert await db.fetchval("SELECT count(*) FROM clicks WHERE link_id = $1", link.id) == 20
+
+
+async def test_a_preview_bot_never_triggers_the_first_click(
+    forwarder_env: dict[str, str],
+    redirect_env: dict[str, str],
+    sink: Sink,
+    db: asyncpg.Connection,
+    account_id: int,
+) -> None:
+    """WhatsApp's preview fetch and a HEAD request are recorded but notify nothing."""
+    await set_endpoint(db, account_id, sink.url, format="clickthru")
+    [link] = await make_links(db, account_id, 1)
+    redirect = create_redirect(RedirectConfig.from_env(redirect_env))
+    async with (
+        running(create_forwarder(ForwarderConfig.from_env(forwarder_env))),
+        running(redirect, make_handler) as server,
+        aiohttp.ClientSession() as session,
+    ):
+        url = f"{server.url}/{link.token}"
+        async with session.get(
+            url, headers={"User-Agent": "WhatsApp/2.23.20.0 A"}, allow_redirects=False
+        ):
+            pass
+        async with session.head(url, headers={"User-Agent": IPHONE}, allow_redirects=False):
+            pass
+
+        async def recorded() -> int:
+            return int(await db.fetchval("SELECT count(*) FROM clicks WHERE link_id = $1", link.id))
+
+        deadline = time.monotonic() + 20
+        while await recorded() < 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)
+        assert sink.received == []
+        assert (
+            await db.fetchval("SELECT first_clicked_at FROM links WHERE id = $1", link.id) is None
+        )
+        async with session.get(url, headers={"User-Agent": IPHONE}, allow_redirects=False):
+            pass
+        await wait_until(lambda: len(sink.received) == 1)
+
+
+async def test_two_forwarders_share_the_work_and_never_overlap_on_an_endpoint(
+    forwarder_env: dict[str, str],
+    db: asyncpg.Connection,
+    account_id: int,
+    kafka_bootstrap: str,
+    click_topic: str,
+) -> None:
+    """Two forwarder processes in one group deliver every click once, one request at a time."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    in_flight = 0
+    most = 0
+    received: list[bytes] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.05)
+        received.append(await request.read())
+        in_flight -= 1
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    async with TestServer(app) as endpoint:
+        await set_endpoint(db, account_id, str(endpoint.make_url("/hook")))
+        config = ForwarderConfig.from_env(forwarder_env)
+        async with running(create_forwarder(config)), running(create_forwarder(config)):
+            links = await make_links(db, account_id, 1000)
+            await publish(kafka_bootstrap, click_topic, clicks(links))
+
+            def delivered() -> int:
+                return len(
+                    {d["TrackingUrlId"] for b in received for d in orjson.loads(b)["ClickDetails"]}
+                )
+
+            await wait_until(lambda: delivered() == 1000, within=60)
+    assert most == 1
+    counts = Counter(d["TrackingUrlId"] for b in received for d in orjson.loads(b)["ClickDetails"])
+    assert set(counts.values()) == {1}
+
+
+async def test_a_killed_forwarder_loses_nothing_and_counts_nothing_twice(
+    forwarder_env: dict[str, str],
+    sink: Sink,
+    db: asyncpg.Connection,
+    account_id: int,
+    kafka_bootstrap: str,
+    click_topic: str,
+) -> None:
+    """SIGKILL mid-stream, restart: every click recorded once, every batch delivered."""
+    await set_endpoint(db, account_id, sink.url)
+    links = await make_links(db, account_id, 3000)
+    env = {
+        **os.environ,
+        **forwarder_env,
+        "FORWARDER_PORT": str(devservers.free_port()),
+        "CONSUME_MAX_RECORDS": "200",
+    }
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "forwarder.cli", "run"], env=env, stderr=subprocess.DEVNULL
+        )
+
+    values = clicks(links)
+    process = start()
+    try:
+        await publish(kafka_bootstrap, click_topic, values)
+
+        async def recorded() -> int:
+            return int(
+                await db.fetchval("SELECT count(*) FROM clicks WHERE account_id = $1", account_id)
+            )
+
+        deadline = time.monotonic() + 60
+        while await recorded() < 600:
+            assert time.monotonic() < deadline, "the forwarder recorded nothing"
+            await asyncio.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert await recorded() < 3000, "killed too late to prove anything"
+        process = start()
+        deadline = time.monotonic() + 90
+        while await recorded() < 3000:
+            assert time.monotonic() < deadline, "clicks were lost"
+            await asyncio.sleep(0.2)
+
+        def delivered() -> set[int]:
+            return {
+                d["TrackingUrlId"]
+                for r in sink.received
+                for d in orjson.loads(r.body)["ClickDetails"]
+            }
+
+        await wait_until(lambda: len(delivered()) == 3000, within=60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    assert (
+        await db.fetchval("SELECT count(*) FROM clicks WHERE account_id = $1", account_id) == 3000
+    )
+    stats = await db.fetchrow(
+        "SELECT total_clicks, unique_clicks FROM campaign_stats WHERE account_id = $1", account_id
+    )
+    assert (stats["total_clicks"], stats["unique_clicks"]) == (3000, 3000)
+    # A batch sent twice (the kill came between the POST and recording its success)
+    # carries the same RequestIdentifier and the same clicks both times.
+    by_id: dict[str, set[bytes]] = {}
+    for r in sink.received:
+        by_id.setdefault(r.headers["X-Request-Identifier"], set()).add(r.body)
+    assert all(len(bodies) == 1 for bodies in by_id.values())

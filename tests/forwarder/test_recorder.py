@@ -1,0 +1,202 @@
+"""Recording a batch of click events: once, with first clicks, counters and deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from forwarder.recorder import bucket_seconds, first_click_bucket, record
+from shortlink import clickevent
+from tests.forwarder.conftest import clicks, make_links, set_endpoint
+
+
+def events(values: list[tuple[str, bytes]]) -> list[clickevent.ClickEvent]:
+    return [clickevent.decode(value) for _, value in values]
+
+
+async def stats(db: asyncpg.Connection, account_id: int) -> asyncpg.Record:
+    row = await db.fetchrow(
+        "SELECT * FROM campaign_stats WHERE account_id = $1 AND campaign = 'spring-sale'",
+        account_id,
+    )
+    assert row is not None
+    return row
+
+
+async def test_clicks_are_recorded_with_what_enrichment_found(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """A recorded click keeps the event's fields and the parsed user agent."""
+    [link] = await make_links(db, account_id, 1)
+    [event] = events(clicks([link]))
+    outcome = await record(db, [event], batch_size=100)
+    assert (outcome.recorded, outcome.duplicates, outcome.first_clicks) == (1, 0, 1)
+    row = await db.fetchrow("SELECT * FROM clicks WHERE event_id = $1", event.event_id)
+    assert row["link_id"] == link.id
+    assert row["browser"] == "Mobile Safari"
+    assert row["os"] == "iOS"
+    assert row["device_type"] == "mobile"
+    assert row["device_name"] == "iPhone"
+    assert row["is_bot"] is False
+    assert str(row["client_ip"]) == "203.0.113.7"
+    assert row["phone_number"] == link.phone_number
+
+
+async def test_replayed_events_change_nothing(db: asyncpg.Connection, account_id: int) -> None:
+    """Recording the same events again (a Kafka replay) adds no click and no count."""
+    links = await make_links(db, account_id, 5)
+    batch = events(clicks(links))
+    await record(db, batch, batch_size=100)
+    before = await stats(db, account_id)
+    again = await record(db, batch + batch[:2], batch_size=100)
+    assert (again.recorded, again.duplicates, again.unknown_links) == (0, 7, 0)
+    after = await stats(db, account_id)
+    assert dict(after) == dict(before)
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM clicks WHERE link_id = ANY($1::bigint[])", [lk.id for lk in links]
+        )
+        == 5
+    )
+
+
+async def test_first_click_is_set_once_and_counted_once(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """Twenty clicks on a link set first_clicked_at to the earliest and count one unique click."""
+    [link] = await make_links(db, account_id, 1)
+    batch = [event for i in range(20) for event in events(clicks([link], at=1_900_000_000 + i))]
+    outcome = await record(db, list(reversed(batch)), batch_size=100)
+    assert outcome.first_clicks == 1
+    first = await db.fetchval("SELECT first_clicked_at FROM links WHERE id = $1", link.id)
+    assert first.timestamp() == 1_900_000_000
+    row = await stats(db, account_id)
+    assert (row["total_clicks"], row["unique_clicks"], row["bot_clicks"]) == (20, 1, 0)
+
+
+async def test_concurrent_forwarders_agree_on_one_first_click(
+    database_url: str, db: asyncpg.Connection, account_id: int
+) -> None:
+    """Two transactions recording different clicks on one link at once: exactly one wins."""
+    [link] = await make_links(db, account_id, 1)
+    conns = [await asyncpg.connect(database_url) for _ in range(2)]
+    try:
+        outcomes = await asyncio.gather(
+            *(record(conn, events(clicks([link])), batch_size=100) for conn in conns)
+        )
+    finally:
+        for conn in conns:
+            await conn.close()
+    assert sorted(o.first_clicks for o in outcomes) == [0, 1]
+    assert (await stats(db, account_id))["unique_clicks"] == 1
+
+
+async def test_bots_are_recorded_apart(db: asyncpg.Connection, account_id: int) -> None:
+    """Preview fetches are recorded and flagged, but are no first click and no unique click."""
+    [link] = await make_links(db, account_id, 1)
+    batch = events(clicks([link], user_agent="WhatsApp/2.23.20.0 A"))
+    batch += events(clicks([link], method="HEAD"))
+    outcome = await record(db, batch, batch_size=100)
+    assert (outcome.recorded, outcome.bots, outcome.first_clicks) == (2, 2, 0)
+    assert await db.fetchval("SELECT first_clicked_at FROM links WHERE id = $1", link.id) is None
+    row = await stats(db, account_id)
+    assert (row["total_clicks"], row["unique_clicks"], row["bot_clicks"]) == (0, 0, 2)
+
+
+async def test_breakdowns_and_time_to_first_click(db: asyncpg.Connection, account_id: int) -> None:
+    """Browser, OS and device counts and the first-click histogram are kept per campaign."""
+    links = await make_links(db, account_id, 3)
+    created = links[0].created_at_ms / 1000
+    batch = events(clicks(links[:2], at=created + 60))
+    batch += events(
+        clicks(
+            links[2:],
+            at=created + 3600,
+            user_agent="Mozilla/5.0 (Windows NT 10.0; Win64; x64)"
+            " AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+        )
+    )
+    await record(db, batch, batch_size=100)
+    rows = await db.fetch(
+        "SELECT dimension, value, clicks FROM campaign_breakdown WHERE account_id = $1",
+        account_id,
+    )
+    counts = {(r["dimension"], r["value"]): r["clicks"] for r in rows}
+    assert counts[("device_type", "mobile")] == 2
+    assert counts[("device_type", "desktop")] == 1
+    assert counts[("os", "iOS")] == 2
+    assert counts[("browser", "Chrome")] == 1
+    buckets = await db.fetch(
+        "SELECT bucket, links FROM campaign_first_click WHERE account_id = $1", account_id
+    )
+    times = sorted(bucket_seconds(r["bucket"]) for r in buckets for _ in range(r["links"]))
+    assert 55 < times[0] < 65
+    assert 3400 < times[-1] < 3800
+    assert first_click_bucket(0, 0) == 0
+
+
+async def test_events_for_unknown_links_are_skipped(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """An event naming a link that does not exist (or another account's) is not recorded."""
+    [link] = await make_links(db, account_id, 1)
+    forged = link.__class__(
+        10**12, link.token, account_id, link.target_url, None, None, None, 0, 0.0, False, False
+    )
+    foreign = link.__class__(
+        link.id,
+        link.token,
+        account_id + 10**9,
+        link.target_url,
+        None,
+        None,
+        None,
+        0,
+        0.0,
+        False,
+        False,
+    )
+    outcome = await record(db, events(clicks([forged, foreign, link])), batch_size=100)
+    assert (outcome.recorded, outcome.unknown_links) == (1, 2)
+
+
+async def test_full_batches_become_deliveries_and_the_rest_waits(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """250 human clicks for a json endpoint: two deliveries of 100 now, 50 in the outbox."""
+    await set_endpoint(db, account_id, "http://127.0.0.1:9/hook")
+    links = await make_links(db, account_id, 250)
+    outcome = await record(db, events(clicks(links)), batch_size=100)
+    assert outcome.deliveries == 2
+    sizes = await db.fetch(
+        "SELECT d.clicks FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id "
+        "WHERE e.account_id = $1",
+        account_id,
+    )
+    assert [r["clicks"] for r in sizes] == [100, 100]
+    waiting = await db.fetchval(
+        "SELECT count(*) FROM outbox o JOIN endpoints e ON e.id = o.endpoint_id "
+        "WHERE e.account_id = $1",
+        account_id,
+    )
+    assert waiting == 50
+
+
+async def test_first_mode_and_clickthru_deliver_first_clicks_only(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """A clickthru endpoint gets one delivery per link's first human click, nothing else."""
+    await set_endpoint(db, account_id, "http://127.0.0.1:9/hook", format="clickthru")
+    links = await make_links(db, account_id, 3)
+    batch = events(clicks(links)) + events(clicks(links)) + events(clicks(links, method="HEAD"))
+    outcome = await record(db, batch, batch_size=100)
+    assert outcome.deliveries == 3
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id "
+            "WHERE e.account_id = $1 AND d.format = 'clickthru' AND d.clicks = 1",
+            account_id,
+        )
+        == 3
+    )
