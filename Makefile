@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench bench-instructions clean
+.PHONY: install run test lint format bench bench-instructions bench-forwarder clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ format: install
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PYTHON) -m loadtests.bench_redirect
+
+## Forwarder: clicks recorded and delivered per second on one core, click-to-POST delay.
+bench-forwarder: install
+	$(PYTHON) -m loadtests.bench_forwarder
 
 ## Instructions per redirect under callgrind: a noise-free before/after for hot-path changes.
 bench-instructions: install

@@ -32,7 +32,11 @@ def create_app(config: ForwarderConfig) -> web.Application:
     """The forwarder's application; no I/O until it starts."""
     app = web.Application()
     app[CONFIG] = config
-    app.cleanup_ctx.append(pool_context(config.service))
+    # The forwarder's statements take arrays of keys; a generic plan cannot see how
+    # many and may scan whole tables, so every execution is planned for its values.
+    app.cleanup_ctx.append(
+        pool_context(config.service, server_settings={"plan_cache_mode": "force_custom_plan"})
+    )
     app.cleanup_ctx.append(session_context(config))
     app.cleanup_ctx.append(_deliverer_context(config))
     app.cleanup_ctx.append(_recorder_context(config))

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "shortlink-forwarder/0.1"
 LEASE_SECONDS = 60
+_PREFETCH = 20  # due deliveries read per query
 _MAX_ENDPOINT_TASKS = 1_000
 _PURGE_EVERY = 3_600.0
 
@@ -253,6 +254,7 @@ class Deliverer:
             SELECT e.id FROM endpoints e
             WHERE e.enabled
               AND (e.lease_until IS NULL OR e.lease_until < now() OR e.lease_owner = $1)
+              AND (e.paused_until IS NULL OR e.paused_until <= now())
               AND EXISTS (SELECT 1 FROM deliveries d
                           WHERE d.endpoint_id = e.id AND d.status = 'pending'
                             AND d.next_attempt_at <= now())
@@ -278,13 +280,22 @@ class Deliverer:
             self._wakeup.set()
 
     async def _serve(self, endpoint_id: int) -> None:
-        """Send this endpoint's due deliveries, a few at a time, while we hold its lease."""
+        """Send this endpoint's due deliveries while we hold its lease, oldest first.
+
+        ENDPOINT_CONCURRENCY requests at a time. A failure pauses the endpoint until
+        the failed delivery's next attempt, so the batches queued behind it wait
+        instead of each timing out in turn.
+        """
         concurrency = self._config.endpoint_concurrency
+        renew_at = 0.0
+        target: Target | None = None
         try:
             while True:
-                target = await self._lease(endpoint_id)
-                if target is None:
-                    return
+                if target is None or time.monotonic() >= renew_at:
+                    target = await self._lease(endpoint_id)
+                    if target is None:
+                        return
+                    renew_at = time.monotonic() + LEASE_SECONDS / 3
                 due = await self._pool.fetch(
                     """
                     SELECT request_identifier, body, attempts FROM deliveries
@@ -293,26 +304,44 @@ class Deliverer:
                     LIMIT $2
                     """,
                     endpoint_id,
-                    concurrency,
+                    _PREFETCH,
                 )
                 if not due:
                     return
-                attempts = await asyncio.gather(
-                    *(
-                        self._post(
-                            target, str(row["request_identifier"]), row["body"], row["attempts"] + 1
+                for start in range(0, len(due), concurrency):
+                    group = due[start : start + concurrency]
+                    attempts = await asyncio.gather(
+                        *(
+                            self._post(
+                                target,
+                                str(row["request_identifier"]),
+                                row["body"],
+                                row["attempts"] + 1,
+                            )
+                            for row in group
                         )
-                        for row in due
                     )
-                )
-                for row, attempt in zip(due, attempts, strict=True):
-                    await self._settle(
-                        target, row["request_identifier"], row["attempts"] + 1, attempt
-                    )
-                if any(a.status == 410 for a in attempts):
-                    return
+                    delays = [
+                        await self._settle(
+                            target, row["request_identifier"], row["attempts"] + 1, attempt
+                        )
+                        for row, attempt in zip(group, attempts, strict=True)
+                    ]
+                    failed = [delay for delay in delays if delay is not None]
+                    if failed:
+                        await self._pause(endpoint_id, min(failed))
+                        return
+                    if time.monotonic() >= renew_at:
+                        break  # renew the lease before sending more
         finally:
             await self._release(endpoint_id)
+
+    async def _pause(self, endpoint_id: int, seconds: float) -> None:
+        await self._pool.execute(
+            "UPDATE endpoints SET paused_until = now() + make_interval(secs => $2) WHERE id = $1",
+            endpoint_id,
+            seconds,
+        )
 
     async def _lease(self, endpoint_id: int) -> Target | None:
         row = await self._pool.fetchrow(
@@ -399,7 +428,8 @@ class Deliverer:
 
     async def _settle(
         self, target: Target, request_id: uuid.UUID, number: int, attempt: Attempt
-    ) -> None:
+    ) -> float | None:
+        """Record how an attempt went; for a failure, the seconds until the next one."""
         config = self._config
         if attempt.ok:
             self.delivered += 1
@@ -413,7 +443,7 @@ class Deliverer:
                 number,
                 attempt.status,
             )
-            return
+            return None
         self.failed += 1
         dead = number >= config.max_attempts
         self.dead += dead
@@ -453,6 +483,7 @@ class Deliverer:
                 target.id,
             )
             log.warning("endpoint answered 410 Gone: disabled", extra={"endpoint_id": target.id})
+        return delay
 
     async def _purge(self) -> None:
         """Forget delivered deliveries after DELIVERY_RETENTION_DAYS (dead ones are kept)."""

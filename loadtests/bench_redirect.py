@@ -413,7 +413,7 @@ def main() -> int:
     print(report)
     if not args.no_write:
         RESULTS_DOC.parent.mkdir(exist_ok=True)
-        _write_section(report)
+        write_section(report)
         print(f"written to {RESULTS_DOC.relative_to(ROOT)}")
     return 0
 
@@ -506,8 +506,8 @@ def _report(args: argparse.Namespace, m: Measurements) -> str:
     return "\n".join(lines)
 
 
-def _write_section(report: str) -> None:
-    """Keep docs/benchmarks.md's history: the newest redirect run goes first."""
+def write_section(report: str) -> None:
+    """Add a report to docs/benchmarks.md, newest first, keeping the history."""
     header = "# Benchmarks\n\nFigures from the project's own benchmark commands.\n\n"
     existing = RESULTS_DOC.read_text() if RESULTS_DOC.exists() else header
     body = existing[len(header) :] if existing.startswith(header) else existing

@@ -33,7 +33,9 @@ def require_database_url(config: ServiceConfig) -> str:
 
 
 @asynccontextmanager
-async def open_pool(config: ServiceConfig, *, min_size: int = 1) -> AsyncIterator[asyncpg.Pool]:
+async def open_pool(
+    config: ServiceConfig, *, min_size: int = 1, server_settings: dict[str, str] | None = None
+) -> AsyncIterator[asyncpg.Pool]:
     """A pool on a database whose schema is current (SchemaBehindError otherwise)."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
         require_database_url(config),
@@ -41,6 +43,7 @@ async def open_pool(config: ServiceConfig, *, min_size: int = 1) -> AsyncIterato
         max_size=config.database_pool_size,
         # A query that hangs must not hold a connection forever.
         command_timeout=60,
+        server_settings=server_settings,
     )
     try:
         async with pool.acquire() as conn:
@@ -51,12 +54,12 @@ async def open_pool(config: ServiceConfig, *, min_size: int = 1) -> AsyncIterato
 
 
 def pool_context(
-    config: ServiceConfig,
+    config: ServiceConfig, *, server_settings: dict[str, str] | None = None
 ) -> Callable[[web.Application], Any]:
     """cleanup_ctx: open the pool at start (checking the schema), close it at exit."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        async with open_pool(config) as pool:
+        async with open_pool(config, server_settings=server_settings) as pool:
             app[POOL] = pool
             yield
 

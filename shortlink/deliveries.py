@@ -77,4 +77,10 @@ async def retry_dead(
         account_id,
         request_identifier,
     )
-    return int(status.split()[-1])
+    requeued = int(status.split()[-1])
+    if requeued:
+        # An operator asked for it now: lift the pause the last failure left.
+        await conn.execute(
+            "UPDATE endpoints SET paused_until = NULL WHERE account_id = $1", account_id
+        )
+    return requeued

@@ -172,7 +172,7 @@ async def set_endpoint(
         ON CONFLICT (account_id) DO UPDATE SET
             url = excluded.url, format = excluded.format, mode = excluded.mode,
             secret = excluded.secret, enabled = excluded.enabled,
-            disabled_reason = NULL, updated_at = now()
+            disabled_reason = NULL, paused_until = NULL, updated_at = now()
         RETURNING {_COLUMNS}
         """,
         account_id,
