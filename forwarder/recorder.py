@@ -447,6 +447,9 @@ class Recorder:
             )
             try:
                 await consumer.start()
+            except asyncio.CancelledError:
+                await asyncio.shield(consumer.stop())
+                raise
             except KafkaError as exc:
                 await consumer.stop()
                 delay = min(5.0, 0.5 * 2**attempt)

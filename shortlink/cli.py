@@ -307,6 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         logs.configure(ServiceConfig.from_env(env).log_level)
         return HANDLERS[args.command](args, env)
+    except endpoints.EndpointError as exc:
+        sys.stderr.write(f"shortlink: {exc}\n")
+        return 2
     except (ConfigError, ShortlinkError) as exc:
         sys.stderr.write(f"shortlink: {exc}\n")
         return EXIT_CONFIG

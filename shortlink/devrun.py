@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from shortlink import accounts, devservers, schema
-from shortlink.config import RedirectConfig, ServiceConfig
+from shortlink import accounts, devservers, endpoints, schema
+from shortlink.config import EnvReader, RedirectConfig, ServiceConfig
 from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
 from shortlink.serve import exit_with_parent
@@ -32,6 +32,7 @@ from shortlink.serve import exit_with_parent
 log = logging.getLogger(__name__)
 
 DEMO_ACCOUNT = "demo"
+PHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148"
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ class Demo:
     unsafe_token: str
 
 
-async def prepare_database(database_url: str) -> Demo:
-    """Apply migrations and make sure the demo account and links exist."""
+async def prepare_database(database_url: str, sink_url: str) -> Demo:
+    """Apply migrations; make sure the demo account, links and endpoint exist."""
     conn = await asyncpg.connect(database_url)
     try:
         await schema.migrate(conn)
@@ -53,6 +54,17 @@ async def prepare_database(database_url: str) -> Demo:
             account_id = (await accounts.create_account(conn, DEMO_ACCOUNT)).account_id
         token = await _demo_link(conn, account_id, "demo-link", unsafe=False)
         unsafe_token = await _demo_link(conn, account_id, "demo-unsafe", unsafe=True)
+        if await endpoints.get_endpoint(conn, account_id) is None:
+            await endpoints.set_endpoint(
+                conn,
+                account_id,
+                url=sink_url,
+                format="json",
+                mode="every",
+                secret=None,
+                enabled=True,
+                allow_private=True,
+            )
         return Demo(account_id, token, unsafe_token)
     finally:
         await conn.close()
@@ -147,6 +159,8 @@ def run_stack(env: Mapping[str, str]) -> int:
     service = ServiceConfig.from_env(env)
     redirect_port = RedirectConfig.from_env(env).port
     redirect_url = f"http://127.0.0.1:{redirect_port}"
+    forwarder_port = EnvReader(env).integer("FORWARDER_PORT", 8082, minimum=1, maximum=65_535)
+    sink_port = EnvReader(env).integer("DEMO_ENDPOINT_PORT", 8083, minimum=1, maximum=65_535)
     stack = Stack()
     stopping = False
 
@@ -161,21 +175,39 @@ def run_stack(env: Mapping[str, str]) -> int:
         if bootstrap is None:
             bootstrap, stack.broker = devservers.ensure_broker(service.data_dir)
         asyncio.run(ensure_topic(bootstrap, service.click_topic, service.click_topic_partitions))
-        demo = asyncio.run(prepare_database(database_url))
+        sink_url = f"http://127.0.0.1:{sink_port}/hook"
+        demo = asyncio.run(prepare_database(database_url, sink_url))
         child_env = {
             **env,
             "DATABASE_URL": database_url,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "SHORTLINK_DATA_DIR": str(service.data_dir),
+            # The demo endpoint and any a user sets up locally live on 127.0.0.1.
+            "ALLOW_PRIVATE_ENDPOINTS": "true",
         }
+        stack.spawn(
+            "demo endpoint",
+            [sys.executable, "-m", "shortlink.demosink", "--port", str(sink_port)],
+            child_env,
+        )
+        stack.spawn(
+            "forwarder",
+            [sys.executable, "-m", "forwarder.cli", "run", "--port", str(forwarder_port)],
+            child_env,
+        )
         stack.spawn(
             "redirect",
             [sys.executable, "-m", "shortlink.cli", "redirect", "--port", str(redirect_port)],
             child_env,
         )
         _wait_until_healthy(f"{redirect_url}/healthz", stack)
+        _wait_until_healthy(f"http://127.0.0.1:{forwarder_port}/healthz", stack)
         _print_banner(
-            dataclasses.replace(service, kafka_bootstrap_servers=bootstrap), demo, redirect_url
+            dataclasses.replace(service, kafka_bootstrap_servers=bootstrap),
+            demo,
+            redirect_url,
+            forwarder_port,
+            sink_url,
         )
         while not stopping:
             problem = stack.crashed()
@@ -192,7 +224,9 @@ def run_stack(env: Mapping[str, str]) -> int:
         sys.stdout.write("stopped.\n")
 
 
-def _print_banner(service: ServiceConfig, demo: Demo, redirect_url: str) -> None:
+def _print_banner(
+    service: ServiceConfig, demo: Demo, redirect_url: str, forwarder_port: int, sink_url: str
+) -> None:
     database = (
         f"embedded, data in {service.data_dir / 'postgres'}"
         if service.database_url is None
@@ -204,14 +238,21 @@ def _print_banner(service: ServiceConfig, demo: Demo, redirect_url: str) -> None
         f"  redirect server   {redirect_url}",
         f"  PostgreSQL        {database}",
         f"  Kafka             {service.kafka_bootstrap_servers} (topic {service.click_topic})",
+        f"  forwarder         health on http://127.0.0.1:{forwarder_port}/readyz",
+        f"  demo endpoint     {sink_url} (prints what it receives)",
         "",
-        "Try:",
-        f"  curl -i {redirect_url}/{demo.token}            # 302 to the demo target",
-        f"  curl -I {redirect_url}/{demo.token}            # HEAD, recorded as a preview",
-        f"  curl -i {redirect_url}/{demo.unsafe_token}            # warning page of an unsafe link",
-        f"  curl -i {redirect_url}/NoSuch1            # 404",
-        f"  curl -s {redirect_url}/readyz             # database and broker reachable?",
-        "  .venv/bin/shortlink account create --name acme   # in another terminal",
+        "Try (curl's own User-Agent counts as a robot, so these say they are a phone):",
+        f"  curl -i -A '{PHONE}' {redirect_url}/{demo.token}    # 302, forwarded",
+        f"  curl -I -A '{PHONE}' {redirect_url}/{demo.token}    # HEAD: a preview",
+        f"  curl -i {redirect_url}/{demo.unsafe_token}    # warning page of an unsafe link",
+        f"  curl -i {redirect_url}/NoSuch1    # 404",
+        f"  curl -s {redirect_url}/readyz    # database and broker reachable?",
+        "In another terminal:",
+        "  .venv/bin/shortlink account create --name acme",
+        f"  .venv/bin/shortlink deliveries list --account {demo.account_id}",
+        "",
+        "A tap on a demo link is forwarded to the demo endpoint about a second later",
+        "(JSON, as the customer's endpoint would receive it); its line appears below.",
         "",
         "Press Ctrl-C to stop everything.",
         "",

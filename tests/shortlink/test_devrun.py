@@ -15,10 +15,26 @@ from pathlib import Path
 
 from shortlink import devservers
 
+PHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148"
+
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: object, **kwargs: object) -> None:
         return None
+
+
+def read_until(process: subprocess.Popen[bytes], output: str, text: str, within: float) -> str:
+    """Read the process's stdout until `text` appears; everything read so far."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + within
+    while text not in output:
+        if process.poll() is not None or time.monotonic() > deadline:
+            interrupt(process)
+            raise AssertionError(f"no {text!r}; output so far:\n{output}")
+        ready, _, _ = select.select([process.stdout], [], [], 0.5)
+        if ready:
+            output += os.read(process.stdout.fileno(), 65536).decode()
+    return output
 
 
 def start_stack(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
@@ -29,25 +45,16 @@ def start_stack(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    assert process.stdout is not None
-    output = ""
-    deadline = time.monotonic() + 120
-    while "Press Ctrl-C" not in output:
-        if process.poll() is not None or time.monotonic() > deadline:
-            interrupt(process)
-            raise AssertionError(f"no banner; output so far:\n{output}")
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
-        if ready:
-            output += os.read(process.stdout.fileno(), 65536).decode()
-    return process, output
+    return process, read_until(process, "", "Press Ctrl-C", 120)
 
 
 def demo_status(output: str) -> tuple[int, str]:
-    url = re.search(r"curl -i (http://127\.0\.0\.1:\d+/[0-9A-Za-z]{7}) ", output)
+    url = re.search(r"curl -i -A '[^']+' (http://127\.0\.0\.1:\d+/[0-9A-Za-z]{7}) ", output)
     assert url, output
     opener = urllib.request.build_opener(NoRedirect)
+    request = urllib.request.Request(url[1], headers={"User-Agent": PHONE})  # noqa: S310
     try:
-        opener.open(url[1], timeout=5)
+        opener.open(request, timeout=5)
     except urllib.error.HTTPError as error:
         return error.code, error.headers["Location"]
     raise AssertionError("the demo link did not redirect")
@@ -68,7 +75,7 @@ def interrupt(process: subprocess.Popen[bytes]) -> int:
 def test_stack_on_given_servers_serves_the_demo_link_and_stops_cleanly(
     database_url: str, kafka_bootstrap: str, click_topic: str, tmp_path: Path
 ) -> None:
-    """With both servers given, the demo link redirects and Ctrl-C stops everything."""
+    """With both servers given, a demo tap redirects and is forwarded; Ctrl-C stops all."""
     port = devservers.free_port()
     env = {
         **os.environ,
@@ -76,12 +83,16 @@ def test_stack_on_given_servers_serves_the_demo_link_and_stops_cleanly(
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "CLICK_TOPIC": click_topic,
         "REDIRECT_PORT": str(port),
+        "FORWARDER_PORT": str(devservers.free_port()),
+        "DEMO_ENDPOINT_PORT": str(devservers.free_port()),
         "SHORTLINK_DATA_DIR": str(tmp_path),
     }
     process, output = start_stack(env)
     try:
         assert demo_status(output) == (302, "https://example.com/")
         first_token = re.search(r"/([0-9A-Za-z]{7}) +# 302", output)
+        # The tap travels through Kafka and the forwarder to the demo endpoint.
+        output = read_until(process, output, "demo endpoint received", 30)
     finally:
         code = interrupt(process)
     assert code == 0
@@ -106,7 +117,14 @@ def test_stack_with_no_configuration_starts_and_stops_embedded_servers(tmp_path:
         for key, value in os.environ.items()
         if key not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
     }
-    env.update({"REDIRECT_PORT": str(port), "SHORTLINK_DATA_DIR": str(tmp_path)})
+    env.update(
+        {
+            "REDIRECT_PORT": str(port),
+            "FORWARDER_PORT": str(devservers.free_port()),
+            "DEMO_ENDPOINT_PORT": str(devservers.free_port()),
+            "SHORTLINK_DATA_DIR": str(tmp_path),
+        }
+    )
     broker_was_running = devservers.port_is_open("127.0.0.1", devservers.DEV_BROKER_PORT)
     process, output = start_stack(env)
     try:
