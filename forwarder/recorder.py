@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import socket
 import uuid
 from collections import Counter
@@ -37,11 +36,11 @@ from forwarder.config import ForwarderConfig
 from forwarder.enrich import Client, classify
 from shortlink.clickevent import ClickEvent, InvalidClickEvent, decode
 from shortlink.db import Connection
+from shortlink.stats import first_click_bucket
 
 log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_HISTOGRAM_BASE = math.log(1.05)
 # Transient database failures: the batch is tried again, offsets stay uncommitted.
 RETRYABLE = (
     asyncpg.DeadlockDetectedError,
@@ -56,17 +55,6 @@ RETRYABLE = (
 
 def to_datetime(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
-
-
-def first_click_bucket(shortened_at_ms: int, clicked_at_ms: int) -> int:
-    """Histogram bucket of the time from shortening to the first click (~5% wide)."""
-    seconds = max(0.0, (clicked_at_ms - shortened_at_ms) / 1000)
-    return round(math.log1p(seconds) / _HISTOGRAM_BASE)
-
-
-def bucket_seconds(bucket: int) -> float:
-    """The time a histogram bucket stands for (its centre)."""
-    return math.expm1(bucket * _HISTOGRAM_BASE)
 
 
 def _ip_or_none(value: str | None) -> str | None:

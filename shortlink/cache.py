@@ -13,13 +13,16 @@ not pay for a metrics library.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from shortlink.db import POOL
+from shortlink import invalidation
+from shortlink.config import ServiceConfig
+from shortlink.db import POOL, require_database_url
 from shortlink.links import LinkEntry, fetch_entry
 
 Loader = Callable[[str], Awaitable[LinkEntry | None]]
@@ -159,5 +162,30 @@ def cache_context(
             negative_ttl=negative_ttl,
         )
         yield
+
+    return context
+
+
+def listener_context(
+    service: ServiceConfig,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """cleanup_ctx: keep the app's cache in step with link changes (after cache_context)."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        cache = app[CACHE]
+        ready = asyncio.Event()
+        task = asyncio.create_task(
+            invalidation.listen(
+                require_database_url(service), cache.invalidate, cache.clear, ready
+            ),
+            name="link-changes",
+        )
+        # Listening before the first request: a change made right after start is seen.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), 10)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     return context

@@ -22,7 +22,7 @@ import asyncpg
 import orjson
 
 from shortlink import accounts, deliveries, devservers, endpoints, logs, schema
-from shortlink.config import RedirectConfig, ServiceConfig
+from shortlink.config import ApiConfig, RedirectConfig, ServiceConfig
 from shortlink.db import require_database_url
 from shortlink.exceptions import ConfigError, ShortlinkError
 from shortlink.kafka import ensure_topic
@@ -116,6 +116,35 @@ def cmd_redirect(args: argparse.Namespace, env: dict[str, str]) -> int:
     if config.workers == 1:
         return _redirect_worker(config, 0)
     return run_workers(functools.partial(_redirect_worker, config), config.workers, "redirect")
+
+
+def _api_worker(config: ApiConfig, index: int) -> int:
+    from shortlink.api.app import create_app
+    from shortlink.serve import serve
+
+    logs.configure(config.service.log_level)
+    return run_in_process(
+        lambda: serve(
+            create_app(config),
+            host=config.host,
+            port=config.port,
+            shutdown_timeout=config.shutdown_timeout,
+        )
+    )
+
+
+def cmd_api(args: argparse.Namespace, env: dict[str, str]) -> int:
+    config = ApiConfig.from_env(env)
+    config = dataclasses.replace(
+        config,
+        service=resolve_service(config.service, kafka=False),
+        host=args.host or config.host,
+        port=config.port if args.port is None else args.port,
+        workers=args.workers or config.workers,
+    )
+    if config.workers == 1:
+        return _api_worker(config, 0)
+    return run_workers(functools.partial(_api_worker, config), config.workers, "api")
 
 
 def cmd_account(args: argparse.Namespace, env: dict[str, str]) -> int:
@@ -245,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     redirect.add_argument("--port", type=int, help="port (default 8080)")
     redirect.add_argument("--workers", type=int, help="processes sharing the port (default: CPUs)")
 
+    api = commands.add_parser("api", help="run the API")
+    api.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    api.add_argument("--port", type=int, help="port (default 8081)")
+    api.add_argument("--workers", type=int, help="processes sharing the port (default: CPUs)")
+
     account = commands.add_parser("account", help="manage accounts and API keys")
     account_commands = account.add_subparsers(dest="account_command", required=True)
     create = account_commands.add_parser("create", help="create an account; prints its API key")
@@ -293,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 HANDLERS: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
     "migrate": cmd_migrate,
     "redirect": cmd_redirect,
+    "api": cmd_api,
     "account": cmd_account,
     "link": cmd_link,
     "endpoint": cmd_endpoint,

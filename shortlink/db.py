@@ -18,6 +18,8 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 
 # A connection of our own or one borrowed from a pool: queries take either.
 Connection = asyncpg.Connection | PoolConnectionProxy
+# What a single read can run on: a connection, or the pool (which lends one).
+Executor = Connection | asyncpg.Pool
 
 
 def with_database(url: str, database: str) -> str:

@@ -84,3 +84,18 @@ async def retry_dead(
             "UPDATE endpoints SET paused_until = NULL WHERE account_id = $1", account_id
         )
     return requeued
+
+
+async def status_of(
+    conn: asyncpg.Connection | asyncpg.Pool, account_id: int, request_identifier: str
+) -> str | None:
+    """The status of one of the account's deliveries, or None if it has no such delivery."""
+    status: str | None = await conn.fetchval(
+        """
+        SELECT d.status FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+        WHERE e.account_id = $1 AND d.request_identifier = $2::uuid
+        """,
+        account_id,
+        request_identifier,
+    )
+    return status

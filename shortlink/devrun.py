@@ -40,6 +40,7 @@ class Demo:
     account_id: int
     token: str
     unsafe_token: str
+    api_key: str
 
 
 async def prepare_database(database_url: str, sink_url: str) -> Demo:
@@ -65,7 +66,11 @@ async def prepare_database(database_url: str, sink_url: str) -> Demo:
                 enabled=True,
                 allow_private=True,
             )
-        return Demo(account_id, token, unsafe_token)
+        # Keys are stored hashed, so the demo key is replaced on every start to be shown.
+        api_key = await accounts.rotate_key(conn, account_id)
+        if api_key is None:  # pragma: no cover - the account was found or made above
+            raise RuntimeError("the demo account vanished")
+        return Demo(account_id, token, unsafe_token, api_key)
     finally:
         await conn.close()
 
@@ -160,6 +165,8 @@ def run_stack(env: Mapping[str, str]) -> int:
     redirect_port = RedirectConfig.from_env(env).port
     redirect_url = f"http://127.0.0.1:{redirect_port}"
     forwarder_port = EnvReader(env).integer("FORWARDER_PORT", 8082, minimum=1, maximum=65_535)
+    api_port = EnvReader(env).integer("API_PORT", 8081, minimum=1, maximum=65_535)
+    api_url = f"http://127.0.0.1:{api_port}"
     sink_port = EnvReader(env).integer("DEMO_ENDPOINT_PORT", 8083, minimum=1, maximum=65_535)
     stack = Stack()
     stopping = False
@@ -191,6 +198,16 @@ def run_stack(env: Mapping[str, str]) -> int:
             child_env,
         )
         stack.spawn(
+            "api",
+            [sys.executable, "-m", "shortlink.cli", "api", "--port", str(api_port)],
+            {
+                **child_env,
+                # Local short URLs point at the local redirect server, over plain http.
+                "SHORT_DOMAIN": env.get("SHORT_DOMAIN") or f"127.0.0.1:{redirect_port}",
+                "SHORT_URL_SCHEME": env.get("SHORT_URL_SCHEME") or "http",
+            },
+        )
+        stack.spawn(
             "forwarder",
             [sys.executable, "-m", "forwarder.cli", "run", "--port", str(forwarder_port)],
             child_env,
@@ -202,10 +219,12 @@ def run_stack(env: Mapping[str, str]) -> int:
         )
         _wait_until_healthy(f"{redirect_url}/healthz", stack)
         _wait_until_healthy(f"http://127.0.0.1:{forwarder_port}/healthz", stack)
+        _wait_until_healthy(f"{api_url}/healthz", stack)
         _print_banner(
             dataclasses.replace(service, kafka_bootstrap_servers=bootstrap),
             demo,
             redirect_url,
+            api_url,
             forwarder_port,
             sink_url,
         )
@@ -225,7 +244,12 @@ def run_stack(env: Mapping[str, str]) -> int:
 
 
 def _print_banner(
-    service: ServiceConfig, demo: Demo, redirect_url: str, forwarder_port: int, sink_url: str
+    service: ServiceConfig,
+    demo: Demo,
+    redirect_url: str,
+    api_url: str,
+    forwarder_port: int,
+    sink_url: str,
 ) -> None:
     database = (
         f"embedded, data in {service.data_dir / 'postgres'}"
@@ -236,6 +260,7 @@ def _print_banner(
         "",
         "shortlink is running",
         f"  redirect server   {redirect_url}",
+        f"  API               {api_url}  (contract: {api_url}/v1/openapi.json)",
         f"  PostgreSQL        {database}",
         f"  Kafka             {service.kafka_bootstrap_servers} (topic {service.click_topic})",
         f"  forwarder         health on http://127.0.0.1:{forwarder_port}/readyz",
@@ -247,6 +272,17 @@ def _print_banner(
         f"  curl -i {redirect_url}/{demo.unsafe_token}    # warning page of an unsafe link",
         f"  curl -i {redirect_url}/NoSuch1    # 404",
         f"  curl -s {redirect_url}/readyz    # database and broker reachable?",
+        "The API, as the demo account (this key was made for this run):",
+        f"  export KEY={demo.api_key}",
+        f'  curl -s -X POST {api_url}/v1/links -H "Authorization: Bearer $KEY" '
+        '-H \'Content-Type: application/json\' -d \'{"url": "https://example.com/offer", '
+        '"recipients": [{"phone_number": "+44 7700 900123", "client_ref": "m1"}], '
+        '"client_identifier": "spring"}\'',
+        f'  curl -s -X POST {api_url}/v1/messages -H "Authorization: Bearer $KEY" '
+        '-H \'Content-Type: application/json\' -d \'{"to": ["+447700900123"], '
+        '"body": "Hi! Offer: #track(\\"https://example.com/offer\\") today", '
+        '"client_identifier": "spring"}\'',
+        f'  curl -s {api_url}/v1/campaigns/demo-campaign/stats -H "Authorization: Bearer $KEY"',
         "In another terminal:",
         "  .venv/bin/shortlink account create --name acme",
         f"  .venv/bin/shortlink deliveries list --account {demo.account_id}",

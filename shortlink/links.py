@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from shortlink import tokens
+from shortlink import invalidation, tokens
+from shortlink.db import Connection, Executor
 from shortlink.exceptions import TokenSpaceExhausted
 
 DEFAULT_LIFETIME = timedelta(days=90)
@@ -78,8 +79,9 @@ class NewLink:
     phone_number: str | None = None
     client_ref: str | None = None
     client_identifier: str | None = None
-    expires_at: datetime | None = None  # None: DEFAULT_LIFETIME from now
+    expires_at: datetime | None = None  # None: `lifetime` from creation
     unsafe: bool = False
+    lifetime: timedelta = DEFAULT_LIFETIME
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,7 @@ _IMPORT_COLUMNS = (
 
 
 async def create_links(
-    conn: asyncpg.Connection,
+    conn: Connection,
     account_id: int,
     links: Sequence[NewLink],
     *,
@@ -119,7 +121,6 @@ async def create_links(
     if not links:
         return []
     now = datetime.now(UTC)
-    default_expiry = now + DEFAULT_LIFETIME
     results: list[CreatedLink | None] = [None] * len(links)
     pending = list(range(len(links)))
     async with conn.transaction():
@@ -145,7 +146,7 @@ async def create_links(
                         links[position].phone_number,
                         links[position].client_ref,
                         links[position].client_identifier,
-                        links[position].expires_at or default_expiry,
+                        links[position].expires_at or now + links[position].lifetime,
                         links[position].unsafe,
                     )
                     for token, position in by_token.items()
@@ -182,7 +183,7 @@ async def create_links(
 
 
 async def _count_campaign_links(
-    conn: asyncpg.Connection, account_id: int, links: Sequence[NewLink]
+    conn: Connection, account_id: int, links: Sequence[NewLink]
 ) -> None:
     """Keep campaign_stats.links (the statistics' link count) in step with the insert."""
     counts = Counter(link.client_identifier or "" for link in links)
@@ -205,3 +206,77 @@ def _unique_tokens(count: int, length: int) -> list[str]:
     while len(chosen) < count:
         chosen.update(dict.fromkeys(tokens.generate(count - len(chosen), length)))
     return list(chosen)
+
+
+_VIEW = """
+    SELECT l.id, l.token, l.target_url, l.phone_number, l.client_ref, l.client_identifier,
+           l.created_at, l.expires_at, l.unsafe, l.disabled_at, l.first_clicked_at,
+           (SELECT count(*) FROM clicks c WHERE c.link_id = l.id AND NOT c.is_bot) AS clicks
+    FROM links l
+"""
+
+
+async def find(conn: Executor, account_id: int, token: str) -> asyncpg.Record | None:
+    """One of the account's links by token, with its human click count."""
+    return await conn.fetchrow(
+        f"{_VIEW} WHERE l.token = $1 AND l.account_id = $2", token, account_id
+    )
+
+
+async def find_by_client_ref(
+    conn: Executor, account_id: int, client_ref: str, limit: int = 1000
+) -> list[asyncpg.Record]:
+    """The account's links of one message (client_ref), oldest first."""
+    return await conn.fetch(
+        f"{_VIEW} WHERE l.account_id = $1 AND l.client_ref = $2 ORDER BY l.id LIMIT $3",
+        account_id,
+        client_ref,
+        limit,
+    )
+
+
+async def update(
+    conn: Connection,
+    account_id: int,
+    token: str,
+    *,
+    target_url: str | None = None,
+    expires_at: datetime | None = None,
+    unsafe: bool | None = None,
+) -> bool:
+    """Change a link's target, expiry or unsafe flag and tell the redirect workers."""
+    async with conn.transaction():
+        status = await conn.execute(
+            """
+            UPDATE links SET target_url = coalesce($3, target_url),
+                             expires_at = coalesce($4, expires_at),
+                             unsafe = coalesce($5, unsafe)
+            WHERE token = $1 AND account_id = $2
+            """,
+            token,
+            account_id,
+            target_url,
+            expires_at,
+            unsafe,
+        )
+        if status != "UPDATE 1":
+            return False
+        await invalidation.notify(conn, [token])
+    return True
+
+
+async def disable(conn: Connection, account_id: int, token: str) -> bool:
+    """Disable a link (it answers 410 from now on) and tell the redirect workers."""
+    async with conn.transaction():
+        status = await conn.execute(
+            """
+            UPDATE links SET disabled_at = coalesce(disabled_at, now())
+            WHERE token = $1 AND account_id = $2
+            """,
+            token,
+            account_id,
+        )
+        if status != "UPDATE 1":
+            return False
+        await invalidation.notify(conn, [token])
+    return True

@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from shortlink import pages
-from shortlink.cache import CACHE, cache_context
+from shortlink.cache import CACHE, cache_context, listener_context
 from shortlink.clientip import resolver
 from shortlink.config import RedirectConfig
 from shortlink.db import POOL, pool_context
@@ -56,6 +56,7 @@ def create_app(config: RedirectConfig, *, worker_index: int = 0) -> web.Applicat
             negative_ttl=config.negative_cache_ttl,
         )
     )
+    app.cleanup_ctx.append(listener_context(config.service))
     return app
 
 

@@ -6,8 +6,9 @@ import asyncio
 
 import asyncpg
 
-from forwarder.recorder import bucket_seconds, first_click_bucket, record
+from forwarder.recorder import record
 from shortlink import clickevent
+from shortlink.stats import bucket_seconds, first_click_bucket
 from tests.forwarder.conftest import clicks, make_links, set_endpoint
 
 

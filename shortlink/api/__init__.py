@@ -1,0 +1,1 @@
+"""The shortlink HTTP API (`shortlink api`): accounts' links, messages, statistics, forwarding."""

@@ -1,0 +1,68 @@
+"""The API application: routes, middlewares (errors, then auth) and resources."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+
+from aiohttp import web
+
+from shortlink.api import campaigns, forwarding, idempotency, links, messages
+from shortlink.api.auth import auth_middleware
+from shortlink.api.errors import error_middleware
+from shortlink.api.links import API_CONFIG
+from shortlink.config import ApiConfig
+from shortlink.db import POOL, pool_context
+
+OPENAPI = web.AppKey("openapi", bytes)
+
+
+def openapi_document() -> bytes:
+    """The OpenAPI 3 contract, as kept in the repository (shortlink/api/openapi.json)."""
+    return (resources.files("shortlink") / "api" / "openapi.json").read_bytes()
+
+
+def create_app(config: ApiConfig) -> web.Application:
+    """The API; no I/O until it starts."""
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=config.max_request_bytes,
+    )
+    app[API_CONFIG] = config
+    app[OPENAPI] = openapi_document()
+    app.cleanup_ctx.append(pool_context(config.service))
+    app.cleanup_ctx.append(idempotency.purge_context)
+    add = app.router.add_route
+    add("GET", "/healthz", healthz)
+    add("GET", "/readyz", readyz)
+    add("GET", "/v1/openapi.json", openapi)
+    add("POST", "/v1/links", links.create)
+    add("GET", "/v1/links", links.by_client_ref)
+    add("GET", "/v1/links/{token}", links.get)
+    add("PATCH", "/v1/links/{token}", links.patch)
+    add("DELETE", "/v1/links/{token}", links.delete)
+    add("POST", "/v1/messages", messages.create)
+    add("GET", "/v1/campaigns/{client_identifier}/stats", campaigns.get_stats)
+    add("GET", "/v1/campaigns/{client_identifier}/clicks", campaigns.list_clicks)
+    add("GET", "/v1/endpoint", forwarding.get_endpoint)
+    add("PUT", "/v1/endpoint", forwarding.put_endpoint)
+    add("GET", "/v1/deliveries", forwarding.list_deliveries)
+    add("POST", "/v1/deliveries/{request_identifier}/retry", forwarding.retry)
+    return app
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(1.0):
+            await request.app[POOL].fetchval("SELECT 1")
+    except Exception:  # noqa: BLE001 - any failure means not ready
+        return web.json_response({"database": "unreachable"}, status=503)
+    return web.json_response({"database": "ok"})

@@ -1,0 +1,142 @@
+"""Reading request bodies: JSON objects, checked field by field.
+
+Problems are collected, not raised one by one, so a 422 names every bad field
+(`recipients[41].phone_number`) at once, up to a limit. Unknown fields are
+refused too: a misspelt option should not be silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from shortlink.api.errors import ApiError, ValidationFailed
+
+MAX_DETAILS = 100
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object (400 when it is not JSON, 422 when not an object)."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    raw = await request.read()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed([{"field": "(body)", "message": "must be a JSON object"}])
+    return data
+
+
+class Problems:
+    """Collects field errors; `check()` raises them as one 422."""
+
+    def __init__(self) -> None:
+        self.details: list[dict[str, str]] = []
+        self.count = 0
+
+    def add(self, field: str, message: str) -> None:
+        self.count += 1
+        if len(self.details) < MAX_DETAILS:
+            self.details.append({"field": field, "message": message})
+
+    def check(self) -> None:
+        if self.details:
+            if self.count > len(self.details):
+                self.details.append(
+                    {"field": "(more)", "message": f"{self.count - len(self.details)} more"}
+                )
+            raise ValidationFailed(self.details)
+
+
+class Fields:
+    """Typed access to one JSON object's fields, reporting problems under `prefix`."""
+
+    def __init__(
+        self,
+        data: dict[str, Any],
+        problems: Problems,
+        prefix: str = "",
+        allowed: set[str] | None = None,
+    ) -> None:
+        self.data = data
+        self.problems = problems
+        self.prefix = prefix
+        if allowed is not None:
+            for name in data:
+                if name not in allowed:
+                    problems.add(self.name(name), "is not a known field")
+
+    def name(self, field: str) -> str:
+        return f"{self.prefix}{field}"
+
+    def has(self, field: str) -> bool:
+        return field in self.data
+
+    def text(
+        self,
+        field: str,
+        *,
+        required: bool = False,
+        max_length: int = 1000,
+        default: str | None = None,
+    ) -> str | None:
+        value = self.data.get(field)
+        if value is None:
+            if required:
+                self.problems.add(self.name(field), "is required")
+            return default
+        if not isinstance(value, str):
+            self.problems.add(self.name(field), "must be a string")
+            return default
+        if len(value) > max_length:
+            self.problems.add(self.name(field), f"must be at most {max_length} characters")
+            return default
+        return value
+
+    def boolean(self, field: str, default: bool) -> bool:
+        value = self.data.get(field)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.problems.add(self.name(field), "must be true or false")
+            return default
+        return value
+
+    def integer(self, field: str, default: int, *, minimum: int, maximum: int) -> int:
+        value = self.data.get(field)
+        if value is None:
+            return default
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.problems.add(self.name(field), "must be an integer")
+            return default
+        if not minimum <= value <= maximum:
+            self.problems.add(self.name(field), f"must be between {minimum} and {maximum}")
+            return default
+        return value
+
+    def array(self, field: str, *, max_items: int) -> list[Any] | None:
+        value = self.data.get(field)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            self.problems.add(self.name(field), "must be an array")
+            return None
+        if len(value) > max_items:
+            self.problems.add(self.name(field), f"must have at most {max_items:,} items")
+            return None
+        return value
+
+    def converted(self, field: str, value: str | None, convert: Callable[[str], str]) -> str | None:
+        """`convert(value)`, reporting a ValueError as this field's problem."""
+        if value is None:
+            return None
+        try:
+            return convert(value)
+        except ValueError as exc:
+            self.problems.add(self.name(field), str(exc))
+            return None

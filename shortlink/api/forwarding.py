@@ -1,0 +1,89 @@
+"""/v1/endpoint and /v1/deliveries: where clicks go, and what happened to them."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+from aiohttp import web
+
+from shortlink import deliveries, endpoints
+from shortlink.api.auth import ACCOUNT_ID
+from shortlink.api.body import Fields, Problems, json_object
+from shortlink.api.errors import ApiError, ValidationFailed, not_found
+from shortlink.api.links import API_CONFIG
+from shortlink.db import POOL
+
+
+def _json(value: object, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(value), content_type="application/json")
+
+
+async def get_endpoint(request: web.Request) -> web.Response:
+    """GET /v1/endpoint: the account's endpoint (never its secret)."""
+    endpoint = await endpoints.get_endpoint(request.app[POOL], request[ACCOUNT_ID])
+    if endpoint is None:
+        raise not_found("endpoint")
+    return _json(endpoint.public())
+
+
+async def put_endpoint(request: web.Request) -> web.Response:
+    """PUT /v1/endpoint: create or replace it."""
+    data = await json_object(request)
+    problems = Problems()
+    fields = Fields(data, problems, allowed={"url", "format", "mode", "secret", "enabled"})
+    url = fields.text("url", required=True, max_length=endpoints.MAX_URL_LENGTH)
+    format_ = fields.text("format", default="json", max_length=20)
+    mode = fields.text("mode", default="every", max_length=20)
+    secret = fields.text("secret", max_length=200)
+    enabled = fields.boolean("enabled", True)
+    problems.check()
+    try:
+        endpoint = await endpoints.set_endpoint(
+            request.app[POOL],
+            request[ACCOUNT_ID],
+            url=url or "",
+            format=format_ or "json",
+            mode=mode or "every",
+            secret=secret,
+            enabled=enabled,
+            allow_private=request.app[API_CONFIG].service.allow_private_endpoints,
+        )
+    except endpoints.EndpointError as exc:
+        raise ValidationFailed([{"field": exc.field, "message": exc.message}]) from None
+    return _json(endpoint.public())
+
+
+async def list_deliveries(request: web.Request) -> web.Response:
+    """GET /v1/deliveries?status=pending|delivered|dead&limit=..."""
+    status = request.query.get("status")
+    if status is not None and status not in deliveries.STATUSES:
+        raise ValidationFailed(
+            [{"field": "status", "message": f"must be one of {', '.join(deliveries.STATUSES)}"}]
+        )
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 1000:
+        raise ValidationFailed([{"field": "limit", "message": "must be an integer from 1 to 1000"}])
+    items = await deliveries.list_deliveries(
+        request.app[POOL], request[ACCOUNT_ID], status=status, limit=limit
+    )
+    return _json({"deliveries": items})
+
+
+async def retry(request: web.Request) -> web.Response:
+    """POST /v1/deliveries/{request_identifier}/retry: send a dead letter again."""
+    raw = request.match_info["request_identifier"]
+    try:
+        request_identifier = str(uuid.UUID(raw))
+    except ValueError:
+        raise not_found("delivery") from None
+    pool = request.app[POOL]
+    if await deliveries.retry_dead(pool, request[ACCOUNT_ID], request_identifier):
+        return _json({"request_identifier": request_identifier, "status": "pending"}, 202)
+    status = await deliveries.status_of(pool, request[ACCOUNT_ID], request_identifier)
+    if status is None:
+        raise not_found("delivery")
+    raise ApiError(409, "conflict", f"the delivery is {status}: only a dead one can be retried")

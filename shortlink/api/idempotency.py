@@ -1,0 +1,128 @@
+"""Idempotency-Key: a retried create returns the first answer instead of creating again.
+
+The key row is inserted in the same transaction as the links. A second request
+with the same key waits on that row until the first commits, then finds the
+stored answer and returns it (with `Idempotent-Replayed: true`). If the first
+fails, its transaction takes the key row with it and the retry starts afresh.
+The same key with a different body is a 422. Keys are kept for 24 hours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+from aiohttp import web
+
+from shortlink.api.errors import ApiError
+from shortlink.db import POOL, Connection
+
+log = logging.getLogger(__name__)
+
+HEADER = "Idempotency-Key"
+KEEP_HOURS = 24
+_PURGE_EVERY = 3600.0
+
+Action = Callable[[Connection], Awaitable[tuple[int, bytes]]]
+
+
+def _json(status: int, body: bytes, replayed: bool = False) -> web.Response:
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+async def respond(
+    request: web.Request, account_id: int, raw_body: bytes, action: Action
+) -> web.Response:
+    """Run `action` (which creates and returns (status, JSON body)) at most once per key."""
+    pool: asyncpg.Pool = request.app[POOL]
+    key = request.headers.get(HEADER)
+    if key is None:
+        async with pool.acquire() as conn, conn.transaction():
+            status, body = await action(conn)
+        return _json(status, body)
+    if not 1 <= len(key) <= 255:
+        raise ApiError(422, "validation_failed", f"{HEADER} must be 1 to 255 characters")
+    fingerprint = hashlib.sha256(
+        request.method.encode() + b" " + request.path.encode() + b"\n" + raw_body
+    ).digest()
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """
+            DELETE FROM idempotency_keys
+            WHERE account_id = $1 AND key = $2 AND created_at < now() - make_interval(hours => $3)
+            """,
+            account_id,
+            key,
+            KEEP_HOURS,
+        )
+        fresh = await conn.fetchval(
+            """
+            INSERT INTO idempotency_keys (account_id, key, request_hash, status, response)
+            VALUES ($1, $2, $3, 0, '') ON CONFLICT DO NOTHING RETURNING true
+            """,
+            account_id,
+            key,
+            fingerprint,
+        )
+        if not fresh:
+            row = await conn.fetchrow(
+                """
+                SELECT request_hash, status, response FROM idempotency_keys
+                WHERE account_id = $1 AND key = $2
+                """,
+                account_id,
+                key,
+            )
+            if row is None:  # pragma: no cover - the other request rolled back just now
+                raise ApiError(
+                    409, "conflict", "a request with this key just failed; send it again"
+                )
+            if bytes(row["request_hash"]) != fingerprint:
+                raise ApiError(
+                    422,
+                    "idempotency_key_reused",
+                    f"this {HEADER} was used for a different request",
+                )
+            return _json(row["status"], bytes(row["response"]), replayed=True)
+        status, body = await action(conn)
+        await conn.execute(
+            """
+            UPDATE idempotency_keys SET status = $3, response = $4
+            WHERE account_id = $1 AND key = $2
+            """,
+            account_id,
+            key,
+            status,
+            body,
+        )
+    return _json(status, body)
+
+
+def purge_context(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: forget keys older than 24 hours, once an hour."""
+
+    async def context() -> AsyncIterator[None]:
+        async def purge() -> None:
+            while True:
+                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    await app[POOL].execute(
+                        """
+                        DELETE FROM idempotency_keys
+                        WHERE created_at < now() - make_interval(hours => $1)
+                        """,
+                        KEEP_HOURS,
+                    )
+                await asyncio.sleep(_PURGE_EVERY)
+
+        task = asyncio.create_task(purge(), name="idempotency-purge")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return context()

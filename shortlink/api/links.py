@@ -1,0 +1,199 @@
+"""/v1/links: one tracked link per recipient, in bulk; status; changes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from shortlink import links, tokens, validation
+from shortlink.api import idempotency
+from shortlink.api.auth import ACCOUNT_ID
+from shortlink.api.body import Fields, Problems, json_object
+from shortlink.api.errors import ApiError, not_found
+from shortlink.config import ApiConfig
+from shortlink.db import POOL, Connection
+from shortlink.links import NewLink
+
+API_CONFIG = web.AppKey("api_config", ApiConfig)
+MAX_TEXT = 200  # client_ref, client_identifier
+
+
+def short_url(config: ApiConfig, token: str, *, with_scheme: bool = True) -> str:
+    """`https://tx1.in/AbC12xY`, or `tx1.in/AbC12xY` to save SMS characters."""
+    bare = f"{config.short_domain}/{token}"
+    return f"{config.short_url_scheme}://{bare}" if with_scheme else bare
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def status(config: ApiConfig, row: asyncpg.Record) -> dict[str, Any]:
+    """A link as the status routes show it (seed 001's field names first)."""
+    first_click = row["first_clicked_at"]
+    return {
+        "link": row["target_url"],
+        "shortlink": short_url(config, row["token"]),
+        "accessed": first_click is not None,
+        "accessed_on": iso(first_click),
+        "clicks": row["clicks"],
+        "unique_clicks": 1 if first_click is not None else 0,
+        "tracking_url_id": row["id"],
+        "token": row["token"],
+        "phone_number": row["phone_number"],
+        "client_ref": row["client_ref"],
+        "client_identifier": row["client_identifier"],
+        "created_at": iso(row["created_at"]),
+        "expires_at": iso(row["expires_at"]),
+        "unsafe": row["unsafe"],
+        "disabled": row["disabled_at"] is not None,
+    }
+
+
+def _token(request: web.Request) -> str:
+    token = request.match_info["token"]
+    if not tokens.is_token(token):
+        raise not_found("link")
+    return token
+
+
+async def create(request: web.Request) -> web.Response:
+    """POST /v1/links: one link per recipient, in request order."""
+    config = request.app[API_CONFIG]
+    account_id = request[ACCOUNT_ID]
+    raw = await request.read()
+    data = await json_object(request)
+    problems = Problems()
+    fields = Fields(
+        data,
+        problems,
+        allowed={"url", "recipients", "client_identifier", "expires_in_days", "unsafe", "https"},
+    )
+    url = fields.converted(
+        "url",
+        fields.text("url", required=True, max_length=validation.MAX_URL_LENGTH * 2),
+        lambda value: validation.target_url(value, config.short_domain),
+    )
+    campaign = fields.text("client_identifier", max_length=MAX_TEXT)
+    days = fields.integer("expires_in_days", 90, minimum=1, maximum=3650)
+    unsafe = fields.boolean("unsafe", False)
+    with_scheme = fields.boolean("https", True)
+    recipients = fields.array("recipients", max_items=config.max_recipients)
+    people: list[tuple[str | None, str | None]] = []
+    for index, recipient in enumerate(recipients or []):
+        if not isinstance(recipient, dict):
+            problems.add(f"recipients[{index}]", "must be an object")
+            continue
+        item = Fields(
+            recipient, problems, f"recipients[{index}].", allowed={"phone_number", "client_ref"}
+        )
+        phone = item.converted(
+            "phone_number", item.text("phone_number", max_length=40), validation.phone_number
+        )
+        people.append((phone, item.text("client_ref", max_length=MAX_TEXT)))
+    problems.check()
+    if not people:
+        people = [(None, None)]
+    specs = [
+        NewLink(
+            target_url=url or "",
+            phone_number=phone,
+            client_ref=ref,
+            client_identifier=campaign,
+            unsafe=unsafe,
+            lifetime=timedelta(days=days),
+        )
+        for phone, ref in people
+    ]
+
+    async def action(conn: Connection) -> tuple[int, bytes]:
+        created = await links.create_links(
+            conn, account_id, specs, token_length=config.service.token_length
+        )
+        body = orjson.dumps(
+            {
+                "links": [
+                    {
+                        "tracking_url_id": link.id,
+                        "token": link.token,
+                        "short_url": short_url(config, link.token, with_scheme=with_scheme),
+                        "phone_number": spec.phone_number,
+                        "client_ref": spec.client_ref,
+                    }
+                    for link, spec in zip(created, specs, strict=True)
+                ]
+            }
+        )
+        return 201, body
+
+    return await idempotency.respond(request, account_id, raw, action)
+
+
+async def get(request: web.Request) -> web.Response:
+    """GET /v1/links/{token}: status (accessed, when, clicks) and details."""
+    row = await links.find(request.app[POOL], request[ACCOUNT_ID], _token(request))
+    if row is None:
+        raise not_found("link")
+    return web.json_response(status(request.app[API_CONFIG], row), dumps=_dumps)
+
+
+async def by_client_ref(request: web.Request) -> web.Response:
+    """GET /v1/links?client_ref=...: the links of one message."""
+    client_ref = request.query.get("client_ref")
+    if not client_ref:
+        raise ApiError(422, "validation_failed", "client_ref: the query parameter is required")
+    rows = await links.find_by_client_ref(request.app[POOL], request[ACCOUNT_ID], client_ref)
+    config = request.app[API_CONFIG]
+    return web.json_response({"links": [status(config, row) for row in rows]}, dumps=_dumps)
+
+
+async def patch(request: web.Request) -> web.Response:
+    """PATCH /v1/links/{token}: change target, expiry or unsafe flag."""
+    config = request.app[API_CONFIG]
+    token = _token(request)
+    data = await json_object(request)
+    problems = Problems()
+    fields = Fields(data, problems, allowed={"url", "expires_in_days", "unsafe"})
+    url = fields.converted(
+        "url",
+        fields.text("url", max_length=validation.MAX_URL_LENGTH * 2),
+        lambda value: validation.target_url(value, config.short_domain),
+    )
+    days = (
+        fields.integer("expires_in_days", 0, minimum=1, maximum=3650)
+        if fields.has("expires_in_days")
+        else None
+    )
+    unsafe = fields.boolean("unsafe", False) if fields.has("unsafe") else None
+    if not data:
+        problems.add("(body)", "give at least one of url, expires_in_days, unsafe")
+    problems.check()
+    expires_at = datetime.now(UTC) + timedelta(days=days) if days else None
+    pool = request.app[POOL]
+    async with pool.acquire() as conn:
+        changed = await links.update(
+            conn, request[ACCOUNT_ID], token, target_url=url, expires_at=expires_at, unsafe=unsafe
+        )
+        if not changed:
+            raise not_found("link")
+        row = await links.find(conn, request[ACCOUNT_ID], token)
+    if row is None:  # pragma: no cover - updated a moment ago in this account
+        raise not_found("link")
+    return web.json_response(status(config, row), dumps=_dumps)
+
+
+async def delete(request: web.Request) -> web.Response:
+    """DELETE /v1/links/{token}: disable the link (410 from now on)."""
+    token = _token(request)
+    async with request.app[POOL].acquire() as conn:
+        if not await links.disable(conn, request[ACCOUNT_ID], token):
+            raise not_found("link")
+    return web.Response(status=204)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()

@@ -1,0 +1,181 @@
+"""Campaign statistics and click listings, read from what the forwarder records.
+
+Statistics come from the pre-aggregated tables (campaign_stats,
+campaign_breakdown, campaign_first_click) that the forwarder updates in the
+same transaction that records the clicks, so a stats call reads a handful of
+rows however many clicks there are. The time to the first click is kept as a
+histogram with buckets about 5% wide; median and p90 are read from it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from shortlink.db import Executor
+
+_HISTOGRAM_BASE = math.log(1.05)
+
+
+def first_click_bucket(shortened_at_ms: int, clicked_at_ms: int) -> int:
+    """Histogram bucket of the time from shortening to the first click (~5% wide)."""
+    seconds = max(0.0, (clicked_at_ms - shortened_at_ms) / 1000)
+    return round(math.log1p(seconds) / _HISTOGRAM_BASE)
+
+
+def bucket_seconds(bucket: int) -> float:
+    """The time a histogram bucket stands for (its centre)."""
+    return math.expm1(bucket * _HISTOGRAM_BASE)
+
+
+def quantile(histogram: list[tuple[int, int]], q: float) -> float | None:
+    """The q-quantile (0..1) of a histogram of (bucket, count), or None if it is empty."""
+    total = sum(count for _, count in histogram)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for bucket, count in sorted(histogram):
+        seen += count
+        if seen >= rank:
+            return round(bucket_seconds(bucket), 1)
+    return round(bucket_seconds(max(b for b, _ in histogram)), 1)
+
+
+async def campaign(conn: Executor, account_id: int, name: str) -> dict[str, Any] | None:
+    """The campaign's statistics, or None when the account has no such campaign."""
+    totals = await conn.fetchrow(
+        """
+        SELECT links, total_clicks, unique_clicks, bot_clicks FROM campaign_stats
+        WHERE account_id = $1 AND campaign = $2
+        """,
+        account_id,
+        name,
+    )
+    if totals is None:
+        return None
+    breakdown = await conn.fetch(
+        """
+        SELECT dimension, value, clicks FROM campaign_breakdown
+        WHERE account_id = $1 AND campaign = $2 ORDER BY clicks DESC, value
+        """,
+        account_id,
+        name,
+    )
+    histogram = [
+        (row["bucket"], row["links"])
+        for row in await conn.fetch(
+            """
+            SELECT bucket, links FROM campaign_first_click
+            WHERE account_id = $1 AND campaign = $2
+            """,
+            account_id,
+            name,
+        )
+    ]
+    by: dict[str, dict[str, int]] = {"browser": {}, "os": {}, "device_type": {}}
+    for row in breakdown:
+        by[row["dimension"]][row["value"]] = row["clicks"]
+    links = totals["links"]
+    return {
+        "client_identifier": name,
+        "links": links,
+        "total_clicks": totals["total_clicks"],
+        "unique_clicks": totals["unique_clicks"],
+        "bot_clicks": totals["bot_clicks"],
+        "click_through_rate": round(totals["unique_clicks"] / links, 4) if links else 0.0,
+        "by_browser": by["browser"],
+        "by_os": by["os"],
+        "by_device_type": by["device_type"],
+        "median_seconds_to_first_click": quantile(histogram, 0.5),
+        "p90_seconds_to_first_click": quantile(histogram, 0.9),
+    }
+
+
+class BadCursor(ValueError):
+    """A pagination cursor this API did not make."""
+
+
+def encode_cursor(clicked_at: datetime, event_id: str) -> str:
+    raw = orjson.dumps([clicked_at.isoformat(), event_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        clicked_at, event_id = orjson.loads(raw)
+        return datetime.fromisoformat(clicked_at), str(event_id)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        raise BadCursor("cursor is not one this API returned") from None
+
+
+_CLICK_FIELDS = """
+    c.event_id, c.link_id, c.phone_number, c.client_ref, c.clicked_at, c.client_ip, c.browser,
+    c.os, c.device_type, c.device_name, c.device_manufacturer, c.is_bot, c.user_agent,
+    c.referer, c.warning_page_served, c.method
+"""
+
+
+async def campaign_clicks(
+    conn: Executor,
+    account_id: int,
+    name: str,
+    *,
+    phone_number: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the campaign's clicks, newest first, and the cursor of the next page."""
+    after = decode_cursor(cursor) if cursor else None
+    rows = await conn.fetch(
+        f"""
+        SELECT {_CLICK_FIELDS} FROM clicks c
+        WHERE c.account_id = $1 AND c.client_identifier = $2
+          AND ($3::text IS NULL OR c.link_id = ANY(
+                SELECT id FROM links
+                WHERE account_id = $1 AND client_identifier = $2 AND phone_number = $3))
+          AND ($4::timestamptz IS NULL OR (c.clicked_at, c.event_id) < ($4, $5::uuid))
+        ORDER BY c.clicked_at DESC, c.event_id DESC
+        LIMIT $6
+        """,
+        account_id,
+        name,
+        phone_number,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit + 1,
+    )
+    items = [_click(row) for row in rows[:limit]]
+    next_cursor = (
+        encode_cursor(rows[limit - 1]["clicked_at"], str(rows[limit - 1]["event_id"]))
+        if len(rows) > limit
+        else None
+    )
+    return items, next_cursor
+
+
+def _click(row: Any) -> dict[str, Any]:
+    return {
+        "event_id": str(row["event_id"]),
+        "tracking_url_id": row["link_id"],
+        "phone_number": row["phone_number"],
+        "client_ref": row["client_ref"],
+        "clicked_at": row["clicked_at"].isoformat(),
+        "ip": str(row["client_ip"]) if row["client_ip"] is not None else None,
+        "browser": row["browser"],
+        "os": row["os"],
+        "device_type": row["device_type"],
+        "device_name": row["device_name"],
+        "device_manufacturer": row["device_manufacturer"],
+        "is_bot": row["is_bot"],
+        "user_agent": row["user_agent"],
+        "referer": row["referer"],
+        "warning_page_served": row["warning_page_served"],
+        "method": row["method"],
+    }

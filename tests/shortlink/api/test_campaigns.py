@@ -1,0 +1,134 @@
+"""/v1/campaigns: statistics from the counters, and the clicks, page by page."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from forwarder.recorder import record
+from shortlink import clickevent
+from shortlink.links import LinkEntry
+from tests.forwarder.conftest import IPHONE, clicks
+from tests.shortlink.api.conftest import Client, Tenant
+
+WINDOWS_CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
+
+
+async def campaign_links(
+    client: Client, db: asyncpg.Connection, tenant: Tenant, count: int
+) -> list[LinkEntry]:
+    recipients = [{"phone_number": f"4477009{i:05d}", "client_ref": f"m{i}"} for i in range(count)]
+    made = (
+        await client.post(
+            "/v1/links",
+            {
+                "url": "https://shop.example/",
+                "recipients": recipients,
+                "client_identifier": "autumn",
+            },
+        )
+    ).json["links"]
+    rows = await db.fetch(
+        "SELECT id, token, phone_number, client_ref, created_at FROM links WHERE id = ANY($1)",
+        [m["tracking_url_id"] for m in made],
+    )
+    by_id = {r["id"]: r for r in rows}
+    return [
+        LinkEntry(
+            m["tracking_url_id"],
+            m["token"],
+            tenant.account_id,
+            "https://shop.example/",
+            by_id[m["tracking_url_id"]]["phone_number"],
+            by_id[m["tracking_url_id"]]["client_ref"],
+            "autumn",
+            int(by_id[m["tracking_url_id"]]["created_at"].timestamp() * 1000),
+            4e9,
+            False,
+            False,
+        )
+        for m in made
+    ]
+
+
+def events(values: list[tuple[str, bytes]]) -> list[clickevent.ClickEvent]:
+    return [clickevent.decode(v) for _, v in values]
+
+
+async def test_stats_count_people_and_bots_apart(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """Totals, unique clicks, bots, CTR, breakdowns and time to first click add up."""
+    links = await campaign_links(client, db, tenant, 10)
+    start = links[0].created_at_ms / 1000
+    batch = events(clicks(links[:4], at=start + 30))  # four people on iPhones
+    batch += events(clicks(links[:1], at=start + 40))  # one of them again
+    batch += events(clicks(links[4:5], at=start + 600, user_agent=WINDOWS_CHROME))
+    batch += events(clicks(links[5:8], user_agent="WhatsApp/2.23.20.0 A"))  # previews
+    await record(db, batch, batch_size=100)
+    answer = await client.get("/v1/campaigns/autumn/stats")
+    assert answer.status == 200
+    stats = answer.json
+    assert stats["links"] == 10
+    assert (stats["total_clicks"], stats["unique_clicks"], stats["bot_clicks"]) == (6, 5, 3)
+    assert stats["click_through_rate"] == 0.5
+    assert stats["by_device_type"] == {"mobile": 5, "desktop": 1}
+    assert stats["by_os"] == {"iOS": 5, "Windows": 1}
+    assert stats["by_browser"]["Mobile Safari"] == 5
+    assert 28 <= stats["median_seconds_to_first_click"] <= 32
+    assert 570 <= stats["p90_seconds_to_first_click"] <= 630
+    assert (await client.get("/v1/campaigns/nope/stats")).status == 404
+
+
+async def test_clicks_are_listed_newest_first_with_cursors(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """Clicks come newest first, 2 per page here, until next_cursor is null; bots flagged."""
+    links = await campaign_links(client, db, tenant, 3)
+    start = links[0].created_at_ms / 1000
+    batch = []
+    for i, link in enumerate(links):
+        batch += events(clicks([link], at=start + 10 * (i + 1)))
+    batch += events(clicks(links[:1], at=start + 100, user_agent="facebookexternalhit/1.1"))
+    await record(db, batch, batch_size=100)
+    seen = []
+    cursor = None
+    for _ in range(5):
+        path = "/v1/campaigns/autumn/clicks?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = (await client.get(path)).json
+        seen += page["clicks"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 4
+    times = [c["clicked_at"] for c in seen]
+    assert times == sorted(times, reverse=True)
+    assert seen[0]["is_bot"] is True
+    assert seen[1]["browser"] == "Mobile Safari"
+    assert seen[1]["ip"] == "203.0.113.7"
+    assert seen[1]["device_type"] == "mobile"
+    assert {c["phone_number"] for c in seen} == {link.phone_number for link in links}
+
+
+async def test_clicks_of_one_phone_number(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """phone_number narrows the listing to that recipient's clicks (any format accepted)."""
+    links = await campaign_links(client, db, tenant, 3)
+    await record(db, events(clicks(links)) + events(clicks(links[1:2])), batch_size=100)
+    phone = links[1].phone_number
+    assert phone is not None
+    page = (await client.get(f"/v1/campaigns/autumn/clicks?phone_number=%2B{phone}")).json
+    assert len(page["clicks"]) == 2
+    assert {c["phone_number"] for c in page["clicks"]} == {phone}
+    bad = await client.get("/v1/campaigns/autumn/clicks?phone_number=123")
+    assert bad.status == 422
+    assert (await client.get("/v1/campaigns/autumn/clicks?cursor=garbage")).status == 422
+    assert (await client.get("/v1/campaigns/autumn/clicks?limit=5000")).status == 422
+
+
+def test_iphone_user_agent_is_the_default() -> None:
+    """The clicks helper taps with an iPhone user agent unless told otherwise."""
+    assert "iPhone" in IPHONE

@@ -1,0 +1,77 @@
+"""/v1/endpoint and /v1/deliveries."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from forwarder import formats
+from tests.shortlink.api.conftest import Client, Tenant
+
+
+async def test_endpoint_is_stored_validated_and_never_shows_its_secret(client: Client) -> None:
+    """PUT stores the endpoint, GET shows it without the secret, bad fields are 422."""
+    assert (await client.get("/v1/endpoint")).status == 404
+    stored = await client.call(
+        "PUT",
+        "/v1/endpoint",
+        {
+            "url": "http://127.0.0.1:9/hook",
+            "format": "xml",
+            "mode": "first",
+            "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        },
+    )
+    assert stored.status == 200
+    shown = (await client.get("/v1/endpoint")).json
+    assert shown["format"] == "xml"
+    assert shown["secret_set"] is True
+    assert "whsec" not in str(shown)
+    for body, field in (
+        ({"url": "ftp://x/"}, "url"),
+        ({"url": "https://example.com/", "format": "yaml"}, "format"),
+        ({"url": "https://example.com/", "mode": "sometimes"}, "mode"),
+        ({"url": "https://example.com/", "secret": "letmein"}, "secret"),
+        ({"format": "json"}, "url"),
+    ):
+        answer = await client.call("PUT", "/v1/endpoint", body)
+        assert answer.status == 422, body
+        assert answer.json["error"]["details"][0]["field"] == field
+
+
+async def test_deliveries_are_listed_and_dead_ones_retried(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """Dead deliveries are listed by status; retry queues one again, keeping its identifier."""
+    await client.call("PUT", "/v1/endpoint", {"url": "http://127.0.0.1:9/hook"})
+    endpoint_id = await db.fetchval(
+        "SELECT id FROM endpoints WHERE account_id = $1", tenant.account_id
+    )
+    dead, done = str(uuid.uuid4()), str(uuid.uuid4())
+    for rid, status in ((dead, "dead"), (done, "delivered")):
+        await db.execute(
+            """
+            INSERT INTO deliveries (request_identifier, endpoint_id, format, body, clicks,
+                                    oldest_click_at, status, attempts, last_error)
+            VALUES ($1, $2, 'json', $3, 1, now(), $4, 10, 'HTTP 500')
+            """,
+            rid,
+            endpoint_id,
+            formats.render_json(rid, []),
+            status,
+        )
+    listed = (await client.get("/v1/deliveries?status=dead")).json["deliveries"]
+    assert [d["request_identifier"] for d in listed] == [dead]
+    assert listed[0]["last_error"] == "HTTP 500"
+    assert len((await client.get("/v1/deliveries")).json["deliveries"]) == 2
+    retried = await client.post(f"/v1/deliveries/{dead}/retry")
+    assert retried.status == 202
+    row = await db.fetchrow(
+        "SELECT status, attempts FROM deliveries WHERE request_identifier = $1", dead
+    )
+    assert (row["status"], row["attempts"]) == ("pending", 0)
+    assert (await client.post(f"/v1/deliveries/{done}/retry")).status == 409
+    assert (await client.post(f"/v1/deliveries/{uuid.uuid4()}/retry")).status == 404
+    assert (await client.post("/v1/deliveries/not-a-uuid/retry")).status == 404
+    assert (await client.get("/v1/deliveries?status=lost")).status == 422

@@ -1,0 +1,239 @@
+"""/v1/links: bulk per-recipient links, validation, idempotency, status and changes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import asyncpg
+import pytest
+
+from shortlink.config import RedirectConfig
+from shortlink.redirect import create_app as create_redirect
+from shortlink.redirect import make_handler
+from tests.infra import running
+from tests.shortlink.api.conftest import SHORT_DOMAIN, Client, Tenant
+
+
+async def test_one_link_per_recipient_in_request_order(
+    client: Client, db: asyncpg.Connection
+) -> None:
+    """Each recipient gets its own link; the answer keeps the request's order."""
+    recipients = [
+        {"phone_number": f"+44 7700 900{i:03d}", "client_ref": f"msg-{i}"} for i in range(50)
+    ]
+    answer = await client.post(
+        "/v1/links",
+        {
+            "url": "https://shop.example.com/sale?x=1",
+            "recipients": recipients,
+            "client_identifier": "spring",
+            "expires_in_days": 30,
+        },
+    )
+    assert answer.status == 201
+    made = answer.json["links"]
+    assert [m["client_ref"] for m in made] == [f"msg-{i}" for i in range(50)]
+    assert made[3]["phone_number"] == "447700900003"
+    assert len({m["token"] for m in made}) == 50
+    assert all(m["short_url"] == f"https://{SHORT_DOMAIN}/{m['token']}" for m in made)
+    row = await db.fetchrow(
+        "SELECT target_url, client_identifier, expires_at - created_at AS life "
+        "FROM links WHERE id = $1",
+        made[0]["tracking_url_id"],
+    )
+    assert row["target_url"] == "https://shop.example.com/sale?x=1"
+    assert row["client_identifier"] == "spring"
+    assert row["life"] == timedelta(days=30)
+
+
+async def test_short_urls_without_scheme_and_no_recipients(client: Client) -> None:
+    """https=false gives `domain/token`; no recipients gives one link without a phone."""
+    answer = await client.post("/v1/links", {"url": "https://example.com/", "https": False})
+    assert answer.status == 201
+    [link] = answer.json["links"]
+    assert link["short_url"] == f"{SHORT_DOMAIN}/{link['token']}"
+    assert link["phone_number"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"url": "javascript:alert(1)"}, "url"),
+        ({"url": "data:text/html,hi"}, "url"),
+        ({"url": "https://user:pw@example.com/"}, "url"),
+        ({"url": f"https://{SHORT_DOMAIN}/AbC1234"}, "url"),
+        ({"url": "https://"}, "url"),
+        ({"url": "ftp://example.com/file"}, "url"),
+        ({"url": "https://example.com/" + "a" * 3000}, "url"),
+        ({}, "url"),
+        (
+            {"url": "https://example.com/", "recipients": [{"phone_number": "07700 900123"}]},
+            "recipients[0].phone_number",
+        ),
+        (
+            {"url": "https://example.com/", "recipients": [{}, {"phone_number": "+999 1234"}]},
+            "recipients[1].phone_number",
+        ),
+        (
+            {"url": "https://example.com/", "recipients": [{"phone_number": "+44 abc"}]},
+            "recipients[0].phone_number",
+        ),
+        ({"url": "https://example.com/", "recipients": "everyone"}, "recipients"),
+        ({"url": "https://example.com/", "recipients": [5]}, "recipients[0]"),
+        ({"url": "https://example.com/", "expires_in_days": 0}, "expires_in_days"),
+        ({"url": "https://example.com/", "unsafe": "yes"}, "unsafe"),
+        ({"url": "https://example.com/", "colour": "red"}, "colour"),
+    ],
+)
+async def test_bad_input_is_422_naming_the_field(
+    client: Client, db: asyncpg.Connection, tenant: Tenant, body: dict[str, object], field: str
+) -> None:
+    """Every rejection is a 422 naming the field (and index), and creates nothing."""
+    before = await db.fetchval(
+        "SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id
+    )
+    answer = await client.post("/v1/links", body)
+    assert answer.status == 422
+    assert answer.json["error"]["code"] == "validation_failed"
+    assert field in [d["field"] for d in answer.json["error"]["details"]]
+    after = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id)
+    assert before == after
+
+
+async def test_not_json_is_400_and_wrong_type_is_415(client: Client) -> None:
+    """A body that is not JSON is 400; one not sent as JSON is 415."""
+    answer = await client.post("/v1/links", raw=b"{not json")
+    assert (answer.status, answer.json["error"]["code"]) == (400, "invalid_json")
+    answer = await client.post("/v1/links", raw=b"url=x", headers={"Content-Type": "text/plain"})
+    assert answer.status == 415
+
+
+async def test_idempotency_key_returns_the_first_answer(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """A retried request with the same Idempotency-Key gets the same links, none created again."""
+    body = {
+        "url": "https://example.com/",
+        "recipients": [{"client_ref": f"r{i}"} for i in range(5)],
+    }
+    first = await client.post("/v1/links", body, headers={"Idempotency-Key": "batch-7"})
+    second = await client.post("/v1/links", body, headers={"Idempotency-Key": "batch-7"})
+    assert (first.status, second.status) == (201, 201)
+    assert second.json == first.json
+    assert second.headers["Idempotent-Replayed"] == "true"
+    count = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id)
+    assert count == 5
+    other = await client.post(
+        "/v1/links", {**body, "url": "https://example.org/"}, headers={"Idempotency-Key": "batch-7"}
+    )
+    assert (other.status, other.json["error"]["code"]) == (422, "idempotency_key_reused")
+
+
+async def test_concurrent_retries_with_one_key_create_once(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """Ten simultaneous requests with one key: one creation, ten identical answers."""
+    body = {
+        "url": "https://example.com/",
+        "recipients": [{"client_ref": f"c{i}"} for i in range(200)],
+    }
+    answers = await asyncio.gather(
+        *(client.post("/v1/links", body, headers={"Idempotency-Key": "same"}) for _ in range(10))
+    )
+    assert {a.status for a in answers} == {201}
+    assert len({a.body for a in answers}) == 1
+    count = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id)
+    assert count == 200
+
+
+async def test_one_hundred_thousand_recipients_in_one_request(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """A 100,000-recipient request creates 100,000 distinct links."""
+    recipients = [{"phone_number": f"4477{i:08d}", "client_ref": f"m{i}"} for i in range(100_000)]
+    answer = await client.post(
+        "/v1/links",
+        {"url": "https://example.com/big", "recipients": recipients, "client_identifier": "big"},
+    )
+    assert answer.status == 201
+    made = answer.json["links"]
+    assert len(made) == 100_000
+    assert made[-1]["client_ref"] == "m99999"
+    assert len({m["token"] for m in made}) == 100_000
+    stats = await db.fetchval(
+        "SELECT links FROM campaign_stats WHERE account_id = $1 AND campaign = 'big'",
+        tenant.account_id,
+    )
+    assert stats == 100_000
+
+
+async def test_status_and_lookup_by_client_ref(client: Client, db: asyncpg.Connection) -> None:
+    """GET by token shows link, shortlink, accessed, accessed_on, clicks; client_ref finds it."""
+    made = (
+        await client.post(
+            "/v1/links",
+            {
+                "url": "https://example.com/s",
+                "recipients": [{"phone_number": "+447700900111", "client_ref": "msg-s"}],
+            },
+        )
+    ).json["links"][0]
+    status = (await client.get(f"/v1/links/{made['token']}")).json
+    assert status["link"] == "https://example.com/s"
+    assert status["shortlink"] == made["short_url"]
+    assert (status["accessed"], status["accessed_on"], status["clicks"]) == (False, None, 0)
+    clicked = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    await db.execute(
+        "UPDATE links SET first_clicked_at = $2 WHERE id = $1", made["tracking_url_id"], clicked
+    )
+    status = (await client.get(f"/v1/links/{made['token']}")).json
+    assert (status["accessed"], status["accessed_on"]) == (True, "2026-11-22T10:00:00Z")
+    found = (await client.get("/v1/links?client_ref=msg-s")).json["links"]
+    assert [f["token"] for f in found] == [made["token"]]
+    assert (await client.get("/v1/links/NoSuch99")).status == 404
+    assert (await client.get("/v1/links/bad-token!")).status == 404
+
+
+async def test_changes_reach_the_redirect_server_within_a_second(
+    client: Client, redirect_env: dict[str, str], api_env: dict[str, str]
+) -> None:
+    """PATCH and DELETE are seen by a running redirect worker at once, not after its cache ages."""
+    made = (await client.post("/v1/links", {"url": "https://example.com/old"})).json["links"][0]
+    redirect = create_redirect(RedirectConfig.from_env({**redirect_env, **api_env}))
+    async with running(redirect, make_handler) as server, aiohttp.ClientSession() as session:
+        url = f"{server.url}/{made['token']}"
+
+        async def location() -> tuple[int, str | None]:
+            async with session.get(url, allow_redirects=False) as r:
+                return r.status, r.headers.get("Location")
+
+        assert await location() == (302, "https://example.com/old")  # now cached
+        changed = await client.call(
+            "PATCH", f"/v1/links/{made['token']}", {"url": "https://example.com/new"}
+        )
+        assert changed.json["link"] == "https://example.com/new"
+        started = time.monotonic()
+        while await location() != (302, "https://example.com/new"):
+            assert time.monotonic() - started < 1.0, "the change took over a second"
+            await asyncio.sleep(0.02)
+        assert (await client.call("DELETE", f"/v1/links/{made['token']}")).status == 204
+        started = time.monotonic()
+        while (await location())[0] != 410:
+            assert time.monotonic() - started < 1.0, "the disable took over a second"
+            await asyncio.sleep(0.02)
+    assert (await client.get(f"/v1/links/{made['token']}")).json["disabled"] is True
+
+
+async def test_patch_validates(client: Client) -> None:
+    """An empty or invalid PATCH is a 422 naming the field."""
+    made = (await client.post("/v1/links", {"url": "https://example.com/"})).json["links"][0]
+    path = f"/v1/links/{made['token']}"
+    assert (await client.call("PATCH", path, {})).status == 422
+    bad = await client.call("PATCH", path, {"url": "mailto:x@example.com"})
+    assert bad.json["error"]["details"][0]["field"] == "url"
+    longer = await client.call("PATCH", path, {"expires_in_days": 400, "unsafe": True})
+    assert longer.status == 200
+    assert longer.json["unsafe"] is True

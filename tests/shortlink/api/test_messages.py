@@ -1,0 +1,138 @@
+"""/v1/messages: per-recipient bodies with tracked links, length and segments."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from tests.shortlink.api.conftest import SHORT_DOMAIN, Client, Tenant
+
+
+async def test_track_mode_rewrites_each_recipient(client: Client, db: asyncpg.Connection) -> None:
+    """Every recipient gets the body with a short URL of their own in place of #track()."""
+    answer = await client.post(
+        "/v1/messages",
+        {
+            "to": ["+44 7700 900001", {"phone_number": "+447700900002", "client_ref": "own-ref"}],
+            "body": 'Hello! Offer: #track(\\"https://shop.example/deal\\"). Bye',
+            "mode": "track",
+            "client_ref": "shared-ref",
+            "client_identifier": "spring",
+        },
+    )
+    assert answer.status == 201
+    first, second = answer.json["messages"]
+    assert (first["to"], first["client_ref"]) == ("447700900001", "shared-ref")
+    assert (second["to"], second["client_ref"]) == ("447700900002", "own-ref")
+    [link] = first["links"]
+    assert first["body"] == f"Hello! Offer: https://{SHORT_DOMAIN}/{link['token']}. Bye"
+    assert link["target_url"] == "https://shop.example/deal"
+    assert second["links"][0]["token"] != link["token"]
+    assert (first["encoding"], first["segments"]) == ("GSM-7", 1)
+    assert first["length"] == len(first["body"])
+    row = await db.fetchrow(
+        "SELECT phone_number, client_ref, client_identifier FROM links WHERE id = $1",
+        link["tracking_url_id"],
+    )
+    assert tuple(row) == ("447700900001", "shared-ref", "spring")
+
+
+async def test_first_and_last_modes(client: Client) -> None:
+    """first replaces the first space-delimited URL, last only the last one."""
+    body = "Buy at https://a.example/1 or https://b.example/2. Thanks"
+    first = (
+        await client.post(
+            "/v1/messages", {"to": ["447700900003"], "body": body, "mode": "first", "https": False}
+        )
+    ).json
+    message = first["messages"][0]
+    token = message["links"][0]["token"]
+    assert message["body"] == f"Buy at {SHORT_DOMAIN}/{token} or https://b.example/2. Thanks"
+    last = (
+        await client.post("/v1/messages", {"to": ["447700900003"], "body": body, "mode": "last"})
+    ).json
+    message = last["messages"][0]
+    token = message["links"][0]["token"]
+    assert (
+        message["body"] == f"Buy at https://a.example/1 or https://{SHORT_DOMAIN}/{token}. Thanks"
+    )
+    assert message["links"][0]["target_url"] == "https://b.example/2"
+
+
+async def test_template_mode_with_shared_and_own_values(client: Client) -> None:
+    """Template slots take shared or per-recipient values; only URL values become links."""
+    answer = await client.post(
+        "/v1/messages",
+        {
+            "to": [
+                {"phone_number": "447700900004", "vars": ["Asha", "https://shop.example/a"]},
+                "447700900005",
+            ],
+            "body": "Dear {#var#}, your order: {#var#} - Shop",
+            "mode": "template",
+            "vars": ["customer", "https://shop.example/default"],
+        },
+    )
+    assert answer.status == 201
+    own, shared = answer.json["messages"]
+    assert own["body"].startswith("Dear Asha, your order: https://sl.test/")
+    assert own["body"].endswith(" - Shop")
+    assert own["links"][0]["target_url"] == "https://shop.example/a"
+    assert shared["body"].startswith("Dear customer, your order: https://sl.test/")
+    assert shared["links"][0]["target_url"] == "https://shop.example/default"
+
+
+async def test_unicode_body_is_ucs2_with_segments(client: Client) -> None:
+    """A body with a character outside GSM-7 is UCS-2 and counted in 67-unit segments."""
+    body = "Привет! " * 10 + "#track('https://a.example/x')"
+    message = (await client.post("/v1/messages", {"to": ["447700900006"], "body": body})).json[
+        "messages"
+    ][0]
+    assert message["encoding"] == "UCS-2"
+    assert message["length"] == len(message["body"])
+    assert message["segments"] == -(-message["length"] // 67)
+
+
+async def test_nothing_to_track_and_bad_input_are_422(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """No link in the chosen mode, a bad URL, phone or mode: 422 that says what, nothing made."""
+    cases = [
+        ({"to": ["447700900007"], "body": "No links at all", "mode": "last"}, "nothing_to_track"),
+        ({"to": ["447700900007"], "body": '#track("javascript:alert(1)")'}, "validation_failed"),
+        ({"to": ["0770 0900007"], "body": '#track("https://a.example")'}, "validation_failed"),
+        (
+            {"to": ["447700900007"], "body": "x https://a.example", "mode": "middle"},
+            "validation_failed",
+        ),
+        ({"to": [], "body": "x https://a.example", "mode": "first"}, "validation_failed"),
+        ({"body": "x https://a.example"}, "validation_failed"),
+        (
+            {
+                "to": ["447700900007"],
+                "body": "{#var#} and {#var#}",
+                "mode": "template",
+                "vars": ["https://a.example"],
+            },
+            "validation_failed",
+        ),
+    ]
+    for body, code in cases:
+        answer = await client.post("/v1/messages", body)
+        assert answer.status == 422, body
+        assert answer.json["error"]["code"] == code, body
+    count = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id)
+    assert count == 0
+
+
+async def test_messages_are_idempotent_too(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """An Idempotency-Key on /v1/messages returns the same bodies and links on retry."""
+    body = {"to": ["447700900008"], "body": 'Go #track("https://a.example/go")'}
+    first = await client.post("/v1/messages", body, headers={"Idempotency-Key": "m-1"})
+    again = await client.post("/v1/messages", body, headers={"Idempotency-Key": "m-1"})
+    assert again.json == first.json
+    assert (
+        await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id)
+        == 1
+    )

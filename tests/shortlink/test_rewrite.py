@@ -1,0 +1,107 @@
+"""Where tracked links go in a message body, mode by mode."""
+
+from __future__ import annotations
+
+import pytest
+
+from shortlink.rewrite import NothingToTrack, plan, plan_template
+
+
+def fill(body: str, mode: str) -> tuple[str, tuple[str, ...]]:
+    cut = plan(body, mode)
+    return cut.render([f"<L{i}>" for i in range(len(cut.targets))]), cut.targets
+
+
+@pytest.mark.parametrize(
+    ("body", "expected", "targets"),
+    [
+        ('Visit #track("https://a.example/x") now', "Visit <L0> now", ("https://a.example/x",)),
+        ('Hi #track(\\"https://a.example/x\\")!', "Hi <L0>!", ("https://a.example/x",)),
+        (
+            '#track("https://a.example/1") or #track("https://b.example/2")',
+            "<L0> or <L1>",
+            ("https://a.example/1", "https://b.example/2"),
+        ),
+        ("Ünïcode ✓ #track('https://a.example/ü') ✓", "Ünïcode ✓ <L0> ✓", ("https://a.example/ü",)),
+        ('#track( "www.a.example" )', "<L0>", ("https://www.a.example",)),
+    ],
+)
+def test_track_directives(body: str, expected: str, targets: tuple[str, ...]) -> None:
+    """Each #track("URL") directive, escaped quotes included, becomes a link."""
+    assert fill(body, "track") == (expected, targets)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected", "target"),
+    [
+        (
+            "test link tracking https://www.xoxzo.com/en/",
+            "test link tracking <L0>",
+            "https://www.xoxzo.com/en/",
+        ),
+        (
+            "https://a.example/1 first, https://b.example/2 second",
+            "<L0> first, https://b.example/2 second",
+            "https://a.example/1",
+        ),
+        ("Offer at https://a.example/x. Hurry", "Offer at <L0>. Hurry", "https://a.example/x"),
+        ("See (https://a.example/x), ok", "", None),
+        ("Go to www.shop.example!", "Go to <L0>!", "https://www.shop.example"),
+    ],
+)
+def test_first_url_between_spaces(body: str, expected: str, target: str | None) -> None:
+    """Only the first URL standing between ASCII spaces is replaced; punctuation stays."""
+    if target is None:
+        with pytest.raises(NothingToTrack):
+            plan(body, "first")
+        return
+    assert fill(body, "first") == (expected, (target,))
+
+
+def test_first_needs_ascii_spaces() -> None:
+    """A URL glued to text or separated by a newline is not 'between spaces'."""
+    with pytest.raises(NothingToTrack):
+        plan("Visit:https://a.example/x\nnow", "first")
+
+
+def test_last_url_only() -> None:
+    """The seed's school example: only the last URL is replaced, its full stop kept."""
+    body = (
+        "Dear parents, please reserve your seats at https://www.yourkidschoolexample.com or sign "
+        "up, https://www.yourkidschoolexample.com/signup/. Regards YourKidsSchoolExample School"
+    )
+    text, targets = fill(body, "last")
+    assert targets == ("https://www.yourkidschoolexample.com/signup/",)
+    assert text.endswith("sign up, <L0>. Regards YourKidsSchoolExample School")
+    assert "at https://www.yourkidschoolexample.com or" in text
+
+
+def test_last_url_glued_to_text() -> None:
+    """Unlike first, last finds a URL anywhere (after a colon, before a newline)."""
+    assert fill("Visit:https://a.example/x\nnow", "last") == (
+        "Visit:<L0>\nnow",
+        ("https://a.example/x",),
+    )
+
+
+def test_nothing_to_track() -> None:
+    """A body without anything to track in the mode is refused."""
+    for mode in ("track", "first", "last"):
+        with pytest.raises(NothingToTrack):
+            plan("Hello, no links here.", mode)
+
+
+def test_template_values_that_are_urls_become_links() -> None:
+    """DLT: only {#var#} values that are URLs are replaced; the fixed text never changes."""
+    template = "Dear {#var#}, your coupon {#var#} expires soon: {#var#} -Team"
+    cut = plan_template(template, ["Asha", "SAVE10", "https://shop.example/c?id=9."])
+    assert cut.targets == ("https://shop.example/c?id=9",)
+    assert cut.render(["<L0>"]) == "Dear Asha, your coupon SAVE10 expires soon: <L0>. -Team"
+
+
+def test_template_slot_count_must_match() -> None:
+    """As many values as slots; no URL value at all is nothing to track."""
+    with pytest.raises(ValueError, match=r"2 .*slots but 1 values"):
+        plan_template("{#var#} {#var#}", ["a"])
+    with pytest.raises(NothingToTrack):
+        plan_template("Hi {#var#}", ["Asha"])

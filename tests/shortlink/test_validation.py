@@ -1,0 +1,66 @@
+"""Target URLs and phone numbers as the API accepts them."""
+
+from __future__ import annotations
+
+import pytest
+
+from shortlink.validation import InvalidInput, phone_number, target_url
+
+
+@pytest.mark.parametrize(
+    ("raw", "digits"),
+    [
+        ("+44 7700 900123", "447700900123"),
+        ("0044-7700-900123", "447700900123"),
+        ("(+1) 408.555.0123", "14085550123"),
+        ("919812345678", "919812345678"),
+    ],
+)
+def test_phone_numbers_become_international_digits(raw: str, digits: str) -> None:
+    """Separators and the international prefix are dropped."""
+    assert phone_number(raw) == digits
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("07700 900123", "national"),
+        ("+44 77", "7 to 15 digits"),
+        ("+44 7700 900123 4567", "7 to 15 digits"),
+        ("+999 1234567", "country calling code"),
+        ("+44 7700 9001x3", "may contain only"),
+        ("+٤٤٧٧٠٠٩٠٠١٢٣", "may contain only"),
+    ],
+)
+def test_implausible_phone_numbers_are_refused(raw: str, reason: str) -> None:
+    """National, too short, too long, unknown country or not digits: refused with a reason."""
+    with pytest.raises(InvalidInput, match=reason):
+        phone_number(raw)
+
+
+def test_urls_are_normalised() -> None:
+    """Non-ASCII hosts become punycode and paths are percent-encoded (Location is ASCII)."""
+    assert target_url("https://bücher.example/straße?q=ä", "sl.test") == (
+        "https://xn--bcher-kva.example/stra%C3%9Fe?q=%C3%A4"
+    )
+    assert target_url("  https://example.com/a  ", "sl.test") == "https://example.com/a"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "javascript:alert(1)",
+        "data:text/html,x",
+        "ftp://example.com/",
+        "https://u:p@example.com/",
+        "https:///path",
+        "https://example.com/a b",
+        "https://sl.test/AbC1234",
+        "//example.com/",
+        "",
+    ],
+)
+def test_unusable_urls_are_refused(raw: str) -> None:
+    """Only http(s) with a host, without credentials or spaces, never our own domain."""
+    with pytest.raises(InvalidInput):
+        target_url(raw, "sl.test:8080")
