@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench bench-instructions bench-forwarder clean
+.PHONY: install run test lint format bench bench-instructions bench-forwarder bench-api load clean
 
 install: $(STAMP)
 
@@ -39,6 +39,14 @@ bench: install
 ## Forwarder: clicks recorded and delivered per second on one core, click-to-POST delay.
 bench-forwarder: install
 	$(PYTHON) -m loadtests.bench_forwarder
+
+## API: 100,000-recipient links and messages requests; stats latency with 10M clicks.
+bench-api: install
+	$(PYTHON) -m loadtests.bench_api
+
+## Locust, headless and bounded, against a running `make run` (see README: Load tests).
+load: install
+	$(PYTHON) -m loadtests.load
 
 ## Instructions per redirect under callgrind: a noise-free before/after for hot-path changes.
 bench-instructions: install

@@ -3,7 +3,7 @@
 Resources are cleanup contexts: the database pool, the HTTP client session, the
 delivery loop, then the consume-and-record loop (so at shutdown the consumer
 stops first and deliveries in flight get to finish). The HTTP side answers
-/healthz and /readyz for the orchestrator.
+/healthz and /readyz for the orchestrator and /metrics for Prometheus.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator, Callable
 
 import orjson
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from forwarder.config import ForwarderConfig
 from forwarder.delivery import HTTP_SESSION, Deliverer, session_context
 from forwarder.recorder import Recorder
+from shortlink import metrics
 from shortlink.db import POOL, pool_context
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ def create_app(config: ForwarderConfig) -> web.Application:
     app.cleanup_ctx.append(_recorder_context(config))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
     return app
 
 
@@ -99,3 +102,82 @@ async def readyz(request: web.Request) -> web.Response:
         body=orjson.dumps(body),
         content_type="application/json",
     )
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    """Prometheus metrics: the loops' counters, plus two counts from the database."""
+    app = request.app
+    queued: dict[str, int] = {}
+    try:
+        async with asyncio.timeout(2.0):
+            row = await app[POOL].fetchrow(
+                """
+                SELECT count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS retrying,
+                       count(*) FILTER (WHERE status = 'dead') AS dead
+                FROM deliveries WHERE status IN ('pending', 'dead')
+                """
+            )
+        if row is not None:
+            queued = {"retrying": row["retrying"], "dead": row["dead"]}
+    except Exception as exc:  # noqa: BLE001 - the other metrics are still worth answering
+        log.warning("metrics: delivery counts unavailable", extra={"error": repr(exc)})
+    registry = metrics.registry_of(lambda: _families(app, queued))
+    return web.Response(
+        body=metrics.render(registry),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _families(app: web.Application, queued: dict[str, int]) -> list[Metric]:
+    recorder, deliverer = app[RECORDER], app[DELIVERER]
+    totals = recorder.totals
+    found: list[Metric] = []
+    lag = recorder.lag()
+    if lag is not None:
+        found.append(
+            metrics.gauge("forwarder_consumer_lag", "Click events on Kafka not yet recorded", lag)
+        )
+    found += [
+        metrics.counter("forwarder_events_received", "Click events consumed", totals.received),
+        metrics.counter(
+            "forwarder_clicks_recorded", "Clicks inserted (once each)", totals.recorded
+        ),
+        metrics.counter(
+            "forwarder_duplicate_events", "Replayed events already recorded", totals.duplicates
+        ),
+        metrics.counter("forwarder_bot_clicks", "Clicks flagged as bots or previews", totals.bots),
+        metrics.counter(
+            "forwarder_first_clicks", "Links clicked for the first time", totals.first_clicks
+        ),
+        metrics.counter(
+            "forwarder_invalid_events", "Messages that were not click events", recorder.invalid
+        ),
+        metrics.counter(
+            "forwarder_batches_made", "Delivery batches enqueued", deliverer.batches_made
+        ),
+    ]
+    results = CounterMetricFamily(
+        "forwarder_delivery_attempts", "POSTs to customer endpoints, by result", labels=["result"]
+    )
+    results.add_metric(["delivered"], deliverer.delivered)
+    results.add_metric(["failed"], deliverer.failed)
+    results.add_metric(["dead"], deliverer.dead)
+    found.append(results)
+    if queued:
+        found.append(
+            metrics.gauge(
+                "forwarder_retry_queue", "Deliveries waiting to be retried", queued["retrying"]
+            )
+        )
+        found.append(
+            metrics.gauge("forwarder_dead_letters", "Deliveries that gave up", queued["dead"])
+        )
+    latency = HistogramMetricFamily(
+        "forwarder_delivery_seconds", "POST duration by endpoint id", labels=["endpoint"]
+    )
+    for endpoint, buckets in sorted(deliverer.latency.items()):
+        buckets.add_to(latency, [endpoint])
+    found.append(latency)
+    return found

@@ -51,6 +51,7 @@ from aiohttp.resolver import DefaultResolver
 from forwarder import formats, signing
 from forwarder.config import ForwarderConfig
 from shortlink.endpoints import is_public
+from shortlink.metrics import DELIVERY_BUCKETS, Buckets
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ LEASE_SECONDS = 60
 _PREFETCH = 20  # due deliveries read per query
 _MAX_ENDPOINT_TASKS = 1_000
 _PURGE_EVERY = 3_600.0
+# Delivery latency is labelled by endpoint id for this many endpoints (then "other"),
+# so the number of series stays bounded whatever the number of customers.
+MAX_LATENCY_LABELS = 50
 
 
 class RefusedAddress(OSError):
@@ -162,6 +166,8 @@ class Deliverer:
         self.failed = 0
         self.dead = 0
         self.batches_made = 0
+        # POST durations by endpoint id; past MAX_LATENCY_LABELS endpoints, under "other".
+        self.latency: dict[str, Buckets] = {}
 
     def wake(self) -> None:
         """New deliveries exist: look now rather than at the next tick."""
@@ -390,6 +396,22 @@ class Deliverer:
         if target.secret:
             headers.update(signing.headers(target.secret, request_id, int(time.time()), body))
         self.sent += 1
+        started = time.monotonic()
+        try:
+            return await self._send(target, body, headers)
+        finally:
+            self._observe(target.id, time.monotonic() - started)
+
+    def _observe(self, endpoint_id: int, seconds: float) -> None:
+        label = str(endpoint_id)
+        buckets = self.latency.get(label)
+        if buckets is None:
+            if len(self.latency) >= MAX_LATENCY_LABELS:
+                label = "other"
+            buckets = self.latency.setdefault(label, Buckets(DELIVERY_BUCKETS))
+        buckets.observe(seconds)
+
+    async def _send(self, target: Target, body: bytes, headers: dict[str, str]) -> Attempt:
         try:
             self._check_literal_address(target.url)
             async with asyncio.timeout(self._config.timeout):

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from forwarder import formats
@@ -384,6 +384,7 @@ class Recorder:
         self.totals = Outcome()
         self.invalid = 0
         self.batches = 0
+        self.committed: dict[TopicPartition, int] = {}  # for the lag metric
 
     @property
     def consumer(self) -> AIOKafkaConsumer | None:
@@ -407,6 +408,7 @@ class Recorder:
                 offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
                 try:
                     await consumer.commit(offsets)
+                    self.committed.update(offsets)
                 except (CommitFailedError, KafkaError) as exc:
                     # Partitions moved to another member: it consumes these events again,
                     # which records nothing twice.
@@ -453,6 +455,19 @@ class Recorder:
                 "consuming", extra={"topic": service.click_topic, "group": self._config.group_id}
             )
             return consumer
+
+    def lag(self) -> int | None:
+        """Click events on the broker not yet recorded, over this process's partitions."""
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        total = 0
+        for tp in consumer.assignment():
+            # Known once this process has fetched from and committed on the partition.
+            highwater, done = consumer.highwater(tp), self.committed.get(tp)
+            if highwater is not None and done is not None:
+                total += max(0, highwater - done)
+        return total
 
     def _decode(self, batches: dict[object, list[object]]) -> list[ClickEvent]:
         events = []

@@ -24,6 +24,7 @@ from shortlink import invalidation
 from shortlink.config import ServiceConfig
 from shortlink.db import POOL, require_database_url
 from shortlink.links import LinkEntry, fetch_entry
+from shortlink.metrics import Buckets
 
 Loader = Callable[[str], Awaitable[LinkEntry | None]]
 
@@ -56,6 +57,7 @@ class LinkCache:
         self.loads = 0
         self.coalesced = 0
         self.load_errors = 0
+        self.load_seconds = Buckets()  # database lookups, for the latency histogram
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -88,8 +90,10 @@ class LinkCache:
         return await asyncio.shield(task)
 
     async def _load(self, token: str, generation: int) -> LinkEntry | None:
+        started = time.perf_counter()
         try:
             entry = await self._loader(token)
+            self.load_seconds.observe(time.perf_counter() - started)
         except Exception:
             self.load_errors += 1
             raise

@@ -27,6 +27,7 @@ from shortlink.db import require_database_url
 from shortlink.exceptions import ConfigError, ShortlinkError
 from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
+from shortlink.metrics import serve_worker_metrics
 from shortlink.serve import EXIT_CONFIG, run_in_process, run_workers
 
 
@@ -113,6 +114,7 @@ def cmd_redirect(args: argparse.Namespace, env: dict[str, str]) -> int:
         port=config.port if args.port is None else args.port,
         workers=args.workers or config.workers,
     )
+    serve_worker_metrics(config.service.metrics_host, config.metrics_port, "REDIRECT_METRICS_PORT")
     if config.workers == 1:
         return _redirect_worker(config, 0)
     return run_workers(functools.partial(_redirect_worker, config), config.workers, "redirect")
@@ -125,7 +127,7 @@ def _api_worker(config: ApiConfig, index: int) -> int:
     logs.configure(config.service.log_level)
     return run_in_process(
         lambda: serve(
-            create_app(config),
+            create_app(config, worker_index=index),
             host=config.host,
             port=config.port,
             shutdown_timeout=config.shutdown_timeout,
@@ -142,6 +144,7 @@ def cmd_api(args: argparse.Namespace, env: dict[str, str]) -> int:
         port=config.port if args.port is None else args.port,
         workers=args.workers or config.workers,
     )
+    serve_worker_metrics(config.service.metrics_host, config.metrics_port, "API_METRICS_PORT")
     if config.workers == 1:
         return _api_worker(config, 0)
     return run_workers(functools.partial(_api_worker, config), config.workers, "api")

@@ -109,6 +109,7 @@ class ServiceConfig:
     log_level: str
     token_length: int
     allow_private_endpoints: bool
+    metrics_host: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ServiceConfig:
@@ -132,6 +133,7 @@ class ServiceConfig:
                 minimum=tokens.MIN_LENGTH,
                 maximum=tokens.MAX_LENGTH,
             ),
+            metrics_host=read.text("METRICS_HOST", "127.0.0.1"),
         )
 
 
@@ -142,6 +144,7 @@ class RedirectConfig:
     service: ServiceConfig
     host: str
     port: int
+    metrics_port: int  # 0: no metrics server
     workers: int
     redirect_status: int
     cache_entries: int
@@ -170,6 +173,7 @@ class RedirectConfig:
             service=service,
             host=read.text("REDIRECT_HOST", "127.0.0.1"),
             port=read.integer("REDIRECT_PORT", 8080, minimum=0, maximum=65_535),
+            metrics_port=read.integer("REDIRECT_METRICS_PORT", 9101, minimum=0, maximum=65_535),
             workers=read.integer("REDIRECT_WORKERS", os.cpu_count() or 1, minimum=1, maximum=256),
             redirect_status=status,
             cache_entries=read.integer("LINK_CACHE_ENTRIES", 500_000, minimum=1, maximum=10**9),
@@ -205,6 +209,7 @@ class ApiConfig:
     service: ServiceConfig
     host: str
     port: int
+    metrics_port: int  # 0: no metrics server
     workers: int
     short_domain: str
     short_url_scheme: str
@@ -227,6 +232,7 @@ class ApiConfig:
             service=ServiceConfig.from_env(env),
             host=read.text("API_HOST", "127.0.0.1"),
             port=read.integer("API_PORT", 8081, minimum=0, maximum=65_535),
+            metrics_port=read.integer("API_METRICS_PORT", 9102, minimum=0, maximum=65_535),
             workers=read.integer("API_WORKERS", os.cpu_count() or 1, minimum=1, maximum=256),
             short_domain=short_domain.lower(),
             short_url_scheme=read.choice("SHORT_URL_SCHEME", "https", ("https", "http")),

@@ -168,6 +168,10 @@ def run_stack(env: Mapping[str, str]) -> int:
     api_port = EnvReader(env).integer("API_PORT", 8081, minimum=1, maximum=65_535)
     api_url = f"http://127.0.0.1:{api_port}"
     sink_port = EnvReader(env).integer("DEMO_ENDPOINT_PORT", 8083, minimum=1, maximum=65_535)
+    metrics_ports = (
+        RedirectConfig.from_env(env).metrics_port,
+        EnvReader(env).integer("API_METRICS_PORT", 9102, minimum=0, maximum=65_535),
+    )
     stack = Stack()
     stopping = False
 
@@ -227,6 +231,7 @@ def run_stack(env: Mapping[str, str]) -> int:
             api_url,
             forwarder_port,
             sink_url,
+            metrics_ports,
         )
         while not stopping:
             problem = stack.crashed()
@@ -250,6 +255,7 @@ def _print_banner(
     api_url: str,
     forwarder_port: int,
     sink_url: str,
+    metrics_ports: tuple[int, int],
 ) -> None:
     database = (
         f"embedded, data in {service.data_dir / 'postgres'}"
@@ -265,6 +271,11 @@ def _print_banner(
         f"  Kafka             {service.kafka_bootstrap_servers} (topic {service.click_topic})",
         f"  forwarder         health on http://127.0.0.1:{forwarder_port}/readyz",
         f"  demo endpoint     {sink_url} (prints what it receives)",
+        "  metrics           "
+        + ", ".join(
+            [f"http://127.0.0.1:{port}/metrics" for port in metrics_ports if port]
+            + [f"http://127.0.0.1:{forwarder_port}/metrics"]
+        ),
         "",
         "Try (curl's own User-Agent counts as a robot, so these say they are a phone):",
         f"  curl -i -A '{PHONE}' {redirect_url}/{demo.token}    # 302, forwarded",

@@ -124,6 +124,8 @@ async def create_links(
     results: list[CreatedLink | None] = [None] * len(links)
     pending = list(range(len(links)))
     async with conn.transaction():
+        # Room to sort 100,000 rows by position in memory rather than on disk.
+        await conn.execute("SET LOCAL work_mem = '64MB'")
         await conn.execute(
             """
             CREATE TEMP TABLE link_import (

@@ -78,6 +78,7 @@ class ClickPublisher:
         self._closing = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_loud = 0.0
+        self.submitted = 0
         self.published = 0
         self.spooled = 0
         self.replayed = 0
@@ -96,6 +97,7 @@ class ClickPublisher:
         warning_page_served: bool,
     ) -> None:
         """Queue one click. Never blocks and never awaits."""
+        self.submitted += 1
         buffer = self._buffer
         buffer.append(
             (link, clicked_at, user_agent, client_ip, referer, method, warning_page_served)

@@ -15,12 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
+from collections.abc import Iterator
 
 import asyncpg
 import orjson
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from shortlink import pages
+from shortlink import metrics, pages
 from shortlink.cache import CACHE, cache_context, listener_context
 from shortlink.clientip import resolver
 from shortlink.config import RedirectConfig
@@ -33,6 +37,10 @@ from shortlink.tokens import is_token
 log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("redirect_config", RedirectConfig)
+METRICS = web.AppKey("redirect_metrics", CollectorRegistry)
+# Answers other than the redirect itself, by status (the redirects are the
+# publisher's submitted clicks: nothing is counted twice on the hot path).
+STATUSES = web.AppKey("redirect_statuses", Counter[int])
 
 # Every tap must reach us (and be counted): no shared caches, no reuse by the browser.
 REDIRECT_CACHE_CONTROL = "private, max-age=0"
@@ -57,7 +65,66 @@ def create_app(config: RedirectConfig, *, worker_index: int = 0) -> web.Applicat
         )
     )
     app.cleanup_ctx.append(listener_context(config.service))
+    app[STATUSES] = Counter()
+    app[METRICS] = metrics.registry_of(lambda: _families(app))
+    app.cleanup_ctx.append(metrics.writer_context(METRICS, worker_index))
     return app
+
+
+def _families(app: web.Application) -> Iterator[Metric]:
+    """The worker's counters as Prometheus metrics (called at scrape time only)."""
+    config, cache, publisher = app[CONFIG], app[CACHE], app[PUBLISHER]
+    redirects = CounterMetricFamily(
+        "shortlink_redirect_responses", "Answers to GET/HEAD /{token}, by status", labels=["status"]
+    )
+    redirects.add_metric([str(config.redirect_status)], publisher.submitted)
+    for status, count in sorted(app[STATUSES].items()):
+        redirects.add_metric([str(status)], count)
+    yield redirects
+    yield metrics.counter("shortlink_link_cache_hits", "Tokens found in the LRU", cache.hits)
+    yield metrics.counter(
+        "shortlink_link_cache_misses",
+        "Tokens not in the LRU (negative hits included)",
+        cache.misses,
+    )
+    yield metrics.counter(
+        "shortlink_link_cache_negative_hits",
+        "Unknown tokens answered from the negative cache",
+        cache.negative_hits,
+    )
+    yield metrics.counter(
+        "shortlink_link_lookup_errors", "Database lookups that failed", cache.load_errors
+    )
+    yield metrics.gauge("shortlink_link_cache_entries", "Links in the LRU", len(cache))
+    lookups = HistogramMetricFamily(
+        "shortlink_link_lookup_seconds", "Database lookups of tokens missing from the LRU"
+    )
+    cache.load_seconds.add_to(lookups)
+    yield lookups
+    yield metrics.gauge(
+        "shortlink_publish_buffer_clicks",
+        "Clicks waiting for the next Kafka send",
+        publisher.buffered,
+    )
+    yield metrics.gauge(
+        "shortlink_spool_bytes",
+        "Clicks spooled to disk while Kafka is unreachable",
+        publisher.spool_bytes,
+    )
+    yield metrics.counter(
+        "shortlink_events_published", "Click events acknowledged by Kafka", publisher.published
+    )
+    yield metrics.counter(
+        "shortlink_events_spooled",
+        "Click events written to the spool after a failed send",
+        publisher.spooled,
+    )
+    yield metrics.counter(
+        "shortlink_events_dropped", "Click events lost: spool full", publisher.dropped
+    )
+    yield metrics.counter(
+        "shortlink_publish_failures", "Failed Kafka sends", publisher.send_failures
+    )
 
 
 def make_handler(app: web.Application) -> Handler:
@@ -73,12 +140,21 @@ def make_handler(app: web.Application) -> Handler:
     client_ip = resolver(config.trusted_proxies)
     behind_proxies = bool(config.trusted_proxies)
     redirect_status = config.redirect_status
+    statuses = app[STATUSES]
     StreamResponse = web.StreamResponse  # a local is a cheaper lookup on the hot path
+
+    def page(status: int, body: bytes) -> web.Response:
+        statuses[status] += 1
+        return _page(status, body)
+
+    def counted(response: web.StreamResponse) -> web.StreamResponse:
+        statuses[response.status] += 1
+        return response
 
     def respond(request: web.BaseRequest, link: LinkEntry) -> web.StreamResponse:
         method = request.method
         if method != "GET" and method != "HEAD":
-            return _method_not_allowed()
+            return counted(_method_not_allowed())
         now = clock()
         if link.unsafe or link.disabled or now >= link.expires_at:
             return special(request, link, now)
@@ -110,12 +186,12 @@ def make_handler(app: web.Application) -> Handler:
 
     def special(request: web.BaseRequest, link: LinkEntry, now: float) -> web.StreamResponse:
         if link.disabled:
-            return _page(410, pages.DISABLED)
+            return page(410, pages.DISABLED)
         if now >= link.expires_at:
-            return _page(410, pages.EXPIRED)
+            return page(410, pages.EXPIRED)
         # Unsafe: the warning page first; its "continue" link leads here with the parameter.
         if request.query.get(pages.CONTINUE_PARAMETER) != "1":
-            return _page(200, pages.warning_page(link.token, link.target_url))
+            return page(200, pages.warning_page(link.token, link.target_url))
         return redirect(request, link, now, request.method, True)
 
     async def miss(request: web.BaseRequest, token: str) -> web.StreamResponse:
@@ -123,11 +199,11 @@ def make_handler(app: web.Application) -> Handler:
             link = await cache_lookup(token)
         except _LOOKUP_ERRORS as exc:
             log.warning("link lookup failed", extra={"error": repr(exc)})
-            response = _page(503, pages.UNAVAILABLE)
+            response = page(503, pages.UNAVAILABLE)
             response.headers["Retry-After"] = "1"
             return response
         if link is None:
-            return _page(404, pages.NOT_FOUND)
+            return page(404, pages.NOT_FOUND)
         return respond(request, link)
 
     async def readyz() -> web.StreamResponse:
@@ -157,7 +233,7 @@ def make_handler(app: web.Application) -> Handler:
             if token == _READYZ:
                 return await readyz()
             return await miss(request, token)
-        return _other(token)
+        return counted(_other(token))
 
     return handle
 

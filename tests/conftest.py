@@ -23,6 +23,11 @@ from shortlink.kafka import ensure_topic
 from shortlink.redirect import create_app, make_handler
 from tests.infra import RunningServer, running, unique_name
 
+# Servers the tests start as processes serve no metrics port unless a test asks
+# for one (two at once on the default ports would collide).
+os.environ["REDIRECT_METRICS_PORT"] = "0"
+os.environ["API_METRICS_PORT"] = "0"
+
 
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:

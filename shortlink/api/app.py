@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
 from importlib import resources
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
+from shortlink import metrics
 from shortlink.api import campaigns, forwarding, idempotency, links, messages
 from shortlink.api.auth import auth_middleware
-from shortlink.api.errors import error_middleware
+from shortlink.api.errors import Handler, error_middleware
 from shortlink.api.links import API_CONFIG
 from shortlink.config import ApiConfig
 from shortlink.db import POOL, pool_context
 
 OPENAPI = web.AppKey("openapi", bytes)
+METRICS = web.AppKey("api_metrics", CollectorRegistry)
+# By (method, route pattern, status): bounded, since unknown paths share one pattern.
+RESPONSES = web.AppKey("api_responses", Counter[tuple[str, str, int]])
+LATENCY = web.AppKey("api_latency", dict[str, metrics.Buckets])
 
 
 def openapi_document() -> bytes:
@@ -22,16 +32,20 @@ def openapi_document() -> bytes:
     return (resources.files("shortlink") / "api" / "openapi.json").read_bytes()
 
 
-def create_app(config: ApiConfig) -> web.Application:
+def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     """The API; no I/O until it starts."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[metrics_middleware, error_middleware, auth_middleware],
         client_max_size=config.max_request_bytes,
     )
     app[API_CONFIG] = config
     app[OPENAPI] = openapi_document()
     app.cleanup_ctx.append(pool_context(config.service))
     app.cleanup_ctx.append(idempotency.purge_context)
+    app[RESPONSES] = Counter()
+    app[LATENCY] = {}
+    app[METRICS] = metrics.registry_of(lambda: _families(app))
+    app.cleanup_ctx.append(metrics.writer_context(METRICS, worker_index))
     add = app.router.add_route
     add("GET", "/healthz", healthz)
     add("GET", "/readyz", readyz)
@@ -49,6 +63,36 @@ def create_app(config: ApiConfig) -> web.Application:
     add("GET", "/v1/deliveries", forwarding.list_deliveries)
     add("POST", "/v1/deliveries/{request_identifier}/retry", forwarding.retry)
     return app
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every answer by route and status, and time it per route."""
+    started = time.perf_counter()
+    response = await handler(request)  # the error middleware turns failures into answers
+    info = request.match_info.route.resource
+    route = info.canonical if info is not None else "(unmatched)"
+    request.app[RESPONSES][request.method, route, response.status] += 1
+    latency = request.app[LATENCY]
+    if route not in latency:
+        latency[route] = metrics.Buckets(metrics.DELIVERY_BUCKETS)
+    latency[route].observe(time.perf_counter() - started)
+    return response
+
+
+def _families(app: web.Application) -> Iterator[Metric]:
+    responses = CounterMetricFamily(
+        "shortlink_api_responses", "API answers", labels=["method", "route", "status"]
+    )
+    for (method, route, status), count in sorted(app[RESPONSES].items()):
+        responses.add_metric([method, route, str(status)], count)
+    yield responses
+    seconds = HistogramMetricFamily(
+        "shortlink_api_request_seconds", "Time to answer, by route", labels=["route"]
+    )
+    for route, buckets in sorted(app[LATENCY].items()):
+        buckets.add_to(seconds, [route])
+    yield seconds
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -99,7 +99,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(
             exc.status, _CODES.get(exc.status, "error"), exc.reason, headers=_allow(exc)
         )
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+    except (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        # The server shutting down or restarting (SQLSTATE class 57).
+        asyncpg.exceptions.OperatorInterventionError,
+    ) as exc:
         log.warning("database unavailable", extra={"error": repr(exc), "path": request.path})
         return error_response(503, "unavailable", "the service is unavailable; try again shortly")
     except Exception:

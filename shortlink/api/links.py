@@ -164,7 +164,7 @@ async def patch(request: web.Request) -> web.Response:
         lambda value: validation.target_url(value, config.short_domain),
     )
     days = (
-        fields.integer("expires_in_days", 0, minimum=1, maximum=3650)
+        fields.integer("expires_in_days", 0, minimum=0, maximum=3650)
         if fields.has("expires_in_days")
         else None
     )
@@ -172,7 +172,8 @@ async def patch(request: web.Request) -> web.Response:
     if not data:
         problems.add("(body)", "give at least one of url, expires_in_days, unsafe")
     problems.check()
-    expires_at = datetime.now(UTC) + timedelta(days=days) if days else None
+    # 0 days expires the link now: from then on it answers 410 (link expired).
+    expires_at = datetime.now(UTC) + timedelta(days=days) if days is not None else None
     pool = request.app[POOL]
     async with pool.acquire() as conn:
         changed = await links.update(

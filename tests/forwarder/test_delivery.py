@@ -8,11 +8,13 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import orjson
 import pytest
 import trustme
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
 from forwarder.app import create_app
@@ -155,6 +157,22 @@ async def test_retries_keep_the_request_identifier(
         delivery["request_identifier"],
     )
     assert (row["status"], row["attempts"]) == ("delivered", 3)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{forwarder.url}/metrics") as response:
+            text = await response.text()
+    found = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert found["forwarder_clicks_recorded_total", ()] == 5
+    assert found["forwarder_delivery_attempts_total", (("result", "failed"),)] == 2
+    assert found["forwarder_delivery_attempts_total", (("result", "delivered"),)] == 1
+    endpoint = str(await db.fetchval("SELECT id FROM endpoints WHERE account_id = $1", account_id))
+    assert found["forwarder_delivery_seconds_count", (("endpoint", endpoint),)] == 3
+    assert found["forwarder_consumer_lag", ()] == 0
+    assert ("forwarder_dead_letters", ()) in found
+    assert ("forwarder_retry_queue", ()) in found
 
 
 async def test_a_slow_endpoint_is_timed_out_and_retried(

@@ -60,6 +60,21 @@ def demo_status(output: str) -> tuple[int, str]:
     raise AssertionError("the demo link did not redirect")
 
 
+def wait_for_metric(url: str, sample: str, within: float = 10.0) -> float:
+    """The value of one sample on a /metrics page, once it is above zero (or 0.0)."""
+    deadline = time.monotonic() + within
+    value = 0.0
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our server
+            for line in response.read().decode().splitlines():
+                if line.startswith(sample + " "):
+                    value = float(line.rsplit(" ", 1)[1])
+        if value > 0:
+            return value
+        time.sleep(0.3)
+    return value
+
+
 def interrupt(process: subprocess.Popen[bytes]) -> int:
     process.send_signal(signal.SIGINT)
     try:
@@ -86,6 +101,7 @@ def test_stack_on_given_servers_serves_the_demo_link_and_stops_cleanly(
         "FORWARDER_PORT": str(devservers.free_port()),
         "DEMO_ENDPOINT_PORT": str(devservers.free_port()),
         "SHORTLINK_DATA_DIR": str(tmp_path),
+        "REDIRECT_METRICS_PORT": str(devservers.free_port()),
     }
     process, output = start_stack(env)
     try:
@@ -93,6 +109,15 @@ def test_stack_on_given_servers_serves_the_demo_link_and_stops_cleanly(
         first_token = re.search(r"/([0-9A-Za-z]{7}) +# 302", output)
         # The tap travels through Kafka and the forwarder to the demo endpoint.
         output = read_until(process, output, "demo endpoint received", 30)
+        # Both redirect workers' counts, summed on the metrics port; the forwarder's own.
+        redirect_metrics = f"http://127.0.0.1:{env['REDIRECT_METRICS_PORT']}/metrics"
+        assert redirect_metrics in output
+        sample = 'shortlink_redirect_responses_total{status="302"}'
+        assert wait_for_metric(redirect_metrics, sample) >= 1
+        forwarder_metrics = f"http://127.0.0.1:{env['FORWARDER_PORT']}/metrics"
+        assert wait_for_metric(forwarder_metrics, "forwarder_clicks_recorded_total") >= 1
+        delivered = 'forwarder_delivery_attempts_total{result="delivered"}'
+        assert wait_for_metric(forwarder_metrics, delivered) >= 1
     finally:
         code = interrupt(process)
     assert code == 0

@@ -9,12 +9,15 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from shortlink import clickevent
 from shortlink.cache import CACHE
 from shortlink.config import RedirectConfig
 from shortlink.links import NewLink, create_links
-from shortlink.redirect import create_app, make_handler
+from shortlink.metrics import render
+from shortlink.redirect import METRICS, create_app, make_handler
 from tests.infra import RunningServer, consume, running
 
 TARGET = "https://example.com/landing?utm_source=sms&x=%20y"
@@ -296,3 +299,32 @@ async def test_forwarded_for_is_used_only_from_trusted_proxies(
     records = await consume(kafka_bootstrap, click_topic, 2, settle=0.5)
     ips = sorted(clickevent.decode(r.value).client_ip or "" for r in records)
     assert ips == ["127.0.0.1", "203.0.113.9"]
+
+
+def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a registry, by name and labels."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(render(registry).decode())
+        for s in family.samples
+    }
+
+
+async def test_metrics_count_answers_cache_and_lookups(
+    redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
+) -> None:
+    """Redirects by status, cache hits and misses and the lookup histogram add up."""
+    token = await make_link(db, account_id)
+    expired = await make_link(db, account_id, expires_at=datetime.now(UTC) - timedelta(days=1))
+    for path in (f"/{token}", f"/{token}", f"/{token}", f"/{expired}", "/NoSuch12", "/a!"):
+        await get(redirect_server, path)
+    found = samples(redirect_server.app[METRICS])
+    status = "shortlink_redirect_responses_total"
+    assert found[status, (("status", "302"),)] == 3
+    assert found[status, (("status", "410"),)] == 1
+    assert found[status, (("status", "404"),)] == 2  # unknown token, and not a token
+    assert found["shortlink_link_cache_hits_total", ()] == 2
+    assert found["shortlink_link_cache_misses_total", ()] == 3  # token, expired, unknown
+    assert found["shortlink_link_lookup_seconds_count", ()] == 3
+    assert found["shortlink_link_lookup_seconds_bucket", (("le", "+Inf"),)] == 3
+    assert found["shortlink_events_dropped_total", ()] == 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from shortlink.sms import measure
+import random
+
+from shortlink.sms import GSM_BASIC, GSM_EXTENSION, measure
 
 
 def test_gsm7_single_and_concatenated() -> None:
@@ -34,3 +36,33 @@ def test_ucs2_when_any_character_is_outside_gsm() -> None:
     emoji = measure("😀" * 35)
     assert (emoji.length, emoji.units, emoji.segments) == (35, 70, 1)
     assert measure("😀" * 36).segments == 2
+
+
+def _reference(body: str) -> tuple[str, int, int]:
+    """Encoding, units and segments counted character by character."""
+    gsm = all(c in GSM_BASIC or c in GSM_EXTENSION for c in body)
+    if gsm:
+        sizes = [2 if c in GSM_EXTENSION else 1 for c in body]
+        single, part = 160, 153
+    else:
+        sizes = [2 if ord(c) > 0xFFFF else 1 for c in body]
+        single, part = 70, 67
+    segments, used = 1, 0
+    if sum(sizes) > single:
+        for size in sizes:
+            if used + size > part:
+                segments, used = segments + 1, 0
+            used += size
+    return ("GSM-7" if gsm else "UCS-2"), sum(sizes), segments
+
+
+def test_fast_counting_matches_character_by_character() -> None:
+    """The set-based counting agrees with a per-character count on random bodies."""
+    rng = random.Random(7)
+    alphabets = ["abc €[", "abc", "abc✓", "ab😀✓", "€", "😀x"]
+    for _ in range(3000):
+        alphabet = rng.choice(alphabets)
+        body = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 400)))
+        got = measure(body)
+        assert (got.encoding, got.units, got.segments) == _reference(body), body
+        assert got.length == len(body)

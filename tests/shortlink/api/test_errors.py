@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
-from shortlink.api.app import create_app
+from shortlink.api.app import METRICS, create_app
 from shortlink.config import ApiConfig
 from shortlink.db import POOL
+from shortlink.metrics import render
 from tests.infra import running
 from tests.shortlink.api.conftest import Client, Tenant
 
@@ -50,3 +52,22 @@ async def test_lost_database_is_503_not_500(api_env: dict[str, str], tenant: Ten
         assert answer.status == 503
         assert body["error"]["code"] == "unavailable"
         assert "Traceback" not in str(body)
+
+
+async def test_metrics_count_answers_by_route_and_status(client: Client) -> None:
+    """Each answer is counted under its route pattern (not the raw path) and status."""
+    made = (await client.post("/v1/links", {"url": "https://example.com/"})).json["links"][0]
+    await client.get(f"/v1/links/{made['token']}")
+    await client.get("/v1/links/NoSuch99")
+    text = render(client.server.app[METRICS]).decode()
+    found = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    answers = "shortlink_api_responses_total"
+    assert found[answers, (("method", "POST"), ("route", "/v1/links"), ("status", "201"))] == 1
+    by_token = (("method", "GET"), ("route", "/v1/links/{token}"))
+    assert found[answers, (*by_token, ("status", "200"))] == 1
+    assert found[answers, (*by_token, ("status", "404"))] == 1
+    assert found["shortlink_api_request_seconds_count", (("route", "/v1/links/{token}"),)] == 2

@@ -219,6 +219,18 @@ async def test_changes_reach_the_redirect_server_within_a_second(
         while await location() != (302, "https://example.com/new"):
             assert time.monotonic() - started < 1.0, "the change took over a second"
             await asyncio.sleep(0.02)
+        # expires_in_days 0 expires it now; a later PATCH can give it time again.
+        expired = await client.call("PATCH", f"/v1/links/{made['token']}", {"expires_in_days": 0})
+        assert expired.status == 200
+        started = time.monotonic()
+        while (await location())[0] != 410:
+            assert time.monotonic() - started < 1.0, "the expiry took over a second"
+            await asyncio.sleep(0.02)
+        await client.call("PATCH", f"/v1/links/{made['token']}", {"expires_in_days": 1})
+        started = time.monotonic()
+        while (await location())[0] != 302:
+            assert time.monotonic() - started < 1.0, "the new expiry took over a second"
+            await asyncio.sleep(0.02)
         assert (await client.call("DELETE", f"/v1/links/{made['token']}")).status == 204
         started = time.monotonic()
         while (await location())[0] != 410:

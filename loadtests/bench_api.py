@@ -1,0 +1,273 @@
+"""`make bench-api`: bulk link creation, bulk message rewriting, and stats with 10M clicks.
+
+The API runs as one worker pinned to CPU 0; PostgreSQL (embedded, unless
+DATABASE_URL is set) and this client run on CPU 1.
+
+1. POST /v1/links with 100,000 recipients (one link each), 3 times: seconds per request.
+2. POST /v1/messages, track mode, 100,000 recipients, 3 times: seconds per request.
+3. 10,000,000 clicks put in the clicks table (and the campaign counters made to
+   match, as the forwarder keeps them); then GET /v1/campaigns/{id}/stats 50
+   times: p50 / p99 / max milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import orjson
+
+from shortlink import accounts, devservers, schema
+
+from .bench_redirect import (
+    LOAD_CPU,
+    RESULTS_DOC,
+    ROOT,
+    SERVER_CPU,
+    create_database,
+    drop_database,
+    process,
+    write_section,
+)
+
+
+async def timed_post(url: str, key: str, body: bytes) -> tuple[float, int, int]:
+    """Seconds, status and response size of one POST."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        started = time.perf_counter()
+        async with session.post(
+            url,
+            data=io.BytesIO(body),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        ) as response:
+            payload = await response.read()
+        return time.perf_counter() - started, response.status, len(payload)
+
+
+async def fill_clicks(database_url: str, account_id: int, campaign: str, count: int) -> float:
+    """Put `count` clicks of the campaign in the table, and counters to match; seconds taken."""
+    conn = await asyncpg.connect(database_url)
+    started = time.perf_counter()
+    try:
+        link_id = await conn.fetchval(
+            "SELECT id FROM links WHERE account_id = $1 AND client_identifier = $2 LIMIT 1",
+            account_id,
+            campaign,
+        )
+        step = 1_000_000
+        for first in range(0, count, step):
+            await conn.execute(
+                """
+                INSERT INTO clicks (event_id, link_id, account_id, clicked_at, method, user_agent,
+                                    client_ip, browser, os, device_type, is_bot, phone_number,
+                                    client_identifier, target_url)
+                SELECT gen_random_uuid(), $1, $2, now() - (g || ' seconds')::interval, 'GET',
+                       'Mozilla/5.0 (iPhone)', '203.0.113.7', 'Mobile Safari', 'iOS',
+                       CASE WHEN g % 10 = 0 THEN 'bot' ELSE 'mobile' END, g % 10 = 0,
+                       '4477' || lpad((g % 100000)::text, 8, '0'), $3, 'https://shop.example/'
+                FROM generate_series($4::bigint, $5::bigint) AS g
+                """,
+                link_id,
+                account_id,
+                campaign,
+                first,
+                min(first + step, count) - 1,
+            )
+        await conn.execute(
+            """
+            UPDATE campaign_stats SET total_clicks = s.people, bot_clicks = s.bots,
+                                      unique_clicks = least(s.people, campaign_stats.links)
+            FROM (SELECT count(*) FILTER (WHERE NOT is_bot) AS people,
+                         count(*) FILTER (WHERE is_bot) AS bots
+                  FROM clicks WHERE account_id = $1 AND client_identifier = $2) AS s
+            WHERE account_id = $1 AND campaign = $2
+            """,
+            account_id,
+            campaign,
+        )
+        await conn.execute(
+            """
+            INSERT INTO campaign_breakdown (account_id, campaign, dimension, value, clicks)
+            SELECT $1, $2, d.dimension, d.value, d.clicks FROM (
+                SELECT 'browser' AS dimension, browser AS value, count(*) AS clicks FROM clicks
+                WHERE account_id = $1 AND client_identifier = $2 AND NOT is_bot GROUP BY browser
+                UNION ALL
+                SELECT 'os', os, count(*) FROM clicks
+                WHERE account_id = $1 AND client_identifier = $2 AND NOT is_bot GROUP BY os
+                UNION ALL
+                SELECT 'device_type', device_type, count(*) FROM clicks
+                WHERE account_id = $1 AND client_identifier = $2 AND NOT is_bot GROUP BY device_type
+            ) AS d
+            ON CONFLICT (account_id, campaign, dimension, value)
+            DO UPDATE SET clicks = excluded.clicks
+            """,
+            account_id,
+            campaign,
+        )
+        await conn.execute(
+            """
+            INSERT INTO campaign_first_click (account_id, campaign, bucket, links)
+            SELECT $1, $2, b, 1000 FROM generate_series(60, 240) AS b
+            ON CONFLICT DO NOTHING
+            """,
+            account_id,
+            campaign,
+        )
+        await conn.execute("ANALYZE clicks")
+    finally:
+        await conn.close()
+    return time.perf_counter() - started
+
+
+async def stats_latencies(url: str, key: str, calls: int) -> list[float]:
+    latencies = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(calls):
+            started = time.perf_counter()
+            async with session.get(url, headers={"Authorization": f"Bearer {key}"}) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"stats answered {response.status}")
+            latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipients", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--clicks", type=int, default=10_000_000)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    python = sys.executable
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shortlink-api-")))
+        server_url = os.environ.get("DATABASE_URL")
+        if server_url is None:
+            server_url = devservers.ensure_postgres(work)
+            for pid in subprocess.run(
+                ["pgrep", "-f", str(work / "postgres")], capture_output=True, text=True, check=False
+            ).stdout.split():
+                subprocess.run(["taskset", "-apc", LOAD_CPU, pid], capture_output=True, check=False)
+        database = f"shortlink_apibench_{os.getpid()}"
+        database_url = create_database(server_url, database)
+        stack.callback(drop_database, server_url, database)
+
+        async def prepare() -> tuple[int, str]:
+            conn = await asyncpg.connect(database_url)
+            try:
+                await schema.migrate(conn)
+                account = await accounts.create_account(conn, "bench")
+                return account.account_id, account.api_key
+            finally:
+                await conn.close()
+
+        account_id, key = asyncio.run(prepare())
+        port = devservers.free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "SHORT_DOMAIN": "tx1.in",
+            "LOG_LEVEL": "WARNING",
+            "MAX_REQUEST_BYTES": str(256 << 20),
+        }
+        stack.enter_context(
+            process(
+                [
+                    "taskset",
+                    "-c",
+                    SERVER_CPU,
+                    python,
+                    "-m",
+                    "shortlink.cli",
+                    "api",
+                    "--workers",
+                    "1",
+                    "--port",
+                    str(port),
+                ],
+                env,
+            )
+        )
+        while not devservers.port_is_open("127.0.0.1", port):
+            time.sleep(0.1)
+        base = f"http://127.0.0.1:{port}"
+        phones = [f"4477{i:08d}" for i in range(args.recipients)]
+        links_body = orjson.dumps(
+            {
+                "url": "https://shop.example.com/autumn-sale?utm_source=sms",
+                "recipients": [
+                    {"phone_number": p, "client_ref": f"msg-{i}"} for i, p in enumerate(phones)
+                ],
+                "client_identifier": "bench",
+            }
+        )
+        messages_body = orjson.dumps(
+            {
+                "to": phones,
+                "body": 'Autumn sale: 30% off everything until Sunday! #track("https://shop.'
+                'example.com/autumn-sale?utm_source=sms") Reply STOP to opt out',
+                "mode": "track",
+                "client_identifier": "bench-messages",
+            }
+        )
+        results: dict[str, list[float]] = {"links": [], "messages": []}
+        for run in range(1, args.runs + 1):
+            for name, path, body in (
+                ("links", "/v1/links", links_body),
+                ("messages", "/v1/messages", messages_body),
+            ):
+                seconds, status, size = asyncio.run(timed_post(base + path, key, body))
+                if status != 201:
+                    raise RuntimeError(f"{path} answered {status}")
+                results[name].append(seconds)
+                print(f"run {run} {name}: {seconds:.2f} s ({size / 1e6:.1f} MB answer)", flush=True)
+        print(f"putting {args.clicks:,} clicks in the table ...", flush=True)
+        fill_seconds = asyncio.run(fill_clicks(database_url, account_id, "bench", args.clicks))
+        print(f"  took {fill_seconds:.0f} s", flush=True)
+        latencies = sorted(
+            asyncio.run(stats_latencies(f"{base}/v1/campaigns/bench/stats", key, 50))
+        )
+    report = "\n".join(
+        [
+            f"## API benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+            "",
+            f"`make bench-api` on {platform.node()} ({os.cpu_count()} CPUs, Python "
+            f"{platform.python_version()}): one API worker on CPU {SERVER_CPU}, PostgreSQL "
+            f"(embedded) and the client on CPU {LOAD_CPU}; {args.runs} runs each, seconds per "
+            "request from sending to the last byte of the answer.",
+            "",
+            f"- **POST /v1/links, {args.recipients:,} recipients**: median "
+            f"**{statistics.median(results['links']):.2f} s** "
+            f"(runs: {', '.join(f'{s:.2f}' for s in results['links'])})",
+            f"- **POST /v1/messages, track mode, {args.recipients:,} recipients**: median "
+            f"**{statistics.median(results['messages']):.2f} s** "
+            f"(runs: {', '.join(f'{s:.2f}' for s in results['messages'])})",
+            f"- **GET /v1/campaigns/{{id}}/stats with {args.clicks:,} clicks in the table**: "
+            f"p50 **{latencies[len(latencies) // 2]:.1f} ms**, p99 {latencies[-1]:.1f} ms "
+            f"over {len(latencies)} calls (counters, not a scan of clicks)",
+            "",
+        ]
+    )
+    print(report)
+    if not args.no_write:
+        write_section(report)
+        print(f"written to {RESULTS_DOC.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
