@@ -206,7 +206,7 @@ def make_handler(app: web.Application) -> Handler:
             return page(404, pages.NOT_FOUND)
         return respond(request, link)
 
-    async def readyz() -> web.StreamResponse:
+    async def readyz(request: web.BaseRequest) -> web.StreamResponse:
         database, broker = await asyncio.gather(
             _database_reachable(pool), publisher.broker_reachable()
         )
@@ -215,8 +215,12 @@ def make_handler(app: web.Application) -> Handler:
             "broker": "ok" if broker else "unreachable",
             "spooling": publisher.spooling,
         }
+        # ?broker=optional: redirects go on while Kafka is down (clicks spool), so a
+        # load balancer may keep such an instance in rotation.
+        broker_needed = request.query.get("broker") != "optional"
+        ready = database and (broker or not broker_needed)
         return web.Response(
-            status=200 if database and broker else 503,
+            status=200 if ready else 503,
             body=orjson.dumps(body),
             content_type=_JSON,
             headers={"Cache-Control": "no-store"},
@@ -231,7 +235,7 @@ def make_handler(app: web.Application) -> Handler:
             if token == _HEALTHZ:
                 return _healthy()
             if token == _READYZ:
-                return await readyz()
+                return await readyz(request)
             return await miss(request, token)
         return counted(_other(token))
 

@@ -114,6 +114,14 @@ async def test_broker_down_at_start_spools_then_replays(
                 for i in range(5):
                     assert await click(session, f"{server.url}/{link.token}", f"early-{i}") == 302
             await wait_for(lambda: publisher.spooled == 5)
+            # Not ready while the broker is down, unless the probe says it is optional.
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{server.url}/readyz") as strict:
+                    assert strict.status == 503
+                    assert (await strict.json())["broker"] == "unreachable"
+                async with session.get(f"{server.url}/readyz?broker=optional") as lenient:
+                    assert lenient.status == 200
+                    assert (await lenient.json())["spooling"] is True
             broker.start()
             await ensure_topic(broker.bootstrap_servers, TOPIC, 3)
             await wait_for(lambda: publisher.replayed == 5, within=60)
