@@ -6,7 +6,8 @@ one redirect worker, one forwarder, the contract-checking sink (the customer's
 endpoint, JSON, every click) and wrk. For each offered rate, wrk taps the
 campaign's links for SECONDS (each connection paced, a phone's User-Agent) and
 then the run waits until every click is recorded in PostgreSQL and delivered to
-the sink. A rate passes when wrk got >= 95 % of it, the redirect p99 was <= 10 ms
+the sink. A rate passes when wrk got >= 90 % of it (its pacing falls a few %
+short), the redirect p99 was <= 10 ms
 and no click was lost (recorded = delivered = 302 answers). The run stops after
 the first rate that fails. At the highest passing rate, py-spy samples the
 redirect server and the forwarder and /proc gives each process's CPU share.
@@ -91,7 +92,9 @@ class Step:
     @property
     def passed(self) -> bool:
         return (
-            self.achieved >= 0.95 * self.offered
+            # wrk paces each connection by a delay after each answer, so it falls a few
+            # percent short of the offered rate; a system that cannot keep up falls far short.
+            self.achieved >= 0.9 * self.offered
             and self.p99_ms <= 10.0
             and self.errors == 0
             and self.lost == 0
@@ -279,10 +282,9 @@ def main() -> int:
             if postmaster is not None:
                 groups["PostgreSQL"] = children(postmaster)
             cpu_before, started = group_cpu(groups), time.monotonic()
-            script = _script(work, tokens_file, offered, args.connections)
-            achieved, requests, errors, p50, p99 = run_wrk(
-                url, script, args.seconds, args.connections
-            )
+            connections = _connections(offered, args.connections)
+            script = _script(work, tokens_file, offered, connections)
+            achieved, requests, errors, p50, p99 = run_wrk(url, script, args.seconds, connections)
             elapsed = time.monotonic() - started
             cpu_after = group_cpu(groups)
             drain_started = time.monotonic()
@@ -326,12 +328,8 @@ def main() -> int:
                 start_profiler(pid, 20, raws[name])
                 for name, pid in (("redirect server", redirect.pid), ("forwarder", forwarder.pid))
             ]
-            run_wrk(
-                url,
-                _script(work, tokens_file, best.offered, args.connections),
-                22,
-                args.connections,
-            )
+            connections = _connections(best.offered, args.connections)
+            run_wrk(url, _script(work, tokens_file, best.offered, connections), 22, connections)
             for spy in spies:
                 spy.wait(60)
             profiles = {name: top_functions(raw) for name, raw in raws.items()}
@@ -343,9 +341,17 @@ def main() -> int:
     return 0 if best is not None else 1
 
 
+def _connections(rate: int, minimum: int) -> int:
+    """Enough connections that each waits ~20 ms: wrk's whole-millisecond delays and
+    the answer's own time then cost only a few percent of the offered rate."""
+    return max(minimum, rate // 50)
+
+
 def _script(work: Path, tokens_file: Path, rate: int, connections: int) -> Path:
     script = work / f"paced-{rate}.lua"
-    script.write_text(WRK_SCRIPT % (tokens_file, PHONE, max(1, round(connections * 1000 / rate))))
+    # The delay runs after each answer (~0.7 ms here), so it is shortened by that much.
+    delay = max(1, round(connections * 1000 / rate - 0.7))
+    script.write_text(WRK_SCRIPT % (tokens_file, PHONE, delay))
     return script
 
 
@@ -363,7 +369,8 @@ def _report(
         f"{platform.python_version()}): PostgreSQL, the tansu broker, one redirect worker, "
         "one forwarder, the sink (customer endpoint, JSON, every click) and wrk all on the "
         f"same {os.cpu_count()} cores; {args.links:,} links; each rate offered for "
-        f"{args.seconds} s by {args.connections} paced connections with a phone's User-Agent.",
+        f"{args.seconds} s by paced wrk connections (at least {args.connections}, one per 50 "
+        "clicks/s) with a phone's User-Agent.",
         "",
         "| offered clicks/s | achieved | redirect p50 | redirect p99 | 302s | recorded "
         "| delivered | click-to-delivery p50 | p99 | verdict |",
@@ -381,7 +388,7 @@ def _report(
         return "\n".join(lines) + "\n"
     lines += [
         f"**Highest rate sustained for {args.seconds} s with redirect p99 <= 10 ms and no "
-        f"click lost: {best.offered:,} clicks/s** ({best.achieved:,.0f} achieved); click to "
+        f"click lost: {best.achieved:,.0f} clicks/s** ({best.offered:,} offered); click to "
         f"delivery p50 {best.delivery['p50']} ms, p99 {best.delivery['p99']} ms.",
         "",
         "CPU at that rate (share of one core): "

@@ -7,7 +7,8 @@ against the contract (forwarder.formats is not used for that: the checks are
 written from the seed's examples), answers 200 at once, and records for every
 ClickDetail the delay from its ClickDate to the POST's arrival.
 
-GET /stats answers {"posts", "clicks", "invalid", "distinct_clicks",
+GET /stats answers {"posts", "clicks", "invalid", "distinct_clicks" (a retried
+batch counted once),
 "latency_ms": {"p50", "p90", "p99", "max"}, "first_at", "last_at"}; POST /reset
 forgets everything. `errors` lists the first few contract violations seen.
 """
@@ -64,7 +65,8 @@ class Sink:
         self.invalid = 0
         self.errors: list[str] = []
         self.latencies: list[float] = []
-        self.seen: set[int] = set()
+        # (RequestIdentifier, position): a retried batch is the same clicks again.
+        self.seen: set[tuple[str, int]] = set()
         self.first_at: float | None = None
         self.last_at: float | None = None
 
@@ -87,9 +89,12 @@ class Sink:
         except (ValueError, KeyError, TypeError, ET.ParseError) as exc:
             self.fail(f"{type(exc).__name__}: {exc}")
             return web.Response()
-        for tracking_url_id, clicked_ms in click_dates:
+        request_id = request.headers.get("X-Request-Identifier", "")
+        for position, (_, clicked_ms) in enumerate(click_dates):
             self.clicks += 1
-            self.seen.add(tracking_url_id)
+            if (request_id, position) in self.seen:
+                continue
+            self.seen.add((request_id, position))
             self.latencies.append(arrived * 1000 - clicked_ms)
         return web.Response()
 
