@@ -125,7 +125,13 @@ def run_wrk(url: str, script: Path, seconds: int, connections: int, server_pid: 
         text=True,
         check=True,
     ).stdout
-    server_cpu = (cpu_seconds(server_pid) - cpu_before) / (time.monotonic() - started)
+    result = parse_wrk(out)
+    result.server_cpu = (cpu_seconds(server_pid) - cpu_before) / (time.monotonic() - started)
+    return result
+
+
+def parse_wrk(out: str) -> WrkResult:
+    """req/s, p50/p99, requests and errors (socket errors and non-2xx/3xx) of wrk's output."""
     percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
     requests = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
     errors = sum(
@@ -139,7 +145,6 @@ def run_wrk(url: str, script: Path, seconds: int, connections: int, server_pid: 
         p99_ms=parse_duration_ms(percentiles["99"]),
         requests=requests,
         errors=errors,
-        server_cpu=server_cpu,
     )
 
 

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -33,21 +32,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
-from shortlink import accounts, devservers, schema
-from shortlink.endpoints import set_endpoint
+from shortlink import devservers
 from shortlink.kafka import ensure_topic
-from shortlink.links import NewLink, create_links
 
-from .bench_forwarder import sink_reset, sink_stats
+from .bench_forwarder import count_clicks, setup, sink_reset, sink_stats
 from .bench_redirect import (
     RESULTS_DOC,
     ROOT,
+    WrkResult,
     cpu_seconds,
     create_database,
     drop_database,
-    parse_duration_ms,
+    parse_wrk,
     process,
     start_profiler,
     wait_ready,
@@ -101,71 +97,15 @@ class Step:
         )
 
 
-async def seed(database_url: str, links: int, sink_url: str) -> list[str]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await schema.migrate(conn)
-        account = await accounts.create_account(conn, "bench-system")
-        await set_endpoint(
-            conn,
-            account.account_id,
-            url=sink_url,
-            format="json",
-            mode="every",
-            secret=None,
-            enabled=True,
-            allow_private=True,
-        )
-        created = await create_links(
-            conn,
-            account.account_id,
-            [
-                NewLink(
-                    f"https://shop.example.com/offer?r={i}",
-                    phone_number=f"4477{i:08d}",
-                    client_ref=f"msg-{i}",
-                    client_identifier="bench-system",
-                )
-                for i in range(links)
-            ],
-        )
-    finally:
-        await conn.close()
-    return [c.token for c in created]
-
-
-async def count_clicks(database_url: str) -> int:
-    conn = await asyncpg.connect(database_url)
-    try:
-        count: int = await conn.fetchval("SELECT count(*) FROM clicks")
-        return count
-    finally:
-        await conn.close()
-
-
-def run_wrk(
-    url: str, script: Path, seconds: int, connections: int
-) -> tuple[float, int, int, float, float]:
-    """Requests/s, requests, errors, p50 and p99 ms of one paced wrk run."""
+def run_wrk(url: str, script: Path, seconds: int, connections: int) -> WrkResult:
+    """One paced wrk run, unpinned (everything shares the machine's cores here)."""
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
-    errors = sum(
-        int(n)
-        for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out)
-        + re.findall(r"Non-2xx or 3xx responses: (\d+)", out)
-    )
-    return (
-        float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),  # type: ignore[index]
-        int(re.search(r"(\d+) requests in", out)[1]),  # type: ignore[index]
-        errors,
-        parse_duration_ms(percentiles["50"]),
-        parse_duration_ms(percentiles["99"]),
-    )
+    return parse_wrk(out)
 
 
 def group_cpu(pids: dict[str, list[int]]) -> dict[str, float]:
@@ -236,7 +176,8 @@ def main() -> int:
         while not devservers.port_is_open("127.0.0.1", sink_port):
             time.sleep(0.1)
         print(f"seeding {args.links:,} links ...", flush=True)
-        tokens = asyncio.run(seed(database_url, args.links, f"http://127.0.0.1:{sink_port}/hook"))
+        links = asyncio.run(setup(database_url, args.links, f"http://127.0.0.1:{sink_port}/hook"))
+        tokens = [link.token for link in links]
         tokens_file = work / "tokens.txt"
         tokens_file.write_text("\n".join(tokens) + "\n")
         env = {
@@ -284,7 +225,7 @@ def main() -> int:
             cpu_before, started = group_cpu(groups), time.monotonic()
             connections = _connections(offered, args.connections)
             script = _script(work, tokens_file, offered, connections)
-            achieved, requests, errors, p50, p99 = run_wrk(url, script, args.seconds, connections)
+            wrk = run_wrk(url, script, args.seconds, connections)
             elapsed = time.monotonic() - started
             cpu_after = group_cpu(groups)
             drain_started = time.monotonic()
@@ -292,17 +233,17 @@ def main() -> int:
             while time.monotonic() - drain_started < 120:
                 recorded = asyncio.run(count_clicks(database_url)) - before
                 delivered = sink_stats(sink_port)["distinct_clicks"]
-                if recorded >= requests and delivered >= requests:
+                if recorded >= wrk.requests and delivered >= wrk.requests:
                     break
                 time.sleep(0.5)
             stats = sink_stats(sink_port)
             step = Step(
                 offered,
-                achieved,
-                p50,
-                p99,
-                requests,
-                errors,
+                wrk.requests_per_second,
+                wrk.p50_ms,
+                wrk.p99_ms,
+                wrk.requests,
+                wrk.errors,
                 recorded,
                 delivered,
                 stats["latency_ms"],
@@ -310,8 +251,9 @@ def main() -> int:
             )
             steps.append(step)
             print(
-                f"{offered:>6}/s offered: {achieved:8.0f}/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
-                f"302s {requests:,}, recorded {recorded:,}, delivered {delivered:,}, "
+                f"{offered:>6}/s offered: {step.achieved:8.0f}/s, p50 {step.p50_ms:.2f} ms, "
+                f"p99 {step.p99_ms:.2f} ms, 302s {step.redirects:,}, recorded {recorded:,}, "
+                f"delivered {delivered:,}, "
                 f"delivery p50 {step.delivery['p50']} ms p99 {step.delivery['p99']} ms "
                 f"-> {'pass' if step.passed else 'FAIL'}",
                 flush=True,

@@ -14,7 +14,6 @@ import orjson
 import pytest
 import trustme
 from aiohttp import web
-from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
 from forwarder.app import create_app
@@ -25,7 +24,7 @@ from shortlink.deliveries import retry_dead
 from shortlink.endpoints import PrivateAddressError
 from shortlink.endpoints import set_endpoint as store_endpoint
 from tests.forwarder.conftest import Sink, clicks, make_links, publish, set_endpoint
-from tests.infra import RunningServer, running, wait_until
+from tests.infra import RunningServer, metric_samples, running, wait_until
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -160,11 +159,7 @@ async def test_retries_keep_the_request_identifier(
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{forwarder.url}/metrics") as response:
             text = await response.text()
-    found = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    found = metric_samples(text)
     assert found["forwarder_clicks_recorded_total", ()] == 5
     assert found["forwarder_delivery_attempts_total", (("result", "failed"),)] == 2
     assert found["forwarder_delivery_attempts_total", (("result", "delivered"),)] == 1

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import HistogramMetricFamily, Metric
-from prometheus_client.parser import text_string_to_metric_families
 
 from shortlink.metrics import Buckets, WorkerFiles, counter, registry_of, render
 from shortlink.serve import EXIT_CONFIG
+from tests.infra import metric_samples
 
 
 def test_worker_files_add_up(tmp_path: Path) -> None:
@@ -31,11 +31,7 @@ def test_worker_files_add_up(tmp_path: Path) -> None:
         (tmp_path / f"{worker}.prom").write_bytes(render(registry_of(families)))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WorkerFiles(tmp_path))
-    found = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(render(registry).decode())
-        for s in family.samples
-    }
+    found = metric_samples(render(registry).decode())
     assert found["hits_total", ()] == 8
     assert found["lookup_seconds_count", ()] == 3
     assert found["lookup_seconds_bucket", (("le", "0.0005"),)] == 1

@@ -9,8 +9,6 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
 from shortlink import clickevent
 from shortlink.cache import CACHE
@@ -18,7 +16,7 @@ from shortlink.config import RedirectConfig
 from shortlink.links import NewLink, create_links
 from shortlink.metrics import render
 from shortlink.redirect import METRICS, create_app, make_handler
-from tests.infra import RunningServer, consume, running
+from tests.infra import RunningServer, consume, metric_samples, running
 
 TARGET = "https://example.com/landing?utm_source=sms&x=%20y"
 
@@ -301,15 +299,6 @@ async def test_forwarded_for_is_used_only_from_trusted_proxies(
     assert ips == ["127.0.0.1", "203.0.113.9"]
 
 
-def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a registry, by name and labels."""
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(render(registry).decode())
-        for s in family.samples
-    }
-
-
 async def test_metrics_count_answers_cache_and_lookups(
     redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
 ) -> None:
@@ -318,7 +307,7 @@ async def test_metrics_count_answers_cache_and_lookups(
     expired = await make_link(db, account_id, expires_at=datetime.now(UTC) - timedelta(days=1))
     for path in (f"/{token}", f"/{token}", f"/{token}", f"/{expired}", "/NoSuch12", "/a!"):
         await get(redirect_server, path)
-    found = samples(redirect_server.app[METRICS])
+    found = metric_samples(render(redirect_server.app[METRICS]).decode())
     status = "shortlink_redirect_responses_total"
     assert found[status, (("status", "302"),)] == 3
     assert found[status, (("status", "410"),)] == 1

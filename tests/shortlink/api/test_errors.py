@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
 from shortlink.api.app import METRICS, create_app
 from shortlink.config import ApiConfig
 from shortlink.db import POOL
 from shortlink.metrics import render
-from tests.infra import running
+from tests.infra import metric_samples, running
 from tests.shortlink.api.conftest import Client, Tenant
 
 
@@ -59,12 +58,7 @@ async def test_metrics_count_answers_by_route_and_status(client: Client) -> None
     made = (await client.post("/v1/links", {"url": "https://example.com/"})).json["links"][0]
     await client.get(f"/v1/links/{made['token']}")
     await client.get("/v1/links/NoSuch99")
-    text = render(client.server.app[METRICS]).decode()
-    found = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    found = metric_samples(render(client.server.app[METRICS]).decode())
     answers = "shortlink_api_responses_total"
     assert found[answers, (("method", "POST"), ("route", "/v1/links"), ("status", "201"))] == 1
     by_token = (("method", "GET"), ("route", "/v1/links/{token}"))
