@@ -8,7 +8,8 @@ with start-up and shutdown cancelled out. For the real server that includes
 publishing the click to the broker, in batches as large as at full speed.
 
 Use it to compare two versions of the hot path: a change that does not move this
-number does not change the cost per redirect, whatever wrk says that day.
+number does not change the cost per redirect, whatever wrk says that day. The
+real server is counted with its Prometheus metrics on and off (REDIRECT_METRICS_PORT=0).
 """
 
 from __future__ import annotations
@@ -125,20 +126,29 @@ def main() -> int:
         tokens_file.write_text("".join(f"{t}\t{u}\n" for t, u in links))
         python = sys.executable
         port = devservers.free_port()
+        redirect = [python, "-m", "shortlink.cli", "redirect", "--workers", "1"]
+        redirect_env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "CLICK_TOPIC": TOPIC,
+            "SPOOL_DIR": str(work / "spool"),
+            "LOG_LEVEL": "WARNING",
+            # Under valgrind a request takes ~50x longer; a longer linger keeps
+            # the flushed batches as large as at full speed (~400 clicks).
+            "PUBLISH_LINGER_MS": "2500",
+        }
         servers = {
+            # Metrics on: each second the worker renders its metrics to a file. Under
+            # valgrind a run lasts ~50x longer, so this counts ~50x more writes per
+            # request than at full speed: an upper bound of the metrics' cost.
             "shortlink": (
-                [python, "-m", "shortlink.cli", "redirect", "--workers", "1", "--port", str(port)],
-                {
-                    **os.environ,
-                    "DATABASE_URL": database_url,
-                    "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                    "CLICK_TOPIC": TOPIC,
-                    "SPOOL_DIR": str(work / "spool"),
-                    "LOG_LEVEL": "WARNING",
-                    # Under valgrind a request takes ~50x longer; a longer linger keeps
-                    # the flushed batches as large as at full speed (~400 clicks).
-                    "PUBLISH_LINGER_MS": "2500",
-                },
+                [*redirect, "--port", str(port)],
+                {**redirect_env, "REDIRECT_METRICS_PORT": str(devservers.free_port())},
+            ),
+            "shortlink, metrics off": (
+                [*redirect, "--port", str(port)],
+                {**redirect_env, "REDIRECT_METRICS_PORT": "0"},
             ),
             "baseline": (
                 [python, "-m", "loadtests.baseline_app", str(tokens_file), str(port)],
@@ -165,6 +175,8 @@ def main() -> int:
             f"ratio baseline / shortlink: {per_request['baseline'] / per_request['shortlink']:.2f}x"
             " (above 1: shortlink does less work per redirect)"
         )
+        on, off = per_request["shortlink"], per_request["shortlink, metrics off"]
+        print(f"metrics on / off: {on / off:.3f}x ({on - off:+,.0f} instructions per redirect)")
     return 0
 
 

@@ -9,6 +9,11 @@ alternating. The report (stdout and docs/benchmarks.md) gives req/s and p50/p99
 for both, their ratio (median over median), the clicks published per second,
 and the memory the warm cache takes.
 
+The cost of the Prometheus metrics is measured in the same run: the same server
+also runs with REDIRECT_METRICS_PORT=0 (no metrics file, no metrics server),
+while the metrics server of the first is scraped every second during its runs
+(Prometheus usually scrapes every 15 s), and the report gives the ratio.
+
 Uses DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set, else starts the embedded
 PostgreSQL and a tansu broker in a temporary folder. Everything it starts, it stops.
 """
@@ -27,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -47,6 +53,10 @@ from shortlink.links import NewLink, create_links
 SERVER_CPU = "0"
 LOAD_CPU = "1"
 TOPIC = "bench-clicks"
+NO_METRICS = "shortlink, metrics off"
+SCRAPED_302 = re.compile(
+    r'^shortlink_redirect_responses_total\{status="302"\} (\S+)$', re.MULTILINE
+)
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DOC = ROOT / "docs" / "benchmarks.md"
 WRK_SCRIPT = """
@@ -83,7 +93,7 @@ class WrkResult:
 @dataclass
 class Measurements:
     results: dict[str, list[WrkResult]]
-    paced: dict[str, WrkResult]
+    paced: dict[str, list[WrkResult]]
     published: list[float]
     seed_seconds: float
     warm_seconds: float
@@ -91,6 +101,40 @@ class Measurements:
     rss_warm: int
     rss_after: int
     readiness: str
+    scrapes: int  # successful scrapes of the metrics-on server during its runs
+    scraped_redirects: int  # redirects counted by its metrics at the last scrape
+
+
+class Scraper:
+    """Scrapes a metrics URL every second while active, like a (busy) Prometheus."""
+
+    def __init__(self, url: str, interval: float = 1.0) -> None:
+        self.url = url
+        self.interval = interval
+        self.scrapes = 0
+        self.redirects = 0
+
+    @contextlib.contextmanager
+    def active(self, on: bool) -> Iterator[None]:
+        if not on:
+            yield
+            return
+        stop = threading.Event()
+        thread = threading.Thread(target=self._loop, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def _loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            with urllib.request.urlopen(self.url, timeout=5) as response:  # noqa: S310
+                text = response.read().decode()
+            self.redirects = int(sum(float(n) for n in SCRAPED_302.findall(text)))
+            self.scrapes += 1
+            stop.wait(self.interval)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -307,34 +351,28 @@ def main() -> int:
         script = work / "random.lua"
         script.write_text(WRK_SCRIPT % tokens_file)
 
-        real_port, base_port = devservers.free_port(), devservers.free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "CLICK_TOPIC": TOPIC,
-            "SPOOL_DIR": str(work / "spool"),
-            "LOG_LEVEL": "WARNING",
-        }
+        real_port, bare_port, base_port = (devservers.free_port() for _ in range(3))
+        metrics_port = devservers.free_port()
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         python = sys.executable
-        real = stack.enter_context(
-            process(
-                [
-                    "taskset",
-                    "-c",
-                    SERVER_CPU,
-                    python,
-                    "-m",
-                    "shortlink.cli",
-                    "redirect",
-                    "--workers",
-                    "1",
-                    "--port",
-                    str(real_port),
-                ],
-                env,
+
+        def redirect_server(port: int, metrics_port: int, spool: str) -> subprocess.Popen[bytes]:
+            env = {
+                **os.environ,
+                "DATABASE_URL": database_url,
+                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "CLICK_TOPIC": TOPIC,
+                "SPOOL_DIR": str(work / spool),
+                "LOG_LEVEL": "WARNING",
+                "REDIRECT_METRICS_PORT": str(metrics_port),
+            }
+            argv = [python, "-m", "shortlink.cli", "redirect", "--workers", "1"]
+            return stack.enter_context(
+                process(["taskset", "-c", SERVER_CPU, *argv, "--port", str(port)], env)
             )
-        )
+
+        real = redirect_server(real_port, metrics_port, "spool")
+        bare = redirect_server(bare_port, 0, "spool-bare")
         base = stack.enter_context(
             process(
                 [
@@ -350,10 +388,12 @@ def main() -> int:
             )
         )
         wait_ready(f"http://127.0.0.1:{real_port}/readyz")
+        wait_ready(f"http://127.0.0.1:{bare_port}/readyz")
         rss_cold = rss_kib(real.pid)
-        print("warming the cache (every link once) ...", flush=True)
+        print("warming the caches (every link once) ...", flush=True)
         warm_seconds = asyncio.run(warm(f"http://127.0.0.1:{real_port}", [t for t, _ in links]))
         rss_warm = rss_kib(real.pid)
+        asyncio.run(warm(f"http://127.0.0.1:{bare_port}", [t for t, _ in links]))
         deadline = time.monotonic() + 30
         while not devservers.port_is_open("127.0.0.1", base_port):
             if time.monotonic() > deadline:
@@ -361,9 +401,14 @@ def main() -> int:
             time.sleep(0.1)
         time.sleep(1)
 
-        results: dict[str, list[WrkResult]] = {"shortlink": [], "baseline": []}
+        servers = {
+            "shortlink": (real_port, real.pid),
+            NO_METRICS: (bare_port, bare.pid),
+            "baseline": (base_port, base.pid),
+        }
+        results: dict[str, list[WrkResult]] = {name: [] for name in servers}
         published: list[float] = []
-        servers = {"shortlink": (real_port, real.pid), "baseline": (base_port, base.pid)}
+        scraper = Scraper(metrics_url)
         for run in range(1, args.runs + 1):
             for name, (port, pid) in servers.items():
                 before = asyncio.run(topic_size(bootstrap))
@@ -372,9 +417,10 @@ def main() -> int:
                     profiler = start_profiler(
                         pid, args.seconds - 1, args.profile.with_suffix(f".{name}.txt")
                     )
-                result = run_wrk(
-                    f"http://127.0.0.1:{port}/", script, args.seconds, args.connections, pid
-                )
+                with scraper.active(name == "shortlink"):
+                    result = run_wrk(
+                        f"http://127.0.0.1:{port}/", script, args.seconds, args.connections, pid
+                    )
                 if profiler is not None:
                     profiler.wait(30)
                 results[name].append(result)
@@ -384,7 +430,7 @@ def main() -> int:
                     published.append((after - before) / args.seconds)
                     _show(f"run {run} {name}", result, published[-1])
                 else:
-                    _show(f"run {run} {name} ", result)
+                    _show(f"run {run} {name}", result)
 
         # Latency at a fixed offered rate, well under both servers' capacity: with 64
         # connections kept saturated, latency is only queueing (connections / req/s).
@@ -392,12 +438,19 @@ def main() -> int:
         paced_script.write_text(
             PACED_SCRIPT % (tokens_file, round(args.connections * 1000 / args.rate))
         )
-        paced: dict[str, WrkResult] = {}
-        for name, (port, pid) in servers.items():
-            paced[name] = run_wrk(
-                f"http://127.0.0.1:{port}/", paced_script, args.seconds, args.connections, pid
-            )
-            _show(f"paced {name}", paced[name])
+        paced: dict[str, list[WrkResult]] = {name: [] for name in servers}
+        for run in range(1, args.runs + 1):
+            for name, (port, pid) in servers.items():
+                with scraper.active(name == "shortlink"):
+                    result = run_wrk(
+                        f"http://127.0.0.1:{port}/",
+                        paced_script,
+                        args.seconds,
+                        args.connections,
+                        pid,
+                    )
+                paced[name].append(result)
+                _show(f"paced run {run} {name}", result)
 
         with urllib.request.urlopen(f"http://127.0.0.1:{real_port}/readyz") as r:
             readiness = r.read().decode()
@@ -411,6 +464,8 @@ def main() -> int:
             rss_warm=rss_warm,
             rss_after=rss_kib(real.pid),
             readiness=readiness,
+            scrapes=scraper.scrapes,
+            scraped_redirects=scraper.redirects,
         )
         del base
 
@@ -460,12 +515,15 @@ def _report(args: argparse.Namespace, m: Measurements) -> str:
     def median(name: str, field: str) -> float:
         return float(statistics.median(getattr(r, field) for r in m.results[name]))
 
+    def pairs(name: str, other: str) -> str:
+        return ", ".join(
+            f"{a.requests_per_second / b.requests_per_second:.2f}"
+            for a, b in zip(m.results[name], m.results[other], strict=True)
+        )
+
     real_rps = median("shortlink", "requests_per_second")
     base_rps = median("baseline", "requests_per_second")
-    pairs = ", ".join(
-        f"{real.requests_per_second / base.requests_per_second:.2f}"
-        for real, base in zip(m.results["shortlink"], m.results["baseline"], strict=True)
-    )
+    bare_rps = median(NO_METRICS, "requests_per_second")
     per_100k = (m.rss_warm - m.rss_cold) / 1024 / args.links * 100_000
     cold_rps = args.links / m.warm_seconds
     lines = [
@@ -474,13 +532,14 @@ def _report(args: argparse.Namespace, m: Measurements) -> str:
         f"`make bench` on {platform.node()} ({os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}): servers on CPU {SERVER_CPU}, wrk and the broker on CPU "
         f"{LOAD_CPU}; {args.links:,} links, {args.connections} connections, random tokens, "
-        f"{args.seconds} s per run, {args.runs} runs each, alternating. Medians below.",
+        f"{args.seconds} s per run, {args.runs} runs each, alternating. Medians below. "
+        f"`{NO_METRICS}` is the same server started with REDIRECT_METRICS_PORT=0.",
         "",
         "| server | req/s (runs) | median req/s | p50 ms | p99 ms | server CPU | CPU us/req "
         "| errors |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name in ("shortlink", "baseline"):
+    for name in m.results:
         runs = ", ".join(f"{r.requests_per_second:,.0f}" for r in m.results[name])
         lines.append(
             f"| {name} | {runs} | {median(name, 'requests_per_second'):,.0f} | "
@@ -491,14 +550,23 @@ def _report(args: argparse.Namespace, m: Measurements) -> str:
     lines += [
         "",
         f"- **ratio shortlink / baseline: {real_rps / base_rps:.2f}x** (req/s, median over "
-        f"median); run by run: {pairs}",
+        f"median); run by run: {pairs('shortlink', 'baseline')}",
+        f"- **metrics cost: shortlink with metrics / with REDIRECT_METRICS_PORT=0: "
+        f"{real_rps / bare_rps:.2f}x** req/s (run by run: {pairs('shortlink', NO_METRICS)}), "
+        f"CPU per request {median('shortlink', 'cpu_us_per_request'):.0f} vs "
+        f"{median(NO_METRICS, 'cpu_us_per_request'):.0f} us; the metrics server was scraped "
+        f"every second during its runs ({m.scrapes} scrapes; the last counted "
+        f"{m.scraped_redirects:,} redirects)",
         f"- clicks published to Kafka: {statistics.median(m.published):,.0f}/s (median of runs; "
         f"every redirect is one click)",
-        f"- latency at a fixed {args.rate:,} req/s offered (one {args.seconds} s run each): "
+        f"- latency at a fixed {args.rate:,} req/s offered ({args.runs} runs of {args.seconds} s "
+        "each, medians; p99 run by run in brackets): "
         + "; ".join(
-            f"{name} p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms ({r.requests_per_second:,.0f}"
-            " req/s served)"
-            for name, r in m.paced.items()
+            f"{name} p50 {statistics.median(r.p50_ms for r in runs):.2f} ms, p99 "
+            f"{statistics.median(r.p99_ms for r in runs):.2f} ms "
+            f"({', '.join(f'{r.p99_ms:.1f}' for r in runs)}), "
+            f"{statistics.median(r.requests_per_second for r in runs):,.0f} req/s served"
+            for name, runs in m.paced.items()
         ),
         f"- warm cache: RSS {m.rss_cold / 1024:.0f} MiB before warm-up, "
         f"{m.rss_warm / 1024:.0f} MiB with {args.links:,} links cached: {per_100k:.0f} MiB per "

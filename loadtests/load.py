@@ -8,8 +8,9 @@ SHORTLINK_API_KEY, or a new `loadtest` account made with `shortlink account
 create`, which reaches the same database as `make run`); start the contract-
 checking sink (loadtests/sink.py) and point the account's endpoint at it; seed a
 campaign (loadtests/seed.py); run locust headless for LOAD_RUN_SECONDS with the
-burst shape; then wait for the forwarder to deliver every tap to the sink and
-report the click-to-delivery delay. Locust's CSV files and HTML report, and
+burst shape; then wait until every tap is recorded (the campaign's stats) and
+delivered to the sink, and report the click-to-delivery delay; a lost or invalid
+click makes it exit 1. Locust's CSV files and HTML report, and
 summary.json, go to loadtests/results/.
 
 For a deployed system: SHORTLINK_API_URL=https://api.example.com
@@ -118,6 +119,27 @@ def run_locust(env: dict[str, str], seconds: int, prefix: Path) -> int:
     ).returncode
 
 
+def wait_for_delivery(
+    api_url: str, key: str, campaign: str, sink_port: int, taps: int, timeout: float = 120
+) -> tuple[int, dict[str, Any]]:
+    """Wait until the campaign's recorded clicks (PostgreSQL, through the stats API)
+    cover the taps locust counted and the sink has every recorded click; returns
+    (recorded, the sink's stats). Recorded may exceed locust's count by the taps
+    answered while locust was stopping its users (sent, but never counted)."""
+    request = urllib.request.Request(  # noqa: S310 - our own API's URL
+        f"{api_url}/v1/campaigns/{campaign}/stats", headers={"Authorization": f"Bearer {key}"}
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - ours
+            recorded = int(orjson.loads(response.read())["total_clicks"])
+        delivered: dict[str, Any] = _get_json(f"http://127.0.0.1:{sink_port}/stats")
+        done = recorded >= taps and delivered["distinct_clicks"] >= recorded
+        if done or time.monotonic() > deadline:
+            return recorded, delivered
+        time.sleep(1)
+
+
 def main() -> int:
     redirect_url = os.environ.get("SHORTLINK_REDIRECT_URL", "http://127.0.0.1:8080").rstrip("/")
     api_url = os.environ.get("SHORTLINK_API_URL", "http://127.0.0.1:8081").rstrip("/")
@@ -167,21 +189,23 @@ def main() -> int:
         code = run_locust(env, seconds, prefix)
         stats = read_stats(prefix)
         summary: dict[str, Any] = {"campaign": campaign.name, "locust_exit": code, "stats": stats}
+        lost = False
         if sink is not None:
-            taps = int(
-                stats.get("tap", {}).get("requests", 0) - stats.get("tap", {}).get("failures", 0)
+            tap = stats.get("tap", {})
+            summary["taps"] = int(tap.get("requests", 0) - tap.get("failures", 0))
+            summary["recorded"], summary["delivered"] = wait_for_delivery(
+                api_url, key, campaign.name, sink_port, summary["taps"]
             )
-            summary["taps"] = taps
-            deadline = time.monotonic() + 120
-            delivered: dict[str, Any] = _get_json(f"http://127.0.0.1:{sink_port}/stats")
-            while delivered["distinct_clicks"] < taps and time.monotonic() < deadline:
-                time.sleep(1)
-                delivered = _get_json(f"http://127.0.0.1:{sink_port}/stats")
-            summary["delivered"] = delivered
+            lost = (
+                summary["recorded"] < summary["taps"]
+                or summary["delivered"]["distinct_clicks"] < summary["recorded"]
+                or summary["delivered"]["invalid"] > 0
+            )
+            summary["lost_or_invalid"] = lost
         (RESULTS / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
         print(_report(summary))
         print(f"CSV and HTML report: {prefix}_stats.csv, {prefix}.html")
-        return 0 if code == 0 else 1
+        return 0 if code == 0 and not lost else 1
     finally:
         if sink is not None:
             sink.terminate()
@@ -202,8 +226,10 @@ def _report(summary: dict[str, Any]) -> str:
         got = summary["delivered"]
         lines += [
             "",
-            f"taps answered 302: {summary['taps']:,}; delivered to the sink: "
+            f"taps answered 302 (as locust counted them): {summary['taps']:,}; recorded in "
+            f"PostgreSQL: {summary['recorded']:,}; delivered to the sink: "
             f"{got['distinct_clicks']:,} (contract violations: {got['invalid']})",
+            "LOST OR INVALID CLICKS" if summary["lost_or_invalid"] else "no click lost",
             f"click to delivery: p50 {got['latency_ms']['p50']} ms, "
             f"p99 {got['latency_ms']['p99']} ms",
         ]

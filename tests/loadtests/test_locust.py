@@ -88,7 +88,15 @@ async def test_smoke_run_against_redirect_server_and_api(
     operator = [name for name in stats if name.startswith(("POST /v1/links", "POST /v1/messages"))]
     assert sum(stats[name]["requests"] for name in operator) >= 1
     assert all(row["failures"] == 0 for row in stats.values()), stats
-    redirected = int(stats["tap"]["requests"] + stats["preview (HEAD)"]["requests"])
-    records = await consume(kafka_bootstrap, click_topic, redirected, settle=1.0)
+    counted = {
+        "GET": int(stats["tap"]["requests"]),
+        "HEAD": int(stats["preview (HEAD)"]["requests"]),
+    }
+    records = await consume(kafka_bootstrap, click_topic, sum(counted.values()), settle=1.0)
     methods = Counter(clickevent.decode(r.value).method for r in records)
-    assert methods == {"GET": stats["tap"]["requests"], "HEAD": stats["preview (HEAD)"]["requests"]}
+    assert set(methods) == {"GET", "HEAD"}
+    # Every answered request is one event. Locust cannot count a request whose user
+    # it stopped while the answer was on its way (the burst stops users as it decays),
+    # so there may be a few more events, at most one per stopped user.
+    assert all(methods[m] >= counted[m] for m in counted), (methods, counted)
+    assert sum(methods.values()) - sum(counted.values()) <= 20, (methods, counted)
