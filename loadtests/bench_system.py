@@ -266,7 +266,9 @@ def main() -> int:
         )
         while not devservers.port_is_open("127.0.0.1", sink_port):
             time.sleep(0.1)
-        fresh = sum(_links_for(int(r), args.seconds) for r in args.first_tap_rates.split(",") if r)
+        first_rates = [int(r) for r in args.first_tap_rates.split(",") if r]
+        # One slice of fresh links per rate, and one more for the profiling run.
+        fresh = sum(_links_for(r, args.seconds) for r in first_rates + first_rates[-1:])
         print(f"seeding {args.links + fresh:,} links ...", flush=True)
         links = asyncio.run(
             setup(database_url, args.links + fresh, f"http://127.0.0.1:{sink_port}/hook")
@@ -419,7 +421,7 @@ def _script(work: Path, body: str, tokens_file: Path, rate: int, connections: in
 
 
 def _links_for(rate: int, seconds: int) -> int:
-    """Fresh links for a first-taps run (and the profiling run after it), with room."""
+    """Fresh links for one first-taps run (or the 22 s profiling run), with room."""
     return int(rate * max(seconds, 22) * 1.1)
 
 
