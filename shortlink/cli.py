@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -105,19 +105,42 @@ def _redirect_worker(config: RedirectConfig, index: int) -> int:
     )
 
 
-def cmd_redirect(args: argparse.Namespace, env: dict[str, str]) -> int:
-    config = RedirectConfig.from_env(env)
+ServerConfig = TypeVar("ServerConfig", RedirectConfig, ApiConfig)
+
+
+def _serve_command(
+    config: ServerConfig,
+    args: argparse.Namespace,
+    *,
+    kafka: bool,
+    worker: Callable[[ServerConfig, int], int],
+    metrics_setting: str,
+    name: str,
+) -> int:
+    """Apply the command line to a server's configuration, serve its metrics and run
+    its workers (in this process when there is one)."""
     config = dataclasses.replace(
         config,
-        service=resolve_service(config.service, kafka=True),
+        service=resolve_service(config.service, kafka=kafka),
         host=args.host or config.host,
         port=config.port if args.port is None else args.port,
         workers=args.workers or config.workers,
     )
-    serve_worker_metrics(config.service.metrics_host, config.metrics_port, "REDIRECT_METRICS_PORT")
+    serve_worker_metrics(config.service.metrics_host, config.metrics_port, metrics_setting)
     if config.workers == 1:
-        return _redirect_worker(config, 0)
-    return run_workers(functools.partial(_redirect_worker, config), config.workers, "redirect")
+        return worker(config, 0)
+    return run_workers(functools.partial(worker, config), config.workers, name)
+
+
+def cmd_redirect(args: argparse.Namespace, env: dict[str, str]) -> int:
+    return _serve_command(
+        RedirectConfig.from_env(env),
+        args,
+        kafka=True,
+        worker=_redirect_worker,
+        metrics_setting="REDIRECT_METRICS_PORT",
+        name="redirect",
+    )
 
 
 def _api_worker(config: ApiConfig, index: int) -> int:
@@ -136,18 +159,14 @@ def _api_worker(config: ApiConfig, index: int) -> int:
 
 
 def cmd_api(args: argparse.Namespace, env: dict[str, str]) -> int:
-    config = ApiConfig.from_env(env)
-    config = dataclasses.replace(
-        config,
-        service=resolve_service(config.service, kafka=False),
-        host=args.host or config.host,
-        port=config.port if args.port is None else args.port,
-        workers=args.workers or config.workers,
+    return _serve_command(
+        ApiConfig.from_env(env),
+        args,
+        kafka=False,
+        worker=_api_worker,
+        metrics_setting="API_METRICS_PORT",
+        name="api",
     )
-    serve_worker_metrics(config.service.metrics_host, config.metrics_port, "API_METRICS_PORT")
-    if config.workers == 1:
-        return _api_worker(config, 0)
-    return run_workers(functools.partial(_api_worker, config), config.workers, "api")
 
 
 def cmd_account(args: argparse.Namespace, env: dict[str, str]) -> int:
