@@ -30,7 +30,8 @@ import aiohttp
 import asyncpg
 import orjson
 
-from shortlink import accounts, devservers, schema
+from shortlink import accounts, schema
+from shortlink.dev import embedded
 
 from .bench_redirect import (
     LOAD_CPU,
@@ -157,7 +158,7 @@ def main() -> int:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shortlink-api-")))
         server_url = os.environ.get("DATABASE_URL")
         if server_url is None:
-            server_url = devservers.ensure_postgres(work)
+            server_url = embedded.ensure_postgres(work)
             for pid in subprocess.run(
                 ["pgrep", "-f", str(work / "postgres")], capture_output=True, text=True, check=False
             ).stdout.split():
@@ -176,7 +177,7 @@ def main() -> int:
                 await conn.close()
 
         account_id, key = asyncio.run(prepare())
-        port = devservers.free_port()
+        port = embedded.free_port()
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -202,7 +203,7 @@ def main() -> int:
                 env,
             )
         )
-        while not devservers.port_is_open("127.0.0.1", port):
+        while not embedded.port_is_open("127.0.0.1", port):
             time.sleep(0.1)
         base = f"http://127.0.0.1:{port}"
         phones = [f"4477{i:08d}" for i in range(args.recipients)]

@@ -35,7 +35,8 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from shortlink import accounts, clickevent, devservers, schema
+from shortlink import accounts, clickevent, schema
+from shortlink.dev import embedded
 from shortlink.endpoints import set_endpoint
 from shortlink.kafka import ensure_topic
 from shortlink.links import LinkEntry, NewLink, create_links, epoch_ms
@@ -195,7 +196,7 @@ def main() -> int:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shortlink-fwd-")))
         server_url = os.environ.get("DATABASE_URL")
         if server_url is None:
-            server_url = devservers.ensure_postgres(work)
+            server_url = embedded.ensure_postgres(work)
             pids = subprocess.run(
                 ["pgrep", "-f", str(work / "postgres")], capture_output=True, text=True, check=False
             ).stdout.split()
@@ -204,7 +205,7 @@ def main() -> int:
                     pin(int(pid), LOAD_CPU)
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if bootstrap is None:
-            broker = devservers.Broker("127.0.0.1", devservers.free_port(), work / "tansu.log")
+            broker = embedded.Broker("127.0.0.1", embedded.free_port(), work / "tansu.log")
             broker.start()
             stack.callback(broker.stop)
             if broker.process is not None:
@@ -214,7 +215,7 @@ def main() -> int:
         database_url = create_database(server_url, database)
         stack.callback(drop_database, server_url, database)
         asyncio.run(ensure_topic(bootstrap, TOPIC, 6))
-        sink_port = devservers.free_port()
+        sink_port = embedded.free_port()
         sink = stack.enter_context(
             process(
                 [
@@ -229,7 +230,7 @@ def main() -> int:
                 ]
             )
         )
-        while not devservers.port_is_open("127.0.0.1", sink_port):
+        while not embedded.port_is_open("127.0.0.1", sink_port):
             time.sleep(0.1)
         print(f"seeding {args.clicks // 2:,} links ...", flush=True)
         links = asyncio.run(
@@ -244,7 +245,7 @@ def main() -> int:
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "CLICK_TOPIC": TOPIC,
             "FORWARDER_GROUP": f"bench-{os.getpid()}",
-            "FORWARDER_PORT": str(devservers.free_port()),
+            "FORWARDER_PORT": str(embedded.free_port()),
             "ALLOW_PRIVATE_ENDPOINTS": "true",
             "LOG_LEVEL": "WARNING",
         }

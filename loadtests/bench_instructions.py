@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from shortlink import devservers
+from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
 
 from .bench_redirect import TOPIC, create_database, drop_database, seed
@@ -74,7 +74,7 @@ def count_instructions(
     )
     try:
         deadline = time.monotonic() + 600
-        while not devservers.port_is_open("127.0.0.1", port):
+        while not embedded.port_is_open("127.0.0.1", port):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(
                     f"server did not start: {server.stderr.read() if server.stderr else ''}"
@@ -109,10 +109,10 @@ def main() -> int:
         return 2
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shortlink-instr-")))
-        server_url = os.environ.get("DATABASE_URL") or devservers.ensure_postgres(work)
+        server_url = os.environ.get("DATABASE_URL") or embedded.ensure_postgres(work)
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if bootstrap is None:
-            broker = devservers.Broker("127.0.0.1", devservers.free_port(), work / "tansu.log")
+            broker = embedded.Broker("127.0.0.1", embedded.free_port(), work / "tansu.log")
             broker.start()
             stack.callback(broker.stop)
             bootstrap = broker.bootstrap_servers
@@ -125,7 +125,7 @@ def main() -> int:
         tokens_file = work / "tokens.tsv"
         tokens_file.write_text("".join(f"{t}\t{u}\n" for t, u in links))
         python = sys.executable
-        port = devservers.free_port()
+        port = embedded.free_port()
         redirect = [python, "-m", "shortlink.cli", "redirect", "--workers", "1"]
         redirect_env = {
             **os.environ,
@@ -144,7 +144,7 @@ def main() -> int:
             # request than at full speed: an upper bound of the metrics' cost.
             "shortlink": (
                 [*redirect, "--port", str(port)],
-                {**redirect_env, "REDIRECT_METRICS_PORT": str(devservers.free_port())},
+                {**redirect_env, "REDIRECT_METRICS_PORT": str(embedded.free_port())},
             ),
             "shortlink, metrics off": (
                 [*redirect, "--port", str(port)],

@@ -45,8 +45,9 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from shortlink import accounts, devservers, schema
+from shortlink import accounts, schema
 from shortlink.db import with_database
+from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
 
@@ -324,10 +325,10 @@ def main() -> int:
 
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shortlink-bench-")))
-        server_url = os.environ.get("DATABASE_URL") or devservers.ensure_postgres(work)
+        server_url = os.environ.get("DATABASE_URL") or embedded.ensure_postgres(work)
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if bootstrap is None:
-            broker = devservers.Broker("127.0.0.1", devservers.free_port(), work / "tansu.log")
+            broker = embedded.Broker("127.0.0.1", embedded.free_port(), work / "tansu.log")
             broker.start()
             stack.callback(broker.stop)
             if broker.process is not None:  # the broker shares the load generator's core
@@ -351,8 +352,8 @@ def main() -> int:
         script = work / "random.lua"
         script.write_text(WRK_SCRIPT % tokens_file)
 
-        real_port, bare_port, base_port = (devservers.free_port() for _ in range(3))
-        metrics_port = devservers.free_port()
+        real_port, bare_port, base_port = (embedded.free_port() for _ in range(3))
+        metrics_port = embedded.free_port()
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         python = sys.executable
 
@@ -395,7 +396,7 @@ def main() -> int:
         rss_warm = rss_kib(real.pid)
         asyncio.run(warm(f"http://127.0.0.1:{bare_port}", [t for t, _ in links]))
         deadline = time.monotonic() + 30
-        while not devservers.port_is_open("127.0.0.1", base_port):
+        while not embedded.port_is_open("127.0.0.1", base_port):
             if time.monotonic() > deadline:
                 raise RuntimeError("the baseline server did not start")
             time.sleep(0.1)

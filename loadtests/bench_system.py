@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shortlink import devservers
+from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
 from shortlink.links import LinkEntry
 
@@ -246,12 +246,12 @@ def main() -> int:
         server_url = os.environ.get("DATABASE_URL")
         postmaster: int | None = None
         if server_url is None:
-            server_url = devservers.ensure_postgres(work)
+            server_url = embedded.ensure_postgres(work)
             postmaster = int((work / "postgres" / "postmaster.pid").read_text().split()[0])
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         broker_pid: int | None = None
         if bootstrap is None:
-            broker = devservers.Broker("127.0.0.1", devservers.free_port(), work / "tansu.log")
+            broker = embedded.Broker("127.0.0.1", embedded.free_port(), work / "tansu.log")
             broker.start()
             stack.callback(broker.stop)
             broker_pid = broker.process.pid if broker.process is not None else None
@@ -260,11 +260,11 @@ def main() -> int:
         database_url = create_database(server_url, database)
         stack.callback(drop_database, server_url, database)
         asyncio.run(ensure_topic(bootstrap, TOPIC, 6))
-        sink_port = devservers.free_port()
+        sink_port = embedded.free_port()
         sink = stack.enter_context(
             process([python, "-m", "loadtests.sink", "--port", str(sink_port)])
         )
-        while not devservers.port_is_open("127.0.0.1", sink_port):
+        while not embedded.port_is_open("127.0.0.1", sink_port):
             time.sleep(0.1)
         first_rates = [int(r) for r in args.first_tap_rates.split(",") if r]
         # One slice of fresh links per rate, and one more for the profiling run.
@@ -280,13 +280,13 @@ def main() -> int:
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "CLICK_TOPIC": TOPIC,
             "FORWARDER_GROUP": f"bench-system-{os.getpid()}",
-            "FORWARDER_PORT": str(devservers.free_port()),
+            "FORWARDER_PORT": str(embedded.free_port()),
             "ALLOW_PRIVATE_ENDPOINTS": "true",
             "LOG_LEVEL": "WARNING",
             "SPOOL_DIR": str(work / "spool"),
-            "REDIRECT_METRICS_PORT": str(devservers.free_port()),
+            "REDIRECT_METRICS_PORT": str(embedded.free_port()),
         }
-        port = devservers.free_port()
+        port = embedded.free_port()
         redirect = stack.enter_context(
             process(
                 [python, "-m", "shortlink.cli", "redirect", "--workers", "1", "--port", str(port)],
@@ -431,12 +431,12 @@ def machine_floor(
     """Redirect p50/p99 of the bare baseline app, paced like the real runs (15 s a rate)."""
     table = work / "baseline.tsv"
     table.write_text("".join(f"{link.token}\t{link.target_url}\n" for link in links))
-    port = devservers.free_port()
+    port = embedded.free_port()
     found: dict[int, WrkResult] = {}
     argv = [sys.executable, "-m", "loadtests.baseline_app", str(table), str(port)]
     with process(argv):
         deadline = time.monotonic() + 60
-        while not devservers.port_is_open("127.0.0.1", port):
+        while not embedded.port_is_open("127.0.0.1", port):
             if time.monotonic() > deadline:
                 raise RuntimeError("the baseline app did not start")
             time.sleep(0.1)

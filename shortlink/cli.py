@@ -21,9 +21,10 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-from shortlink import accounts, deliveries, devservers, endpoints, logs, schema
+from shortlink import accounts, deliveries, endpoints, logs, schema
 from shortlink.config import ApiConfig, RedirectConfig, ServiceConfig
 from shortlink.db import require_database_url
+from shortlink.dev import embedded
 from shortlink.exceptions import ConfigError, ShortlinkError
 from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
@@ -33,10 +34,10 @@ from shortlink.serve import EXIT_CONFIG, run_in_process, run_workers
 
 def resolve_service(service: ServiceConfig, *, kafka: bool) -> ServiceConfig:
     """Fill in the embedded servers for whatever the environment leaves unset."""
-    database_url = service.database_url or devservers.ensure_postgres(service.data_dir)
+    database_url = service.database_url or embedded.ensure_postgres(service.data_dir)
     bootstrap = service.kafka_bootstrap_servers
     if kafka and bootstrap is None:
-        bootstrap, broker = devservers.ensure_broker(service.data_dir)
+        bootstrap, broker = embedded.ensure_broker(service.data_dir)
         if broker is not None:
             asyncio.run(
                 ensure_topic(bootstrap, service.click_topic, service.click_topic_partitions)
@@ -90,7 +91,7 @@ def cmd_migrate(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 
 def _redirect_worker(config: RedirectConfig, index: int) -> int:
-    from shortlink.redirect import create_app, make_handler
+    from shortlink.redirect.app import create_app, make_handler
     from shortlink.serve import serve
 
     logs.configure(config.service.log_level)
@@ -277,7 +278,7 @@ def cmd_deliveries(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 
 def cmd_dev(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from shortlink.devrun import run_stack
+    from shortlink.dev.stack import run_stack
 
     return run_stack(env)
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shortlink import accounts, devservers, schema
+from shortlink import accounts, schema
 from shortlink.config import RedirectConfig
 from shortlink.db import with_database
+from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
-from shortlink.redirect import create_app, make_handler
+from shortlink.redirect.app import create_app, make_handler
 from tests.infra import RunningServer, running, unique_name
 
 # Servers the tests start as processes serve no metrics port unless a test asks
@@ -35,7 +36,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     given = os.environ.get("DATABASE_URL")
     if given:
         return given
-    return devservers.ensure_postgres(tmp_path_factory.mktemp("embedded"))
+    return embedded.ensure_postgres(tmp_path_factory.mktemp("embedded"))
 
 
 async def _create_database(server_url: str, name: str) -> None:
@@ -75,8 +76,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    broker = devservers.Broker(
-        "127.0.0.1", devservers.free_port(), tmp_path_factory.mktemp("tansu") / "tansu.log"
+    broker = embedded.Broker(
+        "127.0.0.1", embedded.free_port(), tmp_path_factory.mktemp("tansu") / "tansu.log"
     )
     broker.start()
     yield broker.bootstrap_servers

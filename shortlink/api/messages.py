@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from shortlink import links, rewrite, sms, validation
-from shortlink.api import idempotency
+from shortlink import links, validation
+from shortlink.api import idempotency, rewrite, sms
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError

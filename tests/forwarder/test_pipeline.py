@@ -16,10 +16,10 @@ import orjson
 
 from forwarder.app import create_app as create_forwarder
 from forwarder.config import ForwarderConfig
-from shortlink import devservers
 from shortlink.config import RedirectConfig
-from shortlink.redirect import create_app as create_redirect
-from shortlink.redirect import make_handler
+from shortlink.dev import embedded
+from shortlink.redirect.app import create_app as create_redirect
+from shortlink.redirect.app import make_handler
 from tests.forwarder.conftest import IPHONE, Sink, clicks, make_links, publish, set_endpoint
 from tests.infra import running, wait_until
 
@@ -159,7 +159,7 @@ async def test_a_killed_forwarder_loses_nothing_and_counts_nothing_twice(
     env = {
         **os.environ,
         **forwarder_env,
-        "FORWARDER_PORT": str(devservers.free_port()),
+        "FORWARDER_PORT": str(embedded.free_port()),
         "CONSUME_MAX_RECORDS": "200",
     }
 

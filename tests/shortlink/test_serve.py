@@ -14,7 +14,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shortlink import clickevent, devservers
+from shortlink import clickevent
+from shortlink.dev import embedded
 from shortlink.links import NewLink, create_links
 from tests.infra import consume
 
@@ -96,7 +97,7 @@ async def test_sigterm_flushes_buffered_clicks(
     redirect_env: dict[str, str], token: str, kafka_bootstrap: str, click_topic: str
 ) -> None:
     """Clicks still in the buffer at SIGTERM reach Kafka, and the process exits 0."""
-    port = devservers.free_port()
+    port = embedded.free_port()
     # A ten-minute linger: without the flush on shutdown, none of these would be sent.
     env = {**redirect_env, "PUBLISH_LINGER_MS": "600000"}
     process = start_redirect(env, port, workers=1)
@@ -116,7 +117,7 @@ async def test_workers_share_the_port_and_stop_together(
     redirect_env: dict[str, str], token: str, kafka_bootstrap: str, click_topic: str
 ) -> None:
     """Two workers serve one port; SIGTERM stops both cleanly and every click is published."""
-    port = devservers.free_port()
+    port = embedded.free_port()
     process = start_redirect(redirect_env, port, workers=2)
     try:
         assert [status_of(f"http://127.0.0.1:{port}/{token}") for _ in range(40)] == [302] * 40
@@ -126,12 +127,12 @@ async def test_workers_share_the_port_and_stop_together(
         stop(process)
     records = await consume(kafka_bootstrap, click_topic, 40, settle=0.5)
     assert len(records) == 40
-    assert not devservers.port_is_open("127.0.0.1", port)
+    assert not embedded.port_is_open("127.0.0.1", port)
 
 
 async def test_a_crashed_worker_is_replaced(redirect_env: dict[str, str], token: str) -> None:
     """When a worker dies, the supervisor starts another and the port keeps answering."""
-    port = devservers.free_port()
+    port = embedded.free_port()
     process = start_redirect(redirect_env, port, workers=2)
     try:
         workers = workers_of(process)
@@ -153,7 +154,7 @@ async def test_a_crashed_worker_is_replaced(redirect_env: dict[str, str], token:
 
 async def test_workers_exit_when_the_supervisor_is_killed(redirect_env: dict[str, str]) -> None:
     """Workers do not outlive a supervisor killed with SIGKILL."""
-    port = devservers.free_port()
+    port = embedded.free_port()
     process = start_redirect(redirect_env, port, workers=2)
     workers = workers_of(process)
     assert len(workers) == 2

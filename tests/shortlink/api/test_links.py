@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 
 from shortlink.config import RedirectConfig
-from shortlink.redirect import create_app as create_redirect
-from shortlink.redirect import make_handler
+from shortlink.redirect.app import create_app as create_redirect
+from shortlink.redirect.app import make_handler
 from tests.infra import running
 from tests.shortlink.api.conftest import SHORT_DOMAIN, Client, Tenant
 

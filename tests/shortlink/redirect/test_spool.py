@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shortlink.spool import Record, Spool, SpoolLocked, orphans
+from shortlink.redirect.spool import Record, Spool, SpoolLocked, orphans
 
 
 def records(n: int, start: int = 0) -> list[Record]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from shortlink.sms import GSM_BASIC, GSM_EXTENSION, measure
+from shortlink.api.sms import GSM_BASIC, GSM_EXTENSION, measure
 
 
 def test_gsm7_single_and_concatenated() -> None:

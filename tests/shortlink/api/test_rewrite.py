@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shortlink.rewrite import NothingToTrack, plan, plan_template
+from shortlink.api.rewrite import NothingToTrack, plan, plan_template
 
 
 def fill(body: str, mode: str) -> tuple[str, tuple[str, ...]]:

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from shortlink import accounts, devservers, endpoints, schema
+from shortlink import accounts, endpoints, schema
 from shortlink.config import EnvReader, RedirectConfig, ServiceConfig
+from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
 from shortlink.serve import exit_with_parent
@@ -108,7 +109,7 @@ class Stack:
 
     def __init__(self) -> None:
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.broker: devservers.Broker | None = None
+        self.broker: embedded.Broker | None = None
 
     def spawn(self, name: str, argv: list[str], env: Mapping[str, str]) -> None:
         process = subprocess.Popen(
@@ -181,10 +182,10 @@ def run_stack(env: Mapping[str, str]) -> int:
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        database_url = service.database_url or devservers.ensure_postgres(service.data_dir)
+        database_url = service.database_url or embedded.ensure_postgres(service.data_dir)
         bootstrap = service.kafka_bootstrap_servers
         if bootstrap is None:
-            bootstrap, stack.broker = devservers.ensure_broker(service.data_dir)
+            bootstrap, stack.broker = embedded.ensure_broker(service.data_dir)
         asyncio.run(ensure_topic(bootstrap, service.click_topic, service.click_topic_partitions))
         sink_url = f"http://127.0.0.1:{sink_port}/hook"
         demo = asyncio.run(prepare_database(database_url, sink_url))
@@ -198,7 +199,7 @@ def run_stack(env: Mapping[str, str]) -> int:
         }
         stack.spawn(
             "demo endpoint",
-            [sys.executable, "-m", "shortlink.demosink", "--port", str(sink_port)],
+            [sys.executable, "-m", "shortlink.dev.demosink", "--port", str(sink_port)],
             child_env,
         )
         stack.spawn(

@@ -1,6 +1,6 @@
 """The demo customer endpoint `make run` starts: prints every forwarded POST.
 
-    python -m shortlink.demosink [--port 8083]
+    python -m shortlink.dev.demosink [--port 8083]
 
 Answers 200 to POST /hook and writes one line per request to stdout, so a new
 user sees a tap on a demo link travel through Kafka and the forwarder.

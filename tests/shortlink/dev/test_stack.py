@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from shortlink import devservers
+from shortlink.dev import embedded
 
 PHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148"
 
@@ -91,17 +91,17 @@ def test_stack_on_given_servers_serves_the_demo_link_and_stops_cleanly(
     database_url: str, kafka_bootstrap: str, click_topic: str, tmp_path: Path
 ) -> None:
     """With both servers given, a demo tap redirects and is forwarded; Ctrl-C stops all."""
-    port = devservers.free_port()
+    port = embedded.free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "CLICK_TOPIC": click_topic,
         "REDIRECT_PORT": str(port),
-        "FORWARDER_PORT": str(devservers.free_port()),
-        "DEMO_ENDPOINT_PORT": str(devservers.free_port()),
+        "FORWARDER_PORT": str(embedded.free_port()),
+        "DEMO_ENDPOINT_PORT": str(embedded.free_port()),
         "SHORTLINK_DATA_DIR": str(tmp_path),
-        "REDIRECT_METRICS_PORT": str(devservers.free_port()),
+        "REDIRECT_METRICS_PORT": str(embedded.free_port()),
     }
     process, output = start_stack(env)
     try:
@@ -121,7 +121,7 @@ def test_stack_on_given_servers_serves_the_demo_link_and_stops_cleanly(
     finally:
         code = interrupt(process)
     assert code == 0
-    assert not devservers.port_is_open("127.0.0.1", port)
+    assert not embedded.port_is_open("127.0.0.1", port)
     assert not (tmp_path / "postgres").exists()  # the embedded server was not used
 
     process, output = start_stack(env)
@@ -136,7 +136,7 @@ def test_stack_on_given_servers_serves_the_demo_link_and_stops_cleanly(
 
 def test_stack_with_no_configuration_starts_and_stops_embedded_servers(tmp_path: Path) -> None:
     """With nothing configured, embedded PostgreSQL and tansu start, serve, and stop on Ctrl-C."""
-    port = devservers.free_port()
+    port = embedded.free_port()
     env = {
         key: value
         for key, value in os.environ.items()
@@ -145,12 +145,12 @@ def test_stack_with_no_configuration_starts_and_stops_embedded_servers(tmp_path:
     env.update(
         {
             "REDIRECT_PORT": str(port),
-            "FORWARDER_PORT": str(devservers.free_port()),
-            "DEMO_ENDPOINT_PORT": str(devservers.free_port()),
+            "FORWARDER_PORT": str(embedded.free_port()),
+            "DEMO_ENDPOINT_PORT": str(embedded.free_port()),
             "SHORTLINK_DATA_DIR": str(tmp_path),
         }
     )
-    broker_was_running = devservers.port_is_open("127.0.0.1", devservers.DEV_BROKER_PORT)
+    broker_was_running = embedded.port_is_open("127.0.0.1", embedded.DEV_BROKER_PORT)
     process, output = start_stack(env)
     try:
         assert "embedded, data in" in output
@@ -159,11 +159,11 @@ def test_stack_with_no_configuration_starts_and_stops_embedded_servers(tmp_path:
     finally:
         code = interrupt(process)
     assert code == 0
-    assert not devservers.port_is_open("127.0.0.1", port)
+    assert not embedded.port_is_open("127.0.0.1", port)
     deadline = time.monotonic() + 30
     while (tmp_path / "postgres" / "postmaster.pid").exists():
         assert time.monotonic() < deadline, "the embedded PostgreSQL is still running"
         time.sleep(0.2)
     if not broker_was_running:
-        assert not devservers.port_is_open("127.0.0.1", devservers.DEV_BROKER_PORT)
+        assert not embedded.port_is_open("127.0.0.1", embedded.DEV_BROKER_PORT)
     assert (tmp_path / "postgres" / "PG_VERSION").exists()  # data kept for the next run

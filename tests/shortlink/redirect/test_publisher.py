@@ -12,21 +12,22 @@ import aiohttp
 import asyncpg
 import pytest
 
-from shortlink import clickevent, devservers
+from shortlink import clickevent
 from shortlink.config import RedirectConfig
+from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
-from shortlink.publisher import PUBLISHER
-from shortlink.redirect import create_app, make_handler
+from shortlink.redirect.app import create_app, make_handler
+from shortlink.redirect.publisher import PUBLISHER
 from tests.infra import consume, running
 
 TOPIC = "clicks"
 
 
 @pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[devservers.Broker]:
+def own_broker(tmp_path: Path) -> Iterator[embedded.Broker]:
     """A tansu broker this test may stop and start again."""
-    broker = devservers.Broker("127.0.0.1", devservers.free_port(), tmp_path / "tansu.log")
+    broker = embedded.Broker("127.0.0.1", embedded.free_port(), tmp_path / "tansu.log")
     broker.start()
     yield broker
     broker.stop()
@@ -46,7 +47,7 @@ async def click(session: aiohttp.ClientSession, url: str, agent: str) -> int:
 
 
 async def test_broker_outage_loses_no_click(
-    own_broker: devservers.Broker,
+    own_broker: embedded.Broker,
     database_url: str,
     db: asyncpg.Connection,
     account_id: int,
@@ -97,7 +98,7 @@ async def test_broker_down_at_start_spools_then_replays(
 ) -> None:
     """A server started while the broker is unreachable redirects, spools, and replays later."""
     [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
-    broker = devservers.Broker("127.0.0.1", devservers.free_port(), tmp_path / "tansu.log")
+    broker = embedded.Broker("127.0.0.1", embedded.free_port(), tmp_path / "tansu.log")
     config = RedirectConfig.from_env(
         {
             "DATABASE_URL": database_url,
@@ -142,7 +143,7 @@ async def test_full_spool_is_loud_and_redirects_go_on(
 ) -> None:
     """A full spool counts and logs dropped clicks, and redirects still work."""
     [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
-    unreachable = f"127.0.0.1:{devservers.free_port()}"
+    unreachable = f"127.0.0.1:{embedded.free_port()}"
     config = RedirectConfig.from_env(
         {
             "DATABASE_URL": database_url,
@@ -153,7 +154,7 @@ async def test_full_spool_is_loud_and_redirects_go_on(
             "KAFKA_REQUEST_TIMEOUT_MS": "200",
         }
     )
-    caplog.set_level(logging.ERROR, logger="shortlink.publisher")
+    caplog.set_level(logging.ERROR, logger="shortlink.redirect.publisher")
     async with running(create_app(config), make_handler) as server:
         publisher = server.app[PUBLISHER]
         async with aiohttp.ClientSession() as session:

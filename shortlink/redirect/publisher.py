@@ -31,7 +31,7 @@ from shortlink.clickevent import RawClick
 from shortlink.config import RedirectConfig
 from shortlink.kafka import partition_for
 from shortlink.links import LinkEntry
-from shortlink.spool import Record, Spool, orphans
+from shortlink.redirect.spool import Record, Spool, orphans
 
 log = logging.getLogger(__name__)
 

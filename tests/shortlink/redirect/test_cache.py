@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from shortlink.cache import LinkCache
 from shortlink.links import LinkEntry
+from shortlink.redirect.cache import LinkCache
 
 
 def entry(token: str) -> LinkEntry:
