@@ -21,7 +21,7 @@ from forwarder.config import ForwarderConfig
 from forwarder.delivery import HTTP_SESSION, Deliverer, session_context
 from forwarder.recorder import Recorder
 from shortlink import metrics
-from shortlink.db import POOL, pool_context
+from shortlink.pool import POOL, pool_context
 
 log = logging.getLogger(__name__)
 

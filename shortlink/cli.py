@@ -22,13 +22,15 @@ import asyncpg
 import orjson
 
 from shortlink import accounts, deliveries, endpoints, logs, schema
-from shortlink.config import ApiConfig, RedirectConfig, ServiceConfig
+from shortlink.api.config import ApiConfig
+from shortlink.config import ServiceConfig
 from shortlink.db import require_database_url
 from shortlink.dev import embedded
 from shortlink.exceptions import ConfigError, ShortlinkError
 from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
 from shortlink.metrics import serve_worker_metrics
+from shortlink.redirect.config import RedirectConfig
 from shortlink.serve import EXIT_CONFIG, run_in_process, run_workers
 
 

@@ -1,13 +1,15 @@
-"""Configuration: one frozen dataclass per service, read once from the environment.
+"""Configuration shared by every service: the environment reader and ServiceConfig.
 
-Every setting is read here and nowhere else. An invalid value raises ConfigError
+Each service has one frozen dataclass, read once from the environment in its
+entry point: RedirectConfig (shortlink.redirect.config), ApiConfig
+(shortlink.api.config), ForwarderConfig (forwarder.config). Every setting is read
+in one of those four modules and nowhere else. An invalid value raises ConfigError
 naming the variable, so a service refuses to start instead of guessing.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +18,6 @@ from shortlink import tokens
 from shortlink.exceptions import ConfigError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-REDIRECT_STATUSES = (301, 302, 307, 308)
 
 
 class EnvReader:
@@ -134,113 +134,4 @@ class ServiceConfig:
                 maximum=tokens.MAX_LENGTH,
             ),
             metrics_host=read.text("METRICS_HOST", "127.0.0.1"),
-        )
-
-
-@dataclass(frozen=True)
-class RedirectConfig:
-    """Settings of the redirect server (`shortlink redirect`)."""
-
-    service: ServiceConfig
-    host: str
-    port: int
-    metrics_port: int  # 0: no metrics server
-    workers: int
-    redirect_status: int
-    cache_entries: int
-    negative_cache_entries: int
-    negative_cache_ttl: float
-    trusted_proxies: tuple[IPNetwork, ...]
-    publish_buffer_events: int
-    publish_linger: float
-    kafka_request_timeout: float
-    spool_dir: Path
-    spool_max_bytes: int
-    shutdown_timeout: float
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> RedirectConfig:
-        read = EnvReader(env)
-        service = ServiceConfig.from_env(env)
-        status = read.integer("REDIRECT_STATUS", 302, minimum=300, maximum=399)
-        if status not in REDIRECT_STATUSES:
-            raise ConfigError(
-                f"REDIRECT_STATUS={status}: expected one of "
-                f"{', '.join(map(str, REDIRECT_STATUSES))}"
-            )
-        spool_dir = read.optional_text("SPOOL_DIR")
-        return cls(
-            service=service,
-            host=read.text("REDIRECT_HOST", "127.0.0.1"),
-            port=read.integer("REDIRECT_PORT", 8080, minimum=0, maximum=65_535),
-            metrics_port=read.integer("REDIRECT_METRICS_PORT", 9101, minimum=0, maximum=65_535),
-            workers=read.integer("REDIRECT_WORKERS", os.cpu_count() or 1, minimum=1, maximum=256),
-            redirect_status=status,
-            cache_entries=read.integer("LINK_CACHE_ENTRIES", 500_000, minimum=1, maximum=10**9),
-            negative_cache_entries=read.integer(
-                "NEGATIVE_CACHE_ENTRIES", 100_000, minimum=1, maximum=10**9
-            ),
-            negative_cache_ttl=read.number(
-                "NEGATIVE_CACHE_TTL_SECONDS", 5.0, minimum=0.0, maximum=3600.0
-            ),
-            trusted_proxies=read.networks("TRUSTED_PROXIES"),
-            publish_buffer_events=read.integer(
-                "PUBLISH_BUFFER_EVENTS", 100_000, minimum=1, maximum=10**8
-            ),
-            publish_linger=read.integer("PUBLISH_LINGER_MS", 50, minimum=0, maximum=600_000) / 1000,
-            kafka_request_timeout=read.integer(
-                "KAFKA_REQUEST_TIMEOUT_MS", 5_000, minimum=100, maximum=600_000
-            )
-            / 1000,
-            spool_dir=Path(spool_dir).absolute() if spool_dir else service.data_dir / "spool",
-            spool_max_bytes=read.integer(
-                "SPOOL_MAX_BYTES", 1 << 30, minimum=1 << 10, maximum=1 << 50
-            ),
-            shutdown_timeout=read.number(
-                "SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0, maximum=600.0
-            ),
-        )
-
-
-@dataclass(frozen=True)
-class ApiConfig:
-    """Settings of the API (`shortlink api`)."""
-
-    service: ServiceConfig
-    host: str
-    port: int
-    metrics_port: int  # 0: no metrics server
-    workers: int
-    short_domain: str
-    short_url_scheme: str
-    max_recipients: int
-    max_request_bytes: int
-    shutdown_timeout: float
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> ApiConfig:
-        read = EnvReader(env)
-        short_domain = read.optional_text("SHORT_DOMAIN")
-        if short_domain is None:
-            raise ConfigError(
-                "SHORT_DOMAIN is not set: the public host of the redirect server, "
-                "for example tx1.in (short URLs are https://SHORT_DOMAIN/<token>)"
-            )
-        if "/" in short_domain or " " in short_domain:
-            raise ConfigError(f"SHORT_DOMAIN={short_domain!r}: a host (and port), not a URL")
-        return cls(
-            service=ServiceConfig.from_env(env),
-            host=read.text("API_HOST", "127.0.0.1"),
-            port=read.integer("API_PORT", 8081, minimum=0, maximum=65_535),
-            metrics_port=read.integer("API_METRICS_PORT", 9102, minimum=0, maximum=65_535),
-            workers=read.integer("API_WORKERS", os.cpu_count() or 1, minimum=1, maximum=256),
-            short_domain=short_domain.lower(),
-            short_url_scheme=read.choice("SHORT_URL_SCHEME", "https", ("https", "http")),
-            max_recipients=read.integer("MAX_RECIPIENTS", 200_000, minimum=1, maximum=10_000_000),
-            max_request_bytes=read.integer(
-                "MAX_REQUEST_BYTES", 64 << 20, minimum=1 << 10, maximum=1 << 31
-            ),
-            shutdown_timeout=read.number(
-                "SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0, maximum=600.0
-            ),
         )

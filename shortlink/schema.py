@@ -14,12 +14,9 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING
 
+from shortlink.db import Connection
 from shortlink.exceptions import SchemaBehindError, SchemaError
-
-if TYPE_CHECKING:
-    from shortlink.db import Connection
 
 # Arbitrary constant: the key of the advisory lock that serialises migrations.
 _MIGRATION_LOCK_KEY = 0x5EED_11C4

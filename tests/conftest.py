@@ -17,11 +17,11 @@ import asyncpg
 import pytest
 
 from shortlink import accounts, schema
-from shortlink.config import RedirectConfig
 from shortlink.db import with_database
 from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
 from shortlink.redirect.app import create_app, make_handler
+from shortlink.redirect.config import RedirectConfig
 from tests.infra import RunningServer, running, unique_name
 
 # Servers the tests start as processes serve no metrics port unless a test asks

@@ -15,10 +15,10 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from shortlink import metrics
 from shortlink.api import campaigns, forwarding, idempotency, links, messages
 from shortlink.api.auth import auth_middleware
+from shortlink.api.config import ApiConfig
 from shortlink.api.errors import Handler, error_middleware
 from shortlink.api.links import API_CONFIG
-from shortlink.config import ApiConfig
-from shortlink.db import POOL, pool_context
+from shortlink.pool import POOL, pool_context
 
 OPENAPI = web.AppKey("openapi", bytes)
 METRICS = web.AppKey("api_metrics", CollectorRegistry)

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from shortlink.accounts import authenticate
 from shortlink.api.errors import ApiError, Handler
-from shortlink.db import POOL
+from shortlink.pool import POOL
 
 ACCOUNT_ID = web.RequestKey("account_id", int)
 PUBLIC = frozenset({"/v1/openapi.json"})

@@ -8,7 +8,7 @@ from aiohttp import web
 from shortlink import stats, validation
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.errors import ApiError, not_found
-from shortlink.db import POOL
+from shortlink.pool import POOL
 
 MAX_PAGE = 1000
 

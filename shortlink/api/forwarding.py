@@ -12,7 +12,7 @@ from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError, ValidationFailed, not_found
 from shortlink.api.links import API_CONFIG
-from shortlink.db import POOL
+from shortlink.pool import POOL
 
 
 def _json(value: object, status: int = 200) -> web.Response:

@@ -19,7 +19,8 @@ import asyncpg
 from aiohttp import web
 
 from shortlink.api.errors import ApiError
-from shortlink.db import POOL, Connection
+from shortlink.db import Connection
+from shortlink.pool import POOL
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,11 @@ from shortlink import links, tokens, validation
 from shortlink.api import idempotency
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
+from shortlink.api.config import ApiConfig
 from shortlink.api.errors import ApiError, not_found
-from shortlink.config import ApiConfig
-from shortlink.db import POOL, Connection
+from shortlink.db import Connection
 from shortlink.links import NewLink
+from shortlink.pool import POOL
 
 API_CONFIG = web.AppKey("api_config", ApiConfig)
 MAX_TEXT = 200  # client_ref, client_identifier

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import asyncpg
 
 from shortlink import accounts, endpoints, schema
-from shortlink.config import EnvReader, RedirectConfig, ServiceConfig
+from shortlink.config import EnvReader, ServiceConfig
 from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
+from shortlink.redirect.config import RedirectConfig
 from shortlink.serve import exit_with_parent
 
 log = logging.getLogger(__name__)

@@ -25,12 +25,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from shortlink import metrics
-from shortlink.config import RedirectConfig
-from shortlink.db import POOL, pool_context
 from shortlink.links import LinkEntry
+from shortlink.pool import POOL, pool_context
 from shortlink.redirect import pages
 from shortlink.redirect.cache import CACHE, cache_context, listener_context
 from shortlink.redirect.clientip import resolver
+from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.publisher import PUBLISHER, publisher_context
 from shortlink.serve import Handler
 from shortlink.tokens import is_token

@@ -22,9 +22,10 @@ from aiohttp import web
 
 from shortlink import invalidation
 from shortlink.config import ServiceConfig
-from shortlink.db import POOL, require_database_url
+from shortlink.db import require_database_url
 from shortlink.links import LinkEntry, fetch_entry
 from shortlink.metrics import Buckets
+from shortlink.pool import POOL
 
 Loader = Callable[[str], Awaitable[LinkEntry | None]]
 

@@ -28,9 +28,9 @@ from aiokafka.errors import KafkaError
 
 from shortlink import clickevent
 from shortlink.clickevent import RawClick
-from shortlink.config import RedirectConfig
 from shortlink.kafka import partition_for
 from shortlink.links import LinkEntry
+from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.spool import Record, Spool, orphans
 
 log = logging.getLogger(__name__)

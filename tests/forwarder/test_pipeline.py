@@ -16,10 +16,10 @@ import orjson
 
 from forwarder.app import create_app as create_forwarder
 from forwarder.config import ForwarderConfig
-from shortlink.config import RedirectConfig
 from shortlink.dev import embedded
 from shortlink.redirect.app import create_app as create_redirect
 from shortlink.redirect.app import make_handler
+from shortlink.redirect.config import RedirectConfig
 from tests.forwarder.conftest import IPHONE, Sink, clicks, make_links, publish, set_endpoint
 from tests.infra import running, wait_until
 

@@ -15,7 +15,7 @@ from loadtests.load import read_stats
 from loadtests.shape import burst_users
 from shortlink import accounts, clickevent
 from shortlink.api.app import create_app as create_api
-from shortlink.config import ApiConfig
+from shortlink.api.config import ApiConfig
 from tests.infra import RunningServer, consume, running
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shortlink.config import RedirectConfig
 from shortlink.exceptions import ConfigError
+from shortlink.redirect.config import RedirectConfig
 
 
 def test_defaults() -> None:

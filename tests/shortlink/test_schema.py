@@ -11,8 +11,8 @@ import pytest
 
 from shortlink import schema
 from shortlink.config import ServiceConfig
-from shortlink.db import open_pool
 from shortlink.exceptions import SchemaBehindError, SchemaError
+from shortlink.pool import open_pool
 from shortlink.serve import EXIT_CONFIG
 
 

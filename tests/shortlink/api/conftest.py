@@ -17,7 +17,7 @@ from openapi_core.testing import MockRequest, MockResponse
 
 from shortlink import accounts
 from shortlink.api.app import create_app, openapi_document
-from shortlink.config import ApiConfig
+from shortlink.api.config import ApiConfig
 from tests.infra import RunningServer, running, unique_name
 
 SHORT_DOMAIN = "sl.test"

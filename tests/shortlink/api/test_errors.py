@@ -5,9 +5,9 @@ from __future__ import annotations
 import aiohttp
 
 from shortlink.api.app import METRICS, create_app
-from shortlink.config import ApiConfig
-from shortlink.db import POOL
+from shortlink.api.config import ApiConfig
 from shortlink.metrics import render
+from shortlink.pool import POOL
 from tests.infra import metric_samples, running
 from tests.shortlink.api.conftest import Client, Tenant
 

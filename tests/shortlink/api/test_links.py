@@ -10,9 +10,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from shortlink.config import RedirectConfig
 from shortlink.redirect.app import create_app as create_redirect
 from shortlink.redirect.app import make_handler
+from shortlink.redirect.config import RedirectConfig
 from tests.infra import running
 from tests.shortlink.api.conftest import SHORT_DOMAIN, Client, Tenant
 

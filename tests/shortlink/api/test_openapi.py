@@ -9,7 +9,7 @@ import orjson
 from openapi_spec_validator import validate
 
 from shortlink.api.app import create_app, openapi_document
-from shortlink.config import ApiConfig
+from shortlink.api.config import ApiConfig
 from tests.shortlink.api.conftest import Client
 
 DOCUMENT = Path(__file__).parents[3] / "shortlink" / "api" / "openapi.json"

@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from shortlink import clickevent
-from shortlink.config import RedirectConfig
 from shortlink.links import NewLink, create_links
 from shortlink.metrics import render
 from shortlink.redirect.app import METRICS, create_app, make_handler
 from shortlink.redirect.cache import CACHE
+from shortlink.redirect.config import RedirectConfig
 from tests.infra import RunningServer, consume, metric_samples, running
 
 TARGET = "https://example.com/landing?utm_source=sms&x=%20y"

@@ -13,11 +13,11 @@ import asyncpg
 import pytest
 
 from shortlink import clickevent
-from shortlink.config import RedirectConfig
 from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
 from shortlink.redirect.app import create_app, make_handler
+from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.publisher import PUBLISHER
 from tests.infra import consume, running
 

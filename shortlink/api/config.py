@@ -1,0 +1,54 @@
+"""The API's settings (`shortlink api`), read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shortlink.config import EnvReader, ServiceConfig
+from shortlink.exceptions import ConfigError
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Settings of the API (`shortlink api`)."""
+
+    service: ServiceConfig
+    host: str
+    port: int
+    metrics_port: int  # 0: no metrics server
+    workers: int
+    short_domain: str
+    short_url_scheme: str
+    max_recipients: int
+    max_request_bytes: int
+    shutdown_timeout: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ApiConfig:
+        read = EnvReader(env)
+        short_domain = read.optional_text("SHORT_DOMAIN")
+        if short_domain is None:
+            raise ConfigError(
+                "SHORT_DOMAIN is not set: the public host of the redirect server, "
+                "for example tx1.in (short URLs are https://SHORT_DOMAIN/<token>)"
+            )
+        if "/" in short_domain or " " in short_domain:
+            raise ConfigError(f"SHORT_DOMAIN={short_domain!r}: a host (and port), not a URL")
+        return cls(
+            service=ServiceConfig.from_env(env),
+            host=read.text("API_HOST", "127.0.0.1"),
+            port=read.integer("API_PORT", 8081, minimum=0, maximum=65_535),
+            metrics_port=read.integer("API_METRICS_PORT", 9102, minimum=0, maximum=65_535),
+            workers=read.integer("API_WORKERS", os.cpu_count() or 1, minimum=1, maximum=256),
+            short_domain=short_domain.lower(),
+            short_url_scheme=read.choice("SHORT_URL_SCHEME", "https", ("https", "http")),
+            max_recipients=read.integer("MAX_RECIPIENTS", 200_000, minimum=1, maximum=10_000_000),
+            max_request_bytes=read.integer(
+                "MAX_REQUEST_BYTES", 64 << 20, minimum=1 << 10, maximum=1 << 31
+            ),
+            shutdown_timeout=read.number(
+                "SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0, maximum=600.0
+            ),
+        )

@@ -1,0 +1,78 @@
+"""The redirect server's settings (`shortlink redirect`), read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from shortlink.config import EnvReader, IPNetwork, ServiceConfig
+from shortlink.exceptions import ConfigError
+
+REDIRECT_STATUSES = (301, 302, 307, 308)
+
+
+@dataclass(frozen=True)
+class RedirectConfig:
+    """Settings of the redirect server (`shortlink redirect`)."""
+
+    service: ServiceConfig
+    host: str
+    port: int
+    metrics_port: int  # 0: no metrics server
+    workers: int
+    redirect_status: int
+    cache_entries: int
+    negative_cache_entries: int
+    negative_cache_ttl: float
+    trusted_proxies: tuple[IPNetwork, ...]
+    publish_buffer_events: int
+    publish_linger: float
+    kafka_request_timeout: float
+    spool_dir: Path
+    spool_max_bytes: int
+    shutdown_timeout: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RedirectConfig:
+        read = EnvReader(env)
+        service = ServiceConfig.from_env(env)
+        status = read.integer("REDIRECT_STATUS", 302, minimum=300, maximum=399)
+        if status not in REDIRECT_STATUSES:
+            raise ConfigError(
+                f"REDIRECT_STATUS={status}: expected one of "
+                f"{', '.join(map(str, REDIRECT_STATUSES))}"
+            )
+        spool_dir = read.optional_text("SPOOL_DIR")
+        return cls(
+            service=service,
+            host=read.text("REDIRECT_HOST", "127.0.0.1"),
+            port=read.integer("REDIRECT_PORT", 8080, minimum=0, maximum=65_535),
+            metrics_port=read.integer("REDIRECT_METRICS_PORT", 9101, minimum=0, maximum=65_535),
+            workers=read.integer("REDIRECT_WORKERS", os.cpu_count() or 1, minimum=1, maximum=256),
+            redirect_status=status,
+            cache_entries=read.integer("LINK_CACHE_ENTRIES", 500_000, minimum=1, maximum=10**9),
+            negative_cache_entries=read.integer(
+                "NEGATIVE_CACHE_ENTRIES", 100_000, minimum=1, maximum=10**9
+            ),
+            negative_cache_ttl=read.number(
+                "NEGATIVE_CACHE_TTL_SECONDS", 5.0, minimum=0.0, maximum=3600.0
+            ),
+            trusted_proxies=read.networks("TRUSTED_PROXIES"),
+            publish_buffer_events=read.integer(
+                "PUBLISH_BUFFER_EVENTS", 100_000, minimum=1, maximum=10**8
+            ),
+            publish_linger=read.integer("PUBLISH_LINGER_MS", 50, minimum=0, maximum=600_000) / 1000,
+            kafka_request_timeout=read.integer(
+                "KAFKA_REQUEST_TIMEOUT_MS", 5_000, minimum=100, maximum=600_000
+            )
+            / 1000,
+            spool_dir=Path(spool_dir).absolute() if spool_dir else service.data_dir / "spool",
+            spool_max_bytes=read.integer(
+                "SPOOL_MAX_BYTES", 1 << 30, minimum=1 << 10, maximum=1 << 50
+            ),
+            shutdown_timeout=read.number(
+                "SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0, maximum=600.0
+            ),
+        )
