@@ -96,39 +96,50 @@ class EventIds:
 
 
 def encode_many(event_ids: Sequence[str], clicks: Sequence[RawClick]) -> list[bytes]:
-    """The message values of a batch of clicks, one id each (the flusher's hot loop)."""
+    """The message values of a batch of clicks, one id each (the flusher's hot loop).
+
+    Never raises for what a client sent: a header aiohttp could only decode with
+    surrogate escapes (bytes that are not UTF-8) cannot be JSON, so that click is
+    encoded again with the bad bytes as U+FFFD (see `sanitise`); the click is kept.
+    """
     dumps = orjson.dumps
-    return [
-        dumps(
-            (
-                VERSION,
-                event_id,
-                link.token,
-                link.id,
-                link.account_id,
-                link.target_url,
-                link.phone_number,
-                link.client_ref,
-                link.client_identifier,
-                link.created_at_ms,
-                int(clicked_at * 1000),
-                user_agent,
-                client_ip,
-                referer,
-                method,
-                warning_page_served,
-            )
-        )
-        for event_id, (
-            link,
-            clicked_at,
-            user_agent,
-            client_ip,
-            referer,
-            method,
-            warning_page_served,
-        ) in zip(event_ids, clicks, strict=True)
-    ]
+    values = []
+    for event_id, click in zip(event_ids, clicks, strict=True):
+        fields = _fields(event_id, click)
+        try:
+            values.append(dumps(fields))
+        except orjson.JSONEncodeError:
+            values.append(dumps(tuple(map(sanitise, fields))))
+    return values
+
+
+def _fields(event_id: str, click: RawClick) -> tuple[Any, ...]:
+    link, clicked_at, user_agent, client_ip, referer, method, warning_page_served = click
+    return (
+        VERSION,
+        event_id,
+        link.token,
+        link.id,
+        link.account_id,
+        link.target_url,
+        link.phone_number,
+        link.client_ref,
+        link.client_identifier,
+        link.created_at_ms,
+        int(clicked_at * 1000),
+        user_agent,
+        client_ip,
+        referer,
+        method,
+        warning_page_served,
+    )
+
+
+def sanitise(value: Any) -> Any:
+    """A string that JSON can carry: lone surrogates (undecodable bytes) become U+FFFD."""
+    if type(value) is not str:
+        return value
+    return _SURROGATE.sub("\ufffd", value)
 
 
 def encode(event_id: str, click: RawClick) -> bytes:
@@ -163,6 +174,7 @@ _KINDS = tuple(_TYPES[name] for name in FIELDS)
 # exact, so a boolean is never taken for an id or a time): checking an event is
 # then one set lookup.
 _SIGNATURES = frozenset(itertools.product(*_KINDS))
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 

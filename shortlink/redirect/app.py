@@ -33,6 +33,7 @@ from shortlink.redirect.clientip import resolver
 from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.publisher import PUBLISHER, publisher_context
 from shortlink.serve import Handler
+from shortlink.supervise import SUPERVISOR, Supervisor, supervisor_context
 from shortlink.tokens import is_token
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def create_app(config: RedirectConfig, *, worker_index: int = 0) -> web.Applicat
     """The redirect worker's application: resources only, no I/O until startup."""
     app = web.Application()
     app[CONFIG] = config
+    app.cleanup_ctx.append(supervisor_context("shortlink_redirect"))
     app.cleanup_ctx.append(pool_context(config.service))
     app.cleanup_ctx.append(publisher_context(config, worker_index))
     app.cleanup_ctx.append(
@@ -75,6 +77,7 @@ def create_app(config: RedirectConfig, *, worker_index: int = 0) -> web.Applicat
 def _families(app: web.Application) -> Iterator[Metric]:
     """The worker's counters as Prometheus metrics (called at scrape time only)."""
     config, cache, publisher = app[CONFIG], app[CACHE], app[PUBLISHER]
+    yield app[SUPERVISOR].restarts_metric()
     redirects = CounterMetricFamily(
         "shortlink_redirect_responses", "Answers to GET/HEAD /{token}, by status", labels=["status"]
     )
@@ -121,7 +124,9 @@ def _families(app: web.Application) -> Iterator[Metric]:
         publisher.spooled,
     )
     yield metrics.counter(
-        "shortlink_events_dropped", "Click events lost: spool full", publisher.dropped
+        "shortlink_events_dropped",
+        "Click events lost: spool full or not writable",
+        publisher.dropped + publisher.lost,
     )
     yield metrics.counter(
         "shortlink_publish_failures", "Failed Kafka sends", publisher.send_failures
@@ -142,6 +147,7 @@ def make_handler(app: web.Application) -> Handler:
     behind_proxies = bool(config.trusted_proxies)
     redirect_status = config.redirect_status
     statuses = app[STATUSES]
+    supervisor = app[SUPERVISOR]
     StreamResponse = web.StreamResponse  # a local is a cheaper lookup on the hot path
 
     def page(status: int, body: bytes) -> web.Response:
@@ -234,7 +240,7 @@ def make_handler(app: web.Application) -> Handler:
             if link is not None:
                 return respond(request, link)
             if token == _HEALTHZ:
-                return _healthy()
+                return _health(supervisor)
             if token == _READYZ:
                 return await readyz(request)
             return await miss(request, token)
@@ -259,9 +265,13 @@ def _method_not_allowed() -> web.Response:
     return web.Response(status=405, headers={"Allow": "GET, HEAD"}, text="method not allowed")
 
 
-def _healthy() -> web.Response:
+def _health(supervisor: Supervisor) -> web.Response:
+    """Liveness: 200 unless a background task could not recover (replace this process)."""
     return web.Response(
-        body=b'{"status":"ok"}', content_type=_JSON, headers={"Cache-Control": "no-store"}
+        status=200 if supervisor.healthy else 503,
+        body=orjson.dumps(supervisor.health()),
+        content_type=_JSON,
+        headers={"Cache-Control": "no-store"},
     )
 
 

@@ -26,6 +26,7 @@ from shortlink.db import require_database_url
 from shortlink.links import LinkEntry, fetch_entry
 from shortlink.metrics import Buckets
 from shortlink.pool import POOL
+from shortlink.supervise import SUPERVISOR
 
 Loader = Callable[[str], Awaitable[LinkEntry | None]]
 
@@ -179,18 +180,16 @@ def listener_context(
     async def context(app: web.Application) -> AsyncIterator[None]:
         cache = app[CACHE]
         ready = asyncio.Event()
-        task = asyncio.create_task(
-            invalidation.listen(
+        task = app[SUPERVISOR].spawn(
+            "link-listener",
+            lambda: invalidation.listen(
                 require_database_url(service), cache.invalidate, cache.clear, ready
             ),
-            name="link-changes",
         )
         # Listening before the first request: a change made right after start is seen.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), 10)
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await task.stop()
 
     return context
