@@ -150,6 +150,11 @@ def _families(app: web.Application, queued: dict[str, int]) -> list[Metric]:
             "forwarder_invalid_events", "Messages that were not click events", recorder.invalid
         ),
         metrics.counter(
+            "forwarder_dead_events",
+            "Click events PostgreSQL refused, kept in dead_events",
+            recorder.dead,
+        ),
+        metrics.counter(
             "forwarder_batches_made", "Delivery batches enqueued", deliverer.batches_made
         ),
     ]

@@ -27,14 +27,19 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shortlink import clickevent
-from shortlink.clickevent import RawClick
+from shortlink.clickevent import ClickFacts
 from shortlink.kafka import partition_for
-from shortlink.links import LinkEntry
 from shortlink.redirect.config import RedirectConfig
+from shortlink.redirect.entries import LinkGroup, unpack
 from shortlink.redirect.spool import Record, open_own, orphans
 from shortlink.supervise import SUPERVISOR, Supervised, Supervisor
 
 log = logging.getLogger(__name__)
+
+# A click as the handler queues it: token, the link's group and packed fields
+# (shortlink.redirect.entries), clicked_at (Unix seconds), user agent, client IP,
+# Referer, method, warning page served. Turned into ClickFacts in the flusher.
+Buffered = tuple[str, LinkGroup, bytes, float, str | None, str | None, str | None, str, bool]
 
 # What a failed send can raise: broker errors, our own timeout, socket errors.
 SEND_ERRORS = (KafkaError, TimeoutError, OSError)
@@ -69,7 +74,7 @@ class ClickPublisher:
         self._linger = linger
         self._request_timeout = request_timeout
         self._supervisor = supervisor
-        self._buffer: list[RawClick] = []
+        self._buffer: list[Buffered] = []
         self._ids = clickevent.EventIds()
         self._spool = open_own(spool_dir, spool_name, spool_max_bytes)
         running = {*sibling_spools, spool_name, self._spool.path.stem}
@@ -95,7 +100,9 @@ class ClickPublisher:
 
     def submit(
         self,
-        link: LinkEntry,
+        token: str,
+        group: LinkGroup,
+        packed: bytes,
         clicked_at: float,
         user_agent: str | None,
         client_ip: str | None,
@@ -103,11 +110,21 @@ class ClickPublisher:
         method: str,
         warning_page_served: bool,
     ) -> None:
-        """Queue one click. Never blocks and never awaits."""
+        """Queue one click. Never blocks, never awaits, never raises."""
         self.submitted += 1
         buffer = self._buffer
         buffer.append(
-            (link, clicked_at, user_agent, client_ip, referer, method, warning_page_served)
+            (
+                token,
+                group,
+                packed,
+                clicked_at,
+                user_agent,
+                client_ip,
+                referer,
+                method,
+                warning_page_served,
+            )
         )
         if len(buffer) == 1:
             self._wakeup.set()
@@ -186,18 +203,39 @@ class ClickPublisher:
 
     # -- internals ------------------------------------------------------------
 
-    def _take(self) -> list[RawClick]:
+    def _take(self) -> list[Buffered]:
         batch, self._buffer = self._buffer, []
         return batch
 
-    def _encode(self, batch: Sequence[RawClick]) -> list[Record]:
+    def _encode(self, batch: Sequence[Buffered]) -> list[Record]:
         if not batch:
             return []
         ids = self._ids.take(len(batch), int(time.time() * 1000))
-        values = clickevent.encode_many(ids, batch)
+        clicks: list[ClickFacts] = []
+        for token, group, packed, clicked_at, agent, ip, referer, method, warning in batch:
+            link_id, phone, client_ref = unpack(packed)
+            clicks.append(
+                (
+                    token,
+                    link_id,
+                    group.account_id,
+                    group.target_url,
+                    phone,
+                    client_ref,
+                    group.client_identifier,
+                    group.created_at_ms,
+                    int(clicked_at * 1000),
+                    agent,
+                    ip,
+                    referer,
+                    method,
+                    warning,
+                )
+            )
+        values = clickevent.encode_many(ids, clicks)
         return [
-            (click[0].token.encode(), int(click[1] * 1000), value)
-            for click, value in zip(batch, values, strict=True)
+            (click[0].encode(), click[8], value)
+            for click, value in zip(clicks, values, strict=True)
         ]
 
     def _spill(self) -> None:
@@ -230,7 +268,7 @@ class ClickPublisher:
                     },
                 )
 
-    def _lose(self, batch: Sequence[RawClick], reason: str) -> None:
+    def _lose(self, batch: Sequence[Buffered], reason: str) -> None:
         """Count clicks that an unexpected error took, with the traceback in the log."""
         self.lost += len(batch)
         log.exception(reason, extra={"clicks_lost": len(batch), "lost_total": self.lost})
@@ -289,7 +327,7 @@ class ClickPublisher:
             await self._flush(self._take())
         await self._flush(self._take())
 
-    async def _flush(self, batch: list[RawClick]) -> None:
+    async def _flush(self, batch: list[Buffered]) -> None:
         """Encode and hand over `batch` in slices, letting requests in between.
 
         Encoding and batching cost a few microseconds per click; a burst of
