@@ -3,9 +3,9 @@
 For each batch the transaction
 1. inserts the clicks, idempotent on the event id (ON CONFLICT DO NOTHING ...
    RETURNING tells which are new: a replayed event changes nothing below);
-2. sets links.first_clicked_at for links clicked by a person for the first time
-   (UPDATE ... WHERE first_clicked_at IS NULL: under concurrent forwarders exactly
-   one event wins);
+2. records the first click of links clicked by a person for the first time
+   (INSERT INTO first_clicks ... ON CONFLICT DO NOTHING: under concurrent
+   forwarders exactly one event wins);
 3. adds to the campaign counters the statistics read (totals, bots apart,
    browser / OS / device type, time to first click);
 4. turns the new clicks into deliveries for the accounts' endpoints: full
@@ -214,7 +214,7 @@ async def _already_recorded(conn: Connection, event_ids: list[str]) -> int:
 async def _first_clicks(
     conn: Connection, fresh: Sequence[tuple[ClickEvent, Client]]
 ) -> list[tuple[ClickEvent, Client]]:
-    """Set first_clicked_at where a person clicked a link for the first time; the winners."""
+    """Record the first click of links a person clicked for the first time; the winners."""
     earliest: dict[int, tuple[ClickEvent, Client]] = {}
     for event, client in fresh:
         if client.is_bot:
@@ -225,16 +225,22 @@ async def _first_clicks(
     if not earliest:
         return []
     link_ids = sorted(earliest)  # one lock order for every transaction
+    # The primary key makes one event win across concurrent forwarders (a second
+    # insert of the link waits for the first to commit, then does nothing); the join
+    # skips links a forwarder of the previous release marked in links.
     rows = await conn.fetch(
         """
-        UPDATE links SET first_clicked_at = to_timestamp((r->>1)::bigint / 1000.0)
+        INSERT INTO first_clicks (link_id, clicked_at)
+        SELECT l.id, to_timestamp((r->>1)::bigint / 1000.0)
         FROM jsonb_array_elements($1::jsonb) AS r
-        WHERE links.id = (r->>0)::bigint AND links.first_clicked_at IS NULL
-        RETURNING links.id
+        JOIN links l ON l.id = (r->>0)::bigint AND l.first_clicked_at IS NULL
+        ORDER BY l.id
+        ON CONFLICT (link_id) DO NOTHING
+        RETURNING link_id
         """,
         orjson.dumps([(i, earliest[i][0].clicked_at_ms) for i in link_ids]).decode(),
     )
-    return [earliest[row["id"]] for row in rows]
+    return [earliest[row["link_id"]] for row in rows]
 
 
 async def _count(
@@ -242,17 +248,26 @@ async def _count(
     fresh: Sequence[tuple[ClickEvent, Client]],
     firsts: Sequence[tuple[ClickEvent, Client]],
 ) -> None:
+    # One count per (campaign, client) first: a batch holds few distinct user agents
+    # (enrichment hands out one Client object per agent), so this is one dict update
+    # per click, and the per-dimension counts are made from the few combinations.
+    combos: Counter[tuple[int, str | None, int]] = Counter()
+    by_identity: dict[int, Client] = {}
+    for event, client in fresh:
+        combos[(event.account_id, event.client_identifier, id(client))] += 1
+        by_identity[id(client)] = client
     totals: Counter[tuple[int, str, str]] = Counter()
     breakdown: Counter[tuple[int, str, str, str]] = Counter()
-    for event, client in fresh:
-        campaign = (event.account_id, event.client_identifier or "")
+    for (account_id, name, identity), count in combos.items():
+        client = by_identity[identity]
+        campaign = (account_id, name or "")
         if client.is_bot:
-            totals[(*campaign, "bot")] += 1
+            totals[(*campaign, "bot")] += count
             continue
-        totals[(*campaign, "total")] += 1
-        breakdown[(*campaign, "browser", client.browser or "Other")] += 1
-        breakdown[(*campaign, "os", client.os or "Other")] += 1
-        breakdown[(*campaign, "device_type", client.device_type)] += 1
+        totals[(*campaign, "total")] += count
+        breakdown[(*campaign, "browser", client.browser or "Other")] += count
+        breakdown[(*campaign, "os", client.os or "Other")] += count
+        breakdown[(*campaign, "device_type", client.device_type)] += count
     histogram: Counter[tuple[int, str, int]] = Counter()
     for event, _ in firsts:
         campaign = (event.account_id, event.client_identifier or "")

@@ -83,17 +83,17 @@ async def fetch_rows(conn: Executor, tokens: Sequence[str]) -> list[asyncpg.Reco
     )
 
 
-async def fetch_id_range(conn: Executor, first: int, last: int, limit: int) -> list[asyncpg.Record]:
-    """Up to `limit` live links (ENTRY_COLUMNS) with first <= id <= last, by id."""
+async def fetch_id_range(conn: Executor, first: int, last: int) -> list[asyncpg.Record]:
+    """The live links (ENTRY_COLUMNS) with first <= id <= last.
+
+    Callers read a long range in windows of ids, not with LIMIT: right after a bulk
+    insert the table's statistics do not know the new rows yet, and a LIMIT query
+    over the rest of the range was planned as a scan of all of it per slice.
+    """
     return await conn.fetch(
-        f"""
-        SELECT {ENTRY_COLUMNS} FROM links
-        WHERE id BETWEEN $1 AND $2 AND disabled_at IS NULL
-        ORDER BY id LIMIT $3
-        """,
+        f"SELECT {ENTRY_COLUMNS} FROM links WHERE id BETWEEN $1 AND $2 AND disabled_at IS NULL",
         first,
         last,
-        limit,
     )
 
 
@@ -274,7 +274,11 @@ def _unique_tokens(count: int, length: int) -> list[str]:
 
 _VIEW = """
     SELECT l.id, l.token, l.target_url, l.phone_number, l.client_ref, l.client_identifier,
-           l.created_at, l.expires_at, l.unsafe, l.disabled_at, l.first_clicked_at,
+           l.created_at, l.expires_at, l.unsafe, l.disabled_at,
+           coalesce(
+               (SELECT f.clicked_at FROM first_clicks f WHERE f.link_id = l.id),
+               l.first_clicked_at
+           ) AS first_clicked_at,
            (SELECT count(*) FROM clicks c WHERE c.link_id = l.id AND NOT c.is_bot) AS clicks
     FROM links l
 """

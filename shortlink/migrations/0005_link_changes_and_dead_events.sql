@@ -4,7 +4,7 @@
 -- recording a click: a worker that lost its LISTEN connection, and every worker
 -- every few seconds, reads the tokens changed since it last knew. Only changed
 -- links are in the index (it is partial), so creating links costs nothing more
--- and setting first_clicked_at stays a HOT update.
+-- and recording clicks does not touch it.
 ALTER TABLE links ADD COLUMN updated_at timestamptz;
 CREATE INDEX links_updated ON links (updated_at) WHERE updated_at IS NOT NULL;
 

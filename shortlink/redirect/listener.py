@@ -49,7 +49,7 @@ POLL_EVERY = 10.0
 # read again when it catches up: covers transactions still open at that moment and
 # clock differences between hosts.
 MARGIN = timedelta(seconds=60)
-WARM_SLICE = 1000
+WARM_SLICE = 500  # links read and stored per stretch of the event loop (~2 ms)
 _RETRY = 1.0
 _DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -228,17 +228,33 @@ class LinkListener:
 
     async def _warm_ids(self, first: int, last: int) -> int:
         loaded = 0
-        cursor = first
-        while cursor <= last:
-            generation = self._cache.generation
-            rows = await fetch_id_range(self._pool, cursor, last, WARM_SLICE)
-            if not rows:
-                break
-            loaded += len(self._cache.store_rows(rows, generation))
-            cursor = rows[-1]["id"] + 1
-            await asyncio.sleep(0)  # let requests in between slices
+        starts = iter(range(first, last + 1, WARM_SLICE))
+        # The next slice is read while this one is stored: PostgreSQL works on one
+        # while we work on the other.
+        start = next(starts, None)
+        read = None if start is None else self._read_slice(start, last)
+        try:
+            while read is not None:
+                generation, rows = await read
+                start = next(starts, None)
+                read = None if start is None else self._read_slice(start, last)
+                loaded += len(self._cache.store_rows(rows, generation))
+                await asyncio.sleep(0)  # let requests in between slices
+        finally:
+            if read is not None:
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *_DB_ERRORS):
+                    await read
         self._cache.warmed += loaded
         return loaded
+
+    def _read_slice(self, start: int, last: int) -> asyncio.Task[tuple[int, list[asyncpg.Record]]]:
+        async def read() -> tuple[int, list[asyncpg.Record]]:
+            generation = self._cache.generation  # before reading: see LinkCache.store_rows
+            rows = await fetch_id_range(self._pool, start, min(last, start + WARM_SLICE - 1))
+            return generation, rows
+
+        return asyncio.ensure_future(read())
 
 
 def _set(event: asyncio.Event, *_: object) -> None:
