@@ -28,7 +28,11 @@ async def test_campaigns_newest_first_page_by_page(
     [older] = answer.json["campaigns"]
     assert answer.json["next_cursor"] is None
     assert (older["client_identifier"], older["links"], older["total_clicks"]) == ("first", 4, 1)
-    assert (older["unique_clicks"], older["bot_clicks"], older["click_through_rate"]) == (1, 2, 0.25)
+    assert (older["unique_clicks"], older["bot_clicks"], older["click_through_rate"]) == (
+        1,
+        2,
+        0.25,
+    )
     assert older["first_activity"] <= older["last_activity"]
     answer = await client.get("/v1/campaigns?q=SEC")
     assert [c["client_identifier"] for c in answer.json["campaigns"]] == ["second"]

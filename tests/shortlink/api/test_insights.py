@@ -86,11 +86,10 @@ async def test_recipients_pages_cover_each_link_once(
         seen += items
         if cursor is None:
             break
-    assert [r["tracking_url_id"] for r in seen] == [
-        made[i].id for i in (0, 2, 3, 5, 6, 1, 4)
-    ]
+    assert [r["tracking_url_id"] for r in seen] == [made[i].id for i in (0, 2, 3, 5, 6, 1, 4)]
     assert (seen[0]["taps"], seen[0]["device_type"], seen[0]["os"]) == (2, "mobile", "iOS")
-    assert seen[1]["taps"] == 0 and seen[1]["first_tap_at"] is None
+    assert seen[1]["taps"] == 0
+    assert seen[1]["first_tap_at"] is None
 
 
 def test_phone_prefix_range() -> None:
@@ -108,5 +107,7 @@ async def test_all_clicks_in_batches_oldest_first(db: asyncpg.Connection, accoun
     for i, link in enumerate(made):
         batch += events(clicks([link], at=start + 10 * i))
     await record(db, batch, batch_size=100)
-    rows = [row async for chunk in insights.all_clicks(db, account_id, "walk", batch=2) for row in chunk]
+    rows = [
+        row async for chunk in insights.all_clicks(db, account_id, "walk", batch=2) for row in chunk
+    ]
     assert [row[1] for row in rows] == [link.id for link in made]

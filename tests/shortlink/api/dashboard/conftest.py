@@ -103,7 +103,9 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture
 async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
     """A fresh browser profile (no cookies) that accepts downloads."""
-    context = await browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+    context = await browser.new_context(
+        accept_downloads=True, viewport={"width": 1280, "height": 900}
+    )
     context.set_default_timeout(15_000)
     try:
         yield context

@@ -173,9 +173,9 @@ async def test_api_docs_render_offline(dashboard: RunningServer, context: Browse
     outside: list[str] = []
     page.on(
         "request",
-        lambda request: None
-        if request.url.startswith(dashboard.url)
-        else outside.append(request.url),
+        lambda request: (
+            None if request.url.startswith(dashboard.url) else outside.append(request.url)
+        ),
     )
     await page.goto(f"{dashboard.url}/v1/docs")
     title = page.locator(".swagger-ui .info .title")

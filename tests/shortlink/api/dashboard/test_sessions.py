@@ -175,7 +175,9 @@ async def test_session_opens_pages_until_tampered_revoked_or_signed_out(
     """A session reads pages; a tampered cookie, a revoked key or signing out sends to sign-in."""
     cookie = await sign_in(dashboard, http, tenant.key)
     assert await page_status(dashboard, http, "/dashboard/campaigns", cookie) == (200, "")
-    assert (await page_status(dashboard, http, "/dashboard/campaigns", cookie[:-2] + "xx"))[0] == 303
+    assert (await page_status(dashboard, http, "/dashboard/campaigns", cookie[:-2] + "xx"))[
+        0
+    ] == 303
     async with http.post(
         f"{dashboard.url}/dashboard/signout",
         headers={**SAME_ORIGIN, "Cookie": f"{COOKIE}={cookie}"},

@@ -1,4 +1,4 @@
-"""CSV files: RFC 4180, streamed in batches, Bearer key or session cookie, account isolation."""
+"""CSV files (shortlink/api/exports.py): RFC 4180, streamed in batches, key or cookie, isolation."""
 
 from __future__ import annotations
 
@@ -15,12 +15,7 @@ from shortlink.api.exports import RECIPIENT_COLUMNS, cell, encode_rows
 from tests.forwarder.conftest import clicks, make_links
 from tests.infra import RunningServer
 from tests.shortlink.api.conftest import Tenant, new_tenant
-from tests.shortlink.api.dashboard.conftest import (  # the dashboard's fixtures
-    dashboard,  # noqa: F401
-    dashboard_env,  # noqa: F401
-    events,
-    http,  # noqa: F401
-)
+from tests.shortlink.api.dashboard.conftest import events
 from tests.shortlink.api.dashboard.test_sessions import COOKIE, sign_in
 
 AWKWARD_AGENT = 'Mozilla/5.0 (iPhone; "quoted", comma)\nsecond line'
@@ -101,7 +96,7 @@ async def test_csv_needs_a_key_or_session_of_the_account(
     path = "/v1/campaigns/theirs/clicks.csv"
     assert (await csv_get(dashboard, http, path, {}))[0] == 401
     assert (await csv_get(dashboard, http, path, {"Cookie": f"{COOKIE}=forged"}))[0] == 401
-    status, headers, body = await csv_get(
+    status, headers, _ = await csv_get(
         dashboard, http, path, {"Authorization": f"Bearer {tenant.key}"}
     )
     assert status == 404
@@ -109,6 +104,9 @@ async def test_csv_needs_a_key_or_session_of_the_account(
     cookie = await sign_in(dashboard, http, tenant.key)
     assert (await csv_get(dashboard, http, path, {"Cookie": f"{COOKIE}={cookie}"}))[0] == 404
     status, _, _ = await csv_get(
-        dashboard, http, path.replace("clicks", "recipients"), {"Authorization": f"Bearer {other.key}"}
+        dashboard,
+        http,
+        path.replace("clicks", "recipients"),
+        {"Authorization": f"Bearer {other.key}"},
     )
     assert status == 200
