@@ -7,7 +7,8 @@ For each batch the transaction
    (INSERT INTO first_clicks ... ON CONFLICT DO NOTHING: under concurrent
    forwarders exactly one event wins);
 3. adds to the campaign counters the statistics read (totals, bots apart,
-   browser / OS / device type, time to first click);
+   browser / OS / device type, time to first click) and to the per-minute
+   rollup the dashboard's time series read (campaign_minutes);
 4. turns the new clicks into deliveries for the accounts' endpoints: full
    batches at once, the rest into the outbox, where forwarder.delivery collects
    them when a batch fills up or the linger time passes.
@@ -137,6 +138,7 @@ async def record(conn: Connection, events: Sequence[ClickEvent], *, batch_size: 
         outcome.first_clicks = len(firsts)
         outcome.first_click_events = [e.event_id for e, _ in firsts]
         await _count(conn, fresh, firsts)
+        await _count_minutes(conn, fresh, firsts)
         outcome.deliveries = await _enqueue(conn, fresh, firsts, batch_size)
     return outcome
 
@@ -319,6 +321,42 @@ async def _count(
             [k[2] for k in keys_h],
             [histogram[k] for k in keys_h],
         )
+
+
+async def _count_minutes(
+    conn: Connection,
+    fresh: Sequence[tuple[ClickEvent, Client]],
+    firsts: Sequence[tuple[ClickEvent, Client]],
+) -> None:
+    """Add the batch to campaign_minutes (the dashboard's time series): one statement."""
+    # (account, campaign, minute ms) -> [taps, first taps, bot taps, first ms, last ms]
+    minutes: dict[tuple[int, str, int], list[int]] = {}
+    for event, client in fresh:
+        at = event.clicked_at_ms
+        key = (event.account_id, event.client_identifier or "", at - at % 60_000)
+        row = minutes.setdefault(key, [0, 0, 0, at, at])
+        row[2 if client.is_bot else 0] += 1
+        row[3], row[4] = min(row[3], at), max(row[4], at)
+    for event, _ in firsts:
+        at = event.clicked_at_ms
+        minutes[(event.account_id, event.client_identifier or "", at - at % 60_000)][1] += 1
+    await conn.execute(
+        """
+        INSERT INTO campaign_minutes (account_id, campaign, minute, taps, first_taps, bot_taps,
+                                      first_at, last_at)
+        SELECT (r->>0)::bigint, r->>1, to_timestamp((r->>2)::bigint / 1000.0), (r->>3)::bigint,
+               (r->>4)::bigint, (r->>5)::bigint, to_timestamp((r->>6)::bigint / 1000.0),
+               to_timestamp((r->>7)::bigint / 1000.0)
+        FROM jsonb_array_elements($1::jsonb) AS r
+        ON CONFLICT (account_id, campaign, minute) DO UPDATE SET
+            taps = campaign_minutes.taps + excluded.taps,
+            first_taps = campaign_minutes.first_taps + excluded.first_taps,
+            bot_taps = campaign_minutes.bot_taps + excluded.bot_taps,
+            first_at = least(campaign_minutes.first_at, excluded.first_at),
+            last_at = greatest(campaign_minutes.last_at, excluded.last_at)
+        """,
+        orjson.dumps([(*key, *minutes[key]) for key in sorted(minutes)]).decode(),
+    )
 
 
 async def _enqueue(

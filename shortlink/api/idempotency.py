@@ -111,7 +111,12 @@ def purge_context(app: web.Application) -> AsyncIterator[None]:
     async def context() -> AsyncIterator[None]:
         async def purge() -> None:
             while True:
-                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                with contextlib.suppress(
+                    OSError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    asyncpg.InternalClientError,  # the pool closed under it
+                ):
                     await app[POOL].execute(
                         """
                         DELETE FROM idempotency_keys
