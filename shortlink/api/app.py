@@ -16,7 +16,7 @@ from shortlink import metrics
 from shortlink.api import campaigns, forwarding, idempotency, links, messages
 from shortlink.api.auth import auth_middleware
 from shortlink.api.config import ApiConfig
-from shortlink.api.errors import Handler, error_middleware
+from shortlink.api.errors import HTTP_LOG, Handler, error_middleware
 from shortlink.api.links import API_CONFIG
 from shortlink.pool import POOL, pool_context
 
@@ -37,6 +37,7 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     app = web.Application(
         middlewares=[metrics_middleware, error_middleware, auth_middleware],
         client_max_size=config.max_request_bytes,
+        handler_args={"logger": HTTP_LOG},
     )
     app[API_CONFIG] = config
     app[OPENAPI] = openapi_document()
