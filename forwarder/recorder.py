@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import orjson
@@ -35,26 +36,23 @@ from forwarder import formats
 from forwarder.config import ForwarderConfig
 from forwarder.enrich import Client, classify
 from shortlink.clickevent import ClickEvent, InvalidClickEvent, decode
-from shortlink.db import Connection
+from shortlink.db import Connection, is_transient, needs_new_connections
 from shortlink.stats import first_click_bucket
 
 log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# Transient database failures: the batch is tried again, offsets stay uncommitted.
-RETRYABLE = (
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    OSError,
-    TimeoutError,
-)
 
 
 def to_datetime(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _text(value: str | None) -> str | None:
+    """Text PostgreSQL can store: NUL (which a client may send) becomes U+FFFD."""
+    if value is None or "\x00" not in value:
+        return value
+    return value.replace("\x00", "\ufffd")
 
 
 def _ip_or_none(value: str | None) -> str | None:
@@ -80,6 +78,42 @@ class Outcome:
     first_clicks: int = 0
     deliveries: int = 0
     first_click_events: list[str] = field(default_factory=list)
+
+    def plus(self, other: Outcome) -> Outcome:
+        return Outcome(
+            self.received + other.received,
+            self.recorded + other.recorded,
+            self.duplicates + other.duplicates,
+            self.unknown_links + other.unknown_links,
+            self.bots + other.bots,
+            self.first_clicks + other.first_clicks,
+            self.deliveries + other.deliveries,
+            self.first_click_events + other.first_click_events,
+        )
+
+
+@dataclass(frozen=True)
+class Received:
+    """A decoded event, with the message it came from."""
+
+    event: ClickEvent
+    value: bytes
+    where: tuple[str, int, int]  # topic, partition, offset
+
+
+@dataclass(frozen=True)
+class DeadEvent:
+    """A message that cannot be recorded, and why."""
+
+    where: tuple[str, int, int]
+    value: bytes | None
+    error: str
+
+
+def _refused_data(exc: BaseException) -> bool:
+    """PostgreSQL refused the data itself (a data exception or a constraint)."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, asyncpg.PostgresError) and state[:2] in ("22", "23")
 
 
 async def record(conn: Connection, events: Sequence[ClickEvent], *, batch_size: int) -> Outcome:
@@ -132,9 +166,9 @@ async def _insert_clicks(
                 e.account_id,
                 e.clicked_at_ms,
                 e.method,
-                e.user_agent,
+                _text(e.user_agent),
                 _ip_or_none(e.client_ip),
-                e.referer,
+                _text(e.referer),
                 e.warning_page_served,
                 c.browser,
                 c.os,
@@ -382,7 +416,8 @@ class Recorder:
         self._on_deliveries = on_deliveries
         self._consumer: AIOKafkaConsumer | None = None
         self.totals = Outcome()
-        self.invalid = 0
+        self.invalid = 0  # messages that were not click events
+        self.dead = 0  # click events PostgreSQL refused
         self.batches = 0
         self.committed: dict[TopicPartition, int] = {}  # for the lag metric
 
@@ -399,7 +434,9 @@ class Recorder:
                 )
                 if not batches:
                     continue
-                events = self._decode(batches)
+                events, dead = self._decode(batches)
+                if dead:
+                    await self._keep_dead(dead)
                 if events:
                     outcome = await self._record_with_retries(events)
                     self._add(outcome)
@@ -469,26 +506,51 @@ class Recorder:
                 total += max(0, highwater - done)
         return total
 
-    def _decode(self, batches: dict[object, list[object]]) -> list[ClickEvent]:
-        events = []
-        for records in batches.values():
+    def _decode(self, batches: dict[Any, list[Any]]) -> tuple[list[Received], list[DeadEvent]]:
+        events: list[Received] = []
+        dead: list[DeadEvent] = []
+        for tp, records in batches.items():
             for record in records:
+                where = (tp.topic, tp.partition, record.offset)
                 try:
-                    events.append(decode(record.value))  # type: ignore[attr-defined]
+                    events.append(Received(decode(record.value), record.value, where))
                 except InvalidClickEvent as exc:
                     self.invalid += 1
                     log.error(
-                        "skipping a message that is not a click event", extra={"error": str(exc)}
+                        "kept a message that is not a click event in dead_events",
+                        extra={
+                            "error": str(exc),
+                            "partition": tp.partition,
+                            "offset": record.offset,
+                        },
                     )
-        return events
+                    dead.append(DeadEvent(where, record.value, f"not a click event: {exc}"))
+        return events, dead
 
-    async def _record_with_retries(self, events: list[ClickEvent]) -> Outcome:
+    async def _record_with_retries(self, received: list[Received]) -> Outcome:
+        """Record a batch; transient failures are retried, data PostgreSQL refuses is isolated.
+
+        A batch that fails for its data (SQLSTATE classes 22 and 23) is split in two
+        and each half recorded on its own, down to the single event that cannot be,
+        which goes to dead_events with the error: one bad event never blocks the
+        partition, and no other click of the batch is lost. Anything else that is not
+        transient is a bug: it reaches the supervisor (logged, counted, restarted).
+        """
         attempt = 0
+        events = [item.event for item in received]
         while True:
             try:
                 async with self._pool.acquire() as conn:
                     return await record(conn, events, batch_size=self._config.batch_size)
-            except RETRYABLE as exc:
+            except Exception as exc:
+                if not is_transient(exc):
+                    if _refused_data(exc):
+                        return await self._isolate(received, exc)
+                    raise
+                if needs_new_connections(exc):
+                    # A restart or a failover: the pool's connections may lead to a server
+                    # that is gone, or is now a standby.
+                    await self._pool.expire_connections()
                 delay = min(5.0, 0.1 * 2**attempt)
                 attempt += 1
                 log.warning(
@@ -496,6 +558,40 @@ class Recorder:
                     extra={"error": repr(exc), "events": len(events), "retry_in": delay},
                 )
                 await asyncio.sleep(delay)
+
+    async def _isolate(self, received: list[Received], exc: BaseException) -> Outcome:
+        if len(received) == 1:
+            [item] = received
+            self.dead += 1
+            log.error(
+                "kept a click event PostgreSQL refuses in dead_events",
+                extra={"error": repr(exc), "event_id": item.event.event_id},
+            )
+            await self._keep_dead([DeadEvent(item.where, item.value, f"refused: {exc!r}")])
+            return Outcome(received=1)
+        middle = len(received) // 2
+        first = await self._record_with_retries(received[:middle])
+        second = await self._record_with_retries(received[middle:])
+        return first.plus(second)
+
+    async def _keep_dead(self, dead: list[DeadEvent]) -> None:
+        """Store messages that cannot be recorded, with why (retried until it works)."""
+        attempt = 0
+        while True:
+            try:
+                await self._pool.executemany(
+                    """
+                    INSERT INTO dead_events (topic, partition, "offset", value, error)
+                    VALUES ($1, $2, $3, $4, $5)
+                    """,
+                    [(*item.where, item.value, item.error) for item in dead],
+                )
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                attempt += 1
+                await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
 
     def _add(self, outcome: Outcome) -> None:
         self.batches += 1

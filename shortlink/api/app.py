@@ -19,6 +19,7 @@ from shortlink.api.config import ApiConfig
 from shortlink.api.errors import HTTP_LOG, Handler, error_middleware
 from shortlink.api.links import API_CONFIG
 from shortlink.pool import POOL, pool_context
+from shortlink.supervise import SUPERVISOR, supervisor_context
 
 OPENAPI = web.AppKey("openapi", bytes)
 METRICS = web.AppKey("api_metrics", CollectorRegistry)
@@ -41,6 +42,7 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     )
     app[API_CONFIG] = config
     app[OPENAPI] = openapi_document()
+    app.cleanup_ctx.append(supervisor_context("shortlink_api"))
     app.cleanup_ctx.append(pool_context(config.service))
     app.cleanup_ctx.append(idempotency.purge_context)
     app[RESPONSES] = Counter()
@@ -82,6 +84,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 def _families(app: web.Application) -> Iterator[Metric]:
+    yield app[SUPERVISOR].restarts_metric()
     responses = CounterMetricFamily(
         "shortlink_api_responses", "API answers", labels=["method", "route", "status"]
     )
@@ -101,7 +104,9 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """Alive unless a background task could not recover (the process should be replaced)."""
+    supervisor = request.app[SUPERVISOR]
+    return web.json_response(supervisor.health(), status=200 if supervisor.healthy else 503)
 
 
 async def readyz(request: web.Request) -> web.Response:

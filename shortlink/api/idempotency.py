@@ -22,6 +22,7 @@ from aiohttp import web
 from shortlink.api.errors import ApiError, ValidationFailed
 from shortlink.db import Connection
 from shortlink.pool import POOL
+from shortlink.supervise import SUPERVISOR
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +134,8 @@ def purge_context(app: web.Application) -> AsyncIterator[None]:
                     )
                 await asyncio.sleep(_PURGE_EVERY)
 
-        task = asyncio.create_task(purge(), name="idempotency-purge")
+        task = app[SUPERVISOR].spawn("idempotency-purge", purge)
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await task.stop()
 
     return context()

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -120,7 +122,7 @@ class Stack:
             # children in order instead of all at once; and if the supervisor
             # itself is killed, the children get SIGTERM instead of living on.
             start_new_session=True,
-            preexec_fn=exit_with_parent,
+            preexec_fn=functools.partial(exit_with_parent, os.getpid()),
         )
         self.children.append((name, process))
 
