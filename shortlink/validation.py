@@ -115,7 +115,9 @@ def _phone_problem(raw: str) -> str:
     value = raw.strip(_SEPARATORS)
     if value.startswith("+"):
         value = value[1:]
-    if not value or any(not ("0" <= c <= "9" or c in _SEPARATORS) for c in value):
+    if not value:
+        return "is empty"
+    if any(not ("0" <= c <= "9" or c in _SEPARATORS) for c in value):
         return "may contain only digits, spaces, dashes, dots, brackets, a leading +"
     digits = "".join(c for c in value if c not in _SEPARATORS)
     if digits.startswith("00") and not raw.lstrip(_SEPARATORS).startswith("+"):

@@ -45,6 +45,7 @@ def test_phone_numbers_become_international_digits(raw: str, digits: str) -> Non
         ("\t+44 7700 900123", "may contain only"),
         ("+44 7700 900123\n", "may contain only"),
         ("44+7700900123", "may contain only"),
+        (" + ", "is empty"),
     ],
 )
 def test_implausible_phone_numbers_are_refused(raw: str, reason: str) -> None:
