@@ -55,6 +55,8 @@ from yarl import URL
 from forwarder import formats, signing
 from forwarder.config import ForwarderConfig
 from forwarder.lease import DATABASE_ERRORS, HELD, STEPS_PER_LEASE, Lease, LeaseLost, Target
+from forwarder.outbox import Outbox
+from shortlink.deliveries import last_error_text
 from shortlink.endpoints import EndpointError, is_public, literal_address
 from shortlink.metrics import DELIVERY_BUCKETS, Buckets
 from shortlink.supervise import Supervisor, backoff
@@ -65,7 +67,6 @@ USER_AGENT = "shortlink-forwarder/0.1"
 _PREFETCH = 20  # due deliveries read per query
 _MAX_ENDPOINT_TASKS = 1_000
 _PURGE_EVERY = 3_600.0
-_MAX_ERROR_CHARS = 1_000
 # Delivery latency is labelled by endpoint id for this many endpoints (then "other"),
 # so the number of series stays bounded whatever the number of customers.
 MAX_LATENCY_LABELS = 50
@@ -145,22 +146,6 @@ class Attempt:
     retry_after: float | None = None
 
 
-@dataclass(frozen=True)
-class _NewDelivery:
-    """A delivery made from waiting clicks: a batch, or a click that cannot be rendered."""
-
-    request_identifier: str
-    body: bytes
-    clicks: int
-    oldest_click_at: datetime
-    error: str | None = None  # set: a dead letter from the start
-
-
-def _error_text(text: str) -> str:
-    """An error as stored in last_error: PostgreSQL text holds no NUL, and it stays short."""
-    return text.replace("\x00", "\N{REPLACEMENT CHARACTER}")[:_MAX_ERROR_CHARS]
-
-
 class Deliverer:
     """Batches the outbox and sends deliveries for one forwarder process."""
 
@@ -184,17 +169,21 @@ class Deliverer:
         self._backoff: dict[int, tuple[int, float]] = {}
         self._tick = max(0.02, min(0.25, config.linger / 4))
         self._step = config.lease / STEPS_PER_LEASE  # bound of one database statement
+        self._outbox = Outbox(config, pool, on_error=self._unexpected)
         self._last_purge = 0.0
         self.sent = 0
         self.delivered = 0
         self.failed = 0
         self.dead = 0
-        self.batches_made = 0
         self.in_flight = 0
         self.leases_lost = 0
         self.unexpected_errors = 0  # caught and got over; also counted by the supervisor
         # POST durations by endpoint id; past MAX_LATENCY_LABELS endpoints, under "other".
         self.latency: dict[str, Buckets] = {}
+
+    @property
+    def batches_made(self) -> int:
+        return self._outbox.batches_made
 
     def wake(self) -> None:
         """New deliveries exist: look now rather than at the next tick."""
@@ -210,7 +199,7 @@ class Deliverer:
         try:
             while True:
                 try:
-                    await self._make_batches()
+                    await self._outbox.make_batches()
                     await self._dispatch()
                     await self._purge()
                 except DATABASE_ERRORS as exc:
@@ -231,125 +220,6 @@ class Deliverer:
         self.unexpected_errors += 1
         if self._supervisor is not None:
             self._supervisor.recovered("deliverer")
-
-    # -- batching -------------------------------------------------------------
-
-    async def _make_batches(self) -> None:
-        config = self._config
-        async with asyncio.timeout(self._step):
-            due = await self._pool.fetch(
-                """
-                SELECT o.endpoint_id, o.format FROM outbox o
-                JOIN endpoints e ON e.id = o.endpoint_id
-                WHERE e.enabled
-                GROUP BY o.endpoint_id, o.format
-                HAVING count(*) >= $1 OR min(o.enqueued_at) <= now() - $2::interval
-                """,
-                config.batch_size,
-                timedelta(seconds=config.linger),
-            )
-        for row in due:
-            while await self._batch_one(row["endpoint_id"], row["format"]):
-                pass
-
-    async def _batch_one(self, endpoint_id: int, format: str) -> bool:
-        """Turn up to one batch of clicks waiting in `format` into a delivery; True if
-        a full one remains."""
-        config = self._config
-        async with (
-            asyncio.timeout(self._step),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
-            rows = await conn.fetch(
-                """
-                SELECT id, detail, enqueued_at FROM outbox
-                WHERE endpoint_id = $1 AND format = $2 ORDER BY id LIMIT $3
-                FOR UPDATE SKIP LOCKED
-                """,
-                endpoint_id,
-                format,
-                config.batch_size,
-            )
-            if not rows:
-                return False
-            if len(rows) < config.batch_size:
-                oldest = min(row["enqueued_at"] for row in rows)
-                waited = await conn.fetchval("SELECT now() - $1::timestamptz", oldest)
-                if waited < timedelta(seconds=config.linger):
-                    return False
-            made = self._render(endpoint_id, format, rows)
-            await conn.executemany(
-                """
-                INSERT INTO deliveries (request_identifier, endpoint_id, format, body, clicks,
-                                        oldest_click_at, status, last_error)
-                VALUES ($1, $2, $3, $4, $5, $6,
-                        CASE WHEN $7::text IS NULL THEN 'pending' ELSE 'dead' END, $7)
-                """,
-                [
-                    (
-                        m.request_identifier,
-                        endpoint_id,
-                        format,
-                        m.body,
-                        m.clicks,
-                        m.oldest_click_at,
-                        m.error,
-                    )
-                    for m in made
-                ],
-            )
-            await conn.execute(
-                "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows]
-            )
-        self.batches_made += 1
-        self.dead += sum(1 for m in made if m.error is not None)
-        return len(rows) == config.batch_size
-
-    def _render(
-        self, endpoint_id: int, format: str, rows: list[asyncpg.Record]
-    ) -> list[_NewDelivery]:
-        """One delivery of the rows in `format`; should that fail, each row that cannot
-        be rendered alone becomes a dead letter of its own (holding the stored click),
-        and the rest still go as one batch."""
-        try:
-            return [self._batch(format, rows)]
-        except Exception:  # one bad click must not hold up the others
-            log.exception(
-                "cannot render a batch; rendering its clicks one by one",
-                extra={"endpoint_id": endpoint_id, "format": format, "clicks": len(rows)},
-            )
-            self._unexpected()
-        good, made = [], []
-        for row in rows:
-            try:
-                formats.render(format, "", [formats.decode_detail(row["detail"])])
-            except Exception as exc:  # noqa: BLE001 - the error is kept with the dead letter
-                made.append(
-                    _NewDelivery(
-                        str(uuid.uuid4()),
-                        row["detail"],
-                        1,
-                        row["enqueued_at"],
-                        _error_text(f"cannot render this click as {format}: {exc!r}"),
-                    )
-                )
-            else:
-                good.append(row)
-        if good:
-            made.append(self._batch(format, good))
-        return made
-
-    @staticmethod
-    def _batch(format: str, rows: list[asyncpg.Record]) -> _NewDelivery:
-        request_id = str(uuid.uuid4())
-        details = [formats.decode_detail(row["detail"]) for row in rows]
-        return _NewDelivery(
-            request_id,
-            formats.render(format, request_id, details),
-            len(rows),
-            min(row["enqueued_at"] for row in rows),
-        )
 
     # -- sending --------------------------------------------------------------
 
@@ -595,7 +465,7 @@ class Deliverer:
             return None
         dead = number >= config.max_attempts
         delay = retry_delay(number, config.retry_base, config.retry_max, attempt.retry_after)
-        error = _error_text(attempt.error or "failed")
+        error = last_error_text(attempt.error or "failed")
         async with lease.step():
             status = await self._pool.execute(
                 f"""

@@ -165,9 +165,13 @@ async def test_retries_keep_the_request_identifier(
     assert len({r.headers["X-Request-Identifier"] for r in sink.received}) == 1
     assert len({r.body for r in sink.received}) == 1
     [delivery] = await deliveries_of(db, account_id)
-    await wait_until(lambda: True)
-    row = await db.fetchrow(
-        "SELECT status, attempts FROM deliveries WHERE request_identifier = $1",
+    # The sink counts a request when it arrives, before the forwarder has its answer.
+    row = await wait_for_row(
+        db,
+        """
+        SELECT status, attempts FROM deliveries
+        WHERE request_identifier = $1 AND status = 'delivered'
+        """,
         delivery["request_identifier"],
     )
     assert (row["status"], row["attempts"]) == ("delivered", 3)
