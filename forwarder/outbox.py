@@ -10,7 +10,7 @@ LOCKED, so processes never batch a click twice.
 
 A click that cannot be rendered (written by another version, say) must not hold
 up the others or stop the loop: it becomes a dead letter of its own, holding the
-stored click and the error, and the rest of its batch goes.
+stored click and the error, and the rest of its batch goes, one click per delivery.
 """
 
 from __future__ import annotations
@@ -56,12 +56,13 @@ def render(format: str, rows: list[asyncpg.Record]) -> NewDelivery:
 
 
 def render_apart(format: str, rows: list[asyncpg.Record]) -> list[NewDelivery]:
-    """A batch that could not be rendered, click by click: the clicks that render go as
-    one delivery, each of the others becomes a dead letter holding the stored click."""
-    good, made = [], []
+    """A batch that could not be rendered, click by click: each click that renders is a
+    delivery of its own (a batch of one is valid), each of the others a dead letter
+    holding the stored click. Never raises, so a poison row cannot stop the loop."""
+    made = []
     for row in rows:
         try:
-            formats.render(format, "", [formats.decode_detail(row["detail"])])
+            made.append(render(format, [row]))
         except Exception as exc:  # noqa: BLE001 - the error is kept with the dead letter
             made.append(
                 NewDelivery(
@@ -72,10 +73,6 @@ def render_apart(format: str, rows: list[asyncpg.Record]) -> list[NewDelivery]:
                     last_error_text(f"cannot render this click as {format}: {exc!r}"),
                 )
             )
-        else:
-            good.append(row)
-    if good:
-        made.append(render(format, good))
     return made
 
 
