@@ -822,8 +822,8 @@ async def test_two_deliverers_never_have_two_requests_in_flight(
 ) -> None:
     """With requests lasting most of the timeout and a short lease, renewals keep one
     process sending at a time."""
-    gate.hold = 0.6
-    env = {**forwarder_env, "DELIVERY_LEASE_SECONDS": "2", "DELIVERY_TIMEOUT_SECONDS": "1"}
+    gate.hold = 0.8  # six of them outlast the lease
+    env = {**forwarder_env, "DELIVERY_LEASE_SECONDS": "4", "DELIVERY_TIMEOUT_SECONDS": "2"}
     await set_endpoint(db, account_id, gate.url)
     endpoint = await endpoint_of(db, account_id)
     request_ids = [await add_delivery(db, endpoint) for _ in range(6)]

@@ -93,13 +93,13 @@ async def test_a_renewal_that_finds_the_lease_gone_cuts_what_runs_under_it(
 
 async def test_the_lease_is_kept_while_a_request_runs(pool: asyncpg.Pool, endpoint_id: int) -> None:
     """keep() renews the lease, so no other process takes it past its first expiry."""
-    lease = Lease(pool, endpoint_id, "me", 2)
-    other = Lease(pool, endpoint_id, "other", 2)
+    lease = Lease(pool, endpoint_id, "me", 3)
+    other = Lease(pool, endpoint_id, "other", 3)
     assert await lease.take()
     keeper = asyncio.create_task(lease.keep())
     try:
         # Past the lease's length: without renewals it would have expired.
-        for _ in range(8):
+        for _ in range(10):
             await asyncio.sleep(0.4)
             assert not await other.take()
             assert lease.remaining > 0
