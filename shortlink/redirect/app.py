@@ -59,14 +59,16 @@ def create_app(config: RedirectConfig, *, worker_index: int = 0) -> web.Applicat
     app = web.Application()
     app[CONFIG] = config
     app.cleanup_ctx.append(supervisor_context("shortlink_redirect"))
-    app.cleanup_ctx.append(pool_context(config.service))
+    lookups = max(1, config.service.database_pool_size // 2)
+    # Connections open from the start: a burst of cold taps does not wait for connects.
+    app.cleanup_ctx.append(pool_context(config.service, min_size=lookups + 2, stateless=True))
     app.cleanup_ctx.append(publisher_context(config, worker_index))
     app.cleanup_ctx.append(
         cache_context(
             max_entries=config.cache_entries,
             negative_max_entries=config.negative_cache_entries,
             negative_ttl=config.negative_cache_ttl,
-            max_in_flight=max(1, config.service.database_pool_size // 2),
+            max_in_flight=lookups,
         )
     )
     app.cleanup_ctx.append(listener_context(config))
