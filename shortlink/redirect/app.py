@@ -24,7 +24,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from shortlink import metrics
+from shortlink import logs, metrics
 from shortlink.pool import POOL, pool_context
 from shortlink.redirect import pages
 from shortlink.redirect.cache import CACHE, cache_context
@@ -33,7 +33,7 @@ from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.entries import LinkGroup
 from shortlink.redirect.listener import LISTENER, listener_context
 from shortlink.redirect.publisher import PUBLISHER, publisher_context
-from shortlink.serve import Handler
+from shortlink.serve import HTTP_LOG, Handler
 from shortlink.supervise import SUPERVISOR, Supervisor, supervisor_context
 from shortlink.tokens import is_token
 
@@ -161,6 +161,11 @@ def _families(app: web.Application) -> Iterator[Metric]:
     )
     yield metrics.counter(
         "shortlink_publish_failures", "Failed Kafka sends", publisher.send_failures
+    )
+    yield metrics.counter(
+        "shortlink_redirect_malformed_requests",
+        "Requests that were not HTTP aiohttp could parse (answered 400 by aiohttp)",
+        logs.malformed_requests(HTTP_LOG),
     )
 
 
