@@ -45,13 +45,11 @@ from typing import Any
 
 import asyncpg
 
-from shortlink import accounts, schema
 from shortlink.dev import embedded
-from shortlink.endpoints import set_endpoint
 from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
 
-from .bench_forwarder import count_clicks, sink_reset, sink_stats
+from .bench_forwarder import count_clicks, setup_account, sink_reset, sink_stats
 from .bench_redirect import (
     RESULTS_DOC,
     ROOT,
@@ -487,27 +485,6 @@ def _step(
         flush=True,
     )
     return result
-
-
-async def setup_account(database_url: str, sink_url: str) -> int:
-    """A bench account whose endpoint is the sink (JSON, every click)."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        await schema.migrate(conn)
-        account = await accounts.create_account(conn, "bench")
-        await set_endpoint(
-            conn,
-            account.account_id,
-            url=sink_url,
-            format="json",
-            mode="every",
-            secret=None,
-            enabled=True,
-            allow_private=True,
-        )
-    finally:
-        await conn.close()
-    return account.account_id
 
 
 async def create_campaign(database_url: str, account_id: int, count: int, name: str) -> list[str]:
