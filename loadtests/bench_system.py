@@ -378,7 +378,7 @@ def main() -> int:
         )
         for series, offered_rates in rates.items():
             for offered in offered_rates:
-                connections = _connections(offered, args.connections)
+                connections = paced_connections(offered, args.connections)
                 result = step(series, offered, scripts[series](offered, connections), connections)
                 steps.append(result)
                 if not result.passed:
@@ -391,7 +391,7 @@ def main() -> int:
                 start_profiler(pid, 20, raws[name])
                 for name, pid in (("redirect server", redirect.pid), ("forwarder", forwarder.pid))
             ]
-            connections = _connections(found.offered, args.connections)
+            connections = paced_connections(found.offered, args.connections)
             script = scripts[series](found.offered, connections)
             run_wrk(url, script, 22, connections)
             for spy in spies:
@@ -406,7 +406,7 @@ def main() -> int:
     return 0 if REPEAT in best and FIRST in best else 1
 
 
-def _connections(rate: int, minimum: int) -> int:
+def paced_connections(rate: int, minimum: int) -> int:
     """Enough connections that each waits ~20 ms: wrk's whole-millisecond delays and
     the answer's own time then cost only a few percent of the offered rate."""
     return max(minimum, rate // 50)
@@ -441,7 +441,7 @@ def machine_floor(
                 raise RuntimeError("the baseline app did not start")
             time.sleep(0.1)
         for rate in rates:
-            connections = _connections(rate, minimum)
+            connections = paced_connections(rate, minimum)
             script = _script(work, RANDOM_TAPS, tokens_file, rate, connections)
             found[rate] = run_wrk(f"http://127.0.0.1:{port}", script, 15, connections)
             print(
