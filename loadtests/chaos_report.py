@@ -120,8 +120,9 @@ def render(s: Setting, o: Outcome) -> tuple[str, bool]:
         f"{s.warm_links:,} links cached in both workers, *{FIRST}* ({s.first_share:.0%}) on "
         f"links never tapped (each answer reads PostgreSQL), *{MALFORMED}* "
         f"({s.malformed_share:.0%}) over raw sockets: {', '.join(VARIANTS)}. "
-        "A window runs from its fault's start to the next fault's; *no answer* is requests "
-        "sent minus answers in the window (a couple either way at its edges).",
+        "A window runs from its fault's start to the next fault's. *no answer*: taps sent "
+        "and never answered; per window, wrk's are shown only when more than its connections "
+        "(that many can be in flight across the window's edges); the totals are exact.",
         "",
         f"| window | from s | {REPEAT} | {FIRST} | {MALFORMED} | 302s | recorded | delivered |",
         "|---|---|---|---|---|---|---|---|",

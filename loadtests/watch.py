@@ -56,7 +56,8 @@ class Watcher:
     samples: list[Sample] = field(default_factory=list)
 
     async def run(self, until: float, interval: float = 0.5) -> None:
-        timeout = aiohttp.ClientTimeout(total=1.0)
+        # Longer than the services' own 1 s probe timeouts, so their answer is seen.
+        timeout = aiohttp.ClientTimeout(total=2.5)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while time.time() < until:
                 started = time.monotonic()
