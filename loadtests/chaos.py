@@ -108,18 +108,11 @@ def main() -> int:
         sys.stderr.write(f"--seconds must be at least {plan.busy + FAULTS * MIN_GAP:.0f}\n")
         return 2
     load_before = os.getloadavg()[0]
-    with contextlib.ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shortlink-chaos-")))
-        stack.callback(keep_artefacts, work)  # runs once everything below has stopped
-        fresh_links = int(args.rate * args.first_share * seconds * 1.2) + 100
-        running = start_stack(stack, work, fresh_links)
-        outcome = asyncio.run(exercise(running, args, plan, seconds, gap))
-        outcome.logs = read_logs(running.logs)
-        outcome.alive = {
-            "redirect supervisor": alive(running.supervisor_pid),
-            "2 redirect workers": len(worker_pids(running.supervisor_pid)) == 2,
-            "forwarder": alive(running.forwarder_pid()),
-        }
+    try:
+        outcome = run(args, plan, seconds, gap)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; everything started was stopped\n")
+        return 130
     setting = Setting(
         mode="quick" if args.quick else "full",
         rate=args.rate,
@@ -136,6 +129,23 @@ def main() -> int:
         write_section(report)
         print(f"written to {RESULTS_DOC.relative_to(ROOT)}")
     return 0 if passed else 1
+
+
+def run(args: argparse.Namespace, plan: Plan, seconds: int, gap: float) -> Outcome:
+    """Start the system, exercise it, read what it logged; everything stops on the way out."""
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shortlink-chaos-")))
+        stack.callback(keep_artefacts, work)  # runs once everything below has stopped
+        fresh_links = int(args.rate * args.first_share * seconds * 1.2) + 100
+        running = start_stack(stack, work, fresh_links)
+        outcome = asyncio.run(exercise(running, args, plan, seconds, gap))
+        outcome.logs = read_logs(running.logs)
+        outcome.alive = {
+            "redirect supervisor": alive(running.supervisor_pid),
+            "2 redirect workers": len(worker_pids(running.supervisor_pid)) == 2,
+            "forwarder": alive(running.forwarder_pid()),
+        }
+    return outcome
 
 
 async def exercise(

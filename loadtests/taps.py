@@ -3,7 +3,8 @@
 Two kinds of load:
 
 - **wrk**, paced like `make bench-system` (each connection waits after each
-  answer; a phone's User-Agent), with a Lua tail that counts the requests sent
+  answer; a phone's User-Agent; the wait tuned each second towards the rate
+  asked), with a Lua tail that counts the requests sent
   and the answers by status per wall-clock second into a file, and stops
   sending at a given second so that every request sent before it is answered
   (or known unanswered) when wrk exits: the 302s it counts are then exactly
@@ -49,16 +50,33 @@ local function dump()
   end
   f:close()
 end
-local paced = delay
+-- The fixed delay, tuned once a second by what the last second achieved: slow answers
+-- then cost the offered rate little (each connection waits delay + answer time).
+local target = %d
+local pace = delay()
+local tuned_at = 0
 delay = function()
-  if os.time() >= stop_at then
+  local s = os.time()
+  if s >= stop_at then
     dump()
     return %d
   end
-  return paced()
+  if s ~= tuned_at then
+    local last = sent[s - 1]
+    if tuned_at ~= 0 and last ~= nil and last > 0 then
+      pace = math.max(1, pace * math.max(0.5, math.min(2, last / target)))
+    end
+    tuned_at = s
+  end
+  return math.floor(pace + 0.5)
 end
-local make = request
+-- wrk calls request() once before the run to check what it builds: not a tap.
+local make, checked = request, false
 request = function()
+  if not checked then
+    checked = true
+    return make()
+  end
   local s = os.time()
   sent[s] = (sent[s] or 0) + 1
   return make()
@@ -154,7 +172,9 @@ def wrk_script(
     script = work / f"{name}.lua"
     counts = work / f"{name}.counts"
     script.write_text(
-        SCRIPT_HEAD % (tokens, PHONE, delay) + body % () + COUNTING % (stop_at, counts, _NEVER_MS)
+        SCRIPT_HEAD % (tokens, PHONE, delay)
+        + body % ()
+        + COUNTING % (stop_at, counts, rate, _NEVER_MS)
     )
     return script, connections
 
