@@ -21,6 +21,7 @@ run: install
 ## DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS are not set), after lint and types.
 test: install lint
 	command -v docker-compose >/dev/null || (apt-get update -qq && apt-get install -y -qq docker-compose)
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 	$(VENV)/bin/pytest
 
 lint: install
@@ -41,7 +42,7 @@ bench: install
 bench-forwarder: install
 	$(PYTHON) -m loadtests.bench_forwarder
 
-## API: 100,000-recipient links and messages requests; stats latency with 10M clicks.
+## API: 100,000-recipient links and messages requests; stats and dashboard data with 10M clicks.
 bench-api: install
 	$(PYTHON) -m loadtests.bench_api
 

@@ -9,7 +9,6 @@ stops first and deliveries in flight get to finish). The HTTP side answers
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -22,6 +21,7 @@ from forwarder.delivery import HTTP_SESSION, Deliverer, session_context
 from forwarder.recorder import Recorder
 from shortlink import metrics
 from shortlink.pool import POOL, pool_context
+from shortlink.supervise import SUPERVISOR, supervisor_context
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ def create_app(config: ForwarderConfig) -> web.Application:
     """The forwarder's application; no I/O until it starts."""
     app = web.Application()
     app[CONFIG] = config
+    app.cleanup_ctx.append(supervisor_context("forwarder"))
     # The forwarder's statements take arrays of keys; a generic plan cannot see how
     # many and may scan whole tables, so every execution is planned for its values.
     app.cleanup_ctx.append(
@@ -48,40 +49,34 @@ def create_app(config: ForwarderConfig) -> web.Application:
     return app
 
 
-def _background(
-    name: str, start: Callable[[web.Application], asyncio.Task[None]], grace: float
-) -> Callable[[web.Application], AsyncIterator[None]]:
+def _deliverer_context(config: ForwarderConfig) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        task = start(app)
+        deliverer = Deliverer(config, app[POOL], app[HTTP_SESSION])
+        app[DELIVERER] = deliverer
+        task = app[SUPERVISOR].spawn("deliverer", deliverer.run)
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, grace)
-        log.info("stopped", extra={"task": name})
+        await task.stop(config.shutdown_timeout)
+        log.info("stopped", extra={"task": "deliverer"})
 
     return context
 
 
-def _deliverer_context(config: ForwarderConfig) -> Callable[[web.Application], AsyncIterator[None]]:
-    def start(app: web.Application) -> asyncio.Task[None]:
-        deliverer = Deliverer(config, app[POOL], app[HTTP_SESSION])
-        app[DELIVERER] = deliverer
-        return asyncio.create_task(deliverer.run(), name="deliverer")
-
-    return _background("deliverer", start, config.shutdown_timeout)
-
-
 def _recorder_context(config: ForwarderConfig) -> Callable[[web.Application], AsyncIterator[None]]:
-    def start(app: web.Application) -> asyncio.Task[None]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
         recorder = Recorder(config, app[POOL], app[DELIVERER].wake)
         app[RECORDER] = recorder
-        return asyncio.create_task(recorder.run(), name="recorder")
+        task = app[SUPERVISOR].spawn("recorder", recorder.run)
+        yield
+        await task.stop(config.shutdown_timeout)
+        log.info("stopped", extra={"task": "recorder"})
 
-    return _background("recorder", start, config.shutdown_timeout)
+    return context
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """Alive unless a background task could not recover (the process should be replaced)."""
+    supervisor = request.app[SUPERVISOR]
+    return web.json_response(supervisor.health(), status=200 if supervisor.healthy else 503)
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -133,7 +128,7 @@ async def metrics_page(request: web.Request) -> web.Response:
 def _families(app: web.Application, queued: dict[str, int]) -> list[Metric]:
     recorder, deliverer = app[RECORDER], app[DELIVERER]
     totals = recorder.totals
-    found: list[Metric] = []
+    found: list[Metric] = [app[SUPERVISOR].restarts_metric()]
     lag = recorder.lag()
     if lag is not None:
         found.append(
@@ -153,6 +148,11 @@ def _families(app: web.Application, queued: dict[str, int]) -> list[Metric]:
         ),
         metrics.counter(
             "forwarder_invalid_events", "Messages that were not click events", recorder.invalid
+        ),
+        metrics.counter(
+            "forwarder_dead_events",
+            "Click events PostgreSQL refused, kept in dead_events",
+            recorder.dead,
         ),
         metrics.counter(
             "forwarder_batches_made", "Delivery batches enqueued", deliverer.batches_made

@@ -128,11 +128,27 @@ def json_date(ms: int) -> orjson.Fragment:
 
 
 def render_json(request_identifier: str, details: Sequence[Detail]) -> bytes:
+    # Written out in JSON_ORDER (a literal is ~3x faster than a loop over the keys; a
+    # test checks that the two agree).
     return orjson.dumps(
         {
             "RequestIdentifier": request_identifier,
             "ClickDetails": [
-                {key: json_date(d[key]) if key in _DATES else d[key] for key in JSON_ORDER}
+                {
+                    "TrackedUrl": d["TrackedUrl"],
+                    "ClientIdentifier": d["ClientIdentifier"],
+                    "ClientRef": d["ClientRef"],
+                    "TrackingUrlId": d["TrackingUrlId"],
+                    "UserId": d["UserId"],
+                    "PhoneNumber": d["PhoneNumber"],
+                    "UserAgent": d["UserAgent"],
+                    "Referrer": d["Referrer"],
+                    "DeviceName": d["DeviceName"],
+                    "DeviceManufacturer": d["DeviceManufacturer"],
+                    "IsWarningPageServed": d["IsWarningPageServed"],
+                    "ShortenDate": json_date(d["ShortenDate"]),
+                    "ClickDate": json_date(d["ClickDate"]),
+                }
                 for d in details
             ],
         }

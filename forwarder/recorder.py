@@ -3,11 +3,12 @@
 For each batch the transaction
 1. inserts the clicks, idempotent on the event id (ON CONFLICT DO NOTHING ...
    RETURNING tells which are new: a replayed event changes nothing below);
-2. sets links.first_clicked_at for links clicked by a person for the first time
-   (UPDATE ... WHERE first_clicked_at IS NULL: under concurrent forwarders exactly
-   one event wins);
+2. records the first click of links clicked by a person for the first time
+   (INSERT INTO first_clicks ... ON CONFLICT DO NOTHING: under concurrent
+   forwarders exactly one event wins);
 3. adds to the campaign counters the statistics read (totals, bots apart,
-   browser / OS / device type, time to first click);
+   browser / OS / device type, time to first click) and to the per-minute
+   rollup the dashboard's time series read (campaign_minutes);
 4. turns the new clicks into deliveries for the accounts' endpoints: full
    batches at once, the rest into the outbox, where forwarder.delivery collects
    them when a batch fills up or the linger time passes.
@@ -25,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import orjson
@@ -35,26 +37,23 @@ from forwarder import formats
 from forwarder.config import ForwarderConfig
 from forwarder.enrich import Client, classify
 from shortlink.clickevent import ClickEvent, InvalidClickEvent, decode
-from shortlink.db import Connection
+from shortlink.db import Connection, is_transient, needs_new_connections
 from shortlink.stats import first_click_bucket
 
 log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# Transient database failures: the batch is tried again, offsets stay uncommitted.
-RETRYABLE = (
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    OSError,
-    TimeoutError,
-)
 
 
 def to_datetime(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _text(value: str | None) -> str | None:
+    """Text PostgreSQL can store: NUL (which a client may send) becomes U+FFFD."""
+    if value is None or "\x00" not in value:
+        return value
+    return value.replace("\x00", "\ufffd")
 
 
 def _ip_or_none(value: str | None) -> str | None:
@@ -81,6 +80,42 @@ class Outcome:
     deliveries: int = 0
     first_click_events: list[str] = field(default_factory=list)
 
+    def plus(self, other: Outcome) -> Outcome:
+        return Outcome(
+            self.received + other.received,
+            self.recorded + other.recorded,
+            self.duplicates + other.duplicates,
+            self.unknown_links + other.unknown_links,
+            self.bots + other.bots,
+            self.first_clicks + other.first_clicks,
+            self.deliveries + other.deliveries,
+            self.first_click_events + other.first_click_events,
+        )
+
+
+@dataclass(frozen=True)
+class Received:
+    """A decoded event, with the message it came from."""
+
+    event: ClickEvent
+    value: bytes
+    where: tuple[str, int, int]  # topic, partition, offset
+
+
+@dataclass(frozen=True)
+class DeadEvent:
+    """A message that cannot be recorded, and why."""
+
+    where: tuple[str, int, int]
+    value: bytes | None
+    error: str
+
+
+def _refused_data(exc: BaseException) -> bool:
+    """PostgreSQL refused the data itself (a data exception or a constraint)."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, asyncpg.PostgresError) and state[:2] in ("22", "23")
+
 
 async def record(conn: Connection, events: Sequence[ClickEvent], *, batch_size: int) -> Outcome:
     """Record one batch of events in one transaction (see the module docstring)."""
@@ -103,6 +138,7 @@ async def record(conn: Connection, events: Sequence[ClickEvent], *, batch_size: 
         outcome.first_clicks = len(firsts)
         outcome.first_click_events = [e.event_id for e, _ in firsts]
         await _count(conn, fresh, firsts)
+        await _count_minutes(conn, fresh, firsts)
         outcome.deliveries = await _enqueue(conn, fresh, firsts, batch_size)
     return outcome
 
@@ -132,9 +168,9 @@ async def _insert_clicks(
                 e.account_id,
                 e.clicked_at_ms,
                 e.method,
-                e.user_agent,
+                _text(e.user_agent),
                 _ip_or_none(e.client_ip),
-                e.referer,
+                _text(e.referer),
                 e.warning_page_served,
                 c.browser,
                 c.os,
@@ -180,7 +216,7 @@ async def _already_recorded(conn: Connection, event_ids: list[str]) -> int:
 async def _first_clicks(
     conn: Connection, fresh: Sequence[tuple[ClickEvent, Client]]
 ) -> list[tuple[ClickEvent, Client]]:
-    """Set first_clicked_at where a person clicked a link for the first time; the winners."""
+    """Record the first click of links a person clicked for the first time; the winners."""
     earliest: dict[int, tuple[ClickEvent, Client]] = {}
     for event, client in fresh:
         if client.is_bot:
@@ -191,16 +227,22 @@ async def _first_clicks(
     if not earliest:
         return []
     link_ids = sorted(earliest)  # one lock order for every transaction
+    # The primary key makes one event win across concurrent forwarders (a second
+    # insert of the link waits for the first to commit, then does nothing); the join
+    # skips links a forwarder of the previous release marked in links.
     rows = await conn.fetch(
         """
-        UPDATE links SET first_clicked_at = to_timestamp((r->>1)::bigint / 1000.0)
+        INSERT INTO first_clicks (link_id, clicked_at)
+        SELECT l.id, to_timestamp((r->>1)::bigint / 1000.0)
         FROM jsonb_array_elements($1::jsonb) AS r
-        WHERE links.id = (r->>0)::bigint AND links.first_clicked_at IS NULL
-        RETURNING links.id
+        JOIN links l ON l.id = (r->>0)::bigint AND l.first_clicked_at IS NULL
+        ORDER BY l.id
+        ON CONFLICT (link_id) DO NOTHING
+        RETURNING link_id
         """,
         orjson.dumps([(i, earliest[i][0].clicked_at_ms) for i in link_ids]).decode(),
     )
-    return [earliest[row["id"]] for row in rows]
+    return [earliest[row["link_id"]] for row in rows]
 
 
 async def _count(
@@ -208,17 +250,26 @@ async def _count(
     fresh: Sequence[tuple[ClickEvent, Client]],
     firsts: Sequence[tuple[ClickEvent, Client]],
 ) -> None:
+    # One count per (campaign, client) first: a batch holds few distinct user agents
+    # (enrichment hands out one Client object per agent), so this is one dict update
+    # per click, and the per-dimension counts are made from the few combinations.
+    combos: Counter[tuple[int, str | None, int]] = Counter()
+    by_identity: dict[int, Client] = {}
+    for event, client in fresh:
+        combos[(event.account_id, event.client_identifier, id(client))] += 1
+        by_identity[id(client)] = client
     totals: Counter[tuple[int, str, str]] = Counter()
     breakdown: Counter[tuple[int, str, str, str]] = Counter()
-    for event, client in fresh:
-        campaign = (event.account_id, event.client_identifier or "")
+    for (account_id, name, identity), count in combos.items():
+        client = by_identity[identity]
+        campaign = (account_id, name or "")
         if client.is_bot:
-            totals[(*campaign, "bot")] += 1
+            totals[(*campaign, "bot")] += count
             continue
-        totals[(*campaign, "total")] += 1
-        breakdown[(*campaign, "browser", client.browser or "Other")] += 1
-        breakdown[(*campaign, "os", client.os or "Other")] += 1
-        breakdown[(*campaign, "device_type", client.device_type)] += 1
+        totals[(*campaign, "total")] += count
+        breakdown[(*campaign, "browser", client.browser or "Other")] += count
+        breakdown[(*campaign, "os", client.os or "Other")] += count
+        breakdown[(*campaign, "device_type", client.device_type)] += count
     histogram: Counter[tuple[int, str, int]] = Counter()
     for event, _ in firsts:
         campaign = (event.account_id, event.client_identifier or "")
@@ -270,6 +321,42 @@ async def _count(
             [k[2] for k in keys_h],
             [histogram[k] for k in keys_h],
         )
+
+
+async def _count_minutes(
+    conn: Connection,
+    fresh: Sequence[tuple[ClickEvent, Client]],
+    firsts: Sequence[tuple[ClickEvent, Client]],
+) -> None:
+    """Add the batch to campaign_minutes (the dashboard's time series): one statement."""
+    # (account, campaign, minute ms) -> [taps, first taps, bot taps, first ms, last ms]
+    minutes: dict[tuple[int, str, int], list[int]] = {}
+    for event, client in fresh:
+        at = event.clicked_at_ms
+        key = (event.account_id, event.client_identifier or "", at - at % 60_000)
+        row = minutes.setdefault(key, [0, 0, 0, at, at])
+        row[2 if client.is_bot else 0] += 1
+        row[3], row[4] = min(row[3], at), max(row[4], at)
+    for event, _ in firsts:
+        at = event.clicked_at_ms
+        minutes[(event.account_id, event.client_identifier or "", at - at % 60_000)][1] += 1
+    await conn.execute(
+        """
+        INSERT INTO campaign_minutes (account_id, campaign, minute, taps, first_taps, bot_taps,
+                                      first_at, last_at)
+        SELECT (r->>0)::bigint, r->>1, to_timestamp((r->>2)::bigint / 1000.0), (r->>3)::bigint,
+               (r->>4)::bigint, (r->>5)::bigint, to_timestamp((r->>6)::bigint / 1000.0),
+               to_timestamp((r->>7)::bigint / 1000.0)
+        FROM jsonb_array_elements($1::jsonb) AS r
+        ON CONFLICT (account_id, campaign, minute) DO UPDATE SET
+            taps = campaign_minutes.taps + excluded.taps,
+            first_taps = campaign_minutes.first_taps + excluded.first_taps,
+            bot_taps = campaign_minutes.bot_taps + excluded.bot_taps,
+            first_at = least(campaign_minutes.first_at, excluded.first_at),
+            last_at = greatest(campaign_minutes.last_at, excluded.last_at)
+        """,
+        orjson.dumps([(*key, *minutes[key]) for key in sorted(minutes)]).decode(),
+    )
 
 
 async def _enqueue(
@@ -382,7 +469,8 @@ class Recorder:
         self._on_deliveries = on_deliveries
         self._consumer: AIOKafkaConsumer | None = None
         self.totals = Outcome()
-        self.invalid = 0
+        self.invalid = 0  # messages that were not click events
+        self.dead = 0  # click events PostgreSQL refused
         self.batches = 0
         self.committed: dict[TopicPartition, int] = {}  # for the lag metric
 
@@ -399,7 +487,9 @@ class Recorder:
                 )
                 if not batches:
                     continue
-                events = self._decode(batches)
+                events, dead = self._decode(batches)
+                if dead:
+                    await self._keep_dead(dead)
                 if events:
                     outcome = await self._record_with_retries(events)
                     self._add(outcome)
@@ -469,26 +559,51 @@ class Recorder:
                 total += max(0, highwater - done)
         return total
 
-    def _decode(self, batches: dict[object, list[object]]) -> list[ClickEvent]:
-        events = []
-        for records in batches.values():
+    def _decode(self, batches: dict[Any, list[Any]]) -> tuple[list[Received], list[DeadEvent]]:
+        events: list[Received] = []
+        dead: list[DeadEvent] = []
+        for tp, records in batches.items():
             for record in records:
+                where = (tp.topic, tp.partition, record.offset)
                 try:
-                    events.append(decode(record.value))  # type: ignore[attr-defined]
+                    events.append(Received(decode(record.value), record.value, where))
                 except InvalidClickEvent as exc:
                     self.invalid += 1
                     log.error(
-                        "skipping a message that is not a click event", extra={"error": str(exc)}
+                        "kept a message that is not a click event in dead_events",
+                        extra={
+                            "error": str(exc),
+                            "partition": tp.partition,
+                            "offset": record.offset,
+                        },
                     )
-        return events
+                    dead.append(DeadEvent(where, record.value, f"not a click event: {exc}"))
+        return events, dead
 
-    async def _record_with_retries(self, events: list[ClickEvent]) -> Outcome:
+    async def _record_with_retries(self, received: list[Received]) -> Outcome:
+        """Record a batch; transient failures are retried, data PostgreSQL refuses is isolated.
+
+        A batch that fails for its data (SQLSTATE classes 22 and 23) is split in two
+        and each half recorded on its own, down to the single event that cannot be,
+        which goes to dead_events with the error: one bad event never blocks the
+        partition, and no other click of the batch is lost. Anything else that is not
+        transient is a bug: it reaches the supervisor (logged, counted, restarted).
+        """
         attempt = 0
+        events = [item.event for item in received]
         while True:
             try:
                 async with self._pool.acquire() as conn:
                     return await record(conn, events, batch_size=self._config.batch_size)
-            except RETRYABLE as exc:
+            except Exception as exc:
+                if not is_transient(exc):
+                    if _refused_data(exc):
+                        return await self._isolate(received, exc)
+                    raise
+                if needs_new_connections(exc):
+                    # A restart or a failover: the pool's connections may lead to a server
+                    # that is gone, or is now a standby.
+                    await self._pool.expire_connections()
                 delay = min(5.0, 0.1 * 2**attempt)
                 attempt += 1
                 log.warning(
@@ -496,6 +611,40 @@ class Recorder:
                     extra={"error": repr(exc), "events": len(events), "retry_in": delay},
                 )
                 await asyncio.sleep(delay)
+
+    async def _isolate(self, received: list[Received], exc: BaseException) -> Outcome:
+        if len(received) == 1:
+            [item] = received
+            self.dead += 1
+            log.error(
+                "kept a click event PostgreSQL refuses in dead_events",
+                extra={"error": repr(exc), "event_id": item.event.event_id},
+            )
+            await self._keep_dead([DeadEvent(item.where, item.value, f"refused: {exc!r}")])
+            return Outcome(received=1)
+        middle = len(received) // 2
+        first = await self._record_with_retries(received[:middle])
+        second = await self._record_with_retries(received[middle:])
+        return first.plus(second)
+
+    async def _keep_dead(self, dead: list[DeadEvent]) -> None:
+        """Store messages that cannot be recorded, with why (retried until it works)."""
+        attempt = 0
+        while True:
+            try:
+                await self._pool.executemany(
+                    """
+                    INSERT INTO dead_events (topic, partition, "offset", value, error)
+                    VALUES ($1, $2, $3, $4, $5)
+                    """,
+                    [(*item.where, item.value, item.error) for item in dead],
+                )
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                attempt += 1
+                await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
 
     def _add(self, outcome: Outcome) -> None:
         self.batches += 1

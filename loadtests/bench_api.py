@@ -5,9 +5,15 @@ DATABASE_URL is set) and this client run on CPU 1.
 
 1. POST /v1/links with 100,000 recipients (one link each), 3 times: seconds per request.
 2. POST /v1/messages, track mode, 100,000 recipients, 3 times: seconds per request.
-3. 10,000,000 clicks put in the clicks table (and the campaign counters made to
-   match, as the forwarder keeps them); then GET /v1/campaigns/{id}/stats 50
-   times: p50 / p99 / max milliseconds.
+3. 10,000,000 clicks put in the clicks table, spread over the campaign's links
+   and its first 30 days (and the campaign counters and the per-minute rollup
+   made to match, as the forwarder keeps them); then GET /v1/campaigns/{id}/stats
+   50 times: p50 / p99 / max milliseconds.
+4. The dashboard's data with those 10M clicks, 50 times each: GET /v1/campaigns,
+   the campaigns page, the campaign page (figures, both series, histogram,
+   breakdowns, first recipients page), its recipients searched by phone number
+   and its next recipients page; then both CSV files downloaded once each (time,
+   size, and the API process's peak memory before and after).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import contextlib
 import io
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -63,8 +70,20 @@ async def fill_clicks(database_url: str, account_id: int, campaign: str, count: 
     conn = await asyncpg.connect(database_url)
     started = time.perf_counter()
     try:
-        link_id = await conn.fetchval(
-            "SELECT id FROM links WHERE account_id = $1 AND client_identifier = $2 LIMIT 1",
+        link_ids = [
+            row["id"]
+            for row in await conn.fetch(
+                "SELECT id FROM links WHERE account_id = $1 AND client_identifier = $2",
+                account_id,
+                campaign,
+            )
+        ]
+        # The campaign began 30 days ago; its clicks fall over those 30 days.
+        await conn.execute(
+            """
+            UPDATE campaign_stats SET created_at = now() - interval '30 days'
+            WHERE account_id = $1 AND campaign = $2
+            """,
             account_id,
             campaign,
         )
@@ -75,13 +94,14 @@ async def fill_clicks(database_url: str, account_id: int, campaign: str, count: 
                 INSERT INTO clicks (event_id, link_id, account_id, clicked_at, method, user_agent,
                                     client_ip, browser, os, device_type, is_bot, phone_number,
                                     client_identifier, target_url)
-                SELECT gen_random_uuid(), $1, $2, now() - (g || ' seconds')::interval, 'GET',
+                SELECT gen_random_uuid(), ($1::bigint[])[1 + g % cardinality($1::bigint[])], $2,
+                       now() - interval '30 days' + ((g % 2592000) || ' seconds')::interval, 'GET',
                        'Mozilla/5.0 (iPhone)', '203.0.113.7', 'Mobile Safari', 'iOS',
                        CASE WHEN g % 10 = 0 THEN 'bot' ELSE 'mobile' END, g % 10 = 0,
                        '4477' || lpad((g % 100000)::text, 8, '0'), $3, 'https://shop.example/'
                 FROM generate_series($4::bigint, $5::bigint) AS g
                 """,
-                link_id,
+                link_ids,
                 account_id,
                 campaign,
                 first,
@@ -127,23 +147,96 @@ async def fill_clicks(database_url: str, account_id: int, campaign: str, count: 
             account_id,
             campaign,
         )
+        await conn.execute(
+            """
+            INSERT INTO first_clicks (link_id, clicked_at)
+            SELECT id, created_at + interval '5 minutes' FROM links
+            WHERE account_id = $1 AND client_identifier = $2
+            ON CONFLICT DO NOTHING
+            """,
+            account_id,
+            campaign,
+        )
+        await conn.execute(
+            """
+            INSERT INTO campaign_minutes (account_id, campaign, minute, taps, first_taps,
+                                          bot_taps, first_at, last_at)
+            SELECT $1, $2, date_trunc('minute', clicked_at), count(*) FILTER (WHERE NOT is_bot),
+                   0, count(*) FILTER (WHERE is_bot), min(clicked_at), max(clicked_at)
+            FROM clicks WHERE account_id = $1 AND client_identifier = $2 GROUP BY 3
+            """,
+            account_id,
+            campaign,
+        )
         await conn.execute("ANALYZE clicks")
+        await conn.execute("ANALYZE links")
+        await conn.execute("ANALYZE campaign_minutes")
     finally:
         await conn.close()
     return time.perf_counter() - started
 
 
-async def stats_latencies(url: str, key: str, calls: int) -> list[float]:
+async def stats_latencies(
+    url: str, key: str, calls: int, headers: dict[str, str] | None = None
+) -> list[float]:
+    """Milliseconds per GET, sorted; with `headers`, those instead of the Bearer key."""
     latencies = []
+    sent = headers if headers is not None else {"Authorization": f"Bearer {key}"}
     async with aiohttp.ClientSession() as session:
         for _ in range(calls):
             started = time.perf_counter()
-            async with session.get(url, headers={"Authorization": f"Bearer {key}"}) as response:
+            async with session.get(url, headers=sent, allow_redirects=False) as response:
                 await response.read()
                 if response.status != 200:
-                    raise RuntimeError(f"stats answered {response.status}")
+                    raise RuntimeError(f"{url} answered {response.status}")
             latencies.append((time.perf_counter() - started) * 1000)
-    return latencies
+    return sorted(latencies)
+
+
+async def dashboard_cookie(base: str, key: str) -> str:
+    """Sign in to the dashboard with the key; the Cookie header of the session."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        async with session.post(
+            f"{base}/dashboard/signin",
+            data={"api_key": key},
+            headers={"Sec-Fetch-Site": "same-origin"},
+            allow_redirects=False,
+        ) as response:
+            if response.status != 303:
+                raise RuntimeError(f"sign-in answered {response.status}")
+            return f"shortlink_session={response.cookies['shortlink_session'].value}"
+
+
+async def next_page_url(url: str, cookie: str) -> str:
+    """The campaign page's 'Next page' link (a recipients keyset cursor)."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, headers={"Cookie": cookie}) as response:
+            html = await response.text()
+    [found] = re.findall(r'<a href="([^"]+)" id="next-page">', html)
+    return found.replace("&amp;", "&")
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def download(url: str, key: str) -> tuple[float, int, int]:
+    """Seconds, bytes and rows (lines) of one streamed CSV download."""
+    started = time.perf_counter()
+    size = lines = 0
+    timeout = aiohttp.ClientTimeout(total=3600)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with session.get(url, headers={"Authorization": f"Bearer {key}"}) as response:
+            if response.status != 200:
+                raise RuntimeError(f"{url} answered {response.status}")
+            async for chunk in response.content.iter_chunked(1 << 20):
+                size += len(chunk)
+                lines += chunk.count(b"\r\n")
+    return time.perf_counter() - started, size, lines
 
 
 def main() -> int:
@@ -184,8 +277,10 @@ def main() -> int:
             "SHORT_DOMAIN": "tx1.in",
             "LOG_LEVEL": "WARNING",
             "MAX_REQUEST_BYTES": str(256 << 20),
+            "DASHBOARD_ENABLED": "true",
+            "DASHBOARD_SECRET": "bench-only-dashboard-secret-0123456789",
         }
-        stack.enter_context(
+        api = stack.enter_context(
             process(
                 [
                     "taskset",
@@ -239,9 +334,36 @@ def main() -> int:
         print(f"putting {args.clicks:,} clicks in the table ...", flush=True)
         fill_seconds = asyncio.run(fill_clicks(database_url, account_id, "bench", args.clicks))
         print(f"  took {fill_seconds:.0f} s", flush=True)
-        latencies = sorted(
-            asyncio.run(stats_latencies(f"{base}/v1/campaigns/bench/stats", key, 50))
-        )
+        latencies = asyncio.run(stats_latencies(f"{base}/v1/campaigns/bench/stats", key, 50))
+        cookie = asyncio.run(dashboard_cookie(base, key))
+        page = f"{base}/dashboard/campaigns/bench"
+        targets = [
+            ("GET /v1/campaigns", f"{base}/v1/campaigns", None),
+            ("campaigns page", f"{base}/dashboard/campaigns", cookie),
+            ("campaign page", page, cookie),
+            ("campaign page, recipients by phone", f"{page}?phone=447700001", cookie),
+            (
+                "campaign page, next recipients page",
+                base + asyncio.run(next_page_url(page, cookie)),
+                cookie,
+            ),
+        ]
+        pages: list[tuple[str, list[float]]] = []
+        for name, url, with_cookie in targets:
+            headers = {"Cookie": with_cookie} if with_cookie else None
+            pages.append((name, asyncio.run(stats_latencies(url, key, 50, headers))))
+            print(f"{name}: p50 {pages[-1][1][25]:.1f} ms", flush=True)
+        rss_before = peak_rss_mib(api.pid)
+        exports = []
+        for what in ("recipients", "clicks"):
+            seconds, size, lines = asyncio.run(
+                download(f"{base}/v1/campaigns/bench/{what}.csv", key)
+            )
+            exports.append((what, seconds, size, lines - 1))
+            print(
+                f"{what}.csv: {lines - 1:,} rows, {size / 1e6:.0f} MB, {seconds:.1f} s", flush=True
+            )
+        rss_after = peak_rss_mib(api.pid)
     report = "\n".join(
         [
             f"## API benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
@@ -260,6 +382,19 @@ def main() -> int:
             f"- **GET /v1/campaigns/{{id}}/stats with {args.clicks:,} clicks in the table**: "
             f"p50 **{latencies[len(latencies) // 2]:.1f} ms**, p99 {latencies[-1]:.1f} ms "
             f"over {len(latencies)} calls (counters, not a scan of clicks)",
+            f"- **Dashboard data with the same {args.clicks:,} clicks** (50 calls each, ms to the "
+            "last byte):",
+            *[
+                f"  - {name}: p50 **{values[len(values) // 2]:.1f} ms**, p99 {values[-1]:.1f} ms"
+                for name, values in pages
+            ],
+            *[
+                f"- **{what}.csv**: {rows:,} rows, {size / 1e6:,.0f} MB in {seconds:.1f} s "
+                f"({rows / seconds:,.0f} rows/s)"
+                for what, seconds, size, rows in exports
+            ],
+            f"- API process peak memory (VmHWM): {rss_before:.0f} MiB before the CSV downloads, "
+            f"{rss_after:.0f} MiB after (streamed in batches of 5,000 rows)",
             "",
         ]
     )

@@ -147,7 +147,7 @@ async def produce(bootstrap: str, links: list[LinkEntry], count: int, rate: floa
                 ids.take(n, int(now * 1000)), range(sent, sent + n), strict=True
             ):
                 link = links[i % len(links)]
-                raw = (
+                raw = clickevent.facts(
                     link,
                     now,
                     USER_AGENTS[i % len(USER_AGENTS)],

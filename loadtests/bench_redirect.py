@@ -42,6 +42,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
@@ -55,6 +56,8 @@ SERVER_CPU = "0"
 LOAD_CPU = "1"
 TOPIC = "bench-clicks"
 NO_METRICS = "shortlink, metrics off"
+WARMED = "first taps, warmed"
+COLD = "first taps, cold"
 SCRAPED_302 = re.compile(
     r'^shortlink_redirect_responses_total\{status="302"\} (\S+)$', re.MULTILINE
 )
@@ -66,6 +69,16 @@ for line in io.lines("%s") do tokens[#tokens + 1] = line:match("^(%%S+)") end
 math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
 request = function()
   return wrk.format("GET", "/" .. tokens[math.random(#tokens)])
+end
+"""
+# Each token once, in order (one wrk thread, so one Lua state): first taps only.
+ONCE_SCRIPT = """
+local tokens = {}
+for line in io.lines("%s") do tokens[#tokens + 1] = line:match("^(%%S+)") end
+local next_token = 0
+request = function()
+  next_token = next_token %% #tokens + 1
+  return wrk.format("GET", "/" .. tokens[next_token])
 end
 """
 # The same requests, each connection pausing between them: a fixed offered rate.
@@ -104,6 +117,11 @@ class Measurements:
     readiness: str
     scrapes: int  # successful scrapes of the metrics-on server during its runs
     scraped_redirects: int  # redirects counted by its metrics at the last scrape
+    first: dict[str, list[WrkResult]]  # first-tap series: warmed, cold
+    fresh_links: int  # links created for each first-tap run
+    warm_after_create: list[float]  # seconds from the API's 201 to every link cached
+    warm_rss_per_100k: float  # MiB
+    broker_cpu: list[float]  # share of a core the broker used, per first-tap run
 
 
 class Scraper:
@@ -136,6 +154,38 @@ class Scraper:
             self.redirects = int(sum(float(n) for n in SCRAPED_302.findall(text)))
             self.scrapes += 1
             stop.wait(self.interval)
+
+
+def metric(url: str, name: str) -> float:
+    """The sum of a metric's samples on a Prometheus page."""
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own URL
+        text = response.read().decode()
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+def create_through_api(api_url: str, key: str, count: int, campaign: str) -> list[str]:
+    """`count` fresh links made by POST /v1/links (200,000 at most per request); tokens."""
+    made: list[str] = []
+    while len(made) < count:
+        size = min(200_000, count - len(made))
+        body = orjson.dumps(
+            {
+                "url": f"https://shop.example.com/{campaign}?utm_source=sms",
+                "client_identifier": campaign,
+                "recipients": [
+                    {"phone_number": f"4477{len(made) + i:08d}", "client_ref": f"m{len(made) + i}"}
+                    for i in range(size)
+                ],
+            }
+        )
+        request = urllib.request.Request(  # noqa: S310 - our own URL
+            f"{api_url}/v1/links",
+            data=body,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=300) as response:  # noqa: S310
+            made += [link["token"] for link in orjson.loads(response.read())["links"]]
+    return made
 
 
 def cpu_seconds(pid: int) -> float:
@@ -261,6 +311,12 @@ def process(
 
 
 async def seed(database_url: str, count: int) -> list[tuple[str, str]]:
+    links, _ = await seed_account(database_url, count)
+    return links
+
+
+async def seed_account(database_url: str, count: int) -> tuple[list[tuple[str, str]], str]:
+    """A `bench` account with `count` links: their (token, target URL), and its API key."""
     conn = await asyncpg.connect(database_url)
     try:
         await schema.migrate(conn)
@@ -277,7 +333,7 @@ async def seed(database_url: str, count: int) -> list[tuple[str, str]]:
         created = await create_links(conn, account.account_id, specs)
     finally:
         await conn.close()
-    return [(c.token, s.target_url) for c, s in zip(created, specs, strict=True)]
+    return [(c.token, s.target_url) for c, s in zip(created, specs, strict=True)], account.api_key
 
 
 async def warm(base_url: str, tokens: list[str], concurrency: int = 64) -> float:
@@ -316,6 +372,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument(
+        "--fresh-links",
+        type=int,
+        default=150_000,
+        help="links created through the API for each first-tap run (more than a run taps)",
+    )
+    parser.add_argument(
         "--rate", type=int, default=4000, help="offered req/s for the fixed-rate latency runs"
     )
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
@@ -336,11 +398,13 @@ def main() -> int:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shortlink-bench-")))
         server_url = os.environ.get("DATABASE_URL") or embedded.ensure_postgres(work)
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        broker_pid = 0
         if bootstrap is None:
             broker = embedded.Broker("127.0.0.1", embedded.free_port(), work / "tansu.log")
             broker.start()
             stack.callback(broker.stop)
             if broker.process is not None:  # the broker shares the load generator's core
+                broker_pid = broker.process.pid
                 subprocess.run(
                     ["taskset", "-pc", LOAD_CPU, str(broker.process.pid)],
                     check=True,
@@ -354,19 +418,21 @@ def main() -> int:
 
         print(f"seeding {args.links:,} links ...", flush=True)
         started = time.perf_counter()
-        links = asyncio.run(seed(database_url, args.links))
+        links, api_key = asyncio.run(seed_account(database_url, args.links))
         seed_seconds = time.perf_counter() - started
         tokens_file = work / "tokens.tsv"
         tokens_file.write_text("".join(f"{t}\t{u}\n" for t, u in links))
         script = work / "random.lua"
         script.write_text(WRK_SCRIPT % tokens_file)
 
-        real_port, bare_port, base_port = (embedded.free_port() for _ in range(3))
+        real_port, bare_port, base_port, cold_port = (embedded.free_port() for _ in range(4))
         metrics_port = embedded.free_port()
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         python = sys.executable
 
-        def redirect_server(port: int, metrics_port: int, spool: str) -> subprocess.Popen[bytes]:
+        def redirect_server(
+            port: int, metrics_port: int, spool: str, **settings: str
+        ) -> subprocess.Popen[bytes]:
             env = {
                 **os.environ,
                 "DATABASE_URL": database_url,
@@ -375,6 +441,9 @@ def main() -> int:
                 "SPOOL_DIR": str(work / spool),
                 "LOG_LEVEL": "WARNING",
                 "REDIRECT_METRICS_PORT": str(metrics_port),
+                # Room for every link the run creates: no eviction bends the figures.
+                "LINK_CACHE_ENTRIES": "2000000",
+                **settings,
             }
             argv = [python, "-m", "shortlink.cli", "redirect", "--workers", "1"]
             return stack.enter_context(
@@ -383,6 +452,33 @@ def main() -> int:
 
         real = redirect_server(real_port, metrics_port, "spool")
         bare = redirect_server(bare_port, 0, "spool-bare")
+        cold = redirect_server(cold_port, 0, "spool-cold", WARM_ON_CREATE="false")
+        api_port = embedded.free_port()
+        api_url = f"http://127.0.0.1:{api_port}"
+        stack.enter_context(
+            process(
+                [
+                    "taskset",
+                    "-c",
+                    LOAD_CPU,
+                    python,
+                    "-m",
+                    "shortlink.cli",
+                    "api",
+                    "--workers",
+                    "1",
+                    "--port",
+                    str(api_port),
+                ],
+                {
+                    **os.environ,
+                    "DATABASE_URL": database_url,
+                    "SHORT_DOMAIN": "bench.example",
+                    "LOG_LEVEL": "WARNING",
+                    "API_METRICS_PORT": "0",
+                },
+            )
+        )
         base = stack.enter_context(
             process(
                 [
@@ -397,13 +493,19 @@ def main() -> int:
                 ],
             )
         )
-        wait_ready(f"http://127.0.0.1:{real_port}/readyz")
-        wait_ready(f"http://127.0.0.1:{bare_port}/readyz")
-        rss_cold = rss_kib(real.pid)
-        print("warming the caches (every link once) ...", flush=True)
-        warm_seconds = asyncio.run(warm(f"http://127.0.0.1:{real_port}", [t for t, _ in links]))
-        rss_warm = rss_kib(real.pid)
-        asyncio.run(warm(f"http://127.0.0.1:{bare_port}", [t for t, _ in links]))
+        for port in (real_port, bare_port, cold_port):
+            wait_ready(f"http://127.0.0.1:{port}/readyz")
+        wait_ready(f"{api_url}/healthz")
+        # The servers warmed the seeded links as they started (WARM_WINDOW); wait for it.
+        deadline = time.monotonic() + 120
+        while metric(metrics_url, "shortlink_link_cache_entries") < args.links:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the redirect server did not warm the seeded links")
+            time.sleep(0.2)
+        rss_cold = rss_kib(cold.pid)
+        print("the cold server reads every seeded link once ...", flush=True)
+        warm_seconds = asyncio.run(warm(f"http://127.0.0.1:{cold_port}", [t for t, _ in links]))
+        rss_warm = rss_kib(cold.pid)
         deadline = time.monotonic() + 30
         while not embedded.port_is_open("127.0.0.1", base_port):
             if time.monotonic() > deadline:
@@ -417,8 +519,13 @@ def main() -> int:
             "baseline": (base_port, base.pid),
         }
         results: dict[str, list[WrkResult]] = {name: [] for name in servers}
+        first: dict[str, list[WrkResult]] = {WARMED: [], COLD: []}
         published: list[float] = []
+        warm_after_create: list[float] = []
+        broker_cpu: list[float] = []
+        warm_rss: list[float] = []
         scraper = Scraper(metrics_url)
+        fresh = args.fresh_links
         for run in range(1, args.runs + 1):
             for name, (port, pid) in servers.items():
                 before = asyncio.run(topic_size(bootstrap))
@@ -441,6 +548,49 @@ def main() -> int:
                     _show(f"run {run} {name}", result, published[-1])
                 else:
                     _show(f"run {run} {name}", result)
+            # First taps on links made through the API just now: warmed on create...
+            cached_before = metric(metrics_url, "shortlink_link_cache_warmed_total")
+            rss_before = rss_kib(real.pid)
+            created_at = time.perf_counter()
+            tokens = create_through_api(api_url, api_key, fresh, f"warm{run}")
+            answered = time.perf_counter()
+            while metric(metrics_url, "shortlink_link_cache_warmed_total") < cached_before + fresh:
+                if time.perf_counter() - answered > 60:
+                    raise RuntimeError("created links did not reach the redirect server's cache")
+                time.sleep(0.01)
+            warm_after_create.append(time.perf_counter() - answered)
+            warm_rss.append((rss_kib(real.pid) - rss_before) / 1024 / fresh * 100_000)
+            print(
+                f"run {run}: {fresh:,} links created through the API in "
+                f"{answered - created_at:.1f} s, all cached {warm_after_create[-1]:.2f} s after "
+                "the last answer",
+                flush=True,
+            )
+            once = work / f"once-{run}.lua"
+            (work / f"fresh-{run}.txt").write_text("\n".join(tokens) + "\n")
+            once.write_text(ONCE_SCRIPT % (work / f"fresh-{run}.txt"))
+            broker_before, run_started = (
+                cpu_seconds(broker_pid) if broker_pid else 0.0,
+                time.monotonic(),
+            )
+            result = run_wrk(
+                f"http://127.0.0.1:{real_port}/", once, args.seconds, args.connections, real.pid
+            )
+            if broker_pid:
+                broker_cpu.append(
+                    (cpu_seconds(broker_pid) - broker_before) / (time.monotonic() - run_started)
+                )
+            first[WARMED].append(result)
+            _show(f"run {run} {WARMED}", result, repeats=result.requests > fresh)
+            # ... and cold: the same, on the server that reads them only when tapped.
+            tokens = create_through_api(api_url, api_key, fresh, f"cold{run}")
+            (work / f"cold-{run}.txt").write_text("\n".join(tokens) + "\n")
+            once.write_text(ONCE_SCRIPT % (work / f"cold-{run}.txt"))
+            result = run_wrk(
+                f"http://127.0.0.1:{cold_port}/", once, args.seconds, args.connections, cold.pid
+            )
+            first[COLD].append(result)
+            _show(f"run {run} {COLD}", result, repeats=result.requests > fresh)
 
         # Latency at a fixed offered rate, well under both servers' capacity: with 64
         # connections kept saturated, latency is only queueing (connections / req/s).
@@ -476,6 +626,11 @@ def main() -> int:
             readiness=readiness,
             scrapes=scraper.scrapes,
             scraped_redirects=scraper.redirects,
+            first=first,
+            fresh_links=fresh,
+            warm_after_create=warm_after_create,
+            warm_rss_per_100k=statistics.median(warm_rss),
+            broker_cpu=broker_cpu,
         )
         del base
 
@@ -488,8 +643,12 @@ def main() -> int:
     return 0
 
 
-def _show(label: str, result: WrkResult, published: float | None = None) -> None:
+def _show(
+    label: str, result: WrkResult, published: float | None = None, repeats: bool = False
+) -> None:
     extra = "" if published is None else f"  clicks published {published:,.0f}/s"
+    if repeats:
+        extra += "  (ran out of fresh links: some taps were repeats)"
     print(
         f"{label}: {result.requests_per_second:,.0f} req/s  p50 {result.p50_ms:.2f} ms  "
         f"p99 {result.p99_ms:.2f} ms  errors {result.errors}  server CPU "
@@ -536,33 +695,70 @@ def _report(args: argparse.Namespace, m: Measurements) -> str:
     bare_rps = median(NO_METRICS, "requests_per_second")
     per_100k = (m.rss_warm - m.rss_cold) / 1024 / args.links * 100_000
     cold_rps = args.links / m.warm_seconds
+
+    def against_baseline(runs: list[WrkResult]) -> str:
+        """Throughput and p99 ratios to the baseline run of the same round, and medians."""
+        rates = [
+            r.requests_per_second / b.requests_per_second
+            for r, b in zip(runs, m.results["baseline"], strict=True)
+        ]
+        tails = [r.p99_ms / b.p99_ms for r, b in zip(runs, m.results["baseline"], strict=True)]
+        return (
+            f"{statistics.median(rates):.2f}x the baseline's req/s (runs "
+            f"{', '.join(f'{x:.2f}' for x in rates)}), p99 {statistics.median(tails):.2f}x its p99 "
+            f"(runs {', '.join(f'{x:.2f}' for x in tails)})"
+        )
+
     lines = [
         f"## Redirect benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"`make bench` on {platform.node()} ({os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}): servers on CPU {SERVER_CPU}, wrk and the broker on CPU "
-        f"{LOAD_CPU}; {args.links:,} links, {args.connections} connections, random tokens, "
-        f"{args.seconds} s per run, {args.runs} runs each, alternating. Medians below. "
-        f"`{NO_METRICS}` is the same server started with REDIRECT_METRICS_PORT=0.",
+        f"{platform.python_version()}): servers on CPU {SERVER_CPU}, wrk, the broker and the "
+        f"API on CPU {LOAD_CPU}; {args.links:,} links, {args.connections} connections, "
+        f"{args.seconds} s per run, {args.runs} rounds, each running every series once in turn. "
+        f"Medians below. Repeat taps: random tokens of the seeded links, all in the cache. "
+        f"`{NO_METRICS}` is the same server started with REDIRECT_METRICS_PORT=0. First taps: "
+        f"{m.fresh_links:,} links created through the API just before each run, each tapped "
+        f"once; *warmed* on the server that reads created links into its cache, *cold* on one "
+        f"started with WARM_ON_CREATE=false (every tap a lookup, batched).",
         "",
-        "| server | req/s (runs) | median req/s | p50 ms | p99 ms | server CPU | CPU us/req "
+        "| series | req/s (runs) | median req/s | p50 ms | p99 ms | server CPU | CPU us/req "
         "| errors |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name in m.results:
-        runs = ", ".join(f"{r.requests_per_second:,.0f}" for r in m.results[name])
+    rows = {**m.results, **m.first}
+    for name, runs in rows.items():
+        rates = ", ".join(f"{r.requests_per_second:,.0f}" for r in runs)
         lines.append(
-            f"| {name} | {runs} | {median(name, 'requests_per_second'):,.0f} | "
-            f"{median(name, 'p50_ms'):.2f} | {median(name, 'p99_ms'):.2f} | "
-            f"{median(name, 'server_cpu'):.0%} | {median(name, 'cpu_us_per_request'):.0f} | "
-            f"{sum(r.errors for r in m.results[name])} |"
+            f"| {name} | {rates} | "
+            f"{statistics.median(r.requests_per_second for r in runs):,.0f} | "
+            f"{statistics.median(r.p50_ms for r in runs):.2f} | "
+            f"{statistics.median(r.p99_ms for r in runs):.2f} | "
+            f"{statistics.median(r.server_cpu for r in runs):.0%} | "
+            f"{statistics.median(r.cpu_us_per_request for r in runs):.0f} | "
+            f"{sum(r.errors for r in runs)} |"
         )
+    cold_p99 = statistics.median(r.p99_ms for r in m.first[COLD])
     lines += [
         "",
-        f"- **ratio shortlink / baseline: {real_rps / base_rps:.2f}x** (req/s, median over "
+        f"- **repeat taps: {against_baseline(m.results['shortlink'])}** "
+        "(target >= 1.0x, p99 <= 1.5x)",
+        f"- **first taps, warmed: {against_baseline(m.first[WARMED])}** (target >= 0.9x, "
+        "p99 <= 2x)",
+        f"- **first taps, cold: {against_baseline(m.first[COLD])}; p99 {cold_p99:.2f} ms** "
+        "(target >= 0.5x, p99 <= 10 ms)",
+        f"- created links in the cache after the API's last answer: "
+        f"{', '.join(f'{s:.2f}' for s in m.warm_after_create)} s for {m.fresh_links:,} links "
+        "(target: within 1 s)",
+        f"- **memory: {m.warm_rss_per_100k:.1f} MiB per 100,000 links warmed** (RSS growth of "
+        f"the warmed server while a run's links arrived, median), "
+        f"{per_100k:.1f} MiB per 100,000 read by cold taps: "
+        f"{2**30 / (max(m.warm_rss_per_100k, 0.1) * 2**20) * 100_000:,.0f} links per GiB "
+        "(target <= 25 MiB)",
+        f"- ratio shortlink / baseline on repeat taps: {real_rps / base_rps:.2f}x (median over "
         f"median); run by run: {pairs('shortlink', 'baseline')}",
-        f"- **metrics cost: shortlink with metrics / with REDIRECT_METRICS_PORT=0: "
-        f"{real_rps / bare_rps:.2f}x** req/s (run by run: {pairs('shortlink', NO_METRICS)}), "
+        f"- metrics cost: shortlink with metrics / with REDIRECT_METRICS_PORT=0: "
+        f"{real_rps / bare_rps:.2f}x req/s (run by run: {pairs('shortlink', NO_METRICS)}), "
         f"CPU per request {median('shortlink', 'cpu_us_per_request'):.0f} vs "
         f"{median(NO_METRICS, 'cpu_us_per_request'):.0f} us; the metrics server was scraped "
         f"every second during its runs ({m.scrapes} scrapes; the last counted "
@@ -578,11 +774,11 @@ def _report(args: argparse.Namespace, m: Measurements) -> str:
             f"{statistics.median(r.requests_per_second for r in runs):,.0f} req/s served"
             for name, runs in m.paced.items()
         ),
-        f"- warm cache: RSS {m.rss_cold / 1024:.0f} MiB before warm-up, "
-        f"{m.rss_warm / 1024:.0f} MiB with {args.links:,} links cached: {per_100k:.0f} MiB per "
-        f"100,000 cached links; {m.rss_after / 1024:.0f} MiB after the runs",
-        f"- cold cache (every link's first request reads PostgreSQL): {cold_rps:,.0f} req/s "
-        f"during warm-up; seeding {args.links:,} links took {m.seed_seconds:.1f} s",
+        f"- the broker (tansu, in memory, on the load core) used "
+        f"{', '.join(f'{c:.0%}' for c in m.broker_cpu) or 'n/a'} of a core during the warmed "
+        "first-tap runs (it slows as it fills; these shares show how much it took from wrk)",
+        f"- cold reads of the {args.links:,} seeded links: {cold_rps:,.0f} req/s (64 "
+        f"connections, one worker); seeding them took {m.seed_seconds:.1f} s",
         f"- readiness after the runs: `{m.readiness}`",
         "",
     ]

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ import asyncpg
 import orjson
 
 from shortlink import accounts, deliveries, endpoints, logs, schema
-from shortlink.api.config import ApiConfig
+from shortlink.api.config import ApiConfig, DashboardConfig
 from shortlink.config import ServiceConfig
 from shortlink.db import require_database_url
 from shortlink.dev import embedded
@@ -279,6 +280,41 @@ def cmd_deliveries(args: argparse.Namespace, env: dict[str, str]) -> int:
     return result
 
 
+def cmd_dashboard_link(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from shortlink.api.dashboard.sessions import MAX_LINK_HOURS, Grant, dashboard_link
+
+    config = DashboardConfig.from_env(env, require_secret=True)
+    if not 0 < args.hours <= MAX_LINK_HOURS:
+        sys.stderr.write(f"shortlink: --hours must be more than 0 and at most {MAX_LINK_HOURS}\n")
+        return 2
+    service = resolve_service(ServiceConfig.from_env(env), kafka=False)
+
+    async def action(conn: asyncpg.Connection) -> int:
+        await schema.check_schema(conn)
+        enabled = await conn.fetchval(
+            "SELECT true FROM accounts WHERE id = $1 AND disabled_at IS NULL", args.account
+        )
+        if not enabled:
+            sys.stderr.write(f"no enabled account with id {args.account}\n")
+            return 1
+        if args.campaign is not None and not await conn.fetchval(
+            "SELECT true FROM campaign_stats WHERE account_id = $1 AND campaign = $2",
+            args.account,
+            args.campaign,
+        ):
+            sys.stderr.write(f"account {args.account} has no campaign {args.campaign!r}\n")
+            return 1
+        expires_at = int(time.time() + args.hours * 3600)
+        sys.stdout.write(dashboard_link(config, Grant(args.account, args.campaign, expires_at)))
+        sys.stdout.write("\n")
+        until = datetime.fromtimestamp(expires_at, UTC)
+        sys.stderr.write(f"read-only, valid until {until:%Y-%m-%d %H:%M} UTC\n")
+        return 0
+
+    result: int = asyncio.run(_with_connection(service, action))
+    return result
+
+
 def cmd_dev(args: argparse.Namespace, env: dict[str, str]) -> int:
     from shortlink.dev.stack import run_stack
 
@@ -345,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--account", type=int, required=True)
     retry.add_argument("--request-identifier", help="only this delivery (default: every dead one)")
 
+    share = commands.add_parser(
+        "dashboard-link", help="print a signed, expiring URL that opens the dashboard read-only"
+    )
+    share.add_argument("--account", type=int, required=True)
+    share.add_argument("--campaign", help="open this campaign's page; the link sees no other")
+    share.add_argument("--hours", type=float, default=24.0, help="valid this long (default 24)")
+
     commands.add_parser("dev", help="run the whole stack locally (what `make run` does)")
     return parser
 
@@ -357,6 +400,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
     "link": cmd_link,
     "endpoint": cmd_endpoint,
     "deliveries": cmd_deliveries,
+    "dashboard-link": cmd_dashboard_link,
     "dev": cmd_dev,
 }
 

@@ -35,6 +35,8 @@ import orjson
 from shortlink.links import LinkEntry
 
 VERSION = 1
+# Lone surrogates: what aiohttp makes of header bytes that are not UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class InvalidClickEvent(ValueError):
@@ -61,9 +63,54 @@ class ClickEvent(NamedTuple):
     warning_page_served: bool
 
 
-# The raw facts of one click, as the redirect handler queues them: (link, clicked_at
-# in Unix seconds, user_agent, client_ip, referer, method, warning_page_served).
-RawClick = tuple[LinkEntry, float, str | None, str | None, str | None, str, bool]
+# The raw facts of one click, as the redirect server encodes them: the link's fields
+# (token, link_id, account_id, target_url, phone_number, client_ref,
+# client_identifier, shortened_at_ms), then clicked_at_ms, user_agent, client_ip,
+# referer, method, warning_page_served: the event's fields after its id.
+ClickFacts = tuple[
+    str,
+    int,
+    int,
+    str,
+    str | None,
+    str | None,
+    str | None,
+    int,
+    int,
+    str | None,
+    str | None,
+    str | None,
+    str,
+    bool,
+]
+
+
+def facts(
+    link: LinkEntry,
+    clicked_at: float,
+    user_agent: str | None,
+    client_ip: str | None,
+    referer: str | None,
+    method: str,
+    warning_page_served: bool,
+) -> ClickFacts:
+    """The facts of a click on `link` (tests and tools that make events of their own)."""
+    return (
+        link.token,
+        link.id,
+        link.account_id,
+        link.target_url,
+        link.phone_number,
+        link.client_ref,
+        link.client_identifier,
+        link.created_at_ms,
+        int(clicked_at * 1000),
+        user_agent,
+        client_ip,
+        referer,
+        method,
+        warning_page_served,
+    )
 
 
 class EventIds:
@@ -95,45 +142,34 @@ class EventIds:
         return [f"{prefix}{n & 0xFFFFFFFF:08x}" for n in range(start, start + count)]
 
 
-def encode_many(event_ids: Sequence[str], clicks: Sequence[RawClick]) -> list[bytes]:
-    """The message values of a batch of clicks, one id each (the flusher's hot loop)."""
+def encode_many(event_ids: Sequence[str], clicks: Sequence[ClickFacts]) -> list[bytes]:
+    """The message values of a batch of clicks, one id each (the flusher's hot loop).
+
+    Never raises for what a client sent: a header aiohttp could only decode with
+    surrogate escapes (bytes that are not UTF-8) cannot be JSON, so that click is
+    encoded again with the bad bytes as U+FFFD (see `sanitise`); the click is kept.
+    """
     dumps = orjson.dumps
-    return [
-        dumps(
-            (
-                VERSION,
-                event_id,
-                link.token,
-                link.id,
-                link.account_id,
-                link.target_url,
-                link.phone_number,
-                link.client_ref,
-                link.client_identifier,
-                link.created_at_ms,
-                int(clicked_at * 1000),
-                user_agent,
-                client_ip,
-                referer,
-                method,
-                warning_page_served,
-            )
-        )
-        for event_id, (
-            link,
-            clicked_at,
-            user_agent,
-            client_ip,
-            referer,
-            method,
-            warning_page_served,
-        ) in zip(event_ids, clicks, strict=True)
-    ]
+    values = []
+    for event_id, click in zip(event_ids, clicks, strict=True):
+        fields = (VERSION, event_id, *click)
+        try:
+            values.append(dumps(fields))
+        except orjson.JSONEncodeError:
+            values.append(dumps(tuple(map(sanitise, fields))))
+    return values
 
 
-def encode(event_id: str, click: RawClick) -> bytes:
+def encode(event_id: str, click: ClickFacts) -> bytes:
     """The message value of one click."""
     return encode_many((event_id,), (click,))[0]
+
+
+def sanitise(value: Any) -> Any:
+    """A string that JSON can carry: lone surrogates (undecodable bytes) become U+FFFD."""
+    if type(value) is not str:
+        return value
+    return _SURROGATE.sub("\ufffd", value)
 
 
 FIELDS = ClickEvent._fields

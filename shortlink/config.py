@@ -63,6 +63,23 @@ class EnvReader:
             raise ConfigError(f"{name}={number}: must be between {minimum} and {maximum}")
         return number
 
+    def duration(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+        """Seconds, written as a number of seconds or with a unit: 90s, 30m, 6h, 2d."""
+        value = self.raw(name)
+        if value is None:
+            return default
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        number, unit = (value[:-1], units[value[-1]]) if value[-1] in units else (value, 1)
+        try:
+            seconds = float(number) * unit
+        except ValueError:
+            raise ConfigError(
+                f"{name}={value!r}: expected a duration such as 90s, 30m or 6h"
+            ) from None
+        if not minimum <= seconds <= maximum:
+            raise ConfigError(f"{name}={value}: must be between {minimum:g} and {maximum:g} s")
+        return seconds
+
     def flag(self, name: str, default: bool) -> bool:
         value = self.raw(name)
         if value is None:

@@ -29,3 +29,30 @@ def require_database_url(config: ServiceConfig) -> str:
     if config.database_url is None:
         raise RuntimeError("DATABASE_URL must be resolved before a service starts")
     return config.database_url
+
+
+# SQLSTATE classes of failures that pass: connection exception, transaction rollback
+# (serialization, deadlock), insufficient resources (too many connections, disk
+# full), operator intervention (admin or crash shutdown, cannot connect now, query
+# canceled), system error (I/O).
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+# A read-only transaction: a failover left us on a standby; lock not available.
+_TRANSIENT_STATES = frozenset({"25006", "55P03"})
+# Errors after which the pool's connections should be made again (they may point
+# at a server that is gone or is now a standby).
+_RECONNECT_STATES = frozenset({"25006", "57P01", "57P02", "57P03"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database operation that raised `exc` is worth trying again as it was."""
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        state = exc.sqlstate or ""
+        return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES
+    return False
+
+
+def needs_new_connections(exc: BaseException) -> bool:
+    """Whether, after `exc`, the pool should drop its connections and connect afresh."""
+    return isinstance(exc, asyncpg.PostgresError) and (exc.sqlstate or "") in _RECONNECT_STATES

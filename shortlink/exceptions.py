@@ -8,7 +8,8 @@ everything else surfaces as a clear message and a non-zero exit code.
     ├── SchemaError            the database schema cannot be used
     │   └── SchemaBehindError  migrations are pending; run `shortlink migrate`
     ├── EmbeddedServerError    the local PostgreSQL or broker could not be started
-    └── TokenSpaceExhausted    token generation kept colliding (the token length is too short)
+    ├── TokenSpaceExhausted    token generation kept colliding (the token length is too short)
+    └── TaskFailedError        a background task kept failing; the process must be replaced
 """
 
 from __future__ import annotations
@@ -44,3 +45,13 @@ class EmbeddedServerError(ShortlinkError):
 
 class TokenSpaceExhausted(ShortlinkError):
     """Fresh tokens kept colliding with existing ones."""
+
+
+class TaskFailedError(ShortlinkError):
+    """A supervised background task kept failing right after each restart."""
+
+    def __init__(self, task: str) -> None:
+        super().__init__(
+            f"background task {task!r} cannot recover; stopping so the process is replaced"
+        )
+        self.task = task

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from shortlink import invalidation, tokens
+from shortlink import changes, tokens
 from shortlink.db import Connection, Executor
 from shortlink.exceptions import TokenSpaceExhausted
 
@@ -42,32 +42,91 @@ class LinkEntry:
     unsafe: bool
     disabled: bool
 
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> LinkEntry:
+        """A row of ENTRY_COLUMNS, in that order."""
+        return cls(
+            id=row[1],
+            token=row[0],
+            account_id=row[2],
+            target_url=row[3],
+            phone_number=row[4],
+            client_ref=row[5],
+            client_identifier=row[6],
+            created_at_ms=row[7],
+            expires_at=row[8],
+            unsafe=row[9],
+            disabled=row[10],
+        )
 
-_LOOKUP = """
-    SELECT id, account_id, target_url, phone_number, client_ref, client_identifier,
-           created_at, expires_at, unsafe, disabled_at IS NOT NULL AS disabled
-    FROM links
-    WHERE token = $1
+
+# What the redirect server reads of a link, with the times as epoch numbers so no
+# datetime is made per row (floor: the same truncation as epoch_ms).
+ENTRY_COLUMNS = """
+    token, id, account_id, target_url, phone_number, client_ref, client_identifier,
+    floor(extract(epoch FROM created_at) * 1000)::int8 AS created_at_ms,
+    extract(epoch FROM expires_at)::float8 AS expires_at,
+    unsafe, disabled_at IS NOT NULL AS disabled
 """
 
 
-async def fetch_entry(pool: asyncpg.Pool, token: str) -> LinkEntry | None:
+async def fetch_entry(pool: Executor, token: str) -> LinkEntry | None:
     """The link behind `token`, or None when there is none."""
-    row = await pool.fetchrow(_LOOKUP, token)
-    if row is None:
+    rows = await fetch_rows(pool, [token])
+    return LinkEntry.from_row(rows[0]) if rows else None
+
+
+async def fetch_rows(conn: Executor, tokens: Sequence[str]) -> list[asyncpg.Record]:
+    """The rows (ENTRY_COLUMNS) of those of `tokens` that exist, in one query."""
+    return await conn.fetch(
+        f"SELECT {ENTRY_COLUMNS} FROM links WHERE token = ANY($1::text[])", list(tokens)
+    )
+
+
+async def fetch_id_range(conn: Executor, first: int, last: int) -> list[asyncpg.Record]:
+    """The live links (ENTRY_COLUMNS) with first <= id <= last.
+
+    Callers read a long range in windows of ids, not with LIMIT: right after a bulk
+    insert the table's statistics do not know the new rows yet, and a LIMIT query
+    over the rest of the range was planned as a scan of all of it per slice.
+    """
+    return await conn.fetch(
+        f"SELECT {ENTRY_COLUMNS} FROM links WHERE id BETWEEN $1 AND $2 AND disabled_at IS NULL",
+        first,
+        last,
+    )
+
+
+async def first_id_since(conn: Executor, since: datetime) -> int | None:
+    """About the smallest id of the links created at or after `since`, or None if none are.
+
+    A binary search over the primary key (ids grow with creation time; links have
+    no index on created_at, and a scan of the table would take seconds): a few
+    dozen single-row lookups whatever the table's size.
+    """
+    bounds = await conn.fetchrow("SELECT min(id) AS low, max(id) AS high FROM links")
+    if bounds is None or bounds["high"] is None:
         return None
-    return LinkEntry(
-        id=row["id"],
-        token=token,
-        account_id=row["account_id"],
-        target_url=row["target_url"],
-        phone_number=row["phone_number"],
-        client_ref=row["client_ref"],
-        client_identifier=row["client_identifier"],
-        created_at_ms=epoch_ms(row["created_at"]),
-        expires_at=row["expires_at"].timestamp(),
-        unsafe=row["unsafe"],
-        disabled=row["disabled"],
+    low, high = bounds["low"], bounds["high"]
+    newest = await conn.fetchval("SELECT created_at FROM links WHERE id = $1", high)
+    if newest is None or newest < since:
+        return None
+    while low < high:
+        middle = (low + high) // 2
+        row = await conn.fetchrow(
+            "SELECT id, created_at FROM links WHERE id >= $1 ORDER BY id LIMIT 1", middle
+        )
+        if row is not None and row["created_at"] < since:
+            low = row["id"] + 1  # everything up to this row is older
+        else:
+            high = middle
+    return int(low)
+
+
+async def changed_since(conn: Executor, since: datetime) -> list[asyncpg.Record]:
+    """(token, updated_at) of the links changed at or after `since` (a partial index)."""
+    return await conn.fetch(
+        "SELECT token, updated_at FROM links WHERE updated_at >= $1 ORDER BY updated_at", since
     )
 
 
@@ -176,7 +235,10 @@ async def create_links(
             pending = sorted(by_token.values())
             if not pending:
                 await _count_campaign_links(conn, account_id, links)
-                return [link for link in results if link is not None]
+                made = [link for link in results if link is not None]
+                # The redirect workers read these into memory as the transaction commits.
+                await changes.notify_created(conn, (link.id for link in made))
+                return made
         # Raised inside the transaction, so nothing of this call is kept.
         raise TokenSpaceExhausted(
             f"{len(pending)} links kept colliding after {_MAX_ROUNDS} rounds: "
@@ -212,7 +274,11 @@ def _unique_tokens(count: int, length: int) -> list[str]:
 
 _VIEW = """
     SELECT l.id, l.token, l.target_url, l.phone_number, l.client_ref, l.client_identifier,
-           l.created_at, l.expires_at, l.unsafe, l.disabled_at, l.first_clicked_at,
+           l.created_at, l.expires_at, l.unsafe, l.disabled_at,
+           coalesce(
+               (SELECT f.clicked_at FROM first_clicks f WHERE f.link_id = l.id),
+               l.first_clicked_at
+           ) AS first_clicked_at,
            (SELECT count(*) FROM clicks c WHERE c.link_id = l.id AND NOT c.is_bot) AS clicks
     FROM links l
 """
@@ -252,7 +318,8 @@ async def update(
             """
             UPDATE links SET target_url = coalesce($3, target_url),
                              expires_at = coalesce($4, expires_at),
-                             unsafe = coalesce($5, unsafe)
+                             unsafe = coalesce($5, unsafe),
+                             updated_at = now()
             WHERE token = $1 AND account_id = $2
             """,
             token,
@@ -263,7 +330,7 @@ async def update(
         )
         if status != "UPDATE 1":
             return False
-        await invalidation.notify(conn, [token])
+        await changes.notify(conn, [token])
     return True
 
 
@@ -272,7 +339,7 @@ async def disable(conn: Connection, account_id: int, token: str) -> bool:
     async with conn.transaction():
         status = await conn.execute(
             """
-            UPDATE links SET disabled_at = coalesce(disabled_at, now())
+            UPDATE links SET disabled_at = coalesce(disabled_at, now()), updated_at = now()
             WHERE token = $1 AND account_id = $2
             """,
             token,
@@ -280,5 +347,5 @@ async def disable(conn: Connection, account_id: int, token: str) -> bool:
         )
         if status != "UPDATE 1":
             return False
-        await invalidation.notify(conn, [token])
+        await changes.notify(conn, [token])
     return True

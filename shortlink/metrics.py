@@ -8,9 +8,10 @@ bisect, no lock (each process is single-threaded asyncio).
 
 A redirect or API server runs several worker processes sharing one port, so a
 scrape of that port would reach a random worker. Instead each worker writes its
-metrics (text format) to `<dir>/<worker>.prom` once a second, and the
+metrics (text format) to `<dir>/<worker>-<pid>.prom` once a second, and the
 supervisor serves their sum on a separate metrics port (REDIRECT_METRICS_PORT,
-API_METRICS_PORT), which also keeps /metrics off the internet-facing port.
+API_METRICS_PORT), which also keeps /metrics off the internet-facing port. A
+dead worker's counters stay in the sum (see WorkerFiles).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from shortlink.exceptions import ConfigError
+from shortlink.supervise import SUPERVISOR
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,7 @@ def writer_context(
         if not directory:
             yield  # not under a supervisor that serves metrics (tests, metrics off)
             return
-        path = Path(directory) / f"{worker_index}.prom"
+        path = Path(directory) / f"{worker_index}-{os.getpid()}.prom"
 
         def write() -> None:
             staged = path.with_suffix(".tmp")
@@ -126,11 +128,9 @@ def writer_context(
                     log.warning("could not write metrics", extra={"error": repr(exc)})
                 await asyncio.sleep(WRITE_INTERVAL)
 
-        task = asyncio.create_task(loop(), name="metrics-writer")
+        task = app[SUPERVISOR].spawn("metrics-writer", loop)
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await task.stop()
         with contextlib.suppress(OSError):
             write()  # the final counts
 
@@ -140,32 +140,74 @@ def writer_context(
 # -- supervisor side ------------------------------------------------------------
 
 
+SampleKey = tuple[str, tuple[tuple[str, str], ...]]
+# Families whose samples only grow: a dead worker's last values stay in the sum.
+_MONOTONIC = frozenset({"counter", "histogram"})
+
+
 class WorkerFiles(Collector):
-    """The sum over the workers' files: counters, gauges and histogram buckets add up."""
+    """The sum over the workers' files: counters, gauges and histogram buckets add up.
+
+    Files are named `<worker index>-<pid>.prom`. When a worker has died (its pid
+    is gone), its counters and histograms are kept in `retired` and its file is
+    removed, so a restarted worker starting again from zero never makes a summed
+    counter go down (Prometheus would read that as a reset); its gauges (cache
+    entries, buffered clicks) die with it.
+    """
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
+        self.retired: dict[str, tuple[Metric, dict[SampleKey, float]]] = {}
 
     def collect(self) -> Iterator[Metric]:
         families: dict[str, Metric] = {}
-        sums: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        sums: dict[str, dict[SampleKey, float]] = {}
+        for name, (family, totals) in self.retired.items():
+            families[name] = Metric(family.name, family.documentation, family.type)
+            sums[name] = dict(totals)
         for path in sorted(self._directory.glob("*.prom")):
+            alive = _process_alive(path.stem)
             try:
                 text = path.read_text()
             except OSError:
                 continue
             for family in text_string_to_metric_families(text):
+                if not alive and family.type not in _MONOTONIC:
+                    continue
                 if family.name not in families:
                     families[family.name] = Metric(family.name, family.documentation, family.type)
                     sums[family.name] = {}
                 totals = sums[family.name]
+                retired = None
+                if not alive:
+                    kept = self.retired.setdefault(family.name, (families[family.name], {}))
+                    retired = kept[1]
                 for sample in family.samples:
                     key = (sample.name, tuple(sorted(sample.labels.items())))
                     totals[key] = totals.get(key, 0.0) + sample.value
+                    if retired is not None:
+                        retired[key] = retired.get(key, 0.0) + sample.value
+            if not alive:
+                with contextlib.suppress(OSError):
+                    path.unlink()
         for name, family in families.items():
             for (sample_name, labels), value in sums[name].items():
                 family.add_sample(sample_name, dict(labels), value)
             yield family
+
+
+def _process_alive(stem: str) -> bool:
+    """Whether the worker that wrote `<index>-<pid>.prom` still runs."""
+    _, _, pid = stem.rpartition("-")
+    if not pid.isdigit():
+        return True  # not one of ours: sum it, never retire it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def serve_worker_metrics(host: str, port: int, setting: str) -> Path | None:

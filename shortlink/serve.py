@@ -18,6 +18,7 @@ import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -26,11 +27,13 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
-from shortlink.exceptions import ShortlinkError
+from shortlink.exceptions import ShortlinkError, TaskFailedError
+from shortlink.supervise import STOP, SUPERVISOR
 
 log = logging.getLogger(__name__)
 
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: configuration or schema problem
+EXIT_SOFTWARE = 70  # EX_SOFTWARE: a background task could not recover; replace the process
 _PR_SET_PDEATHSIG = 1
 _GC_YOUNG_THRESHOLD = 50_000  # CPython's default is 700
 # mallopt(3) parameters
@@ -59,6 +62,8 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
+    # A supervised task that cannot recover asks the process to stop (shortlink.supervise).
+    app[STOP] = stop
     signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
@@ -96,6 +101,9 @@ async def serve(
             await app.cleanup()  # the cleanup contexts, in reverse order
         for signum in signals:
             loop.remove_signal_handler(signum)
+    supervisor = app.get(SUPERVISOR)
+    if supervisor is not None and supervisor.failed is not None:
+        raise TaskFailedError(supervisor.failed)
 
 
 def tune_process() -> None:
@@ -146,28 +154,40 @@ def _bound_port(runner: web.BaseRunner) -> int:
 
 
 def run_in_process(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
-    """Run a service coroutine on uvloop; configuration errors become EXIT_CONFIG."""
+    """Run a service coroutine on uvloop; configuration errors become EXIT_CONFIG, a
+    background task that could not recover EXIT_SOFTWARE."""
     try:
         uvloop.run(main())
+    except TaskFailedError as exc:
+        log.critical(str(exc), extra={"error": type(exc).__name__, "task": exc.task})
+        return EXIT_SOFTWARE
     except ShortlinkError as exc:
         log.critical(str(exc), extra={"error": type(exc).__name__})
         return EXIT_CONFIG
     return 0
 
 
-def _worker_main(target: Callable[[int], int], index: int) -> None:
+def _worker_main(target: Callable[[int], int], index: int, parent: int) -> None:
     """Entry point of a spawned worker: die with the supervisor, run, exit with its code."""
-    exit_with_parent()
+    exit_with_parent(parent)
     raise SystemExit(target(index))
 
 
-def exit_with_parent() -> None:
-    """Ask Linux to send us SIGTERM if the supervisor dies (even by SIGKILL)."""
+def exit_with_parent(parent: int) -> None:
+    """Ask Linux to send us SIGTERM when the supervisor `parent` dies (even by SIGKILL).
+
+    The request only covers a parent that is still alive when it is made: a
+    supervisor killed while this process was starting has already gone, and
+    we were re-parented. So the parent is checked after asking, and if it is no
+    longer ours, we leave at once (os._exit: nothing of ours runs yet).
+    """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):  # not Linux: workers outlive a killed supervisor
         return
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def run_workers(target: Callable[[int], int], count: int, name: str) -> int:
@@ -183,7 +203,9 @@ def run_workers(target: Callable[[int], int], count: int, name: str) -> int:
     workers: dict[int, multiprocessing.process.BaseProcess] = {}
 
     def start(index: int) -> None:
-        process = context.Process(target=_worker_main, args=(target, index), name=f"{name}-{index}")
+        process = context.Process(
+            target=_worker_main, args=(target, index, os.getpid()), name=f"{name}-{index}"
+        )
         process.start()
         workers[index] = process
 

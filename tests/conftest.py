@@ -131,6 +131,14 @@ async def redirect_server(redirect_env: dict[str, str]) -> AsyncIterator[Running
 
 
 @pytest.fixture
+async def cold_redirect_server(redirect_env: dict[str, str]) -> AsyncIterator[RunningServer]:
+    """The redirect server with warming off: every first tap is a lookup (the cold path)."""
+    config = RedirectConfig.from_env({**redirect_env, "WARM_ON_CREATE": "false"})
+    async with running(create_app(config), make_handler) as server:
+        yield server
+
+
+@pytest.fixture
 async def empty_database_url(server_url: str) -> AsyncIterator[str]:
     """A new database with no migrations applied, dropped after the test."""
     name = unique_name("shortlink_empty")

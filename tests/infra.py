@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -144,3 +145,78 @@ def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+class DatabaseProxy:
+    """A TCP proxy in front of PostgreSQL, to make a connection die without telling.
+
+    `freeze()` stops forwarding on every connection open at that moment (the
+    sockets stay open: the peer hears nothing, as after a failover or a NAT
+    timeout); later connections work. With `refusing`, new connections are
+    closed at once. `url` is the database URL through the proxy.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        parts = urlsplit(database_url)
+        query = parse_qs(parts.query)
+        self._socket_dir = query.get("host", [None])[0]
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 5432
+        self._parts = parts
+        self._frozen: set[asyncio.Task[None]] = set()
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self.refusing = False
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        user = self._parts.username or ""
+        password = f":{self._parts.password}" if self._parts.password else ""
+        self.url = f"postgresql://{user}{password}@127.0.0.1:{port}{self._parts.path}"
+        return self.url
+
+    async def _upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._socket_dir is not None:
+            path = f"{self._socket_dir}/.s.PGSQL.{self._port}"
+            return await asyncio.open_unix_connection(path)
+        return await asyncio.open_connection(self._host, self._port)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.close()
+            return
+        up_reader, up_writer = await self._upstream()
+        self._writers += [writer, up_writer]
+        pipes = {
+            asyncio.create_task(self._pipe(reader, up_writer)),
+            asyncio.create_task(self._pipe(up_reader, writer)),
+        }
+        self._pipes |= pipes
+        await asyncio.gather(*pipes, return_exceptions=True)
+        self._pipes -= pipes
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                if task in self._frozen:
+                    await asyncio.Event().wait()  # silent until the test stops the proxy
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    def freeze(self) -> None:
+        """Silence every connection open now."""
+        self._frozen |= self._pipes
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in self._pipes:
+            task.cancel()
+        for writer in self._writers:
+            writer.close()
+        await asyncio.gather(*self._pipes, return_exceptions=True)

@@ -15,10 +15,14 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from shortlink import metrics
 from shortlink.api import campaigns, forwarding, idempotency, links, messages
 from shortlink.api.auth import auth_middleware
+from shortlink.api.campaign_list import list_campaigns
 from shortlink.api.config import ApiConfig
+from shortlink.api.dashboard import routes as dashboard
 from shortlink.api.errors import Handler, error_middleware
+from shortlink.api.exports import clicks_csv, recipients_csv
 from shortlink.api.links import API_CONFIG
 from shortlink.pool import POOL, pool_context
+from shortlink.supervise import SUPERVISOR, supervisor_context
 
 OPENAPI = web.AppKey("openapi", bytes)
 METRICS = web.AppKey("api_metrics", CollectorRegistry)
@@ -35,11 +39,12 @@ def openapi_document() -> bytes:
 def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     """The API; no I/O until it starts."""
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+        middlewares=[metrics_middleware, error_middleware, dashboard.middleware, auth_middleware],
         client_max_size=config.max_request_bytes,
     )
     app[API_CONFIG] = config
     app[OPENAPI] = openapi_document()
+    app.cleanup_ctx.append(supervisor_context("shortlink_api"))
     app.cleanup_ctx.append(pool_context(config.service))
     app.cleanup_ctx.append(idempotency.purge_context)
     app[RESPONSES] = Counter()
@@ -58,10 +63,14 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     add("POST", "/v1/messages", messages.create)
     add("GET", "/v1/campaigns/{client_identifier}/stats", campaigns.get_stats)
     add("GET", "/v1/campaigns/{client_identifier}/clicks", campaigns.list_clicks)
+    add("GET", "/v1/campaigns", list_campaigns)
+    add("GET", "/v1/campaigns/{client_identifier}/clicks.csv", clicks_csv)
+    add("GET", "/v1/campaigns/{client_identifier}/recipients.csv", recipients_csv)
     add("GET", "/v1/endpoint", forwarding.get_endpoint)
     add("PUT", "/v1/endpoint", forwarding.put_endpoint)
     add("GET", "/v1/deliveries", forwarding.list_deliveries)
     add("POST", "/v1/deliveries/{request_identifier}/retry", forwarding.retry)
+    dashboard.setup(app, config)
     return app
 
 
@@ -81,6 +90,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 def _families(app: web.Application) -> Iterator[Metric]:
+    yield app[SUPERVISOR].restarts_metric()
     responses = CounterMetricFamily(
         "shortlink_api_responses", "API answers", labels=["method", "route", "status"]
     )
@@ -100,7 +110,9 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """Alive unless a background task could not recover (the process should be replaced)."""
+    supervisor = request.app[SUPERVISOR]
+    return web.json_response(supervisor.health(), status=200 if supervisor.healthy else 503)
 
 
 async def readyz(request: web.Request) -> web.Response:

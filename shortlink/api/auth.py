@@ -14,7 +14,7 @@ from shortlink.api.errors import ApiError, Handler
 from shortlink.pool import POOL
 
 ACCOUNT_ID = web.RequestKey("account_id", int)
-PUBLIC = frozenset({"/v1/openapi.json"})
+PUBLIC = frozenset({"/v1/openapi.json", "/v1/docs"})
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -24,6 +24,8 @@ def _unauthorized(message: str) -> ApiError:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/v1/") or request.path in PUBLIC:
+        return await handler(request)
+    if ACCOUNT_ID in request:  # signed in by the dashboard's session cookie (CSV downloads)
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")

@@ -9,6 +9,47 @@ from dataclasses import dataclass
 from shortlink.config import EnvReader, ServiceConfig
 from shortlink.exceptions import ConfigError
 
+MIN_SECRET_LENGTH = 32
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """Settings of the dashboard pages (shortlink.api.dashboard) and `shortlink dashboard-link`."""
+
+    enabled: bool
+    secret: str | None  # signs session cookies and dashboard links; required when enabled
+    cookie_secure: bool
+    public_url: str  # where the API is reached from a browser, for dashboard links
+    refresh_seconds: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, require_secret: bool = False) -> DashboardConfig:
+        read = EnvReader(env)
+        enabled = read.flag("DASHBOARD_ENABLED", False)
+        secret = read.optional_text("DASHBOARD_SECRET")
+        if secret is None and (enabled or require_secret):
+            raise ConfigError(
+                "DASHBOARD_SECRET is not set: a random string of at least "
+                f"{MIN_SECRET_LENGTH} characters that signs dashboard sessions and links "
+                "(for example: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        if secret is not None and len(secret) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"DASHBOARD_SECRET: {len(secret)} characters, at least {MIN_SECRET_LENGTH} needed"
+            )
+        https = read.choice("SHORT_URL_SCHEME", "https", ("https", "http")) == "https"
+        port = read.integer("API_PORT", 8081, minimum=0, maximum=65_535)
+        public_url = read.text("DASHBOARD_PUBLIC_URL", f"http://127.0.0.1:{port}").rstrip("/")
+        if not public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"DASHBOARD_PUBLIC_URL={public_url!r}: an http(s) URL")
+        return cls(
+            enabled=enabled,
+            secret=secret,
+            cookie_secure=read.flag("DASHBOARD_COOKIE_SECURE", https),
+            public_url=public_url,
+            refresh_seconds=read.integer("DASHBOARD_REFRESH_SECONDS", 10, minimum=1, maximum=3600),
+        )
+
 
 @dataclass(frozen=True)
 class ApiConfig:
@@ -24,6 +65,7 @@ class ApiConfig:
     max_recipients: int
     max_request_bytes: int
     shutdown_timeout: float
+    dashboard: DashboardConfig
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiConfig:
@@ -51,4 +93,5 @@ class ApiConfig:
             shutdown_timeout=read.number(
                 "SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0, maximum=600.0
             ),
+            dashboard=DashboardConfig.from_env(env),
         )

@@ -21,6 +21,7 @@ from aiohttp import web
 from shortlink.api.errors import ApiError
 from shortlink.db import Connection
 from shortlink.pool import POOL
+from shortlink.supervise import SUPERVISOR
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,12 @@ def purge_context(app: web.Application) -> AsyncIterator[None]:
     async def context() -> AsyncIterator[None]:
         async def purge() -> None:
             while True:
-                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                with contextlib.suppress(
+                    OSError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    asyncpg.InternalClientError,  # the pool closed under it
+                ):
                     await app[POOL].execute(
                         """
                         DELETE FROM idempotency_keys
@@ -120,10 +126,8 @@ def purge_context(app: web.Application) -> AsyncIterator[None]:
                     )
                 await asyncio.sleep(_PURGE_EVERY)
 
-        task = asyncio.create_task(purge(), name="idempotency-purge")
+        task = app[SUPERVISOR].spawn("idempotency-purge", purge)
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await task.stop()
 
     return context()

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,10 +23,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 
 from shortlink import accounts, endpoints, schema
+from shortlink.api.config import DashboardConfig
+from shortlink.api.dashboard.sessions import Grant, dashboard_link
 from shortlink.config import EnvReader, ServiceConfig
 from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
@@ -105,6 +111,17 @@ async def _demo_link(conn: asyncpg.Connection, account_id: int, ref: str, *, uns
     return token
 
 
+def dashboard_secret(data_dir: Path) -> str:
+    """The data folder's dashboard signing secret, made on first use (owner-only file)."""
+    path = data_dir / "dashboard-secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
 class Stack:
     """The processes `make run` started, stopped in reverse order."""
 
@@ -120,7 +137,7 @@ class Stack:
             # children in order instead of all at once; and if the supervisor
             # itself is killed, the children get SIGTERM instead of living on.
             start_new_session=True,
-            preexec_fn=exit_with_parent,
+            preexec_fn=functools.partial(exit_with_parent, os.getpid()),
         )
         self.children.append((name, process))
 
@@ -203,11 +220,16 @@ def run_stack(env: Mapping[str, str]) -> int:
             [sys.executable, "-m", "shortlink.dev.demosink", "--port", str(sink_port)],
             child_env,
         )
+        api_env = {
+            **child_env,
+            "DASHBOARD_ENABLED": env.get("DASHBOARD_ENABLED") or "true",
+            "DASHBOARD_SECRET": env.get("DASHBOARD_SECRET") or dashboard_secret(service.data_dir),
+        }
         stack.spawn(
             "api",
             [sys.executable, "-m", "shortlink.cli", "api", "--port", str(api_port)],
             {
-                **child_env,
+                **api_env,
                 # Local short URLs point at the local redirect server, over plain http.
                 "SHORT_DOMAIN": env.get("SHORT_DOMAIN") or f"127.0.0.1:{redirect_port}",
                 "SHORT_URL_SCHEME": env.get("SHORT_URL_SCHEME") or "http",
@@ -226,9 +248,12 @@ def run_stack(env: Mapping[str, str]) -> int:
         _wait_until_healthy(f"{redirect_url}/healthz", stack)
         _wait_until_healthy(f"http://127.0.0.1:{forwarder_port}/healthz", stack)
         _wait_until_healthy(f"{api_url}/healthz", stack)
+        dashboard = DashboardConfig.from_env({**api_env, "API_PORT": str(api_port)})
+        share = dashboard_link(dashboard, Grant(demo.account_id, None, int(time.time()) + 86_400))
         _print_banner(
             dataclasses.replace(service, kafka_bootstrap_servers=bootstrap),
             demo,
+            share,
             redirect_url,
             api_url,
             forwarder_port,
@@ -253,6 +278,7 @@ def run_stack(env: Mapping[str, str]) -> int:
 def _print_banner(
     service: ServiceConfig,
     demo: Demo,
+    share: str,
     redirect_url: str,
     api_url: str,
     forwarder_port: int,
@@ -268,7 +294,10 @@ def _print_banner(
         "",
         "shortlink is running",
         f"  redirect server   {redirect_url}",
-        f"  API               {api_url}  (contract: {api_url}/v1/openapi.json)",
+        f"  API               {api_url}  (contract: {api_url}/v1/openapi.json, "
+        f"docs: {api_url}/v1/docs)",
+        f"  dashboard         {api_url}/dashboard/  (sign in with the API key below)",
+        f"    as the demo account, read-only, for 24 h: {share}",
         f"  PostgreSQL        {database}",
         f"  Kafka             {service.kafka_bootstrap_servers} (topic {service.click_topic})",
         f"  forwarder         health on http://127.0.0.1:{forwarder_port}/readyz",
@@ -298,6 +327,9 @@ def _print_banner(
         f'  curl -s {api_url}/v1/campaigns/demo-campaign/stats -H "Authorization: Bearer $KEY"',
         "In another terminal:",
         "  .venv/bin/shortlink account create --name acme",
+        f"  DASHBOARD_SECRET=$(cat {service.data_dir / 'dashboard-secret'}) "
+        f".venv/bin/shortlink dashboard-link --account {demo.account_id} "
+        "--campaign demo-campaign --hours 24",
         f"  .venv/bin/shortlink deliveries list --account {demo.account_id}",
         "",
         "A tap on a demo link is forwarded to the demo endpoint about a second later",

@@ -25,14 +25,16 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from shortlink import metrics
-from shortlink.links import LinkEntry
 from shortlink.pool import POOL, pool_context
 from shortlink.redirect import pages
-from shortlink.redirect.cache import CACHE, cache_context, listener_context
+from shortlink.redirect.cache import CACHE, cache_context
 from shortlink.redirect.clientip import resolver
 from shortlink.redirect.config import RedirectConfig
+from shortlink.redirect.entries import LinkGroup
+from shortlink.redirect.listener import LISTENER, listener_context
 from shortlink.redirect.publisher import PUBLISHER, publisher_context
 from shortlink.serve import Handler
+from shortlink.supervise import SUPERVISOR, Supervisor, supervisor_context
 from shortlink.tokens import is_token
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ def create_app(config: RedirectConfig, *, worker_index: int = 0) -> web.Applicat
     """The redirect worker's application: resources only, no I/O until startup."""
     app = web.Application()
     app[CONFIG] = config
+    app.cleanup_ctx.append(supervisor_context("shortlink_redirect"))
     app.cleanup_ctx.append(pool_context(config.service))
     app.cleanup_ctx.append(publisher_context(config, worker_index))
     app.cleanup_ctx.append(
@@ -63,9 +66,10 @@ def create_app(config: RedirectConfig, *, worker_index: int = 0) -> web.Applicat
             max_entries=config.cache_entries,
             negative_max_entries=config.negative_cache_entries,
             negative_ttl=config.negative_cache_ttl,
+            max_in_flight=max(1, config.service.database_pool_size // 2),
         )
     )
-    app.cleanup_ctx.append(listener_context(config.service))
+    app.cleanup_ctx.append(listener_context(config))
     app[STATUSES] = Counter()
     app[METRICS] = metrics.registry_of(lambda: _families(app))
     app.cleanup_ctx.append(metrics.writer_context(METRICS, worker_index))
@@ -75,6 +79,7 @@ def create_app(config: RedirectConfig, *, worker_index: int = 0) -> web.Applicat
 def _families(app: web.Application) -> Iterator[Metric]:
     """The worker's counters as Prometheus metrics (called at scrape time only)."""
     config, cache, publisher = app[CONFIG], app[CACHE], app[PUBLISHER]
+    yield app[SUPERVISOR].restarts_metric()
     redirects = CounterMetricFamily(
         "shortlink_redirect_responses", "Answers to GET/HEAD /{token}, by status", labels=["status"]
     )
@@ -82,10 +87,11 @@ def _families(app: web.Application) -> Iterator[Metric]:
     for status, count in sorted(app[STATUSES].items()):
         redirects.add_metric([str(status)], count)
     yield redirects
-    yield metrics.counter("shortlink_link_cache_hits", "Tokens found in the LRU", cache.hits)
+    listener = app[LISTENER]
+    yield metrics.counter("shortlink_link_cache_hits", "Tokens found in the cache", cache.hits)
     yield metrics.counter(
         "shortlink_link_cache_misses",
-        "Tokens not in the LRU (negative hits included)",
+        "Tokens not in the cache (negative hits included)",
         cache.misses,
     )
     yield metrics.counter(
@@ -94,14 +100,40 @@ def _families(app: web.Application) -> Iterator[Metric]:
         cache.negative_hits,
     )
     yield metrics.counter(
-        "shortlink_link_lookup_errors", "Database lookups that failed", cache.load_errors
+        "shortlink_link_lookup_errors", "Lookup queries that failed", cache.load_errors
     )
-    yield metrics.gauge("shortlink_link_cache_entries", "Links in the LRU", len(cache))
+    yield metrics.counter(
+        "shortlink_link_lookups", "Lookup queries of missed tokens (batched)", cache.loads
+    )
+    yield metrics.counter(
+        "shortlink_link_lookup_tokens", "Missed tokens asked for by lookup queries", cache.looked_up
+    )
+    yield metrics.counter(
+        "shortlink_link_cache_warmed", "Links read into the cache ahead of a tap", cache.warmed
+    )
+    yield metrics.counter(
+        "shortlink_link_cache_evicted", "Links dropped to make room", cache.evicted
+    )
+    yield metrics.counter(
+        "shortlink_link_invalidations", "Changed links dropped from the cache", listener.invalidated
+    )
+    yield metrics.counter(
+        "shortlink_link_listener_reconnects",
+        "Times the link-changes connection was made again",
+        listener.reconnects,
+    )
+    yield metrics.gauge("shortlink_link_cache_entries", "Links in the cache", len(cache))
+    yield metrics.gauge("shortlink_link_cache_groups", "Shared link groups", len(cache.groups))
     lookups = HistogramMetricFamily(
-        "shortlink_link_lookup_seconds", "Database lookups of tokens missing from the LRU"
+        "shortlink_link_lookup_seconds", "Lookup queries of tokens missing from the cache"
     )
     cache.load_seconds.add_to(lookups)
     yield lookups
+    warm = HistogramMetricFamily(
+        "shortlink_link_warm_seconds", "From a created-links notification to the links cached"
+    )
+    listener.warm_seconds.add_to(warm)
+    yield warm
     yield metrics.gauge(
         "shortlink_publish_buffer_clicks",
         "Clicks waiting for the next Kafka send",
@@ -121,7 +153,9 @@ def _families(app: web.Application) -> Iterator[Metric]:
         publisher.spooled,
     )
     yield metrics.counter(
-        "shortlink_events_dropped", "Click events lost: spool full", publisher.dropped
+        "shortlink_events_dropped",
+        "Click events lost: spool full or not writable",
+        publisher.dropped + publisher.lost,
     )
     yield metrics.counter(
         "shortlink_publish_failures", "Failed Kafka sends", publisher.send_failures
@@ -136,39 +170,57 @@ def make_handler(app: web.Application) -> Handler:
     pool = app[POOL]
     cache_get = cache.get
     cache_lookup = cache.lookup
+    groups = cache.groups.items  # the same list for the cache's lifetime
     submit = publisher.submit
     clock = time.time
     client_ip = resolver(config.trusted_proxies)
     behind_proxies = bool(config.trusted_proxies)
     redirect_status = config.redirect_status
     statuses = app[STATUSES]
+    supervisor = app[SUPERVISOR]
+    listener = app[LISTENER]
     StreamResponse = web.StreamResponse  # a local is a cheaper lookup on the hot path
 
     def page(status: int, body: bytes) -> web.Response:
         statuses[status] += 1
         return _page(status, body)
 
+    def unavailable() -> web.Response:
+        response = page(503, pages.UNAVAILABLE)
+        response.headers["Retry-After"] = "1"
+        return response
+
     def counted(response: web.StreamResponse) -> web.StreamResponse:
         statuses[response.status] += 1
         return response
 
-    def respond(request: web.BaseRequest, link: LinkEntry) -> web.StreamResponse:
+    def respond(
+        request: web.BaseRequest, token: str, group: LinkGroup, packed: bytes
+    ) -> web.StreamResponse:
         method = request.method
         if method != "GET" and method != "HEAD":
             return counted(_method_not_allowed())
         now = clock()
-        if link.unsafe or link.disabled or now >= link.expires_at:
-            return special(request, link, now)
-        return redirect(request, link, now, method, False)
+        if group.special or now >= group.expires_at:
+            return special(request, token, group, packed, now)
+        return redirect(request, token, group, packed, now, method, False)
 
     def redirect(
-        request: web.BaseRequest, link: LinkEntry, now: float, method: str, warning: bool
+        request: web.BaseRequest,
+        token: str,
+        group: LinkGroup,
+        packed: bytes,
+        now: float,
+        method: str,
+        warning: bool,
     ) -> web.StreamResponse:
         """Queue the click, answer the redirect. Nothing here waits for anything."""
         headers = request.headers
         peer = request.remote
         submit(
-            link,
+            token,
+            group,
+            packed,
             now,
             headers.get("User-Agent"),
             client_ip(peer, headers.get("X-Forwarded-For")) if behind_proxies else peer,
@@ -180,32 +232,36 @@ def make_handler(app: web.Application) -> Handler:
         # web.Response, for ~5% fewer instructions per redirect (callgrind).
         response = StreamResponse(
             status=redirect_status,
-            headers={"Location": link.target_url, "Cache-Control": REDIRECT_CACHE_CONTROL},
+            headers={"Location": group.target_url, "Cache-Control": REDIRECT_CACHE_CONTROL},
         )
         response.content_length = 0
         return response
 
-    def special(request: web.BaseRequest, link: LinkEntry, now: float) -> web.StreamResponse:
-        if link.disabled:
+    def special(
+        request: web.BaseRequest, token: str, group: LinkGroup, packed: bytes, now: float
+    ) -> web.StreamResponse:
+        if group.disabled:
             return page(410, pages.DISABLED)
-        if now >= link.expires_at:
+        if now >= group.expires_at:
             return page(410, pages.EXPIRED)
         # Unsafe: the warning page first; its "continue" link leads here with the parameter.
         if request.query.get(pages.CONTINUE_PARAMETER) != "1":
-            return page(200, pages.warning_page(link.token, link.target_url))
-        return redirect(request, link, now, request.method, True)
+            return page(200, pages.warning_page(token, group.target_url))
+        return redirect(request, token, group, packed, now, request.method, True)
 
     async def miss(request: web.BaseRequest, token: str) -> web.StreamResponse:
         try:
-            link = await cache_lookup(token)
+            found = await cache_lookup(token)
         except _LOOKUP_ERRORS as exc:
             log.warning("link lookup failed", extra={"error": repr(exc)})
-            response = page(503, pages.UNAVAILABLE)
-            response.headers["Retry-After"] = "1"
-            return response
-        if link is None:
+            return unavailable()
+        except Exception:  # never a 500 for a phone: a bug here is logged and counted
+            log.exception("link lookup failed unexpectedly")
+            supervisor.recovered("link-lookup")
+            return unavailable()
+        if found is None:
             return page(404, pages.NOT_FOUND)
-        return respond(request, link)
+        return respond(request, token, *found)
 
     async def readyz(request: web.BaseRequest) -> web.StreamResponse:
         database, broker = await asyncio.gather(
@@ -215,6 +271,7 @@ def make_handler(app: web.Application) -> Handler:
             "database": "ok" if database else "unreachable",
             "broker": "ok" if broker else "unreachable",
             "spooling": publisher.spooling,
+            "listening": listener.listening,
         }
         # ?broker=optional: redirects go on while Kafka is down (clicks spool), so a
         # load balancer may keep such an instance in rotation.
@@ -230,11 +287,13 @@ def make_handler(app: web.Application) -> Handler:
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         token = request.path[1:]
         if is_token(token):
-            link = cache_get(token)
-            if link is not None:
-                return respond(request, link)
+            packed = cache_get(token)
+            if packed is not None:
+                group = groups[packed[0] | packed[1] << 8 | packed[2] << 16]
+                if group is not None:
+                    return respond(request, token, group, packed)
             if token == _HEALTHZ:
-                return _healthy()
+                return _health(supervisor)
             if token == _READYZ:
                 return await readyz(request)
             return await miss(request, token)
@@ -259,9 +318,13 @@ def _method_not_allowed() -> web.Response:
     return web.Response(status=405, headers={"Allow": "GET, HEAD"}, text="method not allowed")
 
 
-def _healthy() -> web.Response:
+def _health(supervisor: Supervisor) -> web.Response:
+    """Liveness: 200 unless a background task could not recover (replace this process)."""
     return web.Response(
-        body=b'{"status":"ok"}', content_type=_JSON, headers={"Cache-Control": "no-store"}
+        status=200 if supervisor.healthy else 503,
+        body=orjson.dumps(supervisor.health()),
+        content_type=_JSON,
+        headers={"Cache-Control": "no-store"},
     )
 
 

@@ -1,78 +1,130 @@
 """The redirect server's in-memory link cache.
 
-A bounded LRU of LinkEntry by token (a hit costs one dict lookup and a
-move-to-end, no I/O), a separate bounded set of tokens known not to exist (kept
-for a short TTL so a scanner or a typo does not reach PostgreSQL on every
-request, and kept apart so a flood of random tokens cannot evict real links),
-and coalesced loads: concurrent misses for one token share a single query.
+A bounded map from token to the link's packed fields (shortlink.redirect.entries:
+about 190 bytes a link, campaign-wide fields shared), filled two ways:
 
-Counters are plain integers, read when metrics are scraped: the hot path must
-not pay for a metrics library.
+- **warmed**: links are loaded when they are created, before the SMS is sent
+  (shortlink.redirect.listener), so a recipient's first tap is a hit;
+- **on a miss**: concurrent misses are batched. Every token missed in one turn
+  of the event loop goes into one `WHERE token = ANY($1)` query; while
+  MAX_IN_FLIGHT queries are out, new misses gather for the next one, so a burst
+  of cold taps becomes a few large queries instead of a queue of small ones
+  waiting for pool connections. Concurrent misses of one token share a query.
+
+A hit is one dict lookup, no I/O. When the cache is full, the links loaded
+longest ago are dropped, a hundredth of the cache at a time (links are loaded
+newest last, so this is close to "oldest campaign first"; a hit does not move a
+link, which keeps the hit path to a lookup). Tokens known not to exist are kept
+apart, for a short TTL, so a flood of random tokens cannot evict real links.
+
+A change notification drops a token (invalidate). A load or warm-up that was
+reading while a token was invalidated does not store what it read for that
+token: every invalidation is stamped with a generation number, and stores check
+it. Counters are plain integers, read when metrics are scraped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import itertools
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
+import asyncpg
 from aiohttp import web
 
-from shortlink import invalidation
-from shortlink.config import ServiceConfig
-from shortlink.db import require_database_url
-from shortlink.links import LinkEntry, fetch_entry
+from shortlink.links import fetch_rows
 from shortlink.metrics import Buckets
 from shortlink.pool import POOL
+from shortlink.redirect.entries import Groups, LinkGroup, group_index, pack
 
-Loader = Callable[[str], Awaitable[LinkEntry | None]]
+# Loads the rows (shortlink.links.ENTRY_COLUMNS) of those tokens that exist.
+BatchLoader = Callable[[list[str]], Awaitable[Sequence[asyncpg.Record]]]
+# A row of shortlink.links.ENTRY_COLUMNS: an asyncpg Record, or a tuple in that order.
+Row = Any
+
+MAX_BATCH = 1000  # tokens per lookup query
+MAX_IN_FLIGHT = 4  # lookup queries at once (the pool keeps connections for the rest)
+_EVICT_FRACTION = 100
+_INVALIDATIONS_KEPT = 10_000
 
 
 class LinkCache:
-    """LRU of links by token with negative caching and coalesced loads."""
+    """Token -> packed link, with negative caching, batched loads and invalidation."""
 
     def __init__(
         self,
-        loader: Loader,
+        loader: BatchLoader,
         *,
         max_entries: int,
         negative_max_entries: int,
         negative_ttl: float,
+        max_batch: int = MAX_BATCH,
+        max_in_flight: int = MAX_IN_FLIGHT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._loader = loader
         self._max_entries = max_entries
         self._negative_max_entries = negative_max_entries
         self._negative_ttl = negative_ttl
+        self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
         self._clock = clock
-        self._entries: OrderedDict[str, LinkEntry] = OrderedDict()
+        self._entries: dict[str, bytes] = {}
+        self.groups = Groups()
         self._negative: OrderedDict[str, float] = OrderedDict()  # token -> expiry (clock)
-        self._loading: dict[str, asyncio.Task[LinkEntry | None]] = {}
-        # Bumped by invalidate(): a load that started before it must not store its result.
-        self._generation = 0
+        # Misses waiting for a query, and those whose query is out: token -> its result.
+        self._waiting: dict[str, asyncio.Future[bool]] = {}
+        self._loading: dict[str, asyncio.Future[bool]] = {}
+        self._flush_scheduled = False
+        self._in_flight = 0
+        self._queries: set[asyncio.Task[None]] = set()
+        # Generations: bumped by every invalidation; a store of data read at generation g
+        # skips tokens invalidated after g (or everything, after a clear).
+        self.generation = 0
+        self._invalidated: OrderedDict[str, int] = OrderedDict()
+        self._horizon = 0  # invalidations before this generation are forgotten
+        self._cleared = 0
         self.hits = 0
         self.misses = 0
         self.negative_hits = 0
-        self.loads = 0
+        self.loads = 0  # lookup queries
+        self.looked_up = 0  # tokens asked for by those queries
         self.coalesced = 0
         self.load_errors = 0
-        self.load_seconds = Buckets()  # database lookups, for the latency histogram
+        self.warmed = 0
+        self.evicted = 0
+        self.load_seconds = Buckets()  # lookup queries, for the latency histogram
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, token: str) -> LinkEntry | None:
-        """The cached link, or None on a miss. Never does I/O."""
-        entry = self._entries.get(token)
-        if entry is not None:
-            self._entries.move_to_end(token)
-            self.hits += 1
-        return entry
+    # -- the hit path ----------------------------------------------------------
 
-    async def lookup(self, token: str) -> LinkEntry | None:
-        """The link behind a token not found by get(): negative cache, else one shared load."""
+    def get(self, token: str) -> bytes | None:
+        """The packed link, or None on a miss. Never does I/O.
+
+        The caller finds the link's group at `groups.items[group_index(packed)]`.
+        """
+        packed = self._entries.get(token)
+        if packed is not None:
+            self.hits += 1
+        return packed
+
+    def find(self, token: str) -> tuple[LinkGroup, bytes] | None:
+        """The cached link's group and packed fields (for callers off the hot path)."""
+        packed = self._entries.get(token)
+        if packed is None:
+            return None
+        group = self.groups.items[group_index(packed)]
+        return None if group is None else (group, packed)
+
+    # -- misses ----------------------------------------------------------------
+
+    async def lookup(self, token: str) -> tuple[LinkGroup, bytes] | None:
+        """The link behind a token get() did not find: negative cache, else a batched load."""
         self.misses += 1
         expiry = self._negative.get(token)
         if expiry is not None:
@@ -80,117 +132,157 @@ class LinkCache:
                 self.negative_hits += 1
                 return None
             del self._negative[token]
-        task = self._loading.get(token)
-        if task is None:
-            task = asyncio.ensure_future(self._load(token, self._generation))
-            self._loading[token] = task
-            task.add_done_callback(self._load_done)
+        future = self._waiting.get(token) or self._loading.get(token)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._waiting[token] = future
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
         else:
             self.coalesced += 1
         # shield: one caller giving up (client gone) must not cancel the load for the others.
-        return await asyncio.shield(task)
+        if not await asyncio.shield(future):
+            return None
+        return self.find(token)
 
-    async def _load(self, token: str, generation: int) -> LinkEntry | None:
+    def _flush(self) -> None:
+        """Send what waits as queries, as far as MAX_IN_FLIGHT allows."""
+        self._flush_scheduled = False
+        while self._waiting and self._in_flight < self._max_in_flight:
+            batch = dict(itertools.islice(self._waiting.items(), self._max_batch))
+            for token in batch:
+                del self._waiting[token]
+            self._loading.update(batch)
+            self._in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._query(batch, self.generation))
+            self._queries.add(task)
+            task.add_done_callback(self._queries.discard)
+
+    async def _query(self, batch: dict[str, asyncio.Future[bool]], generation: int) -> None:
         started = time.perf_counter()
         try:
-            entry = await self._loader(token)
-            self.load_seconds.observe(time.perf_counter() - started)
-        except Exception:
+            rows = await self._loader(list(batch))
+        except Exception as exc:  # noqa: BLE001 - handed to every waiter, which answers 503
             self.load_errors += 1
-            raise
-        finally:
-            if self._loading.get(token) is asyncio.current_task():
-                del self._loading[token]
-        self.loads += 1
-        if generation == self._generation:
-            self._store(token, entry)
-        return entry
-
-    @staticmethod
-    def _load_done(task: asyncio.Task[LinkEntry | None]) -> None:
-        # Mark the exception as retrieved: every caller may have gone away.
-        if not task.cancelled():
-            task.exception()
-
-    def _store(self, token: str, entry: LinkEntry | None) -> None:
-        if entry is None:
-            if self._negative_ttl <= 0:
-                return
-            self._negative[token] = self._clock() + self._negative_ttl
-            self._negative.move_to_end(token)
-            if len(self._negative) > self._negative_max_entries:
-                self._negative.popitem(last=False)
+            for token, future in batch.items():
+                self._loading.pop(token, None)
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: every caller may have gone away
             return
-        self._entries[token] = entry
-        self._entries.move_to_end(token)
-        if len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        finally:
+            self._in_flight -= 1
+            if self._waiting and not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+        self.load_seconds.observe(time.perf_counter() - started)
+        self.loads += 1
+        self.looked_up += len(batch)
+        found = self.store_rows(rows, generation)
+        for token, future in batch.items():
+            self._loading.pop(token, None)
+            if token not in found:
+                self._remember_missing(token, generation)
+            if not future.done():
+                future.set_result(token in found)
 
-    def put(self, entry: LinkEntry) -> None:
-        """Insert a link directly (used to warm the cache)."""
-        self._negative.pop(entry.token, None)
-        self._store(entry.token, entry)
+    def _remember_missing(self, token: str, generation: int) -> None:
+        if self._negative_ttl <= 0 or not self._trusted(token, generation):
+            return
+        self._negative[token] = self._clock() + self._negative_ttl
+        self._negative.move_to_end(token)
+        if len(self._negative) > self._negative_max_entries:
+            self._negative.popitem(last=False)
+
+    # -- storing ---------------------------------------------------------------
+
+    def store_rows(self, rows: Iterable[Row], generation: int) -> set[str]:
+        """Store rows (shortlink.links.ENTRY_COLUMNS) read at `generation`; the tokens stored."""
+        stored = set()
+        entries = self._entries
+        groups = self.groups
+        negative = self._negative
+        for row in rows:
+            token = row[0]
+            if not self._trusted(token, generation):
+                continue
+            key = (row[2], row[3], row[6], row[7], row[8], row[9], row[10])
+            packed = pack(groups.acquire(key), row[1], row[4], row[5])
+            old = entries.get(token)
+            if old is not None:
+                groups.release(group_index(old))
+            entries[token] = packed
+            negative.pop(token, None)
+            stored.add(token)
+        if len(entries) > self._max_entries:
+            self._evict()
+        return stored
+
+    def _trusted(self, token: str, generation: int) -> bool:
+        """Whether data about `token` read at `generation` is still current."""
+        if generation == self.generation:
+            return True
+        if generation < self._cleared or generation < self._horizon:
+            return False
+        invalidated = self._invalidated.get(token)
+        return invalidated is None or invalidated <= generation
+
+    def _evict(self) -> None:
+        excess = len(self._entries) - self._max_entries
+        count = max(excess, self._max_entries // _EVICT_FRACTION)
+        entries = self._entries
+        for token in list(itertools.islice(entries, count)):
+            self.groups.release(group_index(entries.pop(token)))
+        self.evicted += count
+
+    # -- changes ---------------------------------------------------------------
 
     def invalidate(self, token: str) -> None:
         """Forget what is known about `token`; the next request reads the database."""
-        self._generation += 1
-        self._entries.pop(token, None)
+        self.generation += 1
+        self._invalidated[token] = self.generation
+        self._invalidated.move_to_end(token)
+        if len(self._invalidated) > _INVALIDATIONS_KEPT:
+            _, forgotten = self._invalidated.popitem(last=False)
+            self._horizon = forgotten
+        packed = self._entries.pop(token, None)
+        if packed is not None:
+            self.groups.release(group_index(packed))
         self._negative.pop(token, None)
-        self._loading.pop(token, None)
+        # A query already out for it stores nothing for it (see _trusted); its waiters
+        # still get the answer it read, which was current when they asked.
 
     def clear(self) -> None:
-        """Forget everything (for example after losing change notifications)."""
-        self._generation += 1
+        """Forget everything."""
+        self.generation += 1
+        self._cleared = self.generation
         self._entries.clear()
+        self.groups.clear()
         self._negative.clear()
-        self._loading.clear()
 
 
 CACHE = web.AppKey("link_cache", LinkCache)
 
 
 def cache_context(
-    *, max_entries: int, negative_max_entries: int, negative_ttl: float
+    *, max_entries: int, negative_max_entries: int, negative_ttl: float, max_in_flight: int
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """cleanup_ctx: a LinkCache that loads from the app's database pool."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         pool = app[POOL]
 
-        async def load(token: str) -> LinkEntry | None:
-            return await fetch_entry(pool, token)
+        async def load(tokens: list[str]) -> Sequence[asyncpg.Record]:
+            return await fetch_rows(pool, tokens)
 
         app[CACHE] = LinkCache(
             load,
             max_entries=max_entries,
             negative_max_entries=negative_max_entries,
             negative_ttl=negative_ttl,
+            max_in_flight=max_in_flight,
         )
         yield
-
-    return context
-
-
-def listener_context(
-    service: ServiceConfig,
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    """cleanup_ctx: keep the app's cache in step with link changes (after cache_context)."""
-
-    async def context(app: web.Application) -> AsyncIterator[None]:
-        cache = app[CACHE]
-        ready = asyncio.Event()
-        task = asyncio.create_task(
-            invalidation.listen(
-                require_database_url(service), cache.invalidate, cache.clear, ready
-            ),
-            name="link-changes",
-        )
-        # Listening before the first request: a change made right after start is seen.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ready.wait(), 10)
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
     return context

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from shortlink.config import EnvReader, IPNetwork, ServiceConfig
@@ -24,6 +25,8 @@ class RedirectConfig:
     workers: int
     redirect_status: int
     cache_entries: int
+    warm_on_create: bool
+    warm_window: timedelta
     negative_cache_entries: int
     negative_cache_ttl: float
     trusted_proxies: tuple[IPNetwork, ...]
@@ -53,6 +56,10 @@ class RedirectConfig:
             workers=read.integer("REDIRECT_WORKERS", os.cpu_count() or 1, minimum=1, maximum=256),
             redirect_status=status,
             cache_entries=read.integer("LINK_CACHE_ENTRIES", 500_000, minimum=1, maximum=10**9),
+            warm_on_create=read.flag("WARM_ON_CREATE", True),
+            warm_window=timedelta(
+                seconds=read.duration("WARM_WINDOW", 6 * 3600, minimum=0, maximum=90 * 86400)
+            ),
             negative_cache_entries=read.integer(
                 "NEGATIVE_CACHE_ENTRIES", 100_000, minimum=1, maximum=10**9
             ),

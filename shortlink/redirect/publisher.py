@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,19 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shortlink import clickevent
-from shortlink.clickevent import RawClick
+from shortlink.clickevent import ClickFacts
 from shortlink.kafka import partition_for
-from shortlink.links import LinkEntry
 from shortlink.redirect.config import RedirectConfig
-from shortlink.redirect.spool import Record, Spool, orphans
+from shortlink.redirect.entries import LinkGroup, unpack
+from shortlink.redirect.spool import Record, open_own, orphans
+from shortlink.supervise import SUPERVISOR, Supervised, Supervisor
 
 log = logging.getLogger(__name__)
+
+# A click as the handler queues it: token, the link's group and packed fields
+# (shortlink.redirect.entries), clicked_at (Unix seconds), user agent, client IP,
+# Referer, method, warning page served. Turned into ClickFacts in the flusher.
+Buffered = tuple[str, LinkGroup, bytes, float, str | None, str | None, str | None, str, bool]
 
 # What a failed send can raise: broker errors, our own timeout, socket errors.
 SEND_ERRORS = (KafkaError, TimeoutError, OSError)
@@ -42,6 +48,7 @@ _MAX_BATCH_BYTES = 1 << 20
 _RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
 _LOUD_EVERY = 10.0  # seconds between repeated "spool is full" errors
 _PROBE_TIMEOUT = 1.0
+_SLICE = 256  # clicks encoded and sent per stretch of the event loop
 
 
 class ClickPublisher:
@@ -58,16 +65,20 @@ class ClickPublisher:
         spool_dir: Path,
         spool_name: str,
         spool_max_bytes: int,
+        supervisor: Supervisor,
+        sibling_spools: Collection[str] = (),
     ) -> None:
         self.topic = topic
         self._bootstrap_servers = bootstrap_servers
         self._buffer_limit = buffer_limit
         self._linger = linger
         self._request_timeout = request_timeout
-        self._buffer: list[RawClick] = []
+        self._supervisor = supervisor
+        self._buffer: list[Buffered] = []
         self._ids = clickevent.EventIds()
-        self._spool = Spool(spool_dir, spool_name, spool_max_bytes)
-        self._adopted = list(orphans(spool_dir, spool_max_bytes, spool_name))
+        self._spool = open_own(spool_dir, spool_name, spool_max_bytes)
+        running = {*sibling_spools, spool_name, self._spool.path.stem}
+        self._adopted = list(orphans(spool_dir, spool_max_bytes, running))
         self._producer: AIOKafkaProducer | None = None
         self._partitions = 0
         self._metadata_stale = False
@@ -76,8 +87,9 @@ class ClickPublisher:
         self._wakeup = asyncio.Event()
         self._replay_wakeup = asyncio.Event()
         self._closing = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[Supervised] = []
         self._last_loud = 0.0
+        self.lost = 0  # clicks that could not even be spooled because of an error
         self.submitted = 0
         self.published = 0
         self.spooled = 0
@@ -88,7 +100,9 @@ class ClickPublisher:
 
     def submit(
         self,
-        link: LinkEntry,
+        token: str,
+        group: LinkGroup,
+        packed: bytes,
         clicked_at: float,
         user_agent: str | None,
         client_ip: str | None,
@@ -96,16 +110,30 @@ class ClickPublisher:
         method: str,
         warning_page_served: bool,
     ) -> None:
-        """Queue one click. Never blocks and never awaits."""
+        """Queue one click. Never blocks, never awaits, never raises."""
         self.submitted += 1
         buffer = self._buffer
         buffer.append(
-            (link, clicked_at, user_agent, client_ip, referer, method, warning_page_served)
+            (
+                token,
+                group,
+                packed,
+                clicked_at,
+                user_agent,
+                client_ip,
+                referer,
+                method,
+                warning_page_served,
+            )
         )
         if len(buffer) == 1:
             self._wakeup.set()
         elif len(buffer) >= self._buffer_limit:
-            self._spill()
+            try:
+                self._spill()
+            except Exception:  # noqa: BLE001 - logged with its traceback by _lose
+                # Never a 500 for the phone: the clicks are counted as lost and said loudly.
+                self._lose(self._take(), "moving the click buffer to the spool failed")
 
     # -- state ----------------------------------------------------------------
 
@@ -115,7 +143,7 @@ class ClickPublisher:
 
     @property
     def spool_bytes(self) -> int:
-        return self._spool.size + sum(spool.size for spool in self._adopted)
+        return self._spool.pending_bytes + sum(spool.pending_bytes for spool in self._adopted)
 
     @property
     def dropped(self) -> int:
@@ -142,52 +170,72 @@ class ClickPublisher:
         """Start the background tasks; waits for Kafka at most one request timeout."""
         if self._spooling or self._adopted:
             self._replay_wakeup.set()
-        connect = asyncio.create_task(self._connect(), name="click-producer")
+        spawn = self._supervisor.spawn
+        connect = spawn("kafka-connect", self._connect)
         self._tasks = [
             connect,
-            asyncio.create_task(self._flush_loop(), name="click-flusher"),
-            asyncio.create_task(self._replay_loop(), name="click-replayer"),
+            spawn("click-flusher", self._flush_loop),
+            spawn("spool-replayer", self._replay_loop),
         ]
         # Give the broker a moment, so a normal start publishes directly instead of
         # spooling its first clicks; a broker that is down does not hold the start up longer.
-        await asyncio.wait({connect}, timeout=self._request_timeout)
+        await connect.wait(self._request_timeout)
 
     async def close(self, grace: float) -> None:
         """Flush what is buffered to Kafka (or the spool), then stop; each step waits <= grace s."""
         self._closing.set()
         self._wakeup.set()
         connect, flusher, replayer = self._tasks
-        for task in (connect, replayer):
-            task.cancel()
-        await asyncio.gather(connect, replayer, return_exceptions=True)
-        try:
-            await asyncio.wait_for(flusher, grace)
-        except TimeoutError:
+        await asyncio.gather(connect.stop(), replayer.stop())
+        if not await flusher.wait(grace):
             log.error("flushing clicks timed out; spooling what is left")
+            await flusher.stop()
         # Whatever the flusher could not hand over goes to disk.
         self._spool_records(self._encode(self._take()))
         if self._producer is not None:
             with contextlib.suppress(*SEND_ERRORS):
                 await asyncio.wait_for(self._producer.stop(), grace)
-        self._spool.sync()
+        with contextlib.suppress(OSError):
+            self._spool.sync()
         self._spool.close()
         for spool in self._adopted:
             spool.close()
 
     # -- internals ------------------------------------------------------------
 
-    def _take(self) -> list[RawClick]:
+    def _take(self) -> list[Buffered]:
         batch, self._buffer = self._buffer, []
         return batch
 
-    def _encode(self, batch: Sequence[RawClick]) -> list[Record]:
+    def _encode(self, batch: Sequence[Buffered]) -> list[Record]:
         if not batch:
             return []
         ids = self._ids.take(len(batch), int(time.time() * 1000))
-        values = clickevent.encode_many(ids, batch)
+        clicks: list[ClickFacts] = []
+        for token, group, packed, clicked_at, agent, ip, referer, method, warning in batch:
+            link_id, phone, client_ref = unpack(packed)
+            clicks.append(
+                (
+                    token,
+                    link_id,
+                    group.account_id,
+                    group.target_url,
+                    phone,
+                    client_ref,
+                    group.client_identifier,
+                    group.created_at_ms,
+                    int(clicked_at * 1000),
+                    agent,
+                    ip,
+                    referer,
+                    method,
+                    warning,
+                )
+            )
+        values = clickevent.encode_many(ids, clicks)
         return [
-            (click[0].token.encode(), int(click[1] * 1000), value)
-            for click, value in zip(batch, values, strict=True)
+            (click[0].encode(), click[8], value)
+            for click, value in zip(clicks, values, strict=True)
         ]
 
     def _spill(self) -> None:
@@ -199,20 +247,31 @@ class ClickPublisher:
     def _spool_records(self, records: Sequence[Record]) -> None:
         if not records:
             return
-        accepted = self._spool.append(records)
+        spool = self._spool
+        errors = spool.write_errors
+        accepted = spool.append(records)
         self.spooled += accepted
         if accepted < len(records):
             now = time.monotonic()
             if now - self._last_loud >= _LOUD_EVERY:
                 self._last_loud = now
+                failed = spool.write_errors > errors
                 log.error(
-                    "click spool is full: clicks are being lost",
+                    "cannot write the click spool: clicks are being lost"
+                    if failed
+                    else "click spool is full: clicks are being lost",
                     extra={
-                        "spool": str(self._spool.path),
-                        "spool_bytes": self._spool.size,
-                        "dropped_total": self._spool.dropped,
+                        "spool": str(spool.path),
+                        "spool_bytes": spool.pending_bytes,
+                        "dropped_total": spool.dropped,
+                        "error": repr(spool.last_error) if failed else None,
                     },
                 )
+
+    def _lose(self, batch: Sequence[Buffered], reason: str) -> None:
+        """Count clicks that an unexpected error took, with the traceback in the log."""
+        self.lost += len(batch)
+        log.exception(reason, extra={"clicks_lost": len(batch), "lost_total": self.lost})
 
     async def _connect(self) -> None:
         """Start the producer, retrying until the broker and the topic are there."""
@@ -265,8 +324,29 @@ class ClickPublisher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), self._linger)
             self._wakeup.clear()
-            await self._deliver(self._encode(self._take()))
-        await self._deliver(self._encode(self._take()))
+            await self._flush(self._take())
+        await self._flush(self._take())
+
+    async def _flush(self, batch: list[Buffered]) -> None:
+        """Encode and hand over `batch` in slices, letting requests in between.
+
+        Encoding and batching cost a few microseconds per click; a burst of
+        thousands in one stretch would hold every redirect of this worker up.
+        """
+        for start in range(0, len(batch), _SLICE):
+            if start:
+                await asyncio.sleep(0)
+            records = self._encode(batch[start : start + _SLICE])
+            try:
+                await self._deliver(records)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # logged with its traceback, counted, the clicks kept
+                self._supervisor.recovered("click-flusher")
+                log.exception("sending clicks failed unexpectedly; spooling them")
+                self._spooling = True
+                self._spool_records(records)
+                self._replay_wakeup.set()
 
     async def _deliver(self, records: list[Record]) -> None:
         if not records:
@@ -389,6 +469,11 @@ class ClickPublisher:
 PUBLISHER = web.AppKey("click_publisher", ClickPublisher)
 
 
+def spool_name(worker_index: int) -> str:
+    """The spool file of a redirect worker: one per worker index of a deployment."""
+    return f"redirect-{worker_index}"
+
+
 def publisher_context(
     config: RedirectConfig, worker_index: int
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -405,8 +490,10 @@ def publisher_context(
             linger=config.publish_linger,
             request_timeout=config.kafka_request_timeout,
             spool_dir=config.spool_dir,
-            spool_name=f"redirect-{worker_index}",
+            spool_name=spool_name(worker_index),
             spool_max_bytes=config.spool_max_bytes,
+            supervisor=app[SUPERVISOR],
+            sibling_spools=[spool_name(i) for i in range(config.workers)],
         )
         await publisher.start()
         app[PUBLISHER] = publisher

@@ -152,7 +152,8 @@ def test_every_setting_is_documented() -> None:
     )
     read = set(
         re.findall(
-            r'\.(?:text|optional_text|integer|number|flag|choice|networks)\(\s*"([A-Z_]+)"', source
+            r'\.(?:text|optional_text|integer|number|duration|flag|choice|networks)\(\s*"([A-Z_]+)"',
+            source,
         )
     )
     assert len(read) > 40

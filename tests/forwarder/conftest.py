@@ -150,7 +150,9 @@ def clicks(
     return [
         (
             link.token,
-            clickevent.encode(event_id, (link, now, user_agent, ip, None, method, warning)),
+            clickevent.encode(
+                event_id, clickevent.facts(link, now, user_agent, ip, None, method, warning)
+            ),
         )
         for event_id, link in zip(ids, links, strict=True)
     ]

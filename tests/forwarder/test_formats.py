@@ -109,3 +109,9 @@ def test_clickthru_event_carries_the_attempt() -> None:
     assert event["to_address"] == "+447700900000"
     assert event["tracked_url"] == "https://dotdigital.com/"
     assert event["click_time"] == "2013-10-17T09:06:09.3380000Z"
+
+
+def test_json_keys_follow_the_declared_order() -> None:
+    """render_json writes every ClickDetail's keys exactly in JSON_ORDER."""
+    body = orjson.loads(formats.render_json("1c712b5c-af6d-4527-b6d7-5ebb199f174d", [SEED_DETAIL]))
+    assert tuple(body["ClickDetails"][0]) == formats.JSON_ORDER

@@ -94,7 +94,8 @@ async def test_a_preview_bot_never_triggers_the_first_click(
         await asyncio.sleep(1.5)
         assert sink.received == []
         assert (
-            await db.fetchval("SELECT first_clicked_at FROM links WHERE id = $1", link.id) is None
+            await db.fetchval("SELECT clicked_at FROM first_clicks WHERE link_id = $1", link.id)
+            is None
         )
         async with session.get(url, headers={"User-Agent": IPHONE}, allow_redirects=False):
             pass

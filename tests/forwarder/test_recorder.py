@@ -65,12 +65,12 @@ async def test_replayed_events_change_nothing(db: asyncpg.Connection, account_id
 async def test_first_click_is_set_once_and_counted_once(
     db: asyncpg.Connection, account_id: int
 ) -> None:
-    """Twenty clicks on a link set first_clicked_at to the earliest and count one unique click."""
+    """Twenty clicks on a link record the earliest as its first click and count one unique click."""
     [link] = await make_links(db, account_id, 1)
     batch = [event for i in range(20) for event in events(clicks([link], at=1_900_000_000 + i))]
     outcome = await record(db, list(reversed(batch)), batch_size=100)
     assert outcome.first_clicks == 1
-    first = await db.fetchval("SELECT first_clicked_at FROM links WHERE id = $1", link.id)
+    first = await db.fetchval("SELECT clicked_at FROM first_clicks WHERE link_id = $1", link.id)
     assert first.timestamp() == 1_900_000_000
     row = await stats(db, account_id)
     assert (row["total_clicks"], row["unique_clicks"], row["bot_clicks"]) == (20, 1, 0)
@@ -100,7 +100,9 @@ async def test_bots_are_recorded_apart(db: asyncpg.Connection, account_id: int) 
     batch += events(clicks([link], method="HEAD"))
     outcome = await record(db, batch, batch_size=100)
     assert (outcome.recorded, outcome.bots, outcome.first_clicks) == (2, 2, 0)
-    assert await db.fetchval("SELECT first_clicked_at FROM links WHERE id = $1", link.id) is None
+    assert (
+        await db.fetchval("SELECT clicked_at FROM first_clicks WHERE link_id = $1", link.id) is None
+    )
     row = await stats(db, account_id)
     assert (row["total_clicks"], row["unique_clicks"], row["bot_clicks"]) == (0, 0, 2)
 
@@ -201,3 +203,15 @@ async def test_first_mode_and_clickthru_deliver_first_clicks_only(
         )
         == 3
     )
+
+
+async def test_a_first_click_marked_by_the_previous_release_is_not_made_again(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """During a rolling upgrade, a link whose first click an older forwarder set in
+    links.first_clicked_at gets no second first click (and no second notification)."""
+    [link] = await make_links(db, account_id, 1)
+    await db.execute("UPDATE links SET first_clicked_at = now() WHERE id = $1", link.id)
+    outcome = await record(db, events(clicks([link])), batch_size=100)
+    assert (outcome.recorded, outcome.first_clicks) == (1, 0)
+    assert await db.fetchval("SELECT count(*) FROM first_clicks WHERE link_id = $1", link.id) == 0

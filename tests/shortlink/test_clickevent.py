@@ -28,7 +28,8 @@ LINK = LinkEntry(
 def encoded(**changes: object) -> bytes:
     data = orjson.loads(
         clickevent.encode(
-            str(uuid.uuid4()), (LINK, 1382000769.338, "UA", "127.0.0.1", None, "GET", False)
+            str(uuid.uuid4()),
+            clickevent.facts(LINK, 1382000769.338, "UA", "127.0.0.1", None, "GET", False),
         )
     )
     for name, value in changes.items():
@@ -43,7 +44,10 @@ def test_round_trip_keeps_every_field() -> None:
     """encode then decode gives back every value, nulls included."""
     [event_id] = clickevent.EventIds().take(1, 1382000769338)
     event = clickevent.decode(
-        clickevent.encode(event_id, (LINK, 1382000769.338, "UA", "10.0.0.1", "ref", "HEAD", True))
+        clickevent.encode(
+            event_id,
+            clickevent.facts(LINK, 1382000769.338, "UA", "10.0.0.1", "ref", "HEAD", True),
+        )
     )
     assert event == clickevent.ClickEvent(
         event_id=event_id,
@@ -101,3 +105,15 @@ def test_invalid_messages_are_rejected(value: bytes, reason: str) -> None:
     """Anything that is not a valid version-1 click event raises InvalidClickEvent."""
     with pytest.raises(clickevent.InvalidClickEvent, match=reason):
         clickevent.decode(value)
+
+
+def test_undecodable_header_bytes_become_replacement_characters() -> None:
+    """A header aiohttp decoded with surrogate escapes is encoded with U+FFFD, never raising."""
+    [event_id] = clickevent.EventIds().take(1, 1382000769338)
+    bad = b"Mozilla/5.0 \xff\xfe".decode("utf-8", "surrogateescape")
+    [value] = clickevent.encode_many(
+        [event_id], [clickevent.facts(LINK, 1382000769.338, bad, None, bad, "GET", False)]
+    )
+    event = clickevent.decode(value)
+    assert event.user_agent == event.referer == "Mozilla/5.0 \ufffd\ufffd"
+    assert event.event_id == event_id

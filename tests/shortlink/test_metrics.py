@@ -11,7 +11,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import HistogramMetricFamily, Metric
 
-from shortlink.metrics import Buckets, WorkerFiles, counter, registry_of, render
+from shortlink.metrics import Buckets, WorkerFiles, counter, gauge, registry_of, render
 from shortlink.serve import EXIT_CONFIG
 from tests.infra import metric_samples
 
@@ -28,7 +28,7 @@ def test_worker_files_add_up(tmp_path: Path) -> None:
             buckets.add_to(histogram)
             return [counter("hits", "hits", hits), histogram]
 
-        (tmp_path / f"{worker}.prom").write_bytes(render(registry_of(families)))
+        (tmp_path / f"{worker}-{os.getpid()}.prom").write_bytes(render(registry_of(families)))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WorkerFiles(tmp_path))
     found = metric_samples(render(registry).decode())
@@ -38,6 +38,38 @@ def test_worker_files_add_up(tmp_path: Path) -> None:
     assert found["lookup_seconds_bucket", (("le", "0.005"),)] == 2
     assert found["lookup_seconds_bucket", (("le", "+Inf"),)] == 3
     assert abs(found["lookup_seconds_sum", ()] - 0.2034) < 1e-9
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_restarted_workers_counters_never_go_down(tmp_path: Path) -> None:
+    """A dead worker's counters and histograms stay in the sum (its gauges do not), so the
+    summed counter keeps growing when its replacement starts again from zero."""
+
+    def write(name: str, hits: int, entries: int) -> None:
+        def families() -> list[Metric]:
+            return [counter("hits", "hits", hits), gauge("entries", "entries", entries)]
+
+        (tmp_path / f"{name}.prom").write_bytes(render(registry_of(families)))
+
+    collector = WorkerFiles(tmp_path)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    write(f"0-{os.getpid()}", 7, 100)
+    write(f"1-{dead_pid()}", 5, 40)  # worker 1 wrote its last counts and died
+    first = metric_samples(render(registry).decode())
+    assert (first["hits_total", ()], first["entries", ()]) == (12, 100)
+    write(f"1-{os.getppid()}", 1, 3)  # its replacement, alive, starting from zero
+    second = metric_samples(render(registry).decode())
+    assert (second["hits_total", ()], second["entries", ()]) == (13, 103)
+    assert sorted(p.name for p in tmp_path.glob("*.prom")) == sorted(
+        [f"0-{os.getpid()}.prom", f"1-{os.getppid()}.prom"]
+    )
 
 
 def test_taken_metrics_port_stops_the_server_with_a_clear_message(database_url: str) -> None:

@@ -164,3 +164,29 @@ async def test_workers_exit_when_the_supervisor_is_killed(redirect_env: dict[str
     while any(alive(pid) for pid in workers):
         assert time.monotonic() < deadline, "workers outlived their supervisor"
         await asyncio.sleep(0.1)
+
+
+ORPHAN_CHECK = """
+import os, sys
+from shortlink.serve import exit_with_parent
+exit_with_parent(int(sys.argv[1]))
+print("still running")
+"""
+
+
+@pytest.mark.parametrize("parent_is_ours", [True, False])
+def test_a_worker_whose_supervisor_is_already_gone_leaves_at_once(parent_is_ours: bool) -> None:
+    """exit_with_parent checks the parent after asking for SIGTERM on its death: a worker
+    whose supervisor died while it was starting (it was re-parented) exits instead of living on."""
+    parent = os.getpid() if parent_is_ours else 1
+    result = subprocess.run(
+        [sys.executable, "-c", ORPHAN_CHECK, str(parent)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    if parent_is_ours:
+        assert (result.returncode, result.stdout) == (0, "still running\n")
+    else:
+        assert (result.returncode, result.stdout) == (1, "")

@@ -187,7 +187,9 @@ async def test_status_and_lookup_by_client_ref(client: Client, db: asyncpg.Conne
     assert (status["accessed"], status["accessed_on"], status["clicks"]) == (False, None, 0)
     clicked = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
     await db.execute(
-        "UPDATE links SET first_clicked_at = $2 WHERE id = $1", made["tracking_url_id"], clicked
+        "INSERT INTO first_clicks (link_id, clicked_at) VALUES ($1, $2)",
+        made["tracking_url_id"],
+        clicked,
     )
     status = (await client.get(f"/v1/links/{made['token']}")).json
     assert (status["accessed"], status["accessed_on"]) == (True, "2026-11-22T10:00:00Z")

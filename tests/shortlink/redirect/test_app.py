@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 import pytest
 
-from shortlink import clickevent
+from shortlink import clickevent, links
 from shortlink.links import NewLink, create_links
 from shortlink.metrics import render
 from shortlink.redirect.app import METRICS, create_app, make_handler
@@ -25,6 +25,12 @@ async def make_link(db: asyncpg.Connection, account_id: int, **fields: object) -
     spec = {"target_url": TARGET, "phone_number": "447700900123", **fields}
     [link] = await create_links(db, account_id, [NewLink(**spec)])  # type: ignore[arg-type]
     return link.token
+
+
+async def get_text(server: RunningServer, path: str) -> str:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(server.url + path, allow_redirects=False) as response:
+            return await response.text()
 
 
 async def get(server: RunningServer, path: str, **kwargs: object) -> aiohttp.ClientResponse:
@@ -167,11 +173,16 @@ async def test_expired_link_is_410(
 async def test_disabled_link_is_410(
     redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
 ) -> None:
-    """A disabled link answers 410 and publishes nothing."""
+    """A link disabled after it was cached answers 410 as soon as the change reaches the worker."""
     token = await make_link(db, account_id)
-    await db.execute("UPDATE links SET disabled_at = now() WHERE token = $1", token)
-    response = await get(redirect_server, f"/{token}")
+    assert (await get(redirect_server, f"/{token}")).status == 302
+    assert await links.disable(db, account_id, token)
+    deadline = asyncio.get_running_loop().time() + 1.0  # the promise: every worker within 1 s
+    while (response := await get(redirect_server, f"/{token}")).status == 302:
+        assert asyncio.get_running_loop().time() < deadline, "still redirecting after 1 s"
+        await asyncio.sleep(0.02)
     assert response.status == 410
+    assert "no longer available" in (await get_text(redirect_server, f"/{token}")).lower()
 
 
 async def test_unsafe_link_shows_warning_then_continues_with_flag(
@@ -213,15 +224,17 @@ async def test_warning_page_escapes_the_target(
 
 
 async def test_concurrent_misses_make_one_query(
-    redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
+    cold_redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
 ) -> None:
     """Fifty simultaneous first requests for one token load it from the database once."""
     token = await make_link(db, account_id)
-    cache = redirect_server.app[CACHE]
+    cache = cold_redirect_server.app[CACHE]
     async with aiohttp.ClientSession() as session:
 
         async def one() -> int:
-            async with session.get(f"{redirect_server.url}/{token}", allow_redirects=False) as r:
+            async with session.get(
+                f"{cold_redirect_server.url}/{token}", allow_redirects=False
+            ) as r:
                 return r.status
 
         statuses = await asyncio.gather(*(one() for _ in range(50)))
@@ -231,13 +244,13 @@ async def test_concurrent_misses_make_one_query(
 
 
 async def test_cache_hit_skips_the_database(
-    redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
+    cold_redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
 ) -> None:
     """After the first request, the link is served from the cache."""
     token = await make_link(db, account_id)
-    cache = redirect_server.app[CACHE]
+    cache = cold_redirect_server.app[CACHE]
     for _ in range(3):
-        assert (await get(redirect_server, f"/{token}")).status == 302
+        assert (await get(cold_redirect_server, f"/{token}")).status == 302
     assert (cache.loads, cache.hits) == (1, 2)
 
 
@@ -259,7 +272,12 @@ async def test_health_readiness_robots_and_favicon(redirect_server: RunningServe
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{redirect_server.url}/readyz") as ready:
             assert ready.status == 200
-            assert await ready.json() == {"database": "ok", "broker": "ok", "spooling": False}
+            assert await ready.json() == {
+                "database": "ok",
+                "broker": "ok",
+                "spooling": False,
+                "listening": True,
+            }
         async with session.get(f"{redirect_server.url}/robots.txt") as robots:
             assert await robots.text() == "User-agent: *\nDisallow: /\n"
     favicon = await get(redirect_server, "/favicon.ico")
@@ -300,14 +318,14 @@ async def test_forwarded_for_is_used_only_from_trusted_proxies(
 
 
 async def test_metrics_count_answers_cache_and_lookups(
-    redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
+    cold_redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
 ) -> None:
     """Redirects by status, cache hits and misses and the lookup histogram add up."""
     token = await make_link(db, account_id)
     expired = await make_link(db, account_id, expires_at=datetime.now(UTC) - timedelta(days=1))
     for path in (f"/{token}", f"/{token}", f"/{token}", f"/{expired}", "/NoSuch12", "/a!"):
-        await get(redirect_server, path)
-    found = metric_samples(render(redirect_server.app[METRICS]).decode())
+        await get(cold_redirect_server, path)
+    found = metric_samples(render(cold_redirect_server.app[METRICS]).decode())
     status = "shortlink_redirect_responses_total"
     assert found[status, (("status", "302"),)] == 3
     assert found[status, (("status", "410"),)] == 1

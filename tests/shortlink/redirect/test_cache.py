@@ -1,17 +1,43 @@
-"""The link cache: LRU bounds, negative entries, coalesced loads, invalidation."""
+"""The link cache: bounds, compact entries, negative entries, batched loads, invalidation."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
-from shortlink.links import LinkEntry
 from shortlink.redirect.cache import LinkCache
+from shortlink.redirect.entries import group_index, unpack
 
 
-def entry(token: str) -> LinkEntry:
-    return LinkEntry(1, token, 1, "https://example.com/", None, None, None, 0, 4e9, False, False)
+def row(token: str, link_id: int = 1, campaign: str = "spring", **changes: Any) -> tuple[Any, ...]:
+    """A row of ENTRY_COLUMNS."""
+    fields = {
+        "account_id": 7,
+        "target_url": f"https://example.com/{campaign}",
+        "phone_number": f"4477009{link_id:05d}",
+        "client_ref": f"m{link_id}",
+        "created_at_ms": 1_700_000_000_000,
+        "expires_at": 4e9,
+        "unsafe": False,
+        "disabled": False,
+        **changes,
+    }
+    return (
+        token,
+        link_id,
+        fields["account_id"],
+        fields["target_url"],
+        fields["phone_number"],
+        fields["client_ref"],
+        campaign,
+        fields["created_at_ms"],
+        fields["expires_at"],
+        fields["unsafe"],
+        fields["disabled"],
+    )
 
 
 class Clock:
@@ -23,124 +49,160 @@ class Clock:
 
 
 class Store:
-    """A loader over a dict that counts its calls and can be held back."""
+    """A batch loader over a dict that records its queries and can be held back."""
 
     def __init__(self, tokens: set[str]) -> None:
         self.tokens = tokens
-        self.calls = 0
+        self.queries: list[list[str]] = []
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def __call__(self, token: str) -> LinkEntry | None:
-        self.calls += 1
+    async def __call__(self, tokens: list[str]) -> Sequence[Any]:
+        self.queries.append(tokens)
         await self.gate.wait()
-        return entry(token) if token in self.tokens else None
+        return [row(t, n) for n, t in enumerate(tokens) if t in self.tokens]
 
 
-def make(store: Store, clock: Clock | None = None, size: int = 3) -> LinkCache:
+def make(store: Store, clock: Clock | None = None, size: int = 3, **options: Any) -> LinkCache:
     return LinkCache(
-        store, max_entries=size, negative_max_entries=2, negative_ttl=5.0, clock=clock or Clock()
+        store,
+        max_entries=size,
+        negative_max_entries=2,
+        negative_ttl=5.0,
+        clock=clock or Clock(),
+        **options,
     )
 
 
-async def test_least_recently_used_entry_is_evicted() -> None:
-    """With room for three, touching A keeps it while B, the oldest untouched, is evicted."""
-    store = Store({"AAAAAA", "BBBBBB", "CCCCCC", "DDDDDD"})
+async def test_a_lookup_stores_the_link_and_a_hit_needs_no_query() -> None:
+    """After one load the link is a hit: group and packed fields give back every field."""
+    store = Store({"AAAAAA"})
     cache = make(store)
-    for token in ("AAAAAA", "BBBBBB", "CCCCCC"):
-        await cache.lookup(token)
+    found = await cache.lookup("AAAAAA")
+    assert found is not None
+    group, packed = found
+    assert cache.get("AAAAAA") == packed
+    assert cache.groups.items[group_index(packed)] is group
+    assert (group.account_id, group.target_url, group.client_identifier) == (
+        7,
+        "https://example.com/spring",
+        "spring",
+    )
+    assert unpack(packed) == (0, "447700900000", "m0")
+    assert (cache.hits, cache.misses, len(store.queries)) == (1, 1, 1)
+
+
+async def test_the_oldest_loaded_links_make_room() -> None:
+    """With room for three, the link loaded first is dropped when a fourth comes."""
+    cache = make(Store(set()))
+    cache.store_rows([row(t, i) for i, t in enumerate(["AAAAAA", "BBBBBB", "CCCCCC"])], 0)
     assert cache.get("AAAAAA") is not None
-    await cache.lookup("DDDDDD")
-    assert cache.get("BBBBBB") is None
-    assert all(cache.get(t) for t in ("AAAAAA", "CCCCCC", "DDDDDD"))
-    assert len(cache) == 3
+    cache.store_rows([row("DDDDDD", 4)], 0)
+    assert cache.get("AAAAAA") is None
+    assert all(cache.get(t) for t in ("BBBBBB", "CCCCCC", "DDDDDD"))
+    assert (len(cache), cache.evicted) == (3, 1)
+
+
+async def test_a_campaign_shares_one_group_and_freed_groups_are_reused() -> None:
+    """Links created together share their group; when the last one goes, so does the group."""
+    cache = make(Store(set()), size=10)
+    cache.store_rows([row(f"Tok{i:03d}", i) for i in range(5)], 0)
+    assert len(cache.groups) == 1
+    cache.store_rows([row("Other1", 9, campaign="autumn")], 0)
+    assert len(cache.groups) == 2
+    for i in range(5):
+        cache.invalidate(f"Tok{i:03d}")
+    assert len(cache.groups) == 1
+    cache.store_rows([row("Other2", 10, campaign="winter")], 0)
+    assert len(cache.groups.items) == 2  # the freed slot was taken again
 
 
 async def test_unknown_tokens_are_remembered_for_the_ttl() -> None:
     """An unknown token is answered from memory until its TTL passes, then asked again."""
-    clock = Clock()
     store = Store(set())
+    clock = Clock()
     cache = make(store, clock)
-    assert await cache.lookup("NoSuch") is None
-    assert await cache.lookup("NoSuch") is None
-    assert store.calls == 1
-    clock.now = 5.1
-    assert await cache.lookup("NoSuch") is None
-    assert store.calls == 2
+    assert await cache.lookup("Nope01") is None
+    assert await cache.lookup("Nope01") is None
+    assert (len(store.queries), cache.negative_hits) == (1, 1)
+    clock.now = 6.0
+    assert await cache.lookup("Nope01") is None
+    assert len(store.queries) == 2
 
 
-async def test_negative_entries_are_bounded_apart_from_links() -> None:
-    """A flood of unknown tokens neither grows without bound nor evicts real links."""
+async def test_unknown_tokens_never_evict_real_links() -> None:
+    """A flood of unknown tokens fills only the negative cache."""
     store = Store({"Real01"})
     cache = make(store)
     await cache.lookup("Real01")
     for i in range(50):
-        await cache.lookup(f"Nope{i:02d}")
+        await cache.lookup(f"Fake{i:02d}")
     assert cache.get("Real01") is not None
-    assert len(cache._negative) == 2
 
 
-async def test_concurrent_misses_share_one_load() -> None:
-    """Twenty concurrent lookups of one token make one load and all get the link."""
-    store = Store({"Shared"})
+async def test_concurrent_misses_become_one_query() -> None:
+    """Misses in one turn of the event loop, of one or many tokens, make a single query."""
+    store = Store({"Shared", "Other1", "Other2"})
+    cache = make(store, size=10)
+    results = await asyncio.gather(
+        *(cache.lookup(t) for t in ["Shared"] * 10 + ["Other1", "Other2", "Absent"])
+    )
+    assert len(store.queries) == 1
+    assert sorted(store.queries[0]) == ["Absent", "Other1", "Other2", "Shared"]
+    assert [r is not None for r in results] == [True] * 12 + [False]
+    assert cache.coalesced == 9
+
+
+async def test_misses_gather_while_queries_are_out() -> None:
+    """With the query slots busy, later misses wait and then go out together."""
+    store = Store({f"Tok{i:03d}" for i in range(40)})
+    cache = make(store, size=100, max_in_flight=1)
     store.gate.clear()
-    cache = make(store)
-    waiters = [asyncio.create_task(cache.lookup("Shared")) for _ in range(20)]
+    first = asyncio.ensure_future(cache.lookup("Tok000"))
     await asyncio.sleep(0.01)
-    store.gate.set()
-    results = await asyncio.gather(*waiters)
-    assert store.calls == 1
-    assert all(r is not None and r.token == "Shared" for r in results)
-    assert cache.coalesced == 19
-
-
-async def test_a_cancelled_waiter_does_not_cancel_the_load() -> None:
-    """The first caller giving up does not cancel the load the others wait on."""
-    store = Store({"Shared"})
-    store.gate.clear()
-    cache = make(store)
-    first = asyncio.create_task(cache.lookup("Shared"))
-    second = asyncio.create_task(cache.lookup("Shared"))
+    later = [asyncio.ensure_future(cache.lookup(f"Tok{i:03d}")) for i in range(1, 40)]
     await asyncio.sleep(0.01)
-    first.cancel()
+    assert len(store.queries) == 1  # the rest wait for the slot
     store.gate.set()
-    assert (await second) is not None
-    assert cache.get("Shared") is not None
+    await asyncio.gather(first, *later)
+    assert [len(q) for q in store.queries] == [1, 39]
 
 
-async def test_load_errors_reach_every_waiter_and_are_not_cached() -> None:
-    """A failing load raises in each waiting caller and the next lookup tries again."""
-    calls = 0
+async def test_a_failed_query_reaches_every_waiter_and_is_counted() -> None:
+    """A lookup query that raises makes each waiting lookup raise, and counts one error."""
 
-    async def broken(token: str) -> LinkEntry | None:
-        nonlocal calls
-        calls += 1
-        await asyncio.sleep(0.01)
+    async def broken(tokens: list[str]) -> Sequence[Any]:
         raise OSError("database down")
 
     cache = LinkCache(broken, max_entries=3, negative_max_entries=2, negative_ttl=5.0)
     results = await asyncio.gather(
-        *(cache.lookup("Failing") for _ in range(3)), return_exceptions=True
+        cache.lookup("AAAAAA"), cache.lookup("BBBBBB"), return_exceptions=True
     )
     assert all(isinstance(r, OSError) for r in results)
+    assert cache.load_errors == 1
     with pytest.raises(OSError, match="database down"):
-        await cache.lookup("Failing")
-    assert calls == 2
-    assert cache.load_errors == 2
+        await cache.lookup("AAAAAA")
 
 
-async def test_invalidate_drops_the_entry_and_a_load_in_flight() -> None:
-    """After invalidate, the next lookup reads again; a load begun before it is not stored."""
-    store = Store({"Change"})
+async def test_an_invalidation_during_a_load_is_not_undone() -> None:
+    """A link changed while its lookup was out is not stored from the stale answer."""
+    store = Store({"Change", "Keep01"})
     cache = make(store)
-    await cache.lookup("Change")
-    cache.invalidate("Change")
-    assert cache.get("Change") is None
     store.gate.clear()
-    stale = asyncio.create_task(cache.lookup("Change"))
+    pending = asyncio.gather(cache.lookup("Change"), cache.lookup("Keep01"))
     await asyncio.sleep(0.01)
     cache.invalidate("Change")
     store.gate.set()
-    await stale
+    await pending
     assert cache.get("Change") is None
-    assert store.calls == 2
+    assert cache.get("Keep01") is not None
+
+
+async def test_rows_read_before_an_invalidation_are_not_stored_for_that_token() -> None:
+    """A warm-up slice read at an older generation skips the tokens invalidated since."""
+    cache = make(Store(set()), size=10)
+    generation = cache.generation
+    cache.invalidate("Change")
+    stored = cache.store_rows([row("Change", 1), row("Fresh1", 2)], generation)
+    assert stored == {"Fresh1"}
+    assert cache.get("Change") is None

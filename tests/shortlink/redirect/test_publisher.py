@@ -19,7 +19,8 @@ from shortlink.links import NewLink, create_links
 from shortlink.redirect.app import create_app, make_handler
 from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.publisher import PUBLISHER
-from tests.infra import consume, running
+from shortlink.redirect.spool import Spool
+from tests.infra import RunningServer, consume, running
 
 TOPIC = "clicks"
 
@@ -165,3 +166,78 @@ async def test_full_spool_is_loud_and_redirects_go_on(
         assert publisher.dropped > 0
         assert publisher.spool_bytes <= 1024
     assert any("spool is full" in r.getMessage() for r in caplog.records)
+
+
+BAD_AGENT = b"Mozilla/5.0 \xff\xfe"
+BAD_REFERER = b"https://sms.example/\xc3\x28"
+
+
+async def raw_tap(port: int, path: str, headers: bytes = b"") -> int:
+    """One GET over a raw socket, so header bytes reach the server exactly as written."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"GET %s HTTP/1.1\r\nHost: t\r\n%sConnection: close\r\n\r\n" % (path.encode(), headers)
+        )
+        await writer.drain()
+        status_line = await reader.readline()
+        await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return int(status_line.split()[1])
+
+
+async def test_undecodable_headers_are_kept_and_the_flusher_lives_on(
+    redirect_server: RunningServer,
+    db: asyncpg.Connection,
+    account_id: int,
+    kafka_bootstrap: str,
+    click_topic: str,
+) -> None:
+    """Taps whose User-Agent or Referer is not UTF-8 are published with U+FFFD, and so is
+    every later click of the worker."""
+    [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
+    path = f"/{link.token}"
+    bad = b"User-Agent: %s\r\nReferer: %s\r\n" % (BAD_AGENT, BAD_REFERER)
+    statuses = [await raw_tap(redirect_server.port, path, bad) for _ in range(4)]
+    statuses += [
+        await raw_tap(redirect_server.port, path, b"User-Agent: after-%d\r\n" % i)
+        for i in range(10)
+    ]
+    assert statuses == [302] * 14
+    events = [clickevent.decode(r.value) for r in await consume(kafka_bootstrap, click_topic, 14)]
+    agents = sorted(e.user_agent or "" for e in events)
+    assert agents == sorted(["Mozilla/5.0 \ufffd\ufffd"] * 4 + [f"after-{i}" for i in range(10)])
+    assert {e.referer for e in events if e.user_agent.startswith("Mozilla")} == {  # type: ignore[union-attr]
+        "https://sms.example/\ufffd("
+    }
+
+
+async def test_undecodable_headers_spill_and_shut_down_into_the_spool(
+    database_url: str, db: asyncpg.Connection, account_id: int, tmp_path: Path
+) -> None:
+    """With Kafka away and the buffer at its limit, such taps still get 302 and are spooled,
+    and so is what is buffered at shutdown."""
+    [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
+    config = RedirectConfig.from_env(
+        {
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{embedded.free_port()}",
+            "CLICK_TOPIC": TOPIC,
+            "SPOOL_DIR": str(tmp_path / "spool"),
+            "PUBLISH_BUFFER_EVENTS": "2",
+            "PUBLISH_LINGER_MS": "60000",
+            "KAFKA_REQUEST_TIMEOUT_MS": "200",
+        }
+    )
+    async with running(create_app(config), make_handler) as server:
+        bad = b"User-Agent: %s\r\n" % BAD_AGENT
+        statuses = [await raw_tap(server.port, f"/{link.token}", bad) for _ in range(3)]
+        assert statuses == [302] * 3
+        publisher = server.app[PUBLISHER]
+        assert (publisher.spooled, publisher.buffered, publisher.lost) == (2, 1, 0)
+    spool = Spool(tmp_path / "spool", "redirect-0", 1 << 20)
+    records, _ = spool.read(10)
+    spool.close()
+    assert [clickevent.decode(r[2]).user_agent for r in records] == ["Mozilla/5.0 \ufffd\ufffd"] * 3

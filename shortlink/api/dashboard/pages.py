@@ -1,0 +1,210 @@
+"""The dashboard's pages: sign-in and out, dashboard links, campaigns, one campaign."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+
+from shortlink import stats
+from shortlink.api import insights
+from shortlink.api.dashboard import charts, sessions
+from shortlink.api.dashboard.render import page
+from shortlink.api.links import API_CONFIG
+from shortlink.pool import POOL
+
+PAGE_SIZE = 50
+MAX_SEARCH = 200
+# A page keeps refreshing itself while its campaign had taps this recently.
+LIVE_WINDOW = timedelta(hours=1)
+_SAFE_NEXT = re.compile(r"^/dashboard/[A-Za-z0-9/_.~%?&=+-]*$")
+
+
+def campaign_url(name: str, **query: str) -> str:
+    path = f"/dashboard/campaigns/{quote(name, safe='')}"
+    kept = {k: v for k, v in query.items() if v}
+    return f"{path}?{urlencode(kept)}" if kept else path
+
+
+def _secure(request: web.Request) -> bool:
+    return request.app[API_CONFIG].dashboard.cookie_secure
+
+
+def _problem(request: web.Request, status: int, title: str, message: str) -> web.Response:
+    return page(request, "problem.html", {"title": title, "message": message}, status=status)
+
+
+async def _signed_in(request: web.Request) -> sessions.Session:
+    session = await sessions.current(request)
+    if session is None:
+        target = request.path_qs
+        raise web.HTTPSeeOther("/dashboard/signin?" + urlencode({"next": target}))
+    return session
+
+
+def _redirect(location: str) -> NoReturn:
+    raise web.HTTPSeeOther(location)
+
+
+async def index(request: web.Request) -> web.Response:
+    """GET /dashboard/: the campaigns, or the sign-in form."""
+    await _signed_in(request)
+    _redirect("/dashboard/campaigns")
+
+
+async def signin_form(request: web.Request) -> web.Response:
+    """GET /dashboard/signin: the form that takes an API key."""
+    return page(request, "signin.html", {"next": _next(request.query.get("next")), "error": None})
+
+
+def _next(value: str | None) -> str:
+    """Where to go after signing in: a dashboard page of this site, nothing else."""
+    if value and _SAFE_NEXT.match(value) and "//" not in value:
+        return value
+    return "/dashboard/campaigns"
+
+
+async def signin(request: web.Request) -> web.Response:
+    """POST /dashboard/signin: check the key, set the session cookie."""
+    if not sessions.same_origin(request):
+        return _problem(
+            request, 403, "Refused", "The form was not sent from this site (Origin header)."
+        )
+    form = await request.post()
+    key = str(form.get("api_key", "")).strip()
+    target = _next(str(form.get("next", "")))
+    session = await sessions.sign_in_with_key(request.app[POOL], key, now=time.time())
+    if session is None:
+        return page(
+            request,
+            "signin.html",
+            {"next": target, "error": "That API key is not valid."},
+            status=401,
+        )
+    response = web.HTTPSeeOther(target)
+    sessions.set_cookie(response, request.app[sessions.SIGNER], session, secure=_secure(request))
+    raise response
+
+
+async def signout(request: web.Request) -> web.Response:
+    """POST /dashboard/signout: forget the session cookie."""
+    if not sessions.same_origin(request):
+        return _problem(
+            request, 403, "Refused", "The form was not sent from this site (Origin header)."
+        )
+    response = web.HTTPSeeOther("/dashboard/signin")
+    sessions.clear_cookie(response, secure=_secure(request))
+    raise response
+
+
+async def link(request: web.Request) -> web.Response:
+    """GET /dashboard/link/{token}: a dashboard link signs its account in."""
+    now = time.time()
+    grant = request.app[sessions.SIGNER].grant(request.match_info["token"], now=now)
+    session = (
+        await sessions.sign_in_with_grant(request.app[POOL], grant, now=now) if grant else None
+    )
+    if session is None:
+        return _problem(
+            request, 403, "Link not valid", "This dashboard link is not valid or has expired."
+        )
+    target = campaign_url(session.campaign) if session.campaign else "/dashboard/campaigns"
+    response = web.HTTPSeeOther(target)
+    sessions.set_cookie(response, request.app[sessions.SIGNER], session, secure=_secure(request))
+    raise response
+
+
+async def campaigns(request: web.Request) -> web.Response:
+    """GET /dashboard/campaigns?q=&cursor=: the account's campaigns, newest first."""
+    session = await _signed_in(request)
+    search = request.query.get("q", "").strip()[:MAX_SEARCH]
+    cursor = request.query.get("cursor") or None
+    try:
+        items, next_cursor = await insights.campaigns(
+            request.app[POOL],
+            session.account_id,
+            search=search or None,
+            cursor=cursor,
+            limit=PAGE_SIZE,
+            only=session.campaign,
+        )
+    except insights.BadCursor:
+        return _problem(request, 400, "Bad page", "That page link is not one this site made.")
+    query = {"q": search} if search else {}
+    next_url = (
+        f"/dashboard/campaigns?{urlencode({**query, 'cursor': next_cursor})}"
+        if next_cursor
+        else None
+    )
+    return page(
+        request,
+        "campaigns.html",
+        {
+            "session": session,
+            "campaigns": [
+                {**item, "url": campaign_url(item["client_identifier"])} for item in items
+            ],
+            "search": search,
+            "next_url": next_url,
+            "first_page": cursor is not None,
+        },
+    )
+
+
+async def campaign(request: web.Request) -> web.Response:
+    """GET /dashboard/campaigns/{name}?phone=&cursor=: figures, charts and recipients."""
+    session = await _signed_in(request)
+    name = request.match_info["name"]
+    pool = request.app[POOL]
+    headline = (
+        await insights.campaign(pool, session.account_id, name) if session.sees(name) else None
+    )
+    breakdown = await stats.campaign(pool, session.account_id, name) if headline else None
+    if headline is None or breakdown is None:
+        return _problem(request, 404, "No such campaign", "This account has no such campaign.")
+    phone_query = request.query.get("phone", "").strip()[:MAX_SEARCH]
+    digits = re.sub(r"\D", "", phone_query)
+    cursor = request.query.get("cursor") or None
+    try:
+        recipients, next_cursor = await insights.recipients(
+            pool,
+            session.account_id,
+            name,
+            phone_prefix=digits or None,
+            cursor=cursor,
+            limit=PAGE_SIZE,
+        )
+    except insights.BadCursor:
+        return _problem(request, 400, "Bad page", "That page link is not one this site made.")
+    now = datetime.now(UTC)
+    series = await insights.series(pool, session.account_id, name, headline["created_at"], now=now)
+    histogram = await insights.first_tap_histogram(pool, session.account_id, name)
+    last = headline["last_activity"]
+    live = last is not None and now - last < LIVE_WINDOW
+    context: dict[str, Any] = {
+        "session": session,
+        "campaign": headline,
+        "median": breakdown["median_seconds_to_first_click"],
+        "p90": breakdown["p90_seconds_to_first_click"],
+        "series": charts.series_data(series),
+        "first_taps": charts.first_tap_bars(histogram),
+        "breakdowns": [
+            ("Device type", charts.bars(breakdown["by_device_type"])),
+            ("OS", charts.bars(breakdown["by_os"])),
+            ("Browser", charts.bars(breakdown["by_browser"])),
+        ],
+        "recipients": recipients,
+        "phone_query": phone_query,
+        "phone_digits": digits,
+        "next_url": campaign_url(name, phone=phone_query, cursor=next_cursor or "")
+        if next_cursor
+        else None,
+        "first_url": campaign_url(name, phone=phone_query) if cursor else None,
+        "refresh_seconds": request.app[API_CONFIG].dashboard.refresh_seconds if live else None,
+        "csv_base": f"/v1/campaigns/{quote(name, safe='')}",
+    }
+    return page(request, "campaign.html", context)

@@ -1,0 +1,246 @@
+"""Dashboard sessions: a signed, expiring cookie, and signed links that open one.
+
+Both are itsdangerous signatures made with DASHBOARD_SECRET under different salts
+(a cookie cannot be used as a link, nor a link as a cookie), and both carry their
+expiry: a session lasts 12 hours, a link as long as `shortlink dashboard-link
+--hours` says, and the session a link opens ends when the link would have.
+
+A session signed in with an API key names the key and ends as soon as the key is
+revoked or the account disabled (checked on every request, one indexed lookup).
+A session from a link names its account and, if the link was for one campaign,
+that campaign: it sees nothing else. Either way a session only reads.
+
+The cookie is HttpOnly, SameSite=Strict and, when the site is https, Secure.
+Sign-in and sign-out forms are protected against cross-site requests by
+SameSite=Strict and by refusing a POST that the browser does not mark as
+same-origin (Sec-Fetch-Site, else Origin; see `same_origin`); there is no
+separate CSRF token.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from shortlink.accounts import KEY_PREFIX, hash_api_key
+from shortlink.api.auth import ACCOUNT_ID
+from shortlink.api.config import DashboardConfig
+from shortlink.api.errors import Handler
+from shortlink.db import Executor
+from shortlink.pool import POOL
+
+COOKIE = "shortlink_session"
+SESSION_SECONDS = 12 * 3600
+MAX_LINK_HOURS = 24 * 90
+# The campaign a link-made session is limited to (absent: the whole account).
+CAMPAIGN_SCOPE = web.RequestKey("dashboard_campaign_scope", str)
+
+
+@dataclass(frozen=True)
+class Session:
+    account_id: int
+    key_id: int | None  # the API key signed in with; None when opened by a link
+    campaign: str | None  # the only campaign a link-made session may see
+    expires_at: int  # seconds since the epoch
+
+    def sees(self, campaign: str) -> bool:
+        return self.campaign is None or self.campaign == campaign
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a dashboard link signs in: an account, perhaps one campaign, until when."""
+
+    account_id: int
+    campaign: str | None
+    expires_at: int
+
+
+class Signer:
+    """Makes and checks session cookies and dashboard links."""
+
+    def __init__(self, secret: str) -> None:
+        self._session = URLSafeSerializer(secret, salt="shortlink.dashboard.session")
+        self._link = URLSafeSerializer(secret, salt="shortlink.dashboard.link")
+
+    def cookie(self, session: Session) -> str:
+        return str(
+            self._session.dumps(
+                [session.account_id, session.key_id, session.campaign, session.expires_at]
+            )
+        )
+
+    def session(self, value: str, *, now: float) -> Session | None:
+        """The session a cookie carries, or None if it is forged, tampered with or expired."""
+        fields = self._load(self._session, value, 4)
+        if fields is None:
+            return None
+        account_id, key_id, campaign, expires_at = fields
+        if not (
+            _is_int(account_id)
+            and (key_id is None or _is_int(key_id))
+            and (campaign is None or isinstance(campaign, str))
+            and _is_int(expires_at)
+            and expires_at > now
+        ):
+            return None
+        return Session(account_id, key_id, campaign, expires_at)
+
+    def link_token(self, grant: Grant) -> str:
+        return str(self._link.dumps([grant.account_id, grant.campaign, grant.expires_at]))
+
+    def grant(self, token: str, *, now: float) -> Grant | None:
+        """What a dashboard link grants, or None if it is forged, tampered with or expired."""
+        fields = self._load(self._link, token, 3)
+        if fields is None:
+            return None
+        account_id, campaign, expires_at = fields
+        if not (
+            _is_int(account_id)
+            and (campaign is None or isinstance(campaign, str))
+            and _is_int(expires_at)
+            and expires_at > now
+        ):
+            return None
+        return Grant(account_id, campaign, expires_at)
+
+    @staticmethod
+    def _load(serializer: URLSafeSerializer, value: str, size: int) -> list[Any] | None:
+        try:
+            fields: object = serializer.loads(value)
+        except BadSignature:
+            return None
+        if not isinstance(fields, list) or len(fields) != size:
+            return None
+        return fields
+
+
+SIGNER = web.AppKey("dashboard_signer", Signer)
+SESSION = web.RequestKey("dashboard_session", Session)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def dashboard_link(config: DashboardConfig, grant: Grant) -> str:
+    """The URL that signs `grant` in (for `shortlink dashboard-link`)."""
+    if config.secret is None:
+        raise ValueError("DASHBOARD_SECRET is needed to sign dashboard links")
+    return f"{config.public_url}/dashboard/link/{Signer(config.secret).link_token(grant)}"
+
+
+async def sign_in_with_key(conn: Executor, key: str, *, now: float) -> Session | None:
+    """A new session for the account behind a valid API key, or None."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    row = await conn.fetchrow(
+        """
+        SELECT k.id, k.account_id FROM api_keys k JOIN accounts a ON a.id = k.account_id
+        WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND a.disabled_at IS NULL
+        """,
+        hash_api_key(key),
+    )
+    if row is None:
+        return None
+    return Session(row["account_id"], row["id"], None, int(now) + SESSION_SECONDS)
+
+
+async def sign_in_with_grant(conn: Executor, grant: Grant, *, now: float) -> Session | None:
+    """A new session for a dashboard link's account (None if it is disabled or gone)."""
+    session = Session(
+        grant.account_id, None, grant.campaign, min(grant.expires_at, int(now) + SESSION_SECONDS)
+    )
+    return session if await still_valid(conn, session) else None
+
+
+async def still_valid(conn: Executor, session: Session) -> bool:
+    """The account is enabled and, for a key's session, the key is not revoked."""
+    valid = await conn.fetchval(
+        """
+        SELECT true FROM accounts a
+        WHERE a.id = $1 AND a.disabled_at IS NULL
+          AND ($2::bigint IS NULL OR EXISTS (
+                SELECT 1 FROM api_keys k
+                WHERE k.id = $2 AND k.account_id = a.id AND k.revoked_at IS NULL))
+        """,
+        session.account_id,
+        session.key_id,
+    )
+    return bool(valid)
+
+
+async def current(request: web.Request) -> Session | None:
+    """The request's valid session, or None (no cookie, a bad one, or revoked since)."""
+    if SESSION in request:
+        return request[SESSION]
+    value = request.cookies.get(COOKIE)
+    signer = request.app.get(SIGNER)
+    if not value or signer is None:
+        return None
+    session = signer.session(value, now=time.time())
+    if session is None or not await still_valid(request.app[POOL], session):
+        return None
+    request[SESSION] = session
+    return session
+
+
+def set_cookie(
+    response: web.StreamResponse, signer: Signer, session: Session, *, secure: bool
+) -> None:
+    response.set_cookie(
+        COOKIE,
+        signer.cookie(session),
+        max_age=max(0, session.expires_at - int(time.time())),
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=secure,
+    )
+
+
+def clear_cookie(response: web.StreamResponse, *, secure: bool) -> None:
+    response.del_cookie(COOKIE, path="/", httponly=True, samesite="Strict", secure=secure)
+
+
+def same_origin(request: web.Request) -> bool:
+    """A form posted from this site, by the browser's own word.
+
+    Browsers mark every request with Sec-Fetch-Site; a form of another site is
+    `cross-site` or `same-site`. Pages here send Referrer-Policy: no-referrer,
+    under which browsers send `Origin: null` even for their own forms, so Origin
+    is only taken when it names this host. Neither header: refused.
+    """
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        return fetch_site == "same-origin"
+    origin = request.headers.get("Origin")
+    if not origin or origin == "null":
+        return False
+    _, _, host = origin.partition("://")
+    return bool(host) and host == request.host
+
+
+# The CSV routes also take the session cookie, so the dashboard's buttons work.
+CSV_SUFFIXES = ("/clicks.csv", "/recipients.csv")
+
+
+@web.middleware
+async def csv_session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Sign in a CSV download by its session cookie when it has no Authorization header."""
+    if (
+        request.method in ("GET", "HEAD")
+        and request.path.startswith("/v1/campaigns/")
+        and request.path.endswith(CSV_SUFFIXES)
+        and "Authorization" not in request.headers
+    ):
+        session = await current(request)
+        if session is not None:
+            request[ACCOUNT_ID] = session.account_id
+            if session.campaign is not None:
+                request[CAMPAIGN_SCOPE] = session.campaign
+    return await handler(request)

@@ -1,0 +1,73 @@
+"""Link changes, pushed to every redirect worker: PostgreSQL NOTIFY on one channel.
+
+What changes a link notifies channel `link_changes` in the same transaction, so
+the notification goes out exactly when the change commits:
+
+- a changed link (new target, expiry, unsafe flag, disabled): the payload is
+  its token; the workers drop it from their caches and read it again when it is
+  next tapped;
+- created links: the payload is `+` and id ranges, `+first:last[,first:last]`;
+  the workers read those links into their caches before the SMS goes out, so a
+  recipient's first tap is a cache hit (shortlink.redirect.listener).
+
+Notifications arrive in milliseconds, but a connection can miss some while it
+is down, so links also carry `updated_at` (set by every change): a worker that
+reconnects, and every worker every few seconds, reads the tokens changed since
+it last knew and drops them too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from shortlink.db import Connection
+
+CHANNEL = "link_changes"
+CREATED = "+"
+# NOTIFY payloads must stay under 8000 bytes; beyond this many ranges, one
+# covering range is sent instead (reading a few links twice is harmless).
+_MAX_RANGES = 100
+
+
+async def notify(conn: Connection, tokens: Sequence[str]) -> None:
+    """Announce changed links (delivered when the current transaction commits)."""
+    if tokens:
+        await conn.execute(
+            "SELECT pg_notify($1, token) FROM unnest($2::text[]) AS token", CHANNEL, list(tokens)
+        )
+
+
+async def notify_created(conn: Connection, ids: Iterable[int]) -> None:
+    """Announce new links by id (delivered when the current transaction commits)."""
+    spans = id_ranges(ids)
+    if spans:
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, created_payload(spans))
+
+
+def id_ranges(ids: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted ids as inclusive (first, last) runs of consecutive ids."""
+    spans: list[tuple[int, int]] = []
+    for link_id in sorted(ids):
+        if spans and link_id <= spans[-1][1] + 1:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], link_id))
+        else:
+            spans.append((link_id, link_id))
+    return spans
+
+
+def created_payload(spans: Sequence[tuple[int, int]]) -> str:
+    if len(spans) > _MAX_RANGES:
+        spans = [(spans[0][0], spans[-1][1])]
+    return CREATED + ",".join(f"{first}:{last}" for first, last in spans)
+
+
+def parse_created(payload: str) -> list[tuple[int, int]]:
+    """The id ranges of a `+first:last,...` payload ([] if it is not one)."""
+    if not payload.startswith(CREATED):
+        return []
+    spans = []
+    for part in payload[1:].split(","):
+        first, _, last = part.partition(":")
+        if first.isdigit() and last.isdigit() and int(first) <= int(last):
+            spans.append((int(first), int(last)))
+    return spans

@@ -1,0 +1,159 @@
+"""Links as a redirect worker keeps them in memory: about 190 bytes a link.
+
+Every recipient of a campaign has a link of their own, but the links of one
+campaign differ only in four fields: token, id (TrackingUrlId), phone number and
+client_ref. Everything else (account, target URL, campaign, creation and expiry
+times, the unsafe and disabled flags) is the same for every link created by one
+request, so it is kept once, as a `LinkGroup`, and shared.
+
+Per link there is then one `bytes` object, the *packed* fields:
+
+    group index     3 bytes, little-endian: the LinkGroup in `Groups.items`
+    link id         8 bytes, little-endian
+    phone number    2-byte length, then UTF-8 (length 0xFFFF: none)
+    client_ref      2-byte length, then UTF-8 (length 0xFFFF: none)
+
+A bytes object costs its payload plus 33 bytes; a dataclass instance with its
+own int and str objects costs about four times as much (measured: 67 MiB per
+100,000 cached links before, see docs/benchmarks.md). The hit path reads only
+the group index, with three byte lookups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shortlink.links import LinkEntry
+
+_NONE = 0xFFFF
+MAX_GROUPS = 1 << 24
+
+
+@dataclass(frozen=True, slots=True)
+class LinkGroup:
+    """What the links created by one request share; compared and hashed by value."""
+
+    account_id: int
+    target_url: str
+    client_identifier: str | None
+    created_at_ms: int
+    expires_at: float  # Unix seconds, compared with time.time() on every hit
+    unsafe: bool
+    disabled: bool
+    # Either flag means the hit path must look closer (warning page, 410).
+    special: bool = field(init=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "special", self.unsafe or self.disabled)
+
+
+def key_of(entry: LinkEntry) -> GroupKey:
+    """The group fields of a link."""
+    return (
+        entry.account_id,
+        entry.target_url,
+        entry.client_identifier,
+        entry.created_at_ms,
+        entry.expires_at,
+        entry.unsafe,
+        entry.disabled,
+    )
+
+
+# The fields of a LinkGroup as a plain tuple, in declaration order: cheap to make
+# and hash per row while links are stored; the LinkGroup is built once per group.
+GroupKey = tuple[int, str, str | None, int, float, bool, bool]
+
+
+class Groups:
+    """The LinkGroups in use, interned, by index; a slot is reused once no link needs it."""
+
+    def __init__(self) -> None:
+        self.items: list[LinkGroup | None] = []  # the hit path indexes this very list
+        self._index: dict[GroupKey, int] = {}
+        self._keys: list[GroupKey | None] = []
+        self._links: list[int] = []  # links referring to each slot
+        self._free: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def acquire(self, key: GroupKey) -> int:
+        """The index of the group with these fields, counting one more link that refers to it."""
+        index = self._index.get(key)
+        if index is None:
+            group = LinkGroup(*key)
+            if self._free:
+                index = self._free.pop()
+                self.items[index] = group
+                self._keys[index] = key
+                self._links[index] = 0
+            else:
+                index = len(self.items)
+                if index >= MAX_GROUPS:
+                    raise OverflowError("more than 16 million link groups in one cache")
+                self.items.append(group)
+                self._keys.append(key)
+                self._links.append(0)
+            self._index[key] = index
+        self._links[index] += 1
+        return index
+
+    def release(self, index: int) -> None:
+        """One link fewer refers to slot `index`; the last one frees it."""
+        self._links[index] -= 1
+        if self._links[index] == 0:
+            key = self._keys[index]
+            self.items[index] = None
+            self._keys[index] = None
+            if key is not None:
+                del self._index[key]
+            self._free.append(index)
+
+    def clear(self) -> None:
+        """Forget every group (in place: the hit path holds on to `items`)."""
+        self.items.clear()
+        self._index.clear()
+        self._keys.clear()
+        self._links.clear()
+        self._free.clear()
+
+
+def group_index(packed: bytes) -> int:
+    return packed[0] | packed[1] << 8 | packed[2] << 16
+
+
+def _text(value: str | None) -> bytes:
+    if value is None:
+        return b"\xff\xff"
+    data = value.encode("utf-8", "surrogatepass")
+    if len(data) >= _NONE:
+        data = data[: _NONE - 1]
+    return len(data).to_bytes(2, "little") + data
+
+
+def pack(index: int, link_id: int, phone_number: str | None, client_ref: str | None) -> bytes:
+    """The packed per-link fields (see the module docstring)."""
+    return (
+        index.to_bytes(3, "little")
+        + link_id.to_bytes(8, "little")
+        + _text(phone_number)
+        + _text(client_ref)
+    )
+
+
+def unpack(packed: bytes) -> tuple[int, str | None, str | None]:
+    """(link id, phone number, client_ref) of a packed link."""
+    link_id = int.from_bytes(packed[3:11], "little")
+    phone, position = _read_text(packed, 11)
+    client_ref, _ = _read_text(packed, position)
+    return link_id, phone, client_ref
+
+
+def _read_text(packed: bytes, position: int) -> tuple[str | None, int]:
+    length = packed[position] | packed[position + 1] << 8
+    position += 2
+    if length == _NONE:
+        return None, position
+    end = position + length
+    return packed[position:end].decode("utf-8", "surrogatepass"), end

@@ -1,0 +1,293 @@
+"""Keeping a redirect worker's cache in step with PostgreSQL: warm-up and changes.
+
+Three supervised tasks per worker:
+
+- **link-listener** keeps one connection LISTENing on the link changes channel
+  (shortlink.changes). A changed token is dropped from the cache at once; a
+  range of created links is queued for the warmer. The connection is checked
+  every KEEPALIVE seconds (a connection can die without telling: a failover, a
+  NAT timeout); on any failure it reconnects, and then catches up: it drops the
+  tokens changed, and warms the links created, since it last knew it was
+  listening (minus MARGIN). The first connection warms the links created in the
+  last WARM_WINDOW, as a worker that starts late would have missed them.
+- **link-warmer** reads queued links into the cache in slices of WARM_SLICE by
+  id, yielding to requests between slices, so the worker answers while it warms.
+- **link-poll** asks every POLL_EVERY seconds, through the pool, which links
+  changed since the last poll: a safety net that bounds how stale an entry can
+  get even if notifications cannot be received at all, while the database can
+  be reached (when it cannot, nobody can change a link either).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from aiohttp import web
+
+from shortlink import changes
+from shortlink.db import require_database_url
+from shortlink.links import changed_since, fetch_id_range, first_id_since
+from shortlink.metrics import Buckets
+from shortlink.pool import POOL
+from shortlink.redirect.cache import CACHE, LinkCache
+from shortlink.redirect.config import RedirectConfig
+from shortlink.supervise import SUPERVISOR
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE = 5.0
+POLL_EVERY = 10.0
+# Changes stamped this long before the moment a worker last knew it was in step are
+# read again when it catches up: covers transactions still open at that moment and
+# clock differences between hosts.
+MARGIN = timedelta(seconds=60)
+WARM_SLICE = 500  # links read and stored per stretch of the event loop (~2 ms)
+_RETRY = 1.0
+_DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@dataclass(frozen=True)
+class _IdRange:
+    first: int
+    last: int
+    noticed: float  # perf_counter when the notification arrived
+
+
+@dataclass(frozen=True)
+class _Since:
+    moment: datetime
+
+
+class LinkListener:
+    """The link-listener, link-warmer and link-poll tasks of one worker (module docstring)."""
+
+    def __init__(
+        self,
+        database_url: str,
+        pool: asyncpg.Pool,
+        cache: LinkCache,
+        *,
+        capacity: int,
+        warm_window: timedelta,
+        warm_on_create: bool,
+        keepalive: float = KEEPALIVE,
+        poll_every: float = POLL_EVERY,
+    ) -> None:
+        self._database_url = database_url
+        self._keepalive = keepalive
+        self._poll_every = poll_every
+        self._pool = pool
+        self._cache = cache
+        self._capacity = capacity
+        self._warm_window = warm_window
+        self._warm_on_create = warm_on_create
+        self.ready = asyncio.Event()  # set once the first LISTEN is in place
+        self.listening = False
+        self._queue: asyncio.Queue[_IdRange | _Since] = asyncio.Queue()
+        self._started = datetime.now(UTC)
+        self._in_step_at: datetime | None = None  # last moment we knew we missed nothing
+        self._poll_since = self._started - MARGIN
+        self._applied: dict[str, datetime] = {}  # token -> the change already applied
+        self.reconnects = 0
+        self.invalidated = 0
+        self.warm_seconds = Buckets()  # notification -> links in the cache
+
+    # -- link-listener ----------------------------------------------------------
+
+    async def listen(self) -> None:
+        while True:
+            try:
+                conn = await asyncpg.connect(
+                    self._database_url,
+                    timeout=10,
+                    server_settings={"application_name": "shortlink-link-listener"},
+                )
+            except _DB_ERRORS as exc:
+                log.warning("cannot listen for link changes", extra={"error": repr(exc)})
+                await asyncio.sleep(_RETRY)
+                continue
+            try:
+                await self._listen_on(conn)
+            except _DB_ERRORS as exc:
+                log.warning("link-changes connection failed", extra={"error": repr(exc)})
+            finally:
+                self.listening = False
+                with contextlib.suppress(*_DB_ERRORS):
+                    await conn.close(timeout=2)
+            self.reconnects += 1
+            await asyncio.sleep(_RETRY)
+
+    async def _listen_on(self, conn: asyncpg.Connection) -> None:
+        closed = asyncio.Event()
+        conn.add_termination_listener(functools.partial(_set, closed))
+        await conn.add_listener(changes.CHANNEL, self._notified)
+        listening_since: datetime = await conn.fetchval("SELECT now()")
+        self.listening = True
+        first = self._in_step_at is None
+        since = self._started - MARGIN if self._in_step_at is None else self._in_step_at - MARGIN
+        await self._catch_up(since)
+        if self._warm_on_create:
+            if first:
+                self._queue.put_nowait(_Since(listening_since - self._warm_window))
+            else:
+                self._queue.put_nowait(_Since(since))
+        self._in_step_at = listening_since
+        if not first:
+            log.info("listening for link changes again; caught up")
+        self.ready.set()
+        while not closed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closed.wait(), self._keepalive)
+            if closed.is_set():
+                break
+            # A round trip proves the connection alive, and notifications committed
+            # before it have been delivered.
+            self._in_step_at = await asyncio.wait_for(
+                conn.fetchval("SELECT now()"), self._keepalive
+            )
+        log.warning("lost the link-changes connection; reconnecting")
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        text = str(payload)
+        if text.startswith(changes.CREATED):
+            if self._warm_on_create:
+                noticed = time.perf_counter()
+                for first, last in changes.parse_created(text):
+                    self._queue.put_nowait(_IdRange(first, last, noticed))
+            return
+        self._cache.invalidate(text)
+        self.invalidated += 1
+
+    async def _catch_up(self, since: datetime) -> None:
+        """Drop every token changed at or after `since` that we have not dropped for it yet."""
+        for row in await changed_since(self._pool, since):
+            token, updated_at = row["token"], row["updated_at"]
+            if self._applied.get(token) != updated_at:
+                self._applied[token] = updated_at
+                self._cache.invalidate(token)
+                self.invalidated += 1
+        horizon = since - MARGIN
+        for token in [t for t, at in self._applied.items() if at < horizon]:
+            del self._applied[token]
+
+    # -- link-poll ---------------------------------------------------------------
+
+    async def poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_every)
+            try:
+                now: datetime = await self._pool.fetchval("SELECT now()")
+                await self._catch_up(self._poll_since)
+            except _DB_ERRORS as exc:
+                log.warning("polling link changes failed", extra={"error": repr(exc)})
+                continue
+            self._poll_since = now - MARGIN
+
+    # -- link-warmer -------------------------------------------------------------
+
+    async def warm(self) -> None:
+        while True:
+            item = await self._queue.get()
+            while True:
+                try:
+                    if isinstance(item, _IdRange):
+                        await self._warm_ids(item.first, item.last)
+                        self.warm_seconds.observe(time.perf_counter() - item.noticed)
+                    else:
+                        await self._warm_since(item.moment)
+                    break
+                except _DB_ERRORS as exc:
+                    log.warning("warming the link cache failed", extra={"error": repr(exc)})
+                    await asyncio.sleep(_RETRY)
+
+    async def _warm_since(self, since: datetime) -> None:
+        """Warm the links created at or after `since`, the newest `capacity` of them."""
+        first = await first_id_since(self._pool, since)
+        if first is None:
+            return
+        last: int = await self._pool.fetchval("SELECT max(id) FROM links")
+        first = max(first, last - self._capacity + 1)
+        started = time.perf_counter()
+        loaded = await self._warm_ids(first, last)
+        log.info(
+            "link cache warmed",
+            extra={
+                "links": loaded,
+                "since": since.isoformat(),
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+
+    async def _warm_ids(self, first: int, last: int) -> int:
+        loaded = 0
+        starts = iter(range(first, last + 1, WARM_SLICE))
+        # The next slice is read while this one is stored: PostgreSQL works on one
+        # while we work on the other.
+        start = next(starts, None)
+        read = None if start is None else self._read_slice(start, last)
+        try:
+            while read is not None:
+                generation, rows = await read
+                start = next(starts, None)
+                read = None if start is None else self._read_slice(start, last)
+                loaded += len(self._cache.store_rows(rows, generation))
+                await asyncio.sleep(0)  # let requests in between slices
+        finally:
+            if read is not None:
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *_DB_ERRORS):
+                    await read
+        self._cache.warmed += loaded
+        return loaded
+
+    def _read_slice(self, start: int, last: int) -> asyncio.Task[tuple[int, list[asyncpg.Record]]]:
+        async def read() -> tuple[int, list[asyncpg.Record]]:
+            generation = self._cache.generation  # before reading: see LinkCache.store_rows
+            rows = await fetch_id_range(self._pool, start, min(last, start + WARM_SLICE - 1))
+            return generation, rows
+
+        return asyncio.ensure_future(read())
+
+
+def _set(event: asyncio.Event, *_: object) -> None:
+    event.set()
+
+
+LISTENER = web.AppKey("link_listener", LinkListener)
+
+
+def listener_context(config: RedirectConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    """cleanup_ctx: keep the app's cache warm and in step with link changes (after the cache)."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        listener = LinkListener(
+            require_database_url(config.service),
+            app[POOL],
+            app[CACHE],
+            capacity=config.cache_entries,
+            warm_window=config.warm_window,
+            warm_on_create=config.warm_on_create,
+        )
+        app[LISTENER] = listener
+        spawn = app[SUPERVISOR].spawn
+        tasks = [
+            spawn("link-listener", listener.listen),
+            spawn("link-warmer", listener.warm),
+            spawn("link-poll", listener.poll),
+        ]
+        # Listening before the first request: a change made right after start is seen.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(listener.ready.wait(), 10)
+        yield
+        for task in tasks:
+            await task.stop()
+
+    return context

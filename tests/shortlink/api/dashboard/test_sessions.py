@@ -1,0 +1,256 @@
+"""Sessions: signed, expiring cookies and dashboard links; sign-in and out; CSRF refusal."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+import asyncpg
+import pytest
+
+from shortlink import accounts
+from shortlink.api.config import DashboardConfig
+from shortlink.api.dashboard.sessions import COOKIE, Grant, Session, Signer, dashboard_link
+from shortlink.exceptions import ConfigError
+from tests.infra import RunningServer
+from tests.shortlink.api.conftest import Tenant
+from tests.shortlink.api.dashboard.conftest import SECRET, tapped_campaign
+
+SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
+
+
+def cookie_of(response: aiohttp.ClientResponse) -> str:
+    return response.cookies[COOKIE].value
+
+
+async def sign_in(server: RunningServer, http: aiohttp.ClientSession, key: str) -> str:
+    async with http.post(
+        f"{server.url}/dashboard/signin",
+        data={"api_key": key},
+        headers=SAME_ORIGIN,
+        allow_redirects=False,
+    ) as response:
+        assert response.status == 303
+        return cookie_of(response)
+
+
+async def page_status(
+    server: RunningServer, http: aiohttp.ClientSession, path: str, cookie: str
+) -> tuple[int, str]:
+    async with http.get(
+        server.url + path, headers={"Cookie": f"{COOKIE}={cookie}"}, allow_redirects=False
+    ) as response:
+        return response.status, response.headers.get("Location", "")
+
+
+def test_cookie_round_trip_and_tampering() -> None:
+    """A cookie reads back as its session; one changed character, or another secret, voids it."""
+    signer = Signer(SECRET)
+    session = Session(7, 3, None, int(time.time()) + 60)
+    value = signer.cookie(session)
+    assert signer.session(value, now=time.time()) == session
+    tampered = value[:-1] + ("A" if value[-1] != "A" else "B")
+    assert signer.session(tampered, now=time.time()) is None
+    assert Signer(SECRET + "x").session(value, now=time.time()) is None
+    assert signer.session("not-a-cookie", now=time.time()) is None
+
+
+def test_expired_cookie_and_link_are_refused() -> None:
+    """Past its expiry a cookie or a link is worth nothing."""
+    signer = Signer(SECRET)
+    now = time.time()
+    cookie = signer.cookie(Session(7, None, None, int(now) + 10))
+    link = signer.link_token(Grant(7, None, int(now) + 10))
+    assert signer.session(cookie, now=now + 11) is None
+    assert signer.grant(link, now=now + 11) is None
+    assert signer.grant(link, now=now) == Grant(7, None, int(now) + 10)
+
+
+def test_a_link_is_not_a_cookie() -> None:
+    """Cookies and links are signed apart: neither passes as the other."""
+    signer = Signer(SECRET)
+    later = int(time.time()) + 60
+    link = signer.link_token(Grant(7, None, later))
+    cookie = signer.cookie(Session(7, None, None, later))
+    assert signer.session(link, now=time.time()) is None
+    assert signer.grant(cookie, now=time.time()) is None
+
+
+def test_dashboard_needs_a_long_secret() -> None:
+    """DASHBOARD_ENABLED without a secret, or with a short one, stops the API starting."""
+    with pytest.raises(ConfigError, match="DASHBOARD_SECRET is not set"):
+        DashboardConfig.from_env({"DASHBOARD_ENABLED": "true"})
+    with pytest.raises(ConfigError, match="at least 32"):
+        DashboardConfig.from_env({"DASHBOARD_ENABLED": "true", "DASHBOARD_SECRET": "short"})
+    assert DashboardConfig.from_env({}).enabled is False
+
+
+async def test_sign_in_sets_a_strict_http_only_cookie(
+    dashboard: RunningServer, http: aiohttp.ClientSession, tenant: Tenant
+) -> None:
+    """A valid key gets a 12-hour HttpOnly SameSite=Strict cookie (not Secure over http)."""
+    async with http.post(
+        f"{dashboard.url}/dashboard/signin",
+        data={"api_key": tenant.key, "next": "/dashboard/campaigns?q=x"},
+        headers=SAME_ORIGIN,
+        allow_redirects=False,
+    ) as response:
+        assert response.status == 303
+        assert response.headers["Location"] == "/dashboard/campaigns?q=x"
+        header = response.headers["Set-Cookie"]
+    morsel = response.cookies[COOKIE]
+    assert morsel["httponly"] is True
+    assert morsel["samesite"] == "Strict"
+    assert morsel["max-age"] == str(12 * 3600)
+    assert morsel["path"] == "/"
+    assert "Secure" not in header
+
+
+async def test_cookie_is_secure_when_the_site_is_https(
+    dashboard_env: dict[str, str], http: aiohttp.ClientSession, tenant: Tenant
+) -> None:
+    """With SHORT_URL_SCHEME=https the session cookie is marked Secure."""
+    from shortlink.api.app import create_app
+    from shortlink.api.config import ApiConfig
+    from tests.infra import running
+
+    env = {**dashboard_env, "SHORT_URL_SCHEME": "https"}
+    async with running(create_app(ApiConfig.from_env(env))) as server:
+        async with http.post(
+            f"{server.url}/dashboard/signin",
+            data={"api_key": tenant.key},
+            headers=SAME_ORIGIN,
+            allow_redirects=False,
+        ) as response:
+            assert response.status == 303
+            assert response.cookies[COOKIE]["secure"] is True
+
+
+async def test_wrong_key_and_cross_site_posts_get_no_cookie(
+    dashboard: RunningServer, http: aiohttp.ClientSession, tenant: Tenant
+) -> None:
+    """A bad key is a 401; a form from another site (or of unknown origin) is a 403."""
+    cases = [
+        ({"api_key": "sl_nope"}, SAME_ORIGIN, 401),
+        ({"api_key": tenant.key}, {"Sec-Fetch-Site": "cross-site"}, 403),
+        ({"api_key": tenant.key}, {"Sec-Fetch-Site": "same-site"}, 403),
+        ({"api_key": tenant.key}, {"Origin": "http://evil.example"}, 403),
+        ({"api_key": tenant.key}, {"Origin": "null"}, 403),
+        ({"api_key": tenant.key}, {}, 403),
+    ]
+    for data, headers, status in cases:
+        async with http.post(
+            f"{dashboard.url}/dashboard/signin",
+            data=data,
+            headers=headers,
+            allow_redirects=False,
+        ) as response:
+            assert response.status == status, (data, headers)
+            assert COOKIE not in response.cookies
+    async with http.post(
+        f"{dashboard.url}/dashboard/signout",
+        headers={"Sec-Fetch-Site": "cross-site"},
+        allow_redirects=False,
+    ) as response:
+        assert response.status == 403
+
+
+async def test_sign_in_goes_only_to_dashboard_pages(
+    dashboard: RunningServer, http: aiohttp.ClientSession, tenant: Tenant
+) -> None:
+    """The next field cannot send the browser elsewhere (no open redirect)."""
+    for target in ("https://evil.example/", "//evil.example/x", "/v1/links", "/dashboard//x"):
+        async with http.post(
+            f"{dashboard.url}/dashboard/signin",
+            data={"api_key": tenant.key, "next": target},
+            headers=SAME_ORIGIN,
+            allow_redirects=False,
+        ) as response:
+            assert response.headers["Location"] == "/dashboard/campaigns", target
+
+
+async def test_session_opens_pages_until_tampered_revoked_or_signed_out(
+    dashboard: RunningServer, http: aiohttp.ClientSession, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """A session reads pages; a tampered cookie, a revoked key or signing out sends to sign-in."""
+    cookie = await sign_in(dashboard, http, tenant.key)
+    assert await page_status(dashboard, http, "/dashboard/campaigns", cookie) == (200, "")
+    assert (await page_status(dashboard, http, "/dashboard/campaigns", cookie[:-2] + "xx"))[
+        0
+    ] == 303
+    async with http.post(
+        f"{dashboard.url}/dashboard/signout",
+        headers={**SAME_ORIGIN, "Cookie": f"{COOKIE}={cookie}"},
+        allow_redirects=False,
+    ) as response:
+        assert response.status == 303
+        assert response.cookies[COOKIE].value == ""
+    await accounts.rotate_key(db, tenant.account_id)
+    status, location = await page_status(dashboard, http, "/dashboard/campaigns", cookie)
+    assert status == 303
+    assert location.startswith("/dashboard/signin?next=")
+
+
+async def test_dashboard_link_signs_in_one_campaign(
+    dashboard: RunningServer,
+    dashboard_env: dict[str, str],
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection,
+    tenant: Tenant,
+) -> None:
+    """A link for one campaign opens its page, and its session sees no other campaign."""
+    await tapped_campaign(db, tenant, "shared")
+    await tapped_campaign(db, tenant, "private")
+    config = DashboardConfig.from_env(dashboard_env)
+    url = dashboard_link(config, Grant(tenant.account_id, "shared", int(time.time()) + 3600))
+    token = url.rsplit("/", 1)[1]
+    async with http.get(
+        f"{dashboard.url}/dashboard/link/{token}", allow_redirects=False
+    ) as response:
+        assert response.status == 303
+        assert response.headers["Location"] == "/dashboard/campaigns/shared"
+        cookie = cookie_of(response)
+        assert int(response.cookies[COOKIE]["max-age"]) <= 3600
+    assert (await page_status(dashboard, http, "/dashboard/campaigns/shared", cookie))[0] == 200
+    assert (await page_status(dashboard, http, "/dashboard/campaigns/private", cookie))[0] == 404
+    async with http.get(
+        f"{dashboard.url}/dashboard/campaigns", headers={"Cookie": f"{COOKIE}={cookie}"}
+    ) as response:
+        listing = await response.text()
+    assert "/dashboard/campaigns/shared" in listing
+    assert "/dashboard/campaigns/private" not in listing
+
+
+async def test_bad_expired_or_disabled_links_are_refused(
+    dashboard: RunningServer,
+    dashboard_env: dict[str, str],
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection,
+    tenant: Tenant,
+) -> None:
+    """A tampered or expired link, or one for a disabled account, sets no cookie (403)."""
+    signer = Signer(SECRET)
+    good = signer.link_token(Grant(tenant.account_id, None, int(time.time()) + 3600))
+    expired = signer.link_token(Grant(tenant.account_id, None, int(time.time()) - 1))
+    forged = Signer("another-secret-of-32-characters-or-more").link_token(
+        Grant(tenant.account_id, None, int(time.time()) + 3600)
+    )
+    for token in (good[:-1] + ("A" if good[-1] != "A" else "B"), expired, forged):
+        async with http.get(
+            f"{dashboard.url}/dashboard/link/{token}", allow_redirects=False
+        ) as response:
+            assert response.status == 403
+            assert COOKIE not in response.cookies
+    await accounts.disable_account(db, tenant.account_id)
+    async with http.get(f"{dashboard.url}/dashboard/link/{good}", allow_redirects=False) as r:
+        assert r.status == 403
+
+
+async def test_dashboard_is_off_unless_enabled(
+    api_server: RunningServer, http: aiohttp.ClientSession
+) -> None:
+    """Without DASHBOARD_ENABLED the pages do not exist (the API docs still do)."""
+    async with http.get(f"{api_server.url}/dashboard/signin") as response:
+        assert response.status == 404
+    async with http.get(f"{api_server.url}/v1/docs") as response:
+        assert response.status == 200
