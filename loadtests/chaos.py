@@ -5,8 +5,9 @@ ports: the embedded PostgreSQL (its own, in a temporary folder: it gets
 restarted), a tansu broker, `shortlink redirect --workers 2` (a supervisor and
 two workers), one forwarder, and the contract-checking sink as the customer's
 endpoint. Taps: paced wrk with a phone's User-Agent on links cached in both
-workers (*repeat taps*), a tenth on links never tapped before (*first taps*:
-each answer reads PostgreSQL), and 1 % *malformed taps* over raw sockets
+workers (*repeat taps*), a tenth on links never tapped before (*first taps*,
+each once: from the cache if links reach it when created, else read from
+PostgreSQL), and 1 % *malformed taps* over raw sockets
 (loadtests/taps.py). After a quiet start, one fault after another
 (loadtests/faults.py):
 

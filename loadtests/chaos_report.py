@@ -118,7 +118,7 @@ def render(s: Setting, o: Outcome) -> tuple[str, bool]:
         f"forwarder, the sink as the customer's endpoint (JSON, every click). {s.rate:,} "
         f"taps/s for {s.seconds} s: wrk paced, a phone's User-Agent, *{REPEAT}* on "
         f"{s.warm_links:,} links cached in both workers, *{FIRST}* ({s.first_share:.0%}) on "
-        f"links never tapped (each answer reads PostgreSQL), *{MALFORMED}* "
+        f"links never tapped before, each once ({_misses(o)}), *{MALFORMED}* "
         f"({s.malformed_share:.0%}) over raw sockets: {', '.join(VARIANTS)}. "
         "A window runs from its fault's start to the next fault's. *no answer*: taps sent "
         "and never answered; per window, wrk's are shown only when more than its connections "
@@ -195,6 +195,15 @@ def render(s: Setting, o: Outcome) -> tuple[str, bool]:
         "",
     ]
     return "\n".join(lines) + "\n", not problems
+
+
+def _misses(o: Outcome) -> str:
+    """How many taps the redirect workers' caches missed (each a PostgreSQL lookup)."""
+    name = "shortlink_link_cache_misses_total"
+    seen = [s.metrics["redirect"][name] for s in o.samples if name in s.metrics.get("redirect", {})]
+    if len(seen) < 2 or seen[-1] < seen[0]:
+        return "cache misses not known"
+    return f"{seen[-1] - seen[0]:,.0f} cache misses over the run, each a PostgreSQL lookup"
 
 
 def _statuses(counts: Counter[int]) -> str:
