@@ -16,10 +16,12 @@ PostgreSQL), and 1 % *malformed taps* over raw sockets
    parked mid-way on a row lock;
 3. PostgreSQL read-only for a few seconds (a failover, simulated with
    default_transaction_read_only);
-4. the forwarder SIGKILLed and started again;
-5. one redirect worker SIGTERMed (its supervisor restarts it);
-6. the customer endpoint answering 500, then holding requests 11 s (past the
-   10 s delivery timeout), then resetting connections.
+4. the customer endpoint answering 500, then holding requests 11 s (past the
+   10 s delivery timeout), then resetting connections;
+5. the forwarder SIGKILLed and started again (after the endpoint's faults: the
+   killed process's endpoint lease holds deliveries back for up to a minute,
+   which would hide them);
+6. one redirect worker SIGTERMed (its supervisor restarts it).
 
 Each window runs from its fault's start to the next one's. For each: the
 answers by status, how long until every tap was a 302 again, and when the
@@ -255,6 +257,13 @@ async def inject(running: Stack, plan: Plan, start: float, gap: float) -> list[W
             lambda: faults.read_only(running.postgres, plan.read_only),
         ),
         (
+            "endpoint failing",
+            sum(plan.endpoint),
+            lambda: faults.endpoint_modes(
+                running.sink_url, list(zip(("fail", "slow", "reset"), plan.endpoint, strict=True))
+            ),
+        ),
+        (
             "forwarder killed",
             plan.kill_guess,
             lambda: faults.kill_and_restart(
@@ -267,13 +276,6 @@ async def inject(running: Stack, plan: Plan, start: float, gap: float) -> list[W
             "redirect worker stopped",
             plan.worker_guess,
             lambda: faults.terminate_worker(lambda: worker_pids(running.supervisor_pid)),
-        ),
-        (
-            "endpoint failing",
-            sum(plan.endpoint),
-            lambda: faults.endpoint_modes(
-                running.sink_url, list(zip(("fail", "slow", "reset"), plan.endpoint, strict=True))
-            ),
         ),
     ]
     due = start + plan.baseline
@@ -289,7 +291,8 @@ async def inject(running: Stack, plan: Plan, start: float, gap: float) -> list[W
 
 async def drain(running: Stack, baseline: tuple[int, int], answered: int, most: float) -> None:
     """Until every 302 is recorded and every human click delivered, or nothing moves for
-    45 s with no delivery waiting for a retry, or `most` seconds have passed."""
+    75 s (longer than a dead forwarder's endpoint lease) with no delivery waiting for a
+    retry, or `most` seconds have passed."""
     started = last_change = time.monotonic()
     last: tuple[int, ...] = ()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
@@ -303,7 +306,7 @@ async def drain(running: Stack, baseline: tuple[int, int], answered: int, most: 
             now = (recorded, stats["posts"], sum(stats["refused"].values()))
             if now != last:
                 last, last_change = now, time.monotonic()
-            elif time.monotonic() - last_change >= 45 and not await _retrying(session, running):
+            elif time.monotonic() - last_change >= 75 and not await _retrying(session, running):
                 return
             await asyncio.sleep(1.0)
 
