@@ -7,10 +7,11 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Versions come from constraints.txt (all pinned), the same for CI and the image.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 ## Start PostgreSQL (embedded), the Kafka-protocol broker (tansu) and the services.

@@ -51,7 +51,7 @@ def create_app(config: ForwarderConfig) -> web.Application:
 
 def _deliverer_context(config: ForwarderConfig) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        deliverer = Deliverer(config, app[POOL], app[HTTP_SESSION])
+        deliverer = Deliverer(config, app[POOL], app[HTTP_SESSION], supervisor=app[SUPERVISOR])
         app[DELIVERER] = deliverer
         task = app[SUPERVISOR].spawn("deliverer", deliverer.run)
         yield

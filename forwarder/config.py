@@ -23,6 +23,7 @@ class ForwarderConfig:
     linger: float
     batch_size: int
     timeout: float
+    lease: float
     max_attempts: int
     retry_base: float
     retry_max: float
@@ -42,6 +43,16 @@ class ForwarderConfig:
         ca_file = read.optional_text("ENDPOINT_CA_FILE")
         if ca_file is not None and not Path(ca_file).is_file():
             raise ConfigError(f"ENDPOINT_CA_FILE={ca_file!r}: no such file")
+        timeout = read.number("DELIVERY_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=600.0)
+        lease = read.number("DELIVERY_LEASE_SECONDS", 30.0, minimum=1.0, maximum=7_200.0)
+        if timeout > lease / 2:
+            # A request must end well inside the lease it was sent under, with time left
+            # to record how it went (forwarder.lease).
+            raise ConfigError(
+                f"DELIVERY_TIMEOUT_SECONDS={timeout:g} must be at most half of "
+                f"DELIVERY_LEASE_SECONDS={lease:g}; raise DELIVERY_LEASE_SECONDS "
+                f"to {2 * timeout:g} or more"
+            )
         return cls(
             service=ServiceConfig.from_env(env),
             host=read.text("FORWARDER_HOST", "127.0.0.1"),
@@ -53,7 +64,8 @@ class ForwarderConfig:
             ),
             linger=read.integer("DELIVERY_LINGER_MS", 1_000, minimum=0, maximum=600_000) / 1000,
             batch_size=read.integer("DELIVERY_BATCH_SIZE", MAX_BATCH, minimum=1, maximum=MAX_BATCH),
-            timeout=read.number("DELIVERY_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=600.0),
+            timeout=timeout,
+            lease=lease,
             max_attempts=read.integer("DELIVERY_MAX_ATTEMPTS", 10, minimum=1, maximum=1_000),
             retry_base=read.number(
                 "DELIVERY_RETRY_BASE_SECONDS", 5.0, minimum=0.01, maximum=86_400.0

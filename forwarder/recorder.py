@@ -424,8 +424,12 @@ async def _batch(
 ) -> list[tuple[str, int, str, bytes, int, datetime]]:
     """Full batches from the outbox's waiting clicks plus the new ones; the rest waits."""
     waiting = await conn.fetch(
-        "DELETE FROM outbox WHERE endpoint_id = $1 RETURNING id, event_id, detail, enqueued_at",
+        """
+        DELETE FROM outbox WHERE endpoint_id = $1 AND format = $2
+        RETURNING id, event_id, detail, enqueued_at
+        """,
         endpoint_id,
+        format,  # clicks waiting in another format are batched in it by forwarder.delivery
     )
     pending: list[tuple[str, formats.Detail, datetime]] = [
         (str(row["event_id"]), formats.decode_detail(row["detail"]), row["enqueued_at"])
@@ -443,14 +447,15 @@ async def _batch(
     if rest:
         await conn.execute(
             """
-            INSERT INTO outbox (endpoint_id, event_id, detail, enqueued_at)
-            SELECT $1, * FROM unnest($2::uuid[], $3::bytea[], $4::timestamptz[])
+            INSERT INTO outbox (endpoint_id, format, event_id, detail, enqueued_at)
+            SELECT $1, $5, * FROM unnest($2::uuid[], $3::bytea[], $4::timestamptz[])
             ON CONFLICT (endpoint_id, event_id) DO NOTHING
             """,
             endpoint_id,
             [item[0] for item in rest],
             [formats.encode_detail(item[1]) for item in rest],
             [item[2] for item in rest],
+            format,
         )
     return made
 

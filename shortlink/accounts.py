@@ -9,12 +9,16 @@ something a person chose; it also keeps authentication to one indexed lookup.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 
 import asyncpg
 
 KEY_PREFIX = "sl_"
+# What new_api_key makes: anything else (other lengths, bytes that were not UTF-8)
+# cannot be a key, and is refused without a lookup.
+_KEY = re.compile(r"sl_[A-Za-z0-9_-]{43}")
 
 
 def new_api_key() -> str:
@@ -68,7 +72,7 @@ async def disable_account(conn: asyncpg.Connection, account_id: int) -> bool:
 
 async def authenticate(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> int | None:
     """The account id behind an API key, or None when the key is unknown, revoked or disabled."""
-    if not key.startswith(KEY_PREFIX):
+    if _KEY.fullmatch(key) is None:
         return None
     account_id: int | None = await conn.fetchval(
         """

@@ -12,6 +12,13 @@ from typing import Any
 import asyncpg
 
 STATUSES = ("pending", "delivered", "dead")
+MAX_ERROR_CHARS = 1_000
+
+
+def last_error_text(error: str) -> str:
+    """An error as stored in last_error: PostgreSQL text cannot hold NUL (an endpoint's
+    answer quoted in an error may), and a stored error stays short."""
+    return error.replace("\x00", "\N{REPLACEMENT CHARACTER}")[:MAX_ERROR_CHARS]
 
 
 async def list_deliveries(

@@ -5,6 +5,18 @@ An endpoint URL must be http(s) with a host and no credentials; it must not
 resolve to a loopback, private, link-local, multicast or otherwise non-public
 address unless ALLOW_PRIVATE_ENDPOINTS is on. The forwarder checks the addresses
 again at every connection, so a DNS change cannot point it inward later.
+
+Every check looks at the host as the HTTP client will connect to it: parsed by
+yarl, as aiohttp does, which folds full-width digits and ideographic full stops
+(U+FF11 is the digit 1, U+3002 a dot: such a host can be 127.0.0.1) and
+encodes international names to punycode.
+aiohttp connects to a host that looks numeric without asking the resolver, and
+the system reads `2130706433`, `127.1` or `0177.0.0.1` as addresses, so a host
+made of digits and dots (or holding a colon) must be a plain IP address.
+IPv6 addresses that carry an IPv4 address (IPv4-mapped, NAT64, 6to4) are judged
+by that IPv4 address; the transition ranges that only reach inward or are
+obsolete (IPv4-compatible `::a.b.c.d`, IPv4-translated, local-use NAT64, Teredo)
+are refused outright.
 """
 
 from __future__ import annotations
@@ -13,12 +25,13 @@ import asyncio
 import base64
 import binascii
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urlsplit
 
 import asyncpg
+from yarl import URL
 
 from shortlink.exceptions import ShortlinkError
 
@@ -26,6 +39,21 @@ FORMATS = ("json", "xml", "clickthru")
 MODES = ("every", "first")
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 MAX_URL_LENGTH = 2048
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# A host name once yarl has encoded it (punycode): letters, digits, '-', '_', '.'.
+_HOST_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# IPv6 ranges that embed an IPv4 address we cannot or need not judge: refused.
+_REFUSED_V6 = tuple(
+    ipaddress.IPv6Network(network)
+    for network in (
+        "::/96",  # IPv4-compatible ::a.b.c.d (deprecated by RFC 4291), with :: and ::1
+        "::ffff:0:0:0/96",  # IPv4-translated (RFC 2765)
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): translates to private networks
+        "2001::/32",  # Teredo (RFC 4380): tunnels to an obfuscated IPv4 address
+    )
+)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known prefix (RFC 6052)
 
 
 class EndpointError(ShortlinkError):
@@ -67,24 +95,45 @@ class Endpoint:
         }
 
 
-def validate_url(url: str) -> str:
-    """The URL if it is an absolute http(s) URL with a host and no credentials."""
+def parse_url(url: str) -> URL:
+    """The URL as the HTTP client reads it, if it is an absolute http(s) URL with a
+    host and no credentials (EndpointError otherwise)."""
     if len(url) > MAX_URL_LENGTH:
         raise EndpointError("url", f"longer than {MAX_URL_LENGTH} characters")
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
+        parsed = URL(url)
+        port = parsed.port
+    except (ValueError, TypeError, UnicodeError) as exc:
         raise EndpointError("url", f"not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https"):
+    if parsed.scheme not in ("http", "https"):
         raise EndpointError("url", "must start with https:// or http://")
-    if not parts.hostname:
+    if not parsed.raw_host:
         raise EndpointError("url", "has no host")
-    if parts.username is not None or parts.password is not None:
+    if parsed.user is not None or parsed.password is not None:
         raise EndpointError("url", "must not contain credentials")
     if port == 0:
         raise EndpointError("url", "port 0 is not allowed")
-    return url
+    if literal_address(parsed.raw_host) is None and not _HOST_NAME.fullmatch(parsed.raw_host):
+        raise EndpointError("url", f"host {parsed.host!r} is not a valid host name")
+    return parsed
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The IP address `host` (yarl's raw_host) names literally; None for a name.
+
+    EndpointError for a host that looks numeric but is not a plain address
+    (`2130706433`, `127.1`, `127.0.0.1.`): aiohttp would connect to it without
+    asking the resolver, and the system would read it as some address. (A host with
+    letters, such as `0x7f.1`, goes through the resolver, which checks what it finds.)
+    """
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    # aiohttp.helpers.is_ip_address: what the client connects to unresolved.
+    if ":" in host or host.replace(".", "").isdigit():
+        raise EndpointError("url", f"host {host!r} is not a valid IP address")
+    return None
 
 
 def secret_key(secret: str) -> bytes:
@@ -100,14 +149,26 @@ def secret_key(secret: str) -> bytes:
     return key
 
 
-def is_public(address: str) -> bool:
-    """Whether an IP address is globally routable (not loopback, private, link-local, ...)."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+def is_public(address: str | IPAddress) -> bool:
+    """Whether an IP address is globally routable (not loopback, private, link-local,
+    multicast, ...), judging an IPv6 address that embeds an IPv4 one by the latter."""
+    if isinstance(address, str):
+        try:
+            ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+    else:
+        ip = address
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = ipaddress.IPv6Address(int(ip))  # without its zone, which changes nothing here
+        if any(ip in network for network in _REFUSED_V6):
+            return False
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
     return ip.is_global and not ip.is_multicast
 
 
@@ -127,11 +188,6 @@ async def check_host(host: str, port: int, *, allow_private: bool) -> list[str]:
                 "set ALLOW_PRIVATE_ENDPOINTS=true to allow it",
             )
     return addresses
-
-
-def default_port(url: str) -> int:
-    parts = urlsplit(url)
-    return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 _COLUMNS = (
@@ -156,15 +212,14 @@ async def set_endpoint(
     allow_private: bool,
 ) -> Endpoint:
     """Create or replace the account's endpoint after validating every field."""
-    validate_url(url)
+    parsed = parse_url(url)
     if format not in FORMATS:
         raise EndpointError("format", f"must be one of {', '.join(FORMATS)}")
     if mode not in MODES:
         raise EndpointError("mode", f"must be one of {', '.join(MODES)}")
     if secret is not None:
         secret_key(secret)
-    parts = urlsplit(url)
-    await check_host(parts.hostname or "", default_port(url), allow_private=allow_private)
+    await check_host(parsed.raw_host or "", parsed.port or 0, allow_private=allow_private)
     row = await conn.fetchrow(
         f"""
         INSERT INTO endpoints (account_id, url, format, mode, secret, enabled)

@@ -18,7 +18,7 @@ from shortlink.api.auth import auth_middleware
 from shortlink.api.campaign_list import list_campaigns
 from shortlink.api.config import ApiConfig
 from shortlink.api.dashboard import routes as dashboard
-from shortlink.api.errors import Handler, error_middleware
+from shortlink.api.errors import HTTP_LOG, Handler, error_middleware
 from shortlink.api.exports import clicks_csv, recipients_csv
 from shortlink.api.links import API_CONFIG
 from shortlink.pool import POOL, pool_context
@@ -41,6 +41,7 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     app = web.Application(
         middlewares=[metrics_middleware, error_middleware, dashboard.middleware, auth_middleware],
         client_max_size=config.max_request_bytes,
+        handler_args={"logger": HTTP_LOG},
     )
     app[API_CONFIG] = config
     app[OPENAPI] = openapi_document()

@@ -1,18 +1,21 @@
-"""Reading request bodies: JSON objects, checked field by field.
+"""Reading request input: JSON bodies, query strings and path parts, field by field.
 
 Problems are collected, not raised one by one, so a 422 names every bad field
-(`recipients[41].phone_number`) at once, up to a limit. Unknown fields are
-refused too: a misspelt option should not be silently ignored.
+(`recipients[41].phone_number`) at once, up to a limit. Unknown body fields are
+refused too: a misspelt option should not be silently ignored. A field given as
+null is taken as not given. Text that cannot be stored (a NUL, bytes that were
+not UTF-8) is refused like any other bad value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from shortlink import validation
 from shortlink.api.errors import ApiError, ValidationFailed
 
 MAX_DETAILS = 100
@@ -54,11 +57,11 @@ class Problems:
 
 
 class Fields:
-    """Typed access to one JSON object's fields, reporting problems under `prefix`."""
+    """Typed access to one JSON object's (or query's) fields, reporting problems under `prefix`."""
 
     def __init__(
         self,
-        data: dict[str, Any],
+        data: Mapping[str, Any],
         problems: Problems,
         prefix: str = "",
         allowed: set[str] | None = None,
@@ -75,13 +78,15 @@ class Fields:
         return f"{self.prefix}{field}"
 
     def has(self, field: str) -> bool:
-        return field in self.data
+        """Whether the field is given (null counts as not given)."""
+        return self.data.get(field) is not None
 
     def text(
         self,
         field: str,
         *,
         required: bool = False,
+        min_length: int = 0,
         max_length: int = 1000,
         default: str | None = None,
     ) -> str | None:
@@ -93,9 +98,25 @@ class Fields:
         if not isinstance(value, str):
             self.problems.add(self.name(field), "must be a string")
             return default
+        if len(value) < min_length:
+            self.problems.add(self.name(field), "must not be empty")
+            return default
         if len(value) > max_length:
             self.problems.add(self.name(field), f"must be at most {max_length} characters")
             return default
+        return self.converted(field, value, validation.text, default)
+
+    def texts(self, field: str) -> list[str] | None:
+        """An array of strings that can be stored, or None when not given."""
+        value = self.data.get(field)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.problems.add(self.name(field), "must be an array of strings")
+            return None
+        for index, item in enumerate(value):
+            if self.converted(f"{field}[{index}]", item, validation.text) is None:
+                return None
         return value
 
     def boolean(self, field: str, default: bool) -> bool:
@@ -111,6 +132,8 @@ class Fields:
         value = self.data.get(field)
         if value is None:
             return default
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON has one number type: 30.0 is the integer 30
         if not isinstance(value, int) or isinstance(value, bool):
             self.problems.add(self.name(field), "must be an integer")
             return default
@@ -131,12 +154,18 @@ class Fields:
             return None
         return value
 
-    def converted(self, field: str, value: str | None, convert: Callable[[str], str]) -> str | None:
+    def converted(
+        self,
+        field: str,
+        value: str | None,
+        convert: Callable[[str], str],
+        default: str | None = None,
+    ) -> str | None:
         """`convert(value)`, reporting a ValueError as this field's problem."""
         if value is None:
-            return None
+            return default
         try:
             return convert(value)
         except ValueError as exc:
             self.problems.add(self.name(field), str(exc))
-            return None
+            return default

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from shortlink import validation
 from shortlink.api import insights
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.errors import ApiError
@@ -44,14 +45,19 @@ async def list_campaigns(request: web.Request) -> web.Response:
     if not 1 <= limit <= MAX_PAGE:
         raise _invalid("limit", f"must be an integer from 1 to {MAX_PAGE}")
     search = query.get("q")
-    if search is not None and len(search) > MAX_SEARCH:
-        raise _invalid("q", f"at most {MAX_SEARCH} characters")
+    if search is not None:
+        if len(search) > MAX_SEARCH:
+            raise _invalid("q", f"at most {MAX_SEARCH} characters")
+        try:
+            validation.text(search)
+        except validation.InvalidInput as exc:
+            raise _invalid("q", str(exc)) from None
     try:
         items, next_cursor = await insights.campaigns(
             request.app[POOL],
             request[ACCOUNT_ID],
             search=search or None,
-            cursor=query.get("cursor") or None,
+            cursor=query.get("cursor"),
             limit=limit,
         )
     except insights.BadCursor as exc:

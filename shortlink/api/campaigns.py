@@ -7,17 +7,27 @@ from aiohttp import web
 
 from shortlink import stats, validation
 from shortlink.api.auth import ACCOUNT_ID
-from shortlink.api.errors import ApiError, not_found
+from shortlink.api.body import Fields, Problems
+from shortlink.api.errors import not_found
+from shortlink.api.links import MAX_TEXT
 from shortlink.pool import POOL
 
 MAX_PAGE = 1000
 
 
+def campaign_of_path(request: web.Request) -> str:
+    """The {client_identifier} of the path, 422 when it could not be a campaign's name."""
+    problems = Problems()
+    name = Fields(request.match_info, problems).text("client_identifier", max_length=MAX_TEXT)
+    problems.check()
+    if name is None:  # pragma: no cover - a path part is never missing
+        raise not_found("campaign")
+    return name
+
+
 async def get_stats(request: web.Request) -> web.Response:
     """GET /v1/campaigns/{client_identifier}/stats, from the pre-aggregated counters."""
-    result = await stats.campaign(
-        request.app[POOL], request[ACCOUNT_ID], request.match_info["client_identifier"]
-    )
+    result = await stats.campaign(request.app[POOL], request[ACCOUNT_ID], campaign_of_path(request))
     if result is None:
         raise not_found("campaign")
     return web.Response(body=orjson.dumps(result), content_type="application/json")
@@ -25,42 +35,27 @@ async def get_stats(request: web.Request) -> web.Response:
 
 async def list_clicks(request: web.Request) -> web.Response:
     """GET /v1/campaigns/{client_identifier}/clicks: newest first, cursor-paginated."""
-    query = request.query
-    phone = query.get("phone_number")
-    if phone is not None:
-        try:
-            phone = validation.phone_number(phone)
-        except validation.InvalidInput as exc:
-            raise ApiError(
-                422,
-                "validation_failed",
-                f"phone_number: {exc}",
-                [{"field": "phone_number", "message": str(exc)}],
-            ) from None
-    try:
-        limit = int(query.get("limit", "100"))
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= MAX_PAGE:
-        raise ApiError(
-            422,
-            "validation_failed",
-            f"limit: must be an integer from 1 to {MAX_PAGE}",
-            [{"field": "limit", "message": f"must be an integer from 1 to {MAX_PAGE}"}],
-        )
-    try:
-        items, next_cursor = await stats.campaign_clicks(
-            request.app[POOL],
-            request[ACCOUNT_ID],
-            request.match_info["client_identifier"],
-            phone_number=phone,
-            cursor=query.get("cursor"),
-            limit=limit,
-        )
-    except stats.BadCursor as exc:
-        raise ApiError(
-            422, "validation_failed", f"cursor: {exc}", [{"field": "cursor", "message": str(exc)}]
-        ) from None
+    name = campaign_of_path(request)
+    problems = Problems()
+    query = Fields(request.query, problems)
+    phone = query.converted(
+        "phone_number",
+        query.text("phone_number", max_length=validation.MAX_PHONE_LENGTH),
+        validation.phone_number,
+    )
+    cursor = query.converted("cursor", query.text("cursor", max_length=100), stats.valid_cursor)
+    limit = query.text("limit", default="100", max_length=10)
+    if limit is None or not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
+        problems.add("limit", f"must be an integer from 1 to {MAX_PAGE}")
+    problems.check()
+    items, next_cursor = await stats.campaign_clicks(
+        request.app[POOL],
+        request[ACCOUNT_ID],
+        name,
+        phone_number=phone,
+        cursor=cursor,
+        limit=int(limit or "100"),
+    )
     return web.Response(
         body=orjson.dumps({"clicks": items, "next_cursor": next_cursor}),
         content_type="application/json",

@@ -63,6 +63,7 @@ class ApiConfig:
     short_domain: str
     short_url_scheme: str
     max_recipients: int
+    max_links_per_request: int
     max_request_bytes: int
     shutdown_timeout: float
     dashboard: DashboardConfig
@@ -87,6 +88,11 @@ class ApiConfig:
             short_domain=short_domain.lower(),
             short_url_scheme=read.choice("SHORT_URL_SCHEME", "https", ("https", "http")),
             max_recipients=read.integer("MAX_RECIPIENTS", 200_000, minimum=1, maximum=10_000_000),
+            # Links one links or messages request may create (directives x recipients):
+            # far above a real campaign, far below a transaction that never ends.
+            max_links_per_request=read.integer(
+                "MAX_LINKS_PER_REQUEST", 1_000_000, minimum=1, maximum=100_000_000
+            ),
             max_request_bytes=read.integer(
                 "MAX_REQUEST_BYTES", 64 << 20, minimum=1 << 10, maximum=1 << 31
             ),

@@ -3,7 +3,9 @@
 Handlers raise ApiError (or let aiohttp raise its HTTP exceptions); the middleware
 turns them into responses. A database that cannot be reached is a 503; anything
 unexpected is logged with its traceback and answered with a bare 500, never with
-the traceback.
+the traceback. A request too malformed to parse (a NUL in a header, a line too
+long) is answered 400 by aiohttp itself and logged as a warning line without a
+traceback: anyone can send one, so it must not be a cheap way to flood the log.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 import asyncpg
 import orjson
 from aiohttp import web
+
+from shortlink import logs
 
 log = logging.getLogger(__name__)
 
@@ -117,3 +121,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 def _allow(exc: web.HTTPException) -> dict[str, str] | None:
     allow = exc.headers.get("Allow")
     return {"Allow": allow} if allow else None
+
+
+# aiohttp's request handlers log through this logger (web.Application handler_args).
+HTTP_LOG = logs.http_logger("shortlink.api.http", logging.WARNING)

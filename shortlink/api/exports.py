@@ -24,6 +24,7 @@ from aiohttp import web
 
 from shortlink.api import insights
 from shortlink.api.auth import ACCOUNT_ID
+from shortlink.api.campaigns import campaign_of_path
 from shortlink.api.dashboard.sessions import CAMPAIGN_SCOPE
 from shortlink.api.errors import not_found
 from shortlink.api.links import API_CONFIG
@@ -69,7 +70,7 @@ def encode_rows(rows: Iterable[Iterable[Any]]) -> bytes:
 
 
 def _campaign(request: web.Request) -> str:
-    name = request.match_info["client_identifier"]
+    name = campaign_of_path(request)
     scope = request.get(CAMPAIGN_SCOPE)
     if scope is not None and scope != name:
         raise not_found("campaign")

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import orjson
 from aiohttp import web
 
-from shortlink import deliveries, endpoints
+from shortlink import deliveries, endpoints, validation
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError, ValidationFailed, not_found
 from shortlink.api.links import API_CONFIG
 from shortlink.pool import POOL
+
+MAX_PAGE = 1000
+# A Standard Webhooks secret: whsec_ and the base64 of 24 to 64 bytes (the document's pattern).
+WHSEC_PATTERN = (
+    r"^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)?"
+    r"|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2}==)?)$"
+)
+_WHSEC = re.compile(WHSEC_PATTERN)
 
 
 def _json(value: object, status: int = 200) -> web.Response:
@@ -32,10 +41,12 @@ async def put_endpoint(request: web.Request) -> web.Response:
     data = await json_object(request)
     problems = Problems()
     fields = Fields(data, problems, allowed={"url", "format", "mode", "secret", "enabled"})
-    url = fields.text("url", required=True, max_length=endpoints.MAX_URL_LENGTH)
+    url = fields.converted(
+        "url", fields.text("url", required=True, max_length=endpoints.MAX_URL_LENGTH), _http_url
+    )
     format_ = fields.text("format", default="json", max_length=20)
     mode = fields.text("mode", default="every", max_length=20)
-    secret = fields.text("secret", max_length=200)
+    secret = fields.converted("secret", fields.text("secret", max_length=200), _secret)
     enabled = fields.boolean("enabled", True)
     problems.check()
     try:
@@ -54,21 +65,31 @@ async def put_endpoint(request: web.Request) -> web.Response:
     return _json(endpoint.public())
 
 
+def _secret(value: str) -> str:
+    if _WHSEC.fullmatch(value) is None:
+        raise ValueError("must be whsec_ followed by the base64 of 24 to 64 bytes")
+    return value
+
+
+def _http_url(value: str) -> str:
+    """The endpoint URL as given, once it has the form the document states."""
+    validation.http_url(value)
+    return value
+
+
 async def list_deliveries(request: web.Request) -> web.Response:
     """GET /v1/deliveries?status=pending|delivered|dead&limit=..."""
-    status = request.query.get("status")
+    problems = Problems()
+    query = Fields(request.query, problems)
+    status = query.text("status", max_length=20)
     if status is not None and status not in deliveries.STATUSES:
-        raise ValidationFailed(
-            [{"field": "status", "message": f"must be one of {', '.join(deliveries.STATUSES)}"}]
-        )
-    try:
-        limit = int(request.query.get("limit", "100"))
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= 1000:
-        raise ValidationFailed([{"field": "limit", "message": "must be an integer from 1 to 1000"}])
+        problems.add("status", f"must be one of {', '.join(deliveries.STATUSES)}")
+    limit = query.text("limit", default="100", max_length=10)
+    if limit is None or not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
+        problems.add("limit", f"must be an integer from 1 to {MAX_PAGE}")
+    problems.check()
     items = await deliveries.list_deliveries(
-        request.app[POOL], request[ACCOUNT_ID], status=status, limit=limit
+        request.app[POOL], request[ACCOUNT_ID], status=status, limit=int(limit or "100")
     )
     return _json({"deliveries": items})
 

@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
 
-from shortlink.api.errors import ApiError
+from shortlink.api.errors import ApiError, ValidationFailed
 from shortlink.db import Connection
 from shortlink.pool import POOL
 from shortlink.supervise import SUPERVISOR
@@ -26,6 +27,9 @@ from shortlink.supervise import SUPERVISOR
 log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
+# 1 to 255 visible ASCII characters, spaces inside allowed (the OpenAPI document's pattern).
+KEY_PATTERN = r"^[!-~](?:[ -~]{0,253}[!-~])?$"
+_KEY = re.compile(KEY_PATTERN)
 KEEP_HOURS = 24
 _PURGE_EVERY = 3600.0
 
@@ -47,8 +51,10 @@ async def respond(
         async with pool.acquire() as conn, conn.transaction():
             status, body = await action(conn)
         return _json(status, body)
-    if not 1 <= len(key) <= 255:
-        raise ApiError(422, "validation_failed", f"{HEADER} must be 1 to 255 characters")
+    if _KEY.fullmatch(key) is None:
+        raise ValidationFailed(
+            [{"field": HEADER, "message": "must be 1 to 255 visible ASCII characters"}]
+        )
     fingerprint = hashlib.sha256(
         request.method.encode() + b" " + request.path.encode() + b"\n" + raw_body
     ).digest()
@@ -111,11 +117,13 @@ def purge_context(app: web.Application) -> AsyncIterator[None]:
     async def context() -> AsyncIterator[None]:
         async def purge() -> None:
             while True:
+                # A pool terminated under it (shutdown, a lost database) raises
+                # InternalClientError on release: the next hour tries again.
                 with contextlib.suppress(
                     OSError,
                     asyncpg.PostgresError,
                     asyncpg.InterfaceError,
-                    asyncpg.InternalClientError,  # the pool closed under it
+                    asyncpg.exceptions.InternalClientError,
                 ):
                     await app[POOL].execute(
                         """

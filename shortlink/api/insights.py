@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,27 @@ EXPORT_BATCH = 5000
 
 class BadCursor(ValueError):
     """A pagination cursor this service did not make."""
+
+
+# The campaigns listing's cursor is the position of the last campaign of a page:
+# its start in microseconds since the epoch and its name's UTF-8 in hex. Every
+# cursor of this form can be read (a name that is not UTF-8 or holds NUL is read
+# with replacement characters and simply matches no campaign).
+CAMPAIGN_CURSOR_PATTERN = r"^[0-9]{1,17}-(?:[0-9a-f]{2}){0,800}$"
+_CAMPAIGN_CURSOR = re.compile(CAMPAIGN_CURSOR_PATTERN)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def encode_campaign_cursor(created_at: datetime, name: str) -> str:
+    return f"{(created_at - _EPOCH) // timedelta(microseconds=1)}-{name.encode().hex()}"
+
+
+def decode_campaign_cursor(cursor: str) -> tuple[datetime, str]:
+    if _CAMPAIGN_CURSOR.fullmatch(cursor) is None:
+        raise BadCursor("is not a cursor this API returned (next_cursor)")
+    micros, _, name = cursor.partition("-")
+    text = bytes.fromhex(name).decode("utf-8", "replace").replace("\x00", "\ufffd")
+    return _EPOCH + timedelta(microseconds=int(micros)), text
 
 
 def encode_cursor(*values: Any) -> str:
@@ -97,12 +119,7 @@ async def campaigns(
     campaign (a dashboard link for one campaign sees no other). Links made
     without a campaign are not a campaign here.
     """
-    after: list[Any] | None = decode_cursor(cursor, 2) if cursor else None
-    try:
-        after_at = datetime.fromisoformat(after[0]) if after else None
-        after_name = str(after[1]) if after else None
-    except (TypeError, ValueError):
-        raise BadCursor("cursor is not one this API returned") from None
+    after_at, after_name = (None, None) if cursor is None else decode_campaign_cursor(cursor)
     rows = await conn.fetch(
         f"""
         SELECT {_CAMPAIGN_FIELDS} FROM campaign_stats s
@@ -124,7 +141,7 @@ async def campaigns(
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
-        next_cursor = encode_cursor(last["created_at"], last["campaign"])
+        next_cursor = encode_campaign_cursor(last["created_at"], last["campaign"])
     return items, next_cursor
 
 
@@ -283,7 +300,9 @@ async def recipients(
     """
     after = decode_cursor(cursor, 2) if cursor else None
     if after is not None and not (
-        (after[0] is None or isinstance(after[0], str)) and isinstance(after[1], int)
+        (after[0] is None or (isinstance(after[0], str) and "\x00" not in after[0]))
+        and type(after[1]) is int
+        and 0 <= after[1] < 2**63
     ):
         raise BadCursor("cursor is not one this API returned")
     low, high = phone_prefix_range(phone_prefix) if phone_prefix else ("", None)

@@ -23,6 +23,18 @@ API_CONFIG = web.AppKey("api_config", ApiConfig)
 MAX_TEXT = 200  # client_ref, client_identifier
 
 
+def check_link_count(count: int, config: ApiConfig, field: str) -> None:
+    """422 when one request would create more links than MAX_LINKS_PER_REQUEST."""
+    if count > config.max_links_per_request:
+        message = (
+            f"this request would create {count:,} links; at most "
+            f"{config.max_links_per_request:,} per request (MAX_LINKS_PER_REQUEST)"
+        )
+        raise ApiError(
+            422, "too_many_links", f"{field}: {message}", [{"field": field, "message": message}]
+        )
+
+
 def short_url(config: ApiConfig, token: str, *, with_scheme: bool = True) -> str:
     """`https://tx1.in/AbC12xY`, or `tx1.in/AbC12xY` to save SMS characters."""
     bare = f"{config.short_domain}/{token}"
@@ -76,7 +88,7 @@ async def create(request: web.Request) -> web.Response:
     )
     url = fields.converted(
         "url",
-        fields.text("url", required=True, max_length=validation.MAX_URL_LENGTH * 2),
+        fields.text("url", required=True, max_length=validation.MAX_URL_LENGTH),
         lambda value: validation.target_url(value, config.short_domain),
     )
     campaign = fields.text("client_identifier", max_length=MAX_TEXT)
@@ -93,12 +105,15 @@ async def create(request: web.Request) -> web.Response:
             recipient, problems, f"recipients[{index}].", allowed={"phone_number", "client_ref"}
         )
         phone = item.converted(
-            "phone_number", item.text("phone_number", max_length=40), validation.phone_number
+            "phone_number",
+            item.text("phone_number", max_length=validation.MAX_PHONE_LENGTH),
+            validation.phone_number,
         )
         people.append((phone, item.text("client_ref", max_length=MAX_TEXT)))
     problems.check()
     if not people:
         people = [(None, None)]
+    check_link_count(len(people), config, "recipients")
     specs = [
         NewLink(
             target_url=url or "",
@@ -144,9 +159,12 @@ async def get(request: web.Request) -> web.Response:
 
 async def by_client_ref(request: web.Request) -> web.Response:
     """GET /v1/links?client_ref=...: the links of one message."""
-    client_ref = request.query.get("client_ref")
-    if not client_ref:
-        raise ApiError(422, "validation_failed", "client_ref: the query parameter is required")
+    problems = Problems()
+    query = Fields(request.query, problems)
+    client_ref = query.text("client_ref", required=True, min_length=1, max_length=MAX_TEXT)
+    problems.check()
+    if client_ref is None:  # pragma: no cover - required, checked above
+        raise ApiError(422, "validation_failed", "client_ref: is required")
     rows = await links.find_by_client_ref(request.app[POOL], request[ACCOUNT_ID], client_ref)
     config = request.app[API_CONFIG]
     return web.json_response({"links": [status(config, row) for row in rows]}, dumps=_dumps)
@@ -161,7 +179,7 @@ async def patch(request: web.Request) -> web.Response:
     fields = Fields(data, problems, allowed={"url", "expires_in_days", "unsafe"})
     url = fields.converted(
         "url",
-        fields.text("url", max_length=validation.MAX_URL_LENGTH * 2),
+        fields.text("url", max_length=validation.MAX_URL_LENGTH),
         lambda value: validation.target_url(value, config.short_domain),
     )
     days = (

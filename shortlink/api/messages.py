@@ -9,7 +9,6 @@ links, its length in characters, its encoding and its number of SMS segments.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -19,20 +18,11 @@ from shortlink.api import idempotency, rewrite, sms
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError
-from shortlink.api.links import API_CONFIG, MAX_TEXT, short_url
+from shortlink.api.links import API_CONFIG, MAX_TEXT, check_link_count, short_url
 from shortlink.db import Connection
 from shortlink.links import NewLink
 
 MAX_BODY = 10_000  # characters: about 150 concatenated segments
-
-
-def _values(raw: Any, field: str, problems: Problems) -> list[str] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
-        problems.add(field, "must be an array of strings")
-        return None
-    return raw
 
 
 async def create(request: web.Request) -> web.Response:
@@ -66,9 +56,9 @@ async def create(request: web.Request) -> web.Response:
     campaign = fields.text("client_identifier", max_length=MAX_TEXT)
     days = fields.integer("expires_in_days", 90, minimum=1, maximum=3650)
     unsafe = fields.boolean("unsafe", False)
-    shared_vars = _values(data.get("vars"), "vars", problems)
+    shared_vars = fields.texts("vars")
     to = fields.array("to", max_items=config.max_recipients)
-    if to is None and "to" not in data:
+    if to is None and data.get("to") is None:
         problems.add("to", "is required")
     recipients: list[tuple[str, str | None, list[str] | None]] = []
     for index, entry in enumerate(to or []):
@@ -82,11 +72,11 @@ async def create(request: web.Request) -> web.Response:
         )
         phone = item.converted(
             "phone_number",
-            item.text("phone_number", required=True, max_length=40),
+            item.text("phone_number", required=True, max_length=validation.MAX_PHONE_LENGTH),
             validation.phone_number,
         )
         ref = item.text("client_ref", max_length=MAX_TEXT) or shared_ref
-        own_vars = _values(entry.get("vars"), f"to[{index}].vars", problems)
+        own_vars = item.texts("vars")
         if phone is not None:
             recipients.append((phone, ref, own_vars))
     if to is not None and not to:
@@ -96,6 +86,7 @@ async def create(request: web.Request) -> web.Response:
         raise ApiError(422, "validation_failed", "body and mode are required")
 
     plans = _plans(body, mode, shared_vars, recipients, problems)
+    check_link_count(sum(len(plan.targets) for plan in plans), config, "to")
     # Every target is checked once, even if many recipients share it.
     checked: dict[str, str] = {}
     for index, plan in enumerate(plans):

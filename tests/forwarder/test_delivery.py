@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
+import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -14,16 +18,27 @@ import orjson
 import pytest
 import trustme
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from standardwebhooks import Webhook
 
+from forwarder import formats
 from forwarder.app import create_app
 from forwarder.config import ForwarderConfig
-from forwarder.delivery import parse_retry_after, retry_delay
+from forwarder.delivery import (
+    HTTP_SESSION,
+    Deliverer,
+    parse_retry_after,
+    retry_delay,
+    session_context,
+)
 from shortlink import clickevent
 from shortlink.deliveries import retry_dead
 from shortlink.endpoints import PrivateAddressError
 from shortlink.endpoints import set_endpoint as store_endpoint
+from shortlink.pool import open_pool
+from shortlink.supervise import SUPERVISOR, Supervisor
 from tests.forwarder.conftest import Sink, clicks, make_links, publish, set_endpoint
+from tests.forwarder.test_formats import SEED_DETAIL
 from tests.infra import RunningServer, metric_samples, running, wait_until
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -150,9 +165,13 @@ async def test_retries_keep_the_request_identifier(
     assert len({r.headers["X-Request-Identifier"] for r in sink.received}) == 1
     assert len({r.body for r in sink.received}) == 1
     [delivery] = await deliveries_of(db, account_id)
-    await wait_until(lambda: True)
-    row = await db.fetchrow(
-        "SELECT status, attempts FROM deliveries WHERE request_identifier = $1",
+    # The sink counts a request when it arrives, before the forwarder has its answer.
+    row = await wait_for_row(
+        db,
+        """
+        SELECT status, attempts FROM deliveries
+        WHERE request_identifier = $1 AND status = 'delivered'
+        """,
         delivery["request_identifier"],
     )
     assert (row["status"], row["attempts"]) == ("delivered", 3)
@@ -435,3 +454,418 @@ async def test_tls_is_verified(
     finally:
         await untrusted_runner.cleanup()
         await trusted_runner.cleanup()
+
+
+# -- a deliverer of its own, and an endpoint that holds requests --------------------
+
+
+@contextlib.asynccontextmanager
+async def deliverer_running(
+    env: dict[str, str], supervisor: Supervisor | None = None
+) -> AsyncIterator[Deliverer]:
+    """A delivery loop without a consumer, with the forwarder's own HTTP session."""
+    config = ForwarderConfig.from_env(env)
+    app = web.Application()
+    session = session_context(config)(app)
+    await anext(session)
+    try:
+        async with open_pool(config.service, min_size=2) as pool:
+            deliverer = Deliverer(
+                config, pool, app[HTTP_SESSION], supervisor=supervisor or Supervisor("forwarder")
+            )
+            loop = asyncio.create_task(deliverer.run())
+            try:
+                yield deliverer
+                assert not loop.done(), "the delivery loop ended"
+            finally:
+                loop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop
+    finally:
+        await anext(session, None)
+
+
+@dataclass
+class Gate:
+    """A customer endpoint that holds each request until the test opens the gate (or
+    for `hold` seconds), counting the requests in flight."""
+
+    url: str = ""
+    hold: float | None = None
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: list[str] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.arrived.append(request.headers["X-Request-Identifier"])
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.hold is None:
+                await self.opened.wait()
+            else:
+                await asyncio.sleep(self.hold)
+            return web.Response(status=200)
+        finally:
+            self.in_flight -= 1  # also when the client gave up (the handler is cancelled)
+
+
+@pytest.fixture
+async def gate(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Gate:
+    """One holding endpoint on 127.0.0.1."""
+    gate = Gate()
+    app = web.Application()
+    app.router.add_post("/hook", gate.handle)
+    server = await aiohttp_server(app)
+    gate.url = str(server.make_url("/hook"))
+    return gate
+
+
+async def endpoint_of(db: asyncpg.Connection, account_id: int) -> int:
+    found: int = await db.fetchval("SELECT id FROM endpoints WHERE account_id = $1", account_id)
+    return found
+
+
+async def add_delivery(db: asyncpg.Connection, endpoint_id: int, format: str = "json") -> str:
+    """A pending delivery of one click, as the recorder makes them."""
+    request_id = str(uuid.uuid4())
+    renders_as = format if format in formats.CONTENT_TYPES else "json"
+    body = formats.render(renders_as, request_id, [SEED_DETAIL])
+    await db.execute(
+        """
+        INSERT INTO deliveries (request_identifier, endpoint_id, format, body, clicks,
+                                oldest_click_at)
+        VALUES ($1, $2, $3, $4, 1, now())
+        """,
+        request_id,
+        endpoint_id,
+        format,
+        body,
+    )
+    return request_id
+
+
+async def delivery(db: asyncpg.Connection, request_id: str) -> asyncpg.Record:
+    row: asyncpg.Record = await db.fetchrow(
+        "SELECT * FROM deliveries WHERE request_identifier = $1", request_id
+    )
+    return row
+
+
+async def wait_for_row(
+    db: asyncpg.Connection, query: str, *args: object, within: float = 30.0
+) -> asyncpg.Record:
+    """Poll `query` until it returns a row."""
+    deadline = time.monotonic() + within
+    while (row := await db.fetchrow(query, *args)) is None:
+        assert time.monotonic() < deadline, "no row in time"
+        await asyncio.sleep(0.05)
+    return row
+
+
+# -- point 8: the format a delivery was made in -----------------------------------
+
+
+async def test_clicks_waiting_when_the_endpoint_switches_to_clickthru_arrive_as_json(
+    forwarder_env: dict[str, str],
+    sink: Sink,
+    db: asyncpg.Connection,
+    account_id: int,
+    kafka_bootstrap: str,
+    click_topic: str,
+) -> None:
+    """Clicks in the outbox for json stay one json batch after a switch to clickthru, and
+    later first clicks arrive as clickthru events: the loop never stops."""
+    env = {**forwarder_env, "DELIVERY_LINGER_MS": "2000"}
+    await set_endpoint(db, account_id, sink.url, format="json")
+    async with running(create_app(ForwarderConfig.from_env(env))) as server:
+        await publish(kafka_bootstrap, click_topic, clicks(await make_links(db, account_id, 3)))
+        await wait_for_row(
+            db,
+            """
+            SELECT 1 FROM outbox o JOIN endpoints e ON e.id = o.endpoint_id
+            WHERE e.account_id = $1 HAVING count(*) = 3
+            """,
+            account_id,
+        )
+        await set_endpoint(db, account_id, sink.url, format="clickthru")
+        await wait_until(lambda: len(sink.received) == 1)
+        batch = sink.received[0]
+        assert batch.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert len(orjson.loads(batch.body)["ClickDetails"]) == 3
+        await publish(kafka_bootstrap, click_topic, clicks(await make_links(db, account_id, 2)))
+        await wait_until(lambda: len(sink.received) == 3)
+        for event in sink.received[1:]:
+            assert event.headers["Content-Type"] == "application/json; charset=utf-8"
+            assert orjson.loads(event.body)["event"]["fld-val-list"]["new_state"] == "CLICKTHRU"
+        assert server.app[SUPERVISOR].restarts["deliverer"] == 0
+    rows = await deliveries_of(db, account_id)
+    assert [(r["format"], r["clicks"], r["status"]) for r in rows] == [
+        ("json", 3, "delivered"),
+        ("clickthru", 1, "delivered"),
+        ("clickthru", 1, "delivered"),
+    ]
+
+
+async def test_clicks_waiting_for_xml_are_not_swept_into_a_json_batch(
+    forwarder_env: dict[str, str],
+    sink: Sink,
+    db: asyncpg.Connection,
+    account_id: int,
+    kafka_bootstrap: str,
+    click_topic: str,
+) -> None:
+    """After a switch from xml to json, the waiting clicks go as XML, the new ones as JSON."""
+    env = {**forwarder_env, "DELIVERY_LINGER_MS": "2000"}
+    await set_endpoint(db, account_id, sink.url, format="xml")
+    async with running(create_app(ForwarderConfig.from_env(env))):
+        await publish(kafka_bootstrap, click_topic, clicks(await make_links(db, account_id, 2)))
+        await wait_for_row(
+            db,
+            """
+            SELECT 1 FROM outbox o JOIN endpoints e ON e.id = o.endpoint_id
+            WHERE e.account_id = $1 HAVING count(*) = 2
+            """,
+            account_id,
+        )
+        await set_endpoint(db, account_id, sink.url, format="json")
+        await publish(kafka_bootstrap, click_topic, clicks(await make_links(db, account_id, 1)))
+        await wait_until(lambda: len(sink.received) == 2)
+    by_type = {r.headers["Content-Type"]: r.body for r in sink.received}
+    xml = ET.fromstring(by_type["application/xml; charset=utf-8"])
+    assert len(xml.findall("ClickDetails/ClickDetail")) == 2
+    assert len(orjson.loads(by_type["application/json; charset=utf-8"])["ClickDetails"]) == 1
+
+
+async def test_a_pending_delivery_is_retried_in_the_format_it_was_made_in(
+    forwarder_env: dict[str, str],
+    sink: Sink,
+    db: asyncpg.Connection,
+    account_id: int,
+    kafka_bootstrap: str,
+    click_topic: str,
+) -> None:
+    """A json batch that failed is retried as json after the endpoint switched to xml."""
+    sink.script = [500]
+    env = {**forwarder_env, "DELIVERY_RETRY_BASE_SECONDS": "2"}
+    await set_endpoint(db, account_id, sink.url, format="json")
+    async with running(create_app(ForwarderConfig.from_env(env))):
+        await publish(kafka_bootstrap, click_topic, clicks(await make_links(db, account_id, 2)))
+        await wait_until(lambda: len(sink.received) == 1)
+        await set_endpoint(db, account_id, sink.url, format="xml")
+        await wait_until(lambda: len(sink.received) == 2)
+        await publish(kafka_bootstrap, click_topic, clicks(await make_links(db, account_id, 1)))
+        await wait_until(lambda: len(sink.received) == 3)
+    first, retried, later = sink.received
+    assert retried.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert retried.body == first.body
+    assert retried.headers["X-Request-Identifier"] == first.headers["X-Request-Identifier"]
+    assert later.headers["Content-Type"] == "application/xml; charset=utf-8"
+    assert later.body.startswith(b"<?xml")
+
+
+# -- point 9: no attempt escapes being counted -------------------------------------
+
+
+def test_malformed_retry_after_values_are_ignored() -> None:
+    """Retry-After that is neither ASCII digits nor an HTTP date gives None (the backoff)."""
+    for value in ("\u00b2", "\u0663", "1e3", "-5", "1.5", "nan", "inf", "Wed, 99 Foo", "", None):
+        assert parse_retry_after(value) is None, value
+    assert parse_retry_after(" 120 ") == 120
+    assert parse_retry_after("9" * 400) is not None  # huge but digits: capped by retry_delay
+
+
+async def test_a_malformed_retry_after_still_counts_the_attempt(
+    forwarder_env: dict[str, str],
+    sink: Sink,
+    db: asyncpg.Connection,
+    account_id: int,
+    kafka_bootstrap: str,
+    click_topic: str,
+) -> None:
+    """`Retry-After: ²` with a 503 is a failed attempt like any other: dead after the last."""
+    sink.status = 503
+    sink.headers = {"Retry-After": "\u00b2"}
+    env = {**forwarder_env, "DELIVERY_MAX_ATTEMPTS": "3", "DELIVERY_RETRY_BASE_SECONDS": "0.05"}
+    await set_endpoint(db, account_id, sink.url)
+    async with running(create_app(ForwarderConfig.from_env(env))):
+        await publish(kafka_bootstrap, click_topic, clicks(await make_links(db, account_id, 1)))
+        row = await wait_for_row(
+            db,
+            """
+            SELECT d.* FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+            WHERE e.account_id = $1 AND d.status = 'dead'
+            """,
+            account_id,
+        )
+        await asyncio.sleep(0.3)
+    assert (row["attempts"], row["last_status"], row["last_error"]) == (3, 503, "HTTP 503")
+    assert len(sink.received) == 3
+
+
+async def test_a_delivery_that_cannot_be_sent_becomes_a_dead_letter(
+    forwarder_env: dict[str, str], sink: Sink, db: asyncpg.Connection, account_id: int
+) -> None:
+    """An error while making an attempt is a counted failed attempt; the loop goes on."""
+    env = {**forwarder_env, "DELIVERY_MAX_ATTEMPTS": "2", "DELIVERY_RETRY_BASE_SECONDS": "0.05"}
+    await set_endpoint(db, account_id, sink.url)
+    endpoint = await endpoint_of(db, account_id)
+    poison = await add_delivery(db, endpoint, format="yaml")  # no such format
+    supervisor = Supervisor("forwarder")
+    async with deliverer_running(env, supervisor) as deliverer:
+        row = await wait_for_row(
+            db,
+            "SELECT * FROM deliveries WHERE request_identifier = $1 AND status = 'dead'",
+            poison,
+        )
+        assert row["attempts"] == 2
+        assert "internal error: KeyError('yaml')" in row["last_error"]
+        assert deliverer.unexpected_errors == 2
+        assert supervisor.restarts["deliverer"] == 2
+        healthy = await add_delivery(db, endpoint)
+        await wait_until(lambda: len(sink.received) == 1)
+    assert (await delivery(db, healthy))["status"] == "delivered"
+    assert sink.received[0].headers["X-Request-Identifier"] == healthy
+
+
+async def test_a_click_that_cannot_be_rendered_becomes_a_dead_letter(
+    forwarder_env: dict[str, str], sink: Sink, db: asyncpg.Connection, account_id: int
+) -> None:
+    """A waiting click that cannot be rendered is kept as a dead letter; the others go."""
+    await set_endpoint(db, account_id, sink.url)
+    endpoint = await endpoint_of(db, account_id)
+    await db.execute(
+        """
+        INSERT INTO outbox (endpoint_id, format, event_id, detail)
+        VALUES ($1, 'json', $2, $3), ($1, 'json', $4, $5)
+        """,
+        endpoint,
+        uuid.uuid4(),
+        formats.encode_detail(SEED_DETAIL),
+        uuid.uuid4(),
+        b'{"TrackingUrlId": 7}',  # written by some other version: fields missing
+    )
+    async with deliverer_running(forwarder_env):
+        await wait_until(lambda: len(sink.received) == 1)
+        [dead] = await db.fetch(
+            "SELECT * FROM deliveries WHERE endpoint_id = $1 AND status = 'dead'", endpoint
+        )
+    assert len(orjson.loads(sink.received[0].body)["ClickDetails"]) == 1
+    assert dead["body"] == b'{"TrackingUrlId": 7}'
+    assert dead["last_error"].startswith("cannot render this click as json: KeyError(")
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE endpoint_id = $1", endpoint) == 0
+
+
+# -- point 10: one sender per endpoint, and only the holder settles -----------------
+
+
+async def test_a_deliverer_whose_lease_was_taken_settles_nothing(
+    forwarder_env: dict[str, str], gate: Gate, db: asyncpg.Connection, account_id: int
+) -> None:
+    """A process that lost the lease mid-request neither records the outcome nor sends more."""
+    await set_endpoint(db, account_id, gate.url)
+    endpoint = await endpoint_of(db, account_id)
+    first, second = await add_delivery(db, endpoint), await add_delivery(db, endpoint)
+    async with deliverer_running(forwarder_env) as deliverer:
+        await wait_until(lambda: len(gate.arrived) == 1)
+        await db.execute(
+            """
+            UPDATE endpoints SET lease_owner = 'another-process',
+                                 lease_until = now() + interval '1 minute'
+            WHERE id = $1
+            """,
+            endpoint,
+        )
+        gate.opened.set()
+        await wait_until(lambda: deliverer.leases_lost == 1)
+        for request_id in (first, second):
+            row = await delivery(db, request_id)
+            assert (row["status"], row["attempts"]) == ("pending", 0)
+        assert gate.arrived == [first]
+        assert deliverer.delivered == 0
+        await db.execute(
+            "UPDATE endpoints SET lease_owner = NULL, lease_until = NULL WHERE id = $1", endpoint
+        )
+        await wait_until(lambda: deliverer.delivered == 2)
+    assert gate.arrived == [first, first, second]
+    assert (await delivery(db, first))["attempts"] == 1
+
+
+async def test_two_deliverers_and_an_expired_lease_settle_a_delivery_once(
+    forwarder_env: dict[str, str], gate: Gate, db: asyncpg.Connection, account_id: int
+) -> None:
+    """When a lease expired under a request and another process took it, only the new
+    holder records the delivery."""
+    await set_endpoint(db, account_id, gate.url)
+    endpoint = await endpoint_of(db, account_id)
+    request_id = await add_delivery(db, endpoint)
+    async with deliverer_running(forwarder_env) as stalled:
+        await wait_until(lambda: len(gate.arrived) == 1)
+        # As far as the database knows, the first process let its lease run out.
+        await db.execute(
+            "UPDATE endpoints SET lease_until = now() - interval '1 second' WHERE id = $1",
+            endpoint,
+        )
+        async with deliverer_running(forwarder_env) as taker:
+            await wait_until(lambda: len(gate.arrived) == 2)
+            gate.opened.set()
+            await wait_until(lambda: taker.delivered == 1 and stalled.leases_lost == 1)
+            assert stalled.delivered == 0
+    assert gate.arrived == [request_id, request_id]
+    row = await delivery(db, request_id)
+    assert (row["status"], row["attempts"]) == ("delivered", 1)
+
+
+async def test_two_deliverers_never_have_two_requests_in_flight(
+    forwarder_env: dict[str, str], gate: Gate, db: asyncpg.Connection, account_id: int
+) -> None:
+    """With requests lasting most of the timeout and a short lease, renewals keep one
+    process sending at a time."""
+    gate.hold = 0.8  # six of them outlast the lease
+    env = {**forwarder_env, "DELIVERY_LEASE_SECONDS": "4", "DELIVERY_TIMEOUT_SECONDS": "2"}
+    await set_endpoint(db, account_id, gate.url)
+    endpoint = await endpoint_of(db, account_id)
+    request_ids = [await add_delivery(db, endpoint) for _ in range(6)]
+    async with deliverer_running(env) as first, deliverer_running(env) as second:
+        await wait_until(lambda: first.delivered + second.delivered == 6, within=60)
+    assert gate.most_in_flight == 1
+    assert sorted(gate.arrived) == sorted(request_ids)
+    for request_id in request_ids:
+        assert (await delivery(db, request_id))["attempts"] == 1
+
+
+# -- point 11: the address aiohttp would connect to --------------------------------
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "\uff11\uff12\uff17.\uff10.\uff10.\uff11",  # full-width digits
+        "127\u30020\u30020\u30021",  # ideographic full stops
+        "[::ffff:127.0.0.1]",
+        "2130706433",  # 127.0.0.1 to the system; stored before the API refused it
+        "127.1",
+    ],
+)
+async def test_a_disguised_private_address_is_refused_at_connect_time(
+    forwarder_env: dict[str, str], sink: Sink, db: asyncpg.Connection, account_id: int, host: str
+) -> None:
+    """An endpoint stored while private addresses were allowed is not called once they are
+    not, however its host is written."""
+    await set_endpoint(db, account_id, sink.url)
+    endpoint = await endpoint_of(db, account_id)
+    port = int(sink.url.rsplit(":", 1)[1].split("/")[0])
+    await db.execute(
+        "UPDATE endpoints SET url = $2 WHERE id = $1", endpoint, f"http://{host}:{port}/hook"
+    )
+    request_id = await add_delivery(db, endpoint)
+    env = {**forwarder_env, "ALLOW_PRIVATE_ENDPOINTS": "false", "DELIVERY_MAX_ATTEMPTS": "1"}
+    async with deliverer_running(env):
+        row = await wait_for_row(
+            db,
+            "SELECT * FROM deliveries WHERE request_identifier = $1 AND status = 'dead'",
+            request_id,
+        )
+    assert row["last_error"].startswith("refused: ")
+    assert sink.received == []

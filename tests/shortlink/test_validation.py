@@ -1,10 +1,21 @@
-"""Target URLs and phone numbers as the API accepts them."""
+"""Stored text, target URLs and phone numbers as the API accepts them."""
 
 from __future__ import annotations
 
 import pytest
 
-from shortlink.validation import InvalidInput, phone_number, target_url
+from shortlink.validation import InvalidInput, phone_number, target_url, text
+
+
+def test_text_that_cannot_be_stored_is_refused() -> None:
+    """NUL and bytes that were not UTF-8 (lone surrogates) are refused; other text is kept."""
+    assert (
+        text("Spring sale, 50 % off \u2013 \U0001f600") == "Spring sale, 50 % off \u2013 \U0001f600"
+    )
+    with pytest.raises(InvalidInput, match="NUL"):
+        text("spring\x00")
+    with pytest.raises(InvalidInput, match="UTF-8"):
+        text(b"sl_\xff\xfe".decode("utf-8", "surrogateescape"))
 
 
 @pytest.mark.parametrize(
@@ -14,6 +25,7 @@ from shortlink.validation import InvalidInput, phone_number, target_url
         ("0044-7700-900123", "447700900123"),
         ("(+1) 408.555.0123", "14085550123"),
         ("919812345678", "919812345678"),
+        ("+44\u00a07700/900123", "447700900123"),
     ],
 )
 def test_phone_numbers_become_international_digits(raw: str, digits: str) -> None:
@@ -30,6 +42,10 @@ def test_phone_numbers_become_international_digits(raw: str, digits: str) -> Non
         ("+999 1234567", "country calling code"),
         ("+44 7700 9001x3", "may contain only"),
         ("+٤٤٧٧٠٠٩٠٠١٢٣", "may contain only"),
+        ("\t+44 7700 900123", "may contain only"),
+        ("+44 7700 900123\n", "may contain only"),
+        ("44+7700900123", "may contain only"),
+        (" + ", "is empty"),
     ],
 )
 def test_implausible_phone_numbers_are_refused(raw: str, reason: str) -> None:
@@ -43,7 +59,23 @@ def test_urls_are_normalised() -> None:
     assert target_url("https://bücher.example/straße?q=ä", "sl.test") == (
         "https://xn--bcher-kva.example/stra%C3%9Fe?q=%C3%A4"
     )
-    assert target_url("  https://example.com/a  ", "sl.test") == "https://example.com/a"
+    assert target_url("HTTPS://Shop.Example.COM:8443?x=1", "sl.test") == (
+        "https://shop.example.com:8443/?x=1"
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "https://xn--bcher-kva.example/",
+        "http://[2001:db8::1]:8080/x",
+        "http://127.0.0.1/",
+        "https://a-b.example./p#top",
+    ],
+)
+def test_international_hosts_and_address_literals_are_accepted(raw: str) -> None:
+    """Punycode names, IPv6 literals, IPv4 addresses and a final dot are targets too."""
+    assert target_url(raw, "sl.test").startswith(raw[:8].lower())
 
 
 @pytest.mark.parametrize(
@@ -58,6 +90,14 @@ def test_urls_are_normalised() -> None:
         "https://sl.test/AbC1234",
         "//example.com/",
         "",
+        "  https://example.com/a  ",
+        "https://example.com:0/",
+        "https://example.com:65536/",
+        "https://example.com:/",
+        "https://under_score.example/",
+        "https://double--dash.example/",
+        "https://xn--zz.example/",
+        "https://example.com/" + "a" * 2029,
     ],
 )
 def test_unusable_urls_are_refused(raw: str) -> None:

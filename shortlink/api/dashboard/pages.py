@@ -121,7 +121,8 @@ async def link(request: web.Request) -> web.Response:
 async def campaigns(request: web.Request) -> web.Response:
     """GET /dashboard/campaigns?q=&cursor=: the account's campaigns, newest first."""
     session = await _signed_in(request)
-    search = request.query.get("q", "").strip()[:MAX_SEARCH]
+    # NUL cannot be stored, so no campaign's name holds one.
+    search = request.query.get("q", "").replace("\x00", "").strip()[:MAX_SEARCH]
     cursor = request.query.get("cursor") or None
     try:
         items, next_cursor = await insights.campaigns(
@@ -155,13 +156,24 @@ async def campaigns(request: web.Request) -> web.Response:
     )
 
 
+def _encodable(text: str) -> bool:
+    """Whether `text` could be stored (a path can carry bytes that are not UTF-8)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 async def campaign(request: web.Request) -> web.Response:
     """GET /dashboard/campaigns/{name}?phone=&cursor=: figures, charts and recipients."""
     session = await _signed_in(request)
     name = request.match_info["name"]
     pool = request.app[POOL]
     headline = (
-        await insights.campaign(pool, session.account_id, name) if session.sees(name) else None
+        await insights.campaign(pool, session.account_id, name)
+        if session.sees(name) and "\x00" not in name and _encodable(name)
+        else None
     )
     breakdown = await stats.campaign(pool, session.account_id, name) if headline else None
     if headline is None or breakdown is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -74,6 +75,28 @@ class Client:
 
     async def post(self, path: str, json: Any = None, **kw: Any) -> Answer:
         return await self.call("POST", path, json, **kw)
+
+
+async def raw_request(
+    server: RunningServer, method: str, path: bytes, headers: list[bytes], body: bytes = b""
+) -> Answer:
+    """Send one request byte for byte (headers that aiohttp's client would refuse to send)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        head = [method.encode() + b" " + path + b" HTTP/1.1", b"Host: 127.0.0.1", *headers]
+        head += [b"Content-Length: " + str(len(body)).encode(), b"Connection: close"]
+        writer.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        await writer.drain()
+        status_line = await reader.readline()
+        fields: dict[str, str] = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            fields[name.strip()] = value.strip()
+        answer = Answer(int(status_line.split()[1]), fields, await reader.read())
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return answer
 
 
 def check_contract(

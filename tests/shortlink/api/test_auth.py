@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import asyncpg
+import pytest
 
 from shortlink import accounts
-from tests.shortlink.api.conftest import Client, new_tenant
+from tests.shortlink.api.conftest import Client, new_tenant, raw_request
 
 
 async def test_missing_or_wrong_key_is_401(client: Client) -> None:
@@ -15,6 +18,40 @@ async def test_missing_or_wrong_key_is_401(client: Client) -> None:
         assert answer.status == 401
         assert answer.headers["WWW-Authenticate"] == "Bearer"
         assert answer.json["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Bearer sl_\xff\xfe",
+        b"Bearer sl_" + "\u00e9".encode() * 43,
+        b"Bearer \xc3\xa9t\xc3\xa9",
+        b"\xff\xfe sl_abc",
+        b"Bearer " + b"sl_" + b"A" * 44,
+    ],
+)
+async def test_an_unreadable_key_is_a_plain_401_with_nothing_logged(
+    client: Client, caplog: pytest.LogCaptureFixture, header: bytes
+) -> None:
+    """Key bytes that are not UTF-8 or not key-shaped: 401, and no error (or traceback) logged."""
+    with caplog.at_level(logging.INFO):
+        answer = await raw_request(
+            client.server, "GET", b"/v1/links?client_ref=x", [b"Authorization: " + header]
+        )
+    assert answer.status == 401
+    assert answer.json["error"]["code"] == "unauthorized"
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+
+
+async def test_a_request_aiohttp_cannot_parse_logs_one_warning_line(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NUL in a header is answered 400 by aiohttp and logged as a warning without traceback."""
+    with caplog.at_level(logging.INFO):
+        answer = await raw_request(client.server, "GET", b"/v1/links", [b"X-Probe: a\x00b"])
+    assert answer.status == 400
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+    assert any(r.getMessage().startswith("malformed request refused") for r in caplog.records)
 
 
 async def test_rotated_and_disabled_keys_stop_working(

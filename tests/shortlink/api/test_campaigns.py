@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+
 import asyncpg
+import pytest
 
 from forwarder.recorder import record
 from shortlink import clickevent
@@ -132,3 +135,38 @@ async def test_clicks_of_one_phone_number(
 def test_iphone_user_agent_is_the_default() -> None:
     """The clicks helper taps with an iPhone user agent unless told otherwise."""
     assert "iPhone" in IPHONE
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        # The cursor format before: base64 of [time, event id], here with an event id
+        # that is not a UUID (it answered 500).
+        base64.urlsafe_b64encode(b'["2024-05-01T10:00:00+00:00", "not-a-uuid"]').decode(),
+        "garbage",
+        "1-" + "z" * 32,
+        "1-" + "A" * 32,
+        "123456789012345678-" + "0" * 32,
+    ],
+)
+async def test_a_cursor_the_api_did_not_make_is_422(client: Client, cursor: str) -> None:
+    """Any cursor that is not of the next_cursor form is a 422 naming the cursor, never a 500."""
+    answer = await client.get(f"/v1/campaigns/autumn/clicks?cursor={cursor}")
+    assert answer.status == 422
+    assert answer.json["error"]["details"][0]["field"] == "cursor"
+
+
+async def test_any_cursor_of_the_documented_form_is_read(client: Client) -> None:
+    """Cursors of the documented form are positions, the smallest and the largest alike."""
+    for cursor in ("0-" + "0" * 32, "9" * 17 + "-" + "f" * 32):
+        answer = await client.get(f"/v1/campaigns/autumn/clicks?cursor={cursor}")
+        assert answer.json == {"clicks": [], "next_cursor": None}
+
+
+async def test_a_campaign_name_that_cannot_be_stored_is_422(client: Client) -> None:
+    """A NUL or more than 200 characters in the campaign of the path is a 422, never a 500."""
+    for name in ("spring%00", "x" * 201):
+        for route in ("stats", "clicks"):
+            answer = await client.get(f"/v1/campaigns/{name}/{route}")
+            assert answer.status == 422, (name, route)
+            assert answer.json["error"]["details"][0]["field"] == "client_identifier"

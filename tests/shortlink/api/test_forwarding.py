@@ -34,6 +34,11 @@ async def test_endpoint_is_stored_validated_and_never_shows_its_secret(client: C
         ({"url": "https://example.com/", "mode": "sometimes"}, "mode"),
         ({"url": "https://example.com/", "secret": "letmein"}, "secret"),
         ({"format": "json"}, "url"),
+        ({"url": "http://127.0.0.1:9/\u0000"}, "url"),
+        ({"url": "https://example.com:0/"}, "url"),
+        ({"url": "https://example.com/", "secret": "whsec_\u0000"}, "secret"),
+        ({"url": "https://example.com/", "secret": "whsec_" + "A" * 31 + "="}, "secret"),
+        ({"url": "https://example.com/", "format": None, "colour": "red"}, "colour"),
     ):
         answer = await client.call("PUT", "/v1/endpoint", body)
         assert answer.status == 422, body

@@ -10,11 +10,13 @@ import aiohttp
 import asyncpg
 import pytest
 
+from shortlink.api.app import create_app as create_api
+from shortlink.api.config import ApiConfig
 from shortlink.redirect.app import create_app as create_redirect
 from shortlink.redirect.app import make_handler
 from shortlink.redirect.config import RedirectConfig
 from tests.infra import running
-from tests.shortlink.api.conftest import SHORT_DOMAIN, Client, Tenant
+from tests.shortlink.api.conftest import SHORT_DOMAIN, Client, Tenant, raw_request
 
 
 async def test_one_link_per_recipient_in_request_order(
@@ -86,6 +88,15 @@ async def test_short_urls_without_scheme_and_no_recipients(client: Client) -> No
         ({"url": "https://example.com/", "expires_in_days": 0}, "expires_in_days"),
         ({"url": "https://example.com/", "unsafe": "yes"}, "unsafe"),
         ({"url": "https://example.com/", "colour": "red"}, "colour"),
+        ({"url": "https://example.com/", "client_identifier": "spring\u0000"}, "client_identifier"),
+        (
+            {"url": "https://example.com/", "recipients": [{"client_ref": "m\u00001"}]},
+            "recipients[0].client_ref",
+        ),
+        ({"url": "https://example.com/a\u0000b"}, "url"),
+        ({"url": " https://example.com/"}, "url"),
+        ({"url": "https://example.com:0/"}, "url"),
+        ({"url": "https://example.com/", "expires_in_days": 7.5}, "expires_in_days"),
     ],
 )
 async def test_bad_input_is_422_naming_the_field(
@@ -251,3 +262,68 @@ async def test_patch_validates(client: Client) -> None:
     longer = await client.call("PATCH", path, {"expires_in_days": 400, "unsafe": True})
     assert longer.status == 200
     assert longer.json["unsafe"] is True
+
+
+async def test_client_ref_query_must_be_storable_text(client: Client) -> None:
+    """GET /v1/links?client_ref= with nothing, a NUL or more than 200 characters is 422."""
+    for query in ("", "%00", "m%001", "x" * 201):
+        answer = await client.get(f"/v1/links?client_ref={query}")
+        assert answer.status == 422, query
+        assert answer.json["error"]["details"][0]["field"] == "client_ref"
+    assert (await client.get("/v1/links")).status == 422
+
+
+@pytest.mark.parametrize("key", [b"caf\xc3\xa9", b"\xff\xfe", b"tab\there", b"k" * 256])
+async def test_idempotency_key_must_be_visible_ascii(
+    client: Client, db: asyncpg.Connection, tenant: Tenant, key: bytes
+) -> None:
+    """An Idempotency-Key that is not 1 to 255 visible ASCII characters is a 422, not a 500."""
+    answer = await raw_request(
+        client.server,
+        "POST",
+        b"/v1/links",
+        [
+            b"Authorization: Bearer " + tenant.key.encode(),
+            b"Content-Type: application/json",
+            b"Idempotency-Key: " + key,
+        ],
+        b'{"url": "https://example.com/"}',
+    )
+    assert answer.status == 422
+    assert answer.json["error"]["details"] == [
+        {"field": "Idempotency-Key", "message": "must be 1 to 255 visible ASCII characters"}
+    ]
+    count = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id)
+    assert count == 0
+
+
+async def test_null_fields_of_a_patch_change_nothing(client: Client) -> None:
+    """PATCH with expires_in_days or unsafe null leaves them as they were (null is not given)."""
+    made = await client.post("/v1/links", {"url": "https://example.com/", "unsafe": True})
+    token = made.json["links"][0]["token"]
+    before = (await client.get(f"/v1/links/{token}")).json
+    answer = await client.call(
+        "PATCH", f"/v1/links/{token}", {"expires_in_days": None, "unsafe": None}
+    )
+    assert answer.status == 200
+    assert (answer.json["expires_at"], answer.json["unsafe"]) == (before["expires_at"], True)
+
+
+async def test_links_over_max_links_per_request_are_422_before_any_work(
+    api_env: dict[str, str], tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    """More recipients than MAX_LINKS_PER_REQUEST: 422 too_many_links and nothing is created."""
+    config = ApiConfig.from_env({**api_env, "MAX_LINKS_PER_REQUEST": "3"})
+    async with running(create_api(config)) as server, aiohttp.ClientSession() as session:
+        api = Client(server, session, tenant.key)
+        body = {"url": "https://example.com/", "recipients": [{"client_ref": "a"}] * 4}
+        refused = await api.post("/v1/links", body)
+        assert (refused.status, refused.json["error"]["code"]) == (422, "too_many_links")
+        assert refused.json["error"]["details"][0]["field"] == "recipients"
+        assert "MAX_LINKS_PER_REQUEST" in refused.json["error"]["message"]
+        count = await db.fetchval(
+            "SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id
+        )
+        assert count == 0
+        body["recipients"] = body["recipients"][:3]
+        assert (await api.post("/v1/links", body)).status == 201

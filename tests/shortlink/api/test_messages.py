@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import aiohttp
 import asyncpg
+import pytest
 
+from shortlink.api.app import create_app
+from shortlink.api.config import ApiConfig
+from tests.infra import running
 from tests.shortlink.api.conftest import SHORT_DOMAIN, Client, Tenant
 
 
@@ -136,3 +141,45 @@ async def test_messages_are_idempotent_too(
         await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id)
         == 1
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"client_identifier": "spring\u0000"}, "client_identifier"),
+        ({"client_ref": "m\u00001"}, "client_ref"),
+        ({"to": [{"phone_number": "+447700900001", "client_ref": "\u0000"}]}, "to[0].client_ref"),
+        ({"mode": "template", "body": "Hi {#var#}", "vars": ["x\u0000"]}, "vars[0]"),
+        ({"body": 'Offer \u0000 #track("https://shop.example/deal")'}, "body"),
+        ({"to": None}, "to"),
+    ],
+)
+async def test_text_that_cannot_be_stored_is_422(
+    client: Client, db: asyncpg.Connection, tenant: Tenant, change: dict[str, object], field: str
+) -> None:
+    """A NUL in any text field (or `to` null) is a 422 naming the field; nothing is created."""
+    body = {"to": ["+447700900001"], "body": '#track("https://shop.example/deal")', **change}
+    answer = await client.post("/v1/messages", body)
+    assert answer.status == 422
+    assert field in [d["field"] for d in answer.json["error"]["details"]]
+    count = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id)
+    assert count == 0
+
+
+async def test_links_over_max_links_per_request_are_422_before_any_work(
+    api_env: dict[str, str], tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    """Directives x recipients over MAX_LINKS_PER_REQUEST: 422 too_many_links, nothing created."""
+    config = ApiConfig.from_env({**api_env, "MAX_LINKS_PER_REQUEST": "5"})
+    body = '#track("https://a.example/1") and #track("https://b.example/2")'
+    to = [f"+4477009000{i:02d}" for i in range(3)]
+    async with running(create_app(config)) as server, aiohttp.ClientSession() as session:
+        api = Client(server, session, tenant.key)
+        refused = await api.post("/v1/messages", {"to": to, "body": body})
+        assert (refused.status, refused.json["error"]["code"]) == (422, "too_many_links")
+        assert "6 links" in refused.json["error"]["message"]
+        count = await db.fetchval(
+            "SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id
+        )
+        assert count == 0
+        assert (await api.post("/v1/messages", {"to": to[:2], "body": body})).status == 201

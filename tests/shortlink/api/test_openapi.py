@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import orjson
 from openapi_spec_validator import validate
 
+from shortlink import stats, validation
+from shortlink.api import forwarding, idempotency, insights
 from shortlink.api.app import create_app, openapi_document
 from shortlink.api.config import ApiConfig
 from tests.shortlink.api.conftest import Client
@@ -44,3 +47,42 @@ def test_every_route_is_in_the_document(api_env: dict[str, str]) -> None:
         if method != "parameters"
     }
     assert served == documented
+
+
+def _patterns(node: Any, where: str = "") -> dict[str, str]:
+    """Every `pattern` in the document, by where it is."""
+    found: dict[str, str] = {}
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str):
+                found[where] = value
+            else:
+                found |= _patterns(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found |= _patterns(value, f"{where}/{index}")
+    return found
+
+
+def test_the_document_states_the_patterns_the_code_checks() -> None:
+    """Each field's pattern in the document is, character for character, one the code uses."""
+    code = {
+        validation.TEXT_PATTERN,
+        validation.URL_PATTERN,
+        validation.PHONE_PATTERN,
+        idempotency.KEY_PATTERN,
+        forwarding.WHSEC_PATTERN,
+        stats.CURSOR_PATTERN,
+        insights.CAMPAIGN_CURSOR_PATTERN,
+        "^[0-9A-Za-z]{6,8}$",  # tokens (shortlink.tokens.is_token); others answer 404
+    }
+    patterns = _patterns(orjson.loads(openapi_document()))
+    assert {where: p for where, p in patterns.items() if p not in code} == {}
+    assert set(patterns.values()) == code
+    schemas = orjson.loads(openapi_document())["components"]["schemas"]
+    assert schemas["CreateLinks"]["properties"]["url"]["pattern"] == validation.URL_PATTERN
+    recipient = schemas["CreateLinks"]["properties"]["recipients"]["items"]["properties"]
+    assert recipient["phone_number"]["pattern"] == validation.PHONE_PATTERN
+    assert schemas["EndpointSettings"]["properties"]["secret"]["pattern"] == (
+        forwarding.WHSEC_PATTERN
+    )

@@ -1,0 +1,43 @@
+"""The forwarder's settings: defaults, and the lease rule that keeps one sender per endpoint."""
+
+from __future__ import annotations
+
+import pytest
+
+from forwarder.config import ForwarderConfig
+from shortlink.exceptions import ConfigError
+
+
+def test_delivery_defaults() -> None:
+    """An empty environment gives the documented delivery defaults."""
+    config = ForwarderConfig.from_env({})
+    assert (config.timeout, config.lease, config.max_attempts) == (10.0, 30.0, 10)
+
+
+@pytest.mark.parametrize(
+    ("env", "lease"),
+    [
+        ({"DELIVERY_TIMEOUT_SECONDS": "15"}, 30.0),
+        ({"DELIVERY_TIMEOUT_SECONDS": "45", "DELIVERY_LEASE_SECONDS": "90"}, 90.0),
+        ({"DELIVERY_TIMEOUT_SECONDS": "0.5", "DELIVERY_LEASE_SECONDS": "1"}, 1.0),
+    ],
+)
+def test_a_timeout_within_half_the_lease_is_accepted(env: dict[str, str], lease: float) -> None:
+    """A request timeout of at most half the lease is a valid configuration."""
+    assert ForwarderConfig.from_env(env).lease == lease
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DELIVERY_TIMEOUT_SECONDS": "16"}, "DELIVERY_LEASE_SECONDS to 32 or more"),
+        ({"DELIVERY_TIMEOUT_SECONDS": "90"}, "at most half of DELIVERY_LEASE_SECONDS=30"),
+        ({"DELIVERY_TIMEOUT_SECONDS": "10", "DELIVERY_LEASE_SECONDS": "10"}, "at most half"),
+        ({"DELIVERY_LEASE_SECONDS": "0.5"}, "DELIVERY_LEASE_SECONDS"),
+        ({"DELIVERY_LEASE_SECONDS": "soon"}, "expected a number"),
+    ],
+)
+def test_a_timeout_the_lease_cannot_cover_is_refused(env: dict[str, str], message: str) -> None:
+    """A request that could outlive the lease it was sent under stops the forwarder at start."""
+    with pytest.raises(ConfigError, match=message):
+        ForwarderConfig.from_env(env)
