@@ -376,7 +376,7 @@ def main() -> int:
                     return _script(work, FIRST_TAPS, fresh, rate, connections)
 
                 for offered in series.rates:
-                    connections = _connections(offered, args.connections)
+                    connections = paced_connections(offered, args.connections)
                     result = _step(
                         series.name,
                         offered,
@@ -404,7 +404,7 @@ def main() -> int:
                             ("forwarder", forwarder.pid),
                         )
                     ]
-                    connections = _connections(found.offered, args.connections)
+                    connections = paced_connections(found.offered, args.connections)
                     run_wrk(url, taps(found.offered, connections), 22, connections)
                     for spy in spies:
                         spy.wait(60)
@@ -506,7 +506,7 @@ async def create_campaign(database_url: str, account_id: int, count: int, name: 
     return [link.token for link in created]
 
 
-def _connections(rate: int, minimum: int) -> int:
+def paced_connections(rate: int, minimum: int) -> int:
     """Enough connections that each waits ~20 ms: wrk's whole-millisecond delays and
     the answer's own time then cost only a few percent of the offered rate."""
     return max(minimum, rate // 50)
@@ -545,7 +545,7 @@ def machine_floor(
                 raise RuntimeError("the baseline app did not start")
             time.sleep(0.1)
         for rate in rates:
-            connections = _connections(rate, minimum)
+            connections = paced_connections(rate, minimum)
             script = _script(work, RANDOM_TAPS, tokens_file, rate, connections)
             found[rate] = run_wrk(f"http://127.0.0.1:{port}", script, 15, connections)
             print(
