@@ -51,6 +51,7 @@ POLL_EVERY = 10.0
 MARGIN = timedelta(seconds=60)
 WARM_SLICE = 500  # links read and stored per stretch of the event loop (~2 ms)
 _RETRY = 1.0
+WARM_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -98,7 +99,8 @@ class LinkListener:
         self._applied: dict[str, datetime] = {}  # token -> the change already applied
         self.reconnects = 0
         self.invalidated = 0
-        self.warm_seconds = Buckets()  # notification -> links in the cache
+        # Notification -> links in the cache (one observation per notified id range).
+        self.warm_seconds = Buckets(WARM_BUCKETS)
 
     # -- link-listener ----------------------------------------------------------
 
