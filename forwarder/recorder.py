@@ -252,14 +252,23 @@ async def _first_clicks(
             INSERT INTO conversions (link_id, event, disposition, occurred_at)
             SELECT link_id, 'link_click', 'positive', clicked_at FROM won
         )
-        SELECT won.link_id, callback.id AS callback_id
-        FROM won JOIN candidate c ON c.id = won.link_id
-        LEFT JOIN endpoints callback ON callback.id = c.callback_id AND callback.enabled
+        SELECT link_id, NULL::bigint AS callback_id FROM won
+        UNION ALL
+        SELECT c.id, callback.id FROM candidate c
+        JOIN endpoints callback ON callback.id = c.callback_id AND callback.enabled
         """,
         orjson.dumps([(i, earliest[i][0].clicked_at_ms) for i in link_ids]).decode(),
     )
-    callbacks = {row["link_id"]: row["callback_id"] for row in rows if row["callback_id"]}
-    return [earliest[row["link_id"]] for row in rows], callbacks
+    # Winners come with no callback; candidates with an enabled callback with it. (Joining
+    # won to candidate instead was planned as a nested loop of the two: quadratic.)
+    won = [row["link_id"] for row in rows if row["callback_id"] is None]
+    winners = set(won)
+    callbacks = {
+        row["link_id"]: row["callback_id"]
+        for row in rows
+        if row["callback_id"] is not None and row["link_id"] in winners
+    }
+    return [earliest[link_id] for link_id in won], callbacks
 
 
 async def _count(
