@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench bench-instructions bench-forwarder bench-api bench-system load clean
+.PHONY: install run test lint format bench bench-instructions bench-forwarder bench-api bench-system chaos load clean
 
 install: $(STAMP)
 
@@ -51,6 +51,12 @@ bench-api: install
 bench-system: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PYTHON) -m loadtests.bench_system
+
+## Faults under steady taps: broker paused, PostgreSQL restarted and read-only, forwarder
+## killed, a redirect worker stopped, a failing endpoint, malformed taps (CHAOS_ARGS=--quick).
+chaos: install
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PYTHON) -m loadtests.chaos $(CHAOS_ARGS)
 
 ## Locust, headless and bounded, against a running `make run` (see README: Load tests).
 load: install

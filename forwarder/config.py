@@ -44,7 +44,7 @@ class ForwarderConfig:
         if ca_file is not None and not Path(ca_file).is_file():
             raise ConfigError(f"ENDPOINT_CA_FILE={ca_file!r}: no such file")
         timeout = read.number("DELIVERY_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=600.0)
-        lease = read.number("DELIVERY_LEASE_SECONDS", 60.0, minimum=1.0, maximum=7_200.0)
+        lease = read.number("DELIVERY_LEASE_SECONDS", 30.0, minimum=1.0, maximum=7_200.0)
         if timeout > lease / 2:
             # A request must end well inside the lease it was sent under, with time left
             # to record how it went (forwarder.lease).

@@ -82,7 +82,8 @@ def sink_reset(port: int) -> None:
         pass
 
 
-async def setup(database_url: str, links: int, sink_url: str) -> list[LinkEntry]:
+async def setup_account(database_url: str, sink_url: str) -> int:
+    """A migrated database with a bench account whose endpoint is the sink (JSON, every click)."""
     conn = await asyncpg.connect(database_url)
     try:
         await schema.migrate(conn)
@@ -97,6 +98,15 @@ async def setup(database_url: str, links: int, sink_url: str) -> list[LinkEntry]
             enabled=True,
             allow_private=True,
         )
+    finally:
+        await conn.close()
+    return account.account_id
+
+
+async def setup(database_url: str, links: int, sink_url: str) -> list[LinkEntry]:
+    account_id = await setup_account(database_url, sink_url)
+    conn = await asyncpg.connect(database_url)
+    try:
         specs = [
             NewLink(
                 f"https://shop.example.com/offer?r={i}",
@@ -106,14 +116,14 @@ async def setup(database_url: str, links: int, sink_url: str) -> list[LinkEntry]
             )
             for i in range(links)
         ]
-        created = await create_links(conn, account.account_id, specs)
+        created = await create_links(conn, account_id, specs)
     finally:
         await conn.close()
     return [
         LinkEntry(
             c.id,
             c.token,
-            account.account_id,
+            account_id,
             s.target_url,
             s.phone_number,
             s.client_ref,

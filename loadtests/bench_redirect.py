@@ -286,9 +286,18 @@ def wait_ready(url: str, timeout: float = 60) -> None:
 
 @contextlib.contextmanager
 def process(
-    argv: list[str], env: dict[str, str] | None = None
+    argv: list[str], env: dict[str, str] | None = None, log: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+    """A child process, stopped (SIGTERM, then SIGKILL) on exit; with `log`, its stdout and
+    stderr are appended to that file, else stdout is dropped and stderr inherited."""
+    with contextlib.ExitStack() as files:
+        output = files.enter_context(open(log, "ab")) if log is not None else None
+        child = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=output or subprocess.DEVNULL,
+            stderr=output,
+        )
     try:
         yield child
     finally:

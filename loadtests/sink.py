@@ -9,17 +9,30 @@ ClickDetail the delay from its ClickDate to the POST's arrival.
 
 GET /stats answers {"posts", "clicks", "invalid", "distinct_clicks" (a retried
 batch counted once),
-"latency_ms": {"p50", "p90", "p99", "max"}, "first_at", "last_at"}; POST /reset
-forgets everything. `errors` lists the first few contract violations seen.
+"latency_ms": {"p50", "p90", "p99", "max"}, "first_at", "last_at", "mode",
+"refused"}; POST /reset forgets everything. `errors` lists the first few
+contract violations seen. GET /arrivals lists, for every distinct click, its
+ClickDate (ms) and when it arrived (Unix seconds).
+
+For fault benchmarks the endpoint can misbehave, switched at run time with
+POST /mode {"mode": ..., "seconds": ...}: "ok" (the default), "fail" (answer 500,
+count nothing), "slow" (hold the request `seconds`, default 11, then take it: a
+customer that processed the POST after the caller gave up), "reset" (read the
+request, then reset the connection, count nothing). `refused` counts the POSTs
+not taken, by mode.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
+import socket
 import statistics
+import struct
 import time
 import xml.etree.ElementTree as ET
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,10 +66,14 @@ REQUIRED = (
 JSON_DATE = re.compile(r"^/Date\((\d+)\)/$")
 XML_DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z$")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+MODES = ("ok", "fail", "slow", "reset")
+_LINGER_NOW = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
 
 
 class Sink:
     def __init__(self) -> None:
+        self.mode = "ok"
+        self.slow_seconds = 11.0
         self.reset()
 
     def reset(self) -> None:
@@ -69,6 +86,8 @@ class Sink:
         self.seen: set[tuple[str, int]] = set()
         self.first_at: float | None = None
         self.last_at: float | None = None
+        self.refused: Counter[str] = Counter()
+        self.arrivals: list[tuple[int, float]] = []  # (ClickDate ms, arrival), distinct clicks
 
     def fail(self, message: str) -> None:
         self.invalid += 1
@@ -76,8 +95,18 @@ class Sink:
             self.errors.append(message)
 
     async def hook(self, request: web.Request) -> web.Response:
-        arrived = time.time()
         body = await request.read()
+        mode = self.mode
+        if mode == "fail":
+            self.refused[mode] += 1
+            return web.Response(status=500, text="failing on purpose")
+        if mode == "reset":
+            self.refused[mode] += 1
+            _reset(request)
+            return web.Response()  # never sent: the connection is gone
+        if mode == "slow":
+            await asyncio.sleep(self.slow_seconds)
+        arrived = time.time()
         self.posts += 1
         self.first_at = self.first_at or arrived
         self.last_at = arrived
@@ -96,6 +125,7 @@ class Sink:
                 continue
             self.seen.add((request_id, position))
             self.latencies.append(arrived * 1000 - clicked_ms)
+            self.arrivals.append((clicked_ms, arrived))
         return web.Response()
 
     def _check_json(self, body: bytes) -> list[tuple[int, int]]:
@@ -177,8 +207,29 @@ class Sink:
                 },
                 "first_at": self.first_at,
                 "last_at": self.last_at,
+                "mode": self.mode,
+                "refused": dict(self.refused),
             }
         )
+
+    async def list_arrivals(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.arrivals), content_type="application/json")
+
+    async def set_mode(self, request: web.Request) -> web.Response:
+        try:
+            wanted: Any = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            wanted = None
+        mode = wanted.get("mode") if isinstance(wanted, dict) else None
+        seconds = wanted.get("seconds", self.slow_seconds) if isinstance(wanted, dict) else None
+        if mode not in MODES or not isinstance(seconds, int | float) or seconds < 0:
+            message = f"mode must be one of {MODES}, seconds a number >= 0"
+            return web.json_response(
+                {"error": {"code": "bad_mode", "message": message}}, status=422
+            )
+        self.mode = mode
+        self.slow_seconds = float(seconds)
+        return web.json_response({"mode": self.mode, "seconds": self.slow_seconds})
 
     async def clear(self, request: web.Request) -> web.Response:
         self.reset()
@@ -191,7 +242,20 @@ def build() -> web.Application:
     app.router.add_post("/hook", sink.hook)
     app.router.add_get("/stats", sink.stats)
     app.router.add_post("/reset", sink.clear)
+    app.router.add_get("/arrivals", sink.list_arrivals)
+    app.router.add_post("/mode", sink.set_mode)
     return app
+
+
+def _reset(request: web.Request) -> None:
+    """Drop the connection with a TCP reset, as a crashing customer's server would."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_NOW)
+    transport.abort()
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
@@ -50,3 +51,40 @@ def configure(level: str) -> None:
     # aiokafka logs every failed reconnect attempt at ERROR, many a second during a
     # broker outage; our publisher and consumer report outages once. DEBUG shows all.
     logging.getLogger("aiokafka").setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
+
+
+class MalformedRequests(logging.Filter):
+    """Turns aiohttp's error-with-traceback for a request it cannot parse into one line.
+
+    A client sending bytes that are not HTTP is not a failure of ours, and a
+    traceback per such request would be a cheap way to flood the logs: the line
+    gets `level`, and the requests are counted.
+    """
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            self.count += 1
+            record.levelno, record.levelname = self.level, logging.getLevelName(self.level)
+            record.msg, record.args = "malformed request refused: %.200s", (error.message,)
+            record.exc_info = record.exc_text = None
+            return logging.getLogger(record.name).isEnabledFor(self.level)
+        return True
+
+
+def http_logger(name: str, level: int) -> logging.Logger:
+    """A logger for aiohttp's request handlers that logs unparseable requests at `level`."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, MalformedRequests) for f in logger.filters):
+        logger.addFilter(MalformedRequests(level))
+    return logger
+
+
+def malformed_requests(logger: logging.Logger) -> int:
+    """How many unparseable requests `logger` has seen (see http_logger)."""
+    return sum(f.count for f in logger.filters if isinstance(f, MalformedRequests))

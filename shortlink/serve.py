@@ -27,6 +27,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
+from shortlink import logs
 from shortlink.exceptions import ShortlinkError, TaskFailedError
 from shortlink.supervise import STOP, SUPERVISOR
 
@@ -41,6 +42,9 @@ _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+# What the low-level server logs (the redirect server): a request that is not HTTP
+# is a DEBUG line and a count (shortlink_redirect_malformed_requests_total).
+HTTP_LOG = logs.http_logger("shortlink.http", logging.DEBUG)
 
 
 async def serve(
@@ -82,7 +86,7 @@ async def serve(
             await app.cleanup()  # exit the contexts that did start
             raise
         app.freeze()
-        server = web.Server(make_handler(app), access_log=None)
+        server = web.Server(make_handler(app), access_log=None, logger=HTTP_LOG)
         runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=shutdown_timeout)
         await runner.setup()
     try:

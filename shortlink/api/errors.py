@@ -17,7 +17,8 @@ from typing import Any
 import asyncpg
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+
+from shortlink import logs
 
 log = logging.getLogger(__name__)
 
@@ -122,18 +123,5 @@ def _allow(exc: web.HTTPException) -> dict[str, str] | None:
     return {"Allow": allow} if allow else None
 
 
-class _MalformedRequests(logging.Filter):
-    """Turns aiohttp's error-with-traceback for an unparseable request into a warning line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg, record.args = "malformed request refused: %.200s", (error.message,)
-            record.exc_info = record.exc_text = None
-        return True
-
-
 # aiohttp's request handlers log through this logger (web.Application handler_args).
-HTTP_LOG = logging.getLogger("shortlink.api.http")
-HTTP_LOG.addFilter(_MalformedRequests())
+HTTP_LOG = logs.http_logger("shortlink.api.http", logging.WARNING)

@@ -24,7 +24,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from shortlink import metrics
+from shortlink import logs, metrics
 from shortlink.pool import POOL, pool_context
 from shortlink.redirect import pages
 from shortlink.redirect.cache import CACHE, cache_context
@@ -33,7 +33,7 @@ from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.entries import LinkGroup
 from shortlink.redirect.listener import LISTENER, listener_context
 from shortlink.redirect.publisher import PUBLISHER, publisher_context
-from shortlink.serve import Handler
+from shortlink.serve import HTTP_LOG, Handler
 from shortlink.supervise import SUPERVISOR, Supervisor, supervisor_context
 from shortlink.tokens import is_token
 
@@ -59,14 +59,16 @@ def create_app(config: RedirectConfig, *, worker_index: int = 0) -> web.Applicat
     app = web.Application()
     app[CONFIG] = config
     app.cleanup_ctx.append(supervisor_context("shortlink_redirect"))
-    app.cleanup_ctx.append(pool_context(config.service))
+    lookups = max(1, config.service.database_pool_size // 2)
+    # Connections open from the start: a burst of cold taps does not wait for connects.
+    app.cleanup_ctx.append(pool_context(config.service, min_size=lookups + 2, stateless=True))
     app.cleanup_ctx.append(publisher_context(config, worker_index))
     app.cleanup_ctx.append(
         cache_context(
             max_entries=config.cache_entries,
             negative_max_entries=config.negative_cache_entries,
             negative_ttl=config.negative_cache_ttl,
-            max_in_flight=max(1, config.service.database_pool_size // 2),
+            max_in_flight=lookups,
         )
     )
     app.cleanup_ctx.append(listener_context(config))
@@ -159,6 +161,11 @@ def _families(app: web.Application) -> Iterator[Metric]:
     )
     yield metrics.counter(
         "shortlink_publish_failures", "Failed Kafka sends", publisher.send_failures
+    )
+    yield metrics.counter(
+        "shortlink_redirect_malformed_requests",
+        "Requests that were not HTTP aiohttp could parse (answered 400 by aiohttp)",
+        logs.malformed_requests(HTTP_LOG),
     )
 
 

@@ -11,13 +11,13 @@ from shortlink.exceptions import ConfigError
 def test_delivery_defaults() -> None:
     """An empty environment gives the documented delivery defaults."""
     config = ForwarderConfig.from_env({})
-    assert (config.timeout, config.lease, config.max_attempts) == (10.0, 60.0, 10)
+    assert (config.timeout, config.lease, config.max_attempts) == (10.0, 30.0, 10)
 
 
 @pytest.mark.parametrize(
     ("env", "lease"),
     [
-        ({"DELIVERY_TIMEOUT_SECONDS": "30"}, 60.0),
+        ({"DELIVERY_TIMEOUT_SECONDS": "15"}, 30.0),
         ({"DELIVERY_TIMEOUT_SECONDS": "45", "DELIVERY_LEASE_SECONDS": "90"}, 90.0),
         ({"DELIVERY_TIMEOUT_SECONDS": "0.5", "DELIVERY_LEASE_SECONDS": "1"}, 1.0),
     ],
@@ -30,8 +30,8 @@ def test_a_timeout_within_half_the_lease_is_accepted(env: dict[str, str], lease:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"DELIVERY_TIMEOUT_SECONDS": "31"}, "DELIVERY_LEASE_SECONDS to 62 or more"),
-        ({"DELIVERY_TIMEOUT_SECONDS": "90"}, "at most half of DELIVERY_LEASE_SECONDS=60"),
+        ({"DELIVERY_TIMEOUT_SECONDS": "16"}, "DELIVERY_LEASE_SECONDS to 32 or more"),
+        ({"DELIVERY_TIMEOUT_SECONDS": "90"}, "at most half of DELIVERY_LEASE_SECONDS=30"),
         ({"DELIVERY_TIMEOUT_SECONDS": "10", "DELIVERY_LEASE_SECONDS": "10"}, "at most half"),
         ({"DELIVERY_LEASE_SECONDS": "0.5"}, "DELIVERY_LEASE_SECONDS"),
         ({"DELIVERY_LEASE_SECONDS": "soon"}, "expected a number"),

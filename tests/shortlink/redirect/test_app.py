@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -335,3 +336,21 @@ async def test_metrics_count_answers_cache_and_lookups(
     assert found["shortlink_link_lookup_seconds_count", ()] == 3
     assert found["shortlink_link_lookup_seconds_bucket", (("le", "+Inf"),)] == 3
     assert found["shortlink_events_dropped_total", ()] == 0
+
+
+async def test_a_request_that_is_not_http_is_a_400_and_one_debug_line(
+    redirect_server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unparseable request gets aiohttp's 400, is counted, and logs no error or traceback."""
+    caplog.set_level(logging.DEBUG)
+    name = ("shortlink_redirect_malformed_requests_total", ())
+    before = metric_samples(render(redirect_server.app[METRICS]).decode())[name]
+    reader, writer = await asyncio.open_connection("127.0.0.1", redirect_server.port)
+    writer.write(b"GET /Abc1234 HTTP/1.1\r\nHost: x\r\nUser-Agent: " + b"a" * 20_000 + b"\r\n\r\n")
+    await writer.drain()
+    status = await reader.readline()
+    writer.close()
+    assert status.split()[1] == b"400"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    found = metric_samples(render(redirect_server.app[METRICS]).decode())
+    assert found[name] == before + 1  # the count is per process: other tests add to it
