@@ -14,6 +14,9 @@ The contract is the click forwarding specification (../shared/seeds/
   DELIVERED, new state CLICKTHRU, message id (client_ref), phone number, tracked
   URL, click time and an attempt counter. The stored body is the event; the
   envelope with the attempt number is added at each send.
+- conversion: the same kind of event with new state CONVERTED, made by the API
+  when the enterprise posts a conversion (its fields: shortlink.conversions);
+  sent in the same envelope, whatever the endpoint's click format.
 
 A click's fields travel between recording and batching as a "detail": a dict
 with the contract's names and raw values (dates as ms since the epoch).
@@ -38,6 +41,7 @@ CONTENT_TYPES = {
     "json": "application/json; charset=utf-8",
     "xml": "application/xml; charset=utf-8",
     "clickthru": "application/json; charset=utf-8",
+    "conversion": "application/json; charset=utf-8",
 }
 JSON_ORDER = (
     "TrackedUrl",
@@ -117,8 +121,8 @@ def render(format: str, request_identifier: str, details: Sequence[Detail]) -> b
 
 def body_for_attempt(format: str, stored: bytes, attempt: int) -> bytes:
     """What is POSTed on attempt `attempt` (1-based): the stored body, or for
-    clickthru the event in its envelope with the attempt counter."""
-    if format == "clickthru":
+    clickthru and conversion the event in its envelope with the attempt counter."""
+    if format in ("clickthru", "conversion"):
         return b'{"topic":"SCG-Message","attempt":%d,"event":%s}' % (attempt, stored)
     return stored
 

@@ -59,17 +59,25 @@ class Target:
     secret: str | None
 
 
-_TAKE = """
+# A callback URL (an endpoints row owned through callback_account_id) has no secret
+# of its own: it signs with the account endpoint's, as that is now.
+_TARGET = """
+    id, url,
+    CASE WHEN endpoints.callback_account_id IS NULL THEN endpoints.secret
+         ELSE (SELECT a.secret FROM endpoints a
+               WHERE a.account_id = endpoints.callback_account_id) END AS secret
+"""
+_TAKE = f"""
     UPDATE endpoints SET lease_owner = $2, lease_until = now() + make_interval(secs => $3)
     WHERE id = $1 AND enabled
       AND (lease_until IS NULL OR lease_until < now() OR lease_owner = $2)
-    RETURNING id, url, secret
+    RETURNING {_TARGET}
 """
 # Ours still: nobody took it since (taking sets the owner), even if it expired.
-_RENEW = """
+_RENEW = f"""
     UPDATE endpoints SET lease_until = now() + make_interval(secs => $3)
     WHERE id = $1 AND enabled AND lease_owner = $2
-    RETURNING id, url, secret
+    RETURNING {_TARGET}
 """
 
 

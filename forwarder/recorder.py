@@ -5,13 +5,16 @@ For each batch the transaction
    RETURNING tells which are new: a replayed event changes nothing below);
 2. records the first click of links clicked by a person for the first time
    (INSERT INTO first_clicks ... ON CONFLICT DO NOTHING: under concurrent
-   forwarders exactly one event wins);
+   forwarders exactly one event wins), and in the same statement each winner's
+   link_click conversion (seed 000) and the link's callback destination, if its
+   request named a callback URL (seed 001);
 3. adds to the campaign counters the statistics read (totals, bots apart,
    browser / OS / device type, time to first click) and to the per-minute
    rollup the dashboard's time series read (campaign_minutes);
 4. turns the new clicks into deliveries for the accounts' endpoints: full
    batches at once, the rest into the outbox, where forwarder.delivery collects
-   them when a batch fills up or the linger time passes.
+   them when a batch fills up or the linger time passes; and each first click of
+   a link with a callback into a CLICKTHRU event for that callback.
 Only after it commits are the Kafka offsets committed, so a crash anywhere loses
 nothing (the batch is consumed again) and counts nothing twice (step 1).
 """
@@ -134,12 +137,12 @@ async def record(conn: Connection, events: Sequence[ClickEvent], *, batch_size: 
         outcome.bots = sum(1 for _, client in fresh if client.is_bot)
         if not fresh:
             return outcome
-        firsts = await _first_clicks(conn, fresh)
+        firsts, callbacks = await _first_clicks(conn, fresh)
         outcome.first_clicks = len(firsts)
         outcome.first_click_events = [e.event_id for e, _ in firsts]
         await _count(conn, fresh, firsts)
         await _count_minutes(conn, fresh, firsts)
-        outcome.deliveries = await _enqueue(conn, fresh, firsts, batch_size)
+        outcome.deliveries = await _enqueue(conn, fresh, firsts, batch_size, callbacks)
     return outcome
 
 
@@ -215,8 +218,10 @@ async def _already_recorded(conn: Connection, event_ids: list[str]) -> int:
 
 async def _first_clicks(
     conn: Connection, fresh: Sequence[tuple[ClickEvent, Client]]
-) -> list[tuple[ClickEvent, Client]]:
-    """Record the first click of links a person clicked for the first time; the winners."""
+) -> tuple[list[tuple[ClickEvent, Client]], dict[int, int]]:
+    """Record the first click of links a person clicked for the first time, and its
+    link_click conversion; the winners, and the enabled callback of each winner's link
+    that has one (link id -> endpoint id)."""
     earliest: dict[int, tuple[ClickEvent, Client]] = {}
     for event, client in fresh:
         if client.is_bot:
@@ -225,24 +230,45 @@ async def _first_clicks(
         if known is None or event.clicked_at_ms < known[0].clicked_at_ms:
             earliest[event.link_id] = (event, client)
     if not earliest:
-        return []
+        return [], {}
     link_ids = sorted(earliest)  # one lock order for every transaction
     # The primary key makes one event win across concurrent forwarders (a second
     # insert of the link waits for the first to commit, then does nothing); the join
-    # skips links a forwarder of the previous release marked in links.
+    # skips links a forwarder of the previous release marked in links. Only a winner
+    # gets its link_click conversion, so each link has exactly one.
     rows = await conn.fetch(
         """
-        INSERT INTO first_clicks (link_id, clicked_at)
-        SELECT l.id, to_timestamp((r->>1)::bigint / 1000.0)
-        FROM jsonb_array_elements($1::jsonb) AS r
-        JOIN links l ON l.id = (r->>0)::bigint AND l.first_clicked_at IS NULL
-        ORDER BY l.id
-        ON CONFLICT (link_id) DO NOTHING
-        RETURNING link_id
+        WITH candidate AS MATERIALIZED (
+            SELECT l.id, l.callback_id, to_timestamp((r->>1)::bigint / 1000.0) AS clicked_at
+            FROM jsonb_array_elements($1::jsonb) AS r
+            JOIN links l ON l.id = (r->>0)::bigint AND l.first_clicked_at IS NULL
+        ), won AS (
+            INSERT INTO first_clicks (link_id, clicked_at)
+            SELECT id, clicked_at FROM candidate
+            ORDER BY id
+            ON CONFLICT (link_id) DO NOTHING
+            RETURNING link_id, clicked_at
+        ), converted AS (
+            INSERT INTO conversions (link_id, event, disposition, occurred_at)
+            SELECT link_id, 'link_click', 'positive', clicked_at FROM won
+        )
+        SELECT link_id, NULL::bigint AS callback_id FROM won
+        UNION ALL
+        SELECT c.id, callback.id FROM candidate c
+        JOIN endpoints callback ON callback.id = c.callback_id AND callback.enabled
         """,
         orjson.dumps([(i, earliest[i][0].clicked_at_ms) for i in link_ids]).decode(),
     )
-    return [earliest[row["link_id"]] for row in rows]
+    # Winners come with no callback; candidates with an enabled callback with it. (Joining
+    # won to candidate instead was planned as a nested loop of the two: quadratic.)
+    won = [row["link_id"] for row in rows if row["callback_id"] is None]
+    winners = set(won)
+    callbacks = {
+        row["link_id"]: row["callback_id"]
+        for row in rows
+        if row["callback_id"] is not None and row["link_id"] in winners
+    }
+    return [earliest[link_id] for link_id in won], callbacks
 
 
 async def _count(
@@ -364,8 +390,10 @@ async def _enqueue(
     fresh: Sequence[tuple[ClickEvent, Client]],
     firsts: Sequence[tuple[ClickEvent, Client]],
     batch_size: int,
+    callbacks: dict[int, int],
 ) -> int:
-    """Make deliveries for the accounts' endpoints; return how many were made."""
+    """Make deliveries for the accounts' endpoints and the links' callbacks (one
+    CLICKTHRU event per first click); return how many were made."""
     accounts = sorted({event.account_id for event, _ in fresh})
     endpoints = await conn.fetch(
         """
@@ -401,6 +429,14 @@ async def _enqueue(
                 )
             continue
         made.extend(await _batch(conn, endpoint["id"], endpoint["format"], chosen, batch_size, now))
+    for event, client in firsts:
+        callback = callbacks.get(event.link_id)
+        if callback is not None:
+            request_id = str(uuid.uuid4())
+            body = formats.render("clickthru", request_id, [formats.detail(event, client)])
+            made.append(
+                (request_id, callback, "clickthru", body, 1, to_datetime(event.clicked_at_ms))
+            )
     if made:
         await conn.execute(
             """

@@ -252,6 +252,7 @@ def cmd_endpoint(args: argparse.Namespace, env: dict[str, str]) -> int:
                 secret=args.secret,
                 enabled=not args.disabled,
                 allow_private=service.allow_private_endpoints,
+                conversions=args.conversions,
             )
         _print_json({"account_id": args.account, **endpoint.public()})
         return 0
@@ -370,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     set_.add_argument("--mode", choices=endpoints.MODES, default="every")
     set_.add_argument("--secret", help="Standard Webhooks signing secret (whsec_...)")
     set_.add_argument("--disabled", action="store_true", help="store it, but do not deliver")
+    set_.add_argument(
+        "--conversions", action="store_true", help="also send conversions (CONVERTED events)"
+    )
 
     delivery = commands.add_parser("deliveries", help="forwarded batches and dead letters")
     delivery_commands = delivery.add_subparsers(dest="deliveries_command", required=True)

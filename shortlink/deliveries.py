@@ -1,7 +1,9 @@
 """Deliveries as customers and operators see them: listing, and resending dead letters.
 
 The forwarder makes and sends deliveries (forwarder.delivery); the API and the
-CLI only read them and put dead ones back in the queue.
+CLI only read them and put dead ones back in the queue. An account's deliveries
+are those to its endpoint and to its callback URLs (endpoints rows it owns through
+callback_account_id).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import asyncpg
 
 STATUSES = ("pending", "delivered", "dead")
 MAX_ERROR_CHARS = 1_000
+# SQL condition on `endpoints e`: the endpoint is account $1's or one of its callbacks.
+_OWNED = "(e.account_id = $1 OR e.callback_account_id = $1)"
 
 
 def last_error_text(error: str) -> str:
@@ -31,11 +35,12 @@ async def list_deliveries(
 ) -> list[dict[str, Any]]:
     """The account's deliveries, newest first (`before`: created strictly earlier)."""
     rows = await conn.fetch(
-        """
+        f"""
         SELECT d.request_identifier, d.format, d.clicks, d.status, d.attempts,
-               d.next_attempt_at, d.last_error, d.last_status, d.created_at, d.delivered_at
+               d.next_attempt_at, d.last_error, d.last_status, d.created_at, d.delivered_at,
+               CASE WHEN e.callback_account_id IS NOT NULL THEN e.url END AS callback_url
         FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
-        WHERE e.account_id = $1
+        WHERE {_OWNED}
           AND ($2::text IS NULL OR d.status = $2)
           AND ($3::timestamptz IS NULL OR d.created_at < $3)
         ORDER BY d.created_at DESC, d.request_identifier
@@ -60,6 +65,7 @@ async def list_deliveries(
             "last_status": row["last_status"],
             "created_at": row["created_at"].isoformat(),
             "delivered_at": row["delivered_at"].isoformat() if row["delivered_at"] else None,
+            "callback_url": row["callback_url"],
         }
         for row in rows
     ]
@@ -75,10 +81,10 @@ async def retry_dead(
     Each keeps its RequestIdentifier and body; its attempts start again from zero.
     """
     status = await conn.execute(
-        """
+        f"""
         UPDATE deliveries d SET status = 'pending', attempts = 0, next_attempt_at = now()
         FROM endpoints e
-        WHERE e.id = d.endpoint_id AND e.account_id = $1 AND d.status = 'dead'
+        WHERE e.id = d.endpoint_id AND {_OWNED} AND d.status = 'dead'
           AND ($2::uuid IS NULL OR d.request_identifier = $2::uuid)
         """,
         account_id,
@@ -87,9 +93,7 @@ async def retry_dead(
     requeued = int(status.split()[-1])
     if requeued:
         # An operator asked for it now: lift the pause the last failure left.
-        await conn.execute(
-            "UPDATE endpoints SET paused_until = NULL WHERE account_id = $1", account_id
-        )
+        await conn.execute(f"UPDATE endpoints e SET paused_until = NULL WHERE {_OWNED}", account_id)
     return requeued
 
 
@@ -98,9 +102,9 @@ async def status_of(
 ) -> str | None:
     """The status of one of the account's deliveries, or None if it has no such delivery."""
     status: str | None = await conn.fetchval(
-        """
+        f"""
         SELECT d.status FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
-        WHERE e.account_id = $1 AND d.request_identifier = $2::uuid
+        WHERE {_OWNED} AND d.request_identifier = $2::uuid
         """,
         account_id,
         request_identifier,

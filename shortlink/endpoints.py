@@ -17,6 +17,11 @@ IPv6 addresses that carry an IPv4 address (IPv4-mapped, NAT64, 6to4) are judged
 by that IPv4 address; the transition ranges that only reach inward or are
 obsolete (IPv4-compatible `::a.b.c.d`, IPv4-translated, local-use NAT64, Teredo)
 are refused outright.
+
+A callback URL named by a links or messages request (seed 001's lt_callbackurl)
+is an endpoints row of its own, owned through `callback_account_id` (its
+`account_id` is NULL, so nothing that reads an account's endpoint takes it):
+`callback_endpoint()` checks the URL by the same rules and finds or makes it.
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ class Endpoint:
     disabled_reason: str | None
     created_at: datetime
     updated_at: datetime
+    conversions: bool
 
     def public(self) -> dict[str, object]:
         """What the API shows: everything but the secret itself."""
@@ -90,6 +96,7 @@ class Endpoint:
             "mode": self.mode,
             "secret_set": self.secret is not None,
             "enabled": self.enabled,
+            "conversions": self.conversions,
             "disabled_reason": self.disabled_reason,
             "updated_at": self.updated_at.isoformat(),
         }
@@ -191,7 +198,8 @@ async def check_host(host: str, port: int, *, allow_private: bool) -> list[str]:
 
 
 _COLUMNS = (
-    "id, account_id, url, format, mode, secret, enabled, disabled_reason, created_at, updated_at"
+    "id, account_id, url, format, mode, secret, enabled, disabled_reason, created_at, updated_at,"
+    " conversions"
 )
 
 
@@ -210,6 +218,7 @@ async def set_endpoint(
     secret: str | None,
     enabled: bool,
     allow_private: bool,
+    conversions: bool = False,
 ) -> Endpoint:
     """Create or replace the account's endpoint after validating every field."""
     parsed = parse_url(url)
@@ -222,11 +231,12 @@ async def set_endpoint(
     await check_host(parsed.raw_host or "", parsed.port or 0, allow_private=allow_private)
     row = await conn.fetchrow(
         f"""
-        INSERT INTO endpoints (account_id, url, format, mode, secret, enabled)
-        VALUES ($1, $2, $3, $4, $5, $6)
+        INSERT INTO endpoints (account_id, url, format, mode, secret, enabled, conversions)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (account_id) DO UPDATE SET
             url = excluded.url, format = excluded.format, mode = excluded.mode,
             secret = excluded.secret, enabled = excluded.enabled,
+            conversions = excluded.conversions,
             disabled_reason = NULL, paused_until = NULL, updated_at = now()
         RETURNING {_COLUMNS}
         """,
@@ -236,7 +246,38 @@ async def set_endpoint(
         mode,
         secret,
         enabled,
+        conversions,
     )
     if row is None:  # pragma: no cover - INSERT ... RETURNING always returns the row
         raise RuntimeError("endpoint upsert returned nothing")
     return Endpoint(**dict(row))
+
+
+async def callback_endpoint(
+    conn: asyncpg.Connection | asyncpg.Pool, account_id: int, url: str, *, allow_private: bool
+) -> int:
+    """The id of the account's callback destination for `url`, made if new and enabled
+    again if it was disabled (the account names it anew); EndpointError for a URL the
+    account's endpoint could not have (field `callback_url`).
+
+    Its own short statement, outside the caller's transaction: a request creating
+    200,000 links must not hold the row (which the forwarder's leases update) locked.
+    """
+    try:
+        parsed = parse_url(url)
+        await check_host(parsed.raw_host or "", parsed.port or 0, allow_private=allow_private)
+    except EndpointError as exc:
+        raise type(exc)("callback_url", exc.message) from None
+    endpoint_id: int = await conn.fetchval(
+        """
+        INSERT INTO endpoints (callback_account_id, url, format, mode)
+        VALUES ($1, $2, 'clickthru', 'first')
+        ON CONFLICT (callback_account_id, md5(url)) WHERE callback_account_id IS NOT NULL
+        DO UPDATE SET enabled = true, disabled_reason = NULL,
+            updated_at = CASE WHEN endpoints.enabled THEN endpoints.updated_at ELSE now() END
+        RETURNING id
+        """,
+        account_id,
+        url,
+    )
+    return endpoint_id

@@ -9,6 +9,8 @@ everything else surfaces as a clear message and a non-zero exit code.
     │   └── SchemaBehindError  migrations are pending; run `shortlink migrate`
     ├── EmbeddedServerError    the local PostgreSQL or broker could not be started
     ├── TokenSpaceExhausted    token generation kept colliding (the token length is too short)
+    ├── LinkNotFound           no link of the account has that token or client_ref
+    ├── AmbiguousClientRef     a client_ref names several links where one is needed
     └── TaskFailedError        a background task kept failing; the process must be replaced
 """
 
@@ -45,6 +47,14 @@ class EmbeddedServerError(ShortlinkError):
 
 class TokenSpaceExhausted(ShortlinkError):
     """Fresh tokens kept colliding with existing ones."""
+
+
+class LinkNotFound(ShortlinkError):
+    """The account has no link by that token or client_ref."""
+
+
+class AmbiguousClientRef(ShortlinkError):
+    """A client_ref (message id) names more than one of the account's links."""
 
 
 class TaskFailedError(ShortlinkError):

@@ -169,8 +169,12 @@ async def create_links(
     links: Sequence[NewLink],
     *,
     token_length: int = tokens.DEFAULT_LENGTH,
+    callback_id: int | None = None,
 ) -> list[CreatedLink]:
     """Insert `links` for `account_id` in one transaction; results in input order.
+
+    `callback_id` is the callback destination (an endpoints row) of every link of
+    this call, written by the INSERT itself rather than streamed once per row.
 
     Rows are streamed with COPY into a temporary table, then inserted with
     ON CONFLICT (token) DO NOTHING: a row whose random token already exists is
@@ -216,9 +220,9 @@ async def create_links(
             rows = await conn.fetch(
                 """
                 INSERT INTO links (token, account_id, target_url, phone_number, client_ref,
-                                   client_identifier, created_at, expires_at, unsafe)
+                                   client_identifier, created_at, expires_at, unsafe, callback_id)
                 SELECT token, $1, target_url, phone_number, client_ref, client_identifier,
-                       $2, expires_at, unsafe
+                       $2, expires_at, unsafe, $3
                 FROM link_import
                 ORDER BY position
                 ON CONFLICT (token) DO NOTHING
@@ -226,6 +230,7 @@ async def create_links(
                 """,
                 account_id,
                 now,
+                callback_id,
             )
             await conn.execute("TRUNCATE link_import")
             for row in rows:
@@ -279,7 +284,8 @@ _VIEW = """
                (SELECT f.clicked_at FROM first_clicks f WHERE f.link_id = l.id),
                l.first_clicked_at
            ) AS first_clicked_at,
-           (SELECT count(*) FROM clicks c WHERE c.link_id = l.id AND NOT c.is_bot) AS clicks
+           (SELECT count(*) FROM clicks c WHERE c.link_id = l.id AND NOT c.is_bot) AS clicks,
+           (SELECT e.url FROM endpoints e WHERE e.id = l.callback_id) AS callback_url
     FROM links l
 """
 

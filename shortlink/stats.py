@@ -2,8 +2,9 @@
 
 Statistics come from the pre-aggregated tables (campaign_stats,
 campaign_breakdown, campaign_first_click) that the forwarder updates in the
-same transaction that records the clicks, so a stats call reads a handful of
-rows however many clicks there are. The time to the first click is kept as a
+same transaction that records the clicks, and campaign_conversions that the API
+updates with each conversion it records (shortlink.conversions), so a stats
+call reads a handful of rows however many clicks there are. The time to the first click is kept as a
 histogram with buckets about 5% wide; median and p90 are read from it.
 """
 
@@ -13,6 +14,7 @@ import math
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from shortlink.db import Executor
@@ -49,7 +51,7 @@ async def campaign(conn: Executor, account_id: int, name: str) -> dict[str, Any]
     """The campaign's statistics, or None when the account has no such campaign."""
     totals = await conn.fetchrow(
         """
-        SELECT links, total_clicks, unique_clicks, bot_clicks FROM campaign_stats
+        SELECT links, total_clicks, unique_clicks, bot_clicks, converted_links FROM campaign_stats
         WHERE account_id = $1 AND campaign = $2
         """,
         account_id,
@@ -80,6 +82,7 @@ async def campaign(conn: Executor, account_id: int, name: str) -> dict[str, Any]
     for row in breakdown:
         by[row["dimension"]][row["value"]] = row["clicks"]
     links = totals["links"]
+    converted = totals["converted_links"]
     return {
         "client_identifier": name,
         "links": links,
@@ -92,6 +95,38 @@ async def campaign(conn: Executor, account_id: int, name: str) -> dict[str, Any]
         "by_device_type": by["device_type"],
         "median_seconds_to_first_click": quantile(histogram, 0.5),
         "p90_seconds_to_first_click": quantile(histogram, 0.9),
+        "conversions": await _conversions(conn, account_id, name, converted),
+        "conversion_rate": round(converted / links, 4) if links else 0.0,
+    }
+
+
+async def _conversions(
+    conn: Executor, account_id: int, name: str, converted: int
+) -> dict[str, Any]:
+    """The campaign's enterprise-posted conversions (link_click is unique_clicks);
+    values are Decimal sums of positive conversions, by currency."""
+    rows = await conn.fetch(
+        """
+        SELECT event, currency, positive, negative, value FROM campaign_conversions
+        WHERE account_id = $1 AND campaign = $2 ORDER BY event, currency
+        """,
+        account_id,
+        name,
+    )
+    by_event: dict[str, dict[str, int]] = {}
+    value: dict[str, Decimal] = {}
+    for row in rows:
+        counts = by_event.setdefault(row["event"], {"positive": 0, "negative": 0})
+        counts["positive"] += row["positive"]
+        counts["negative"] += row["negative"]
+        if row["currency"]:
+            value[row["currency"]] = value.get(row["currency"], Decimal(0)) + row["value"]
+    return {
+        "positive": sum(counts["positive"] for counts in by_event.values()),
+        "negative": sum(counts["negative"] for counts in by_event.values()),
+        "by_event": by_event,
+        "value": value,
+        "converted_links": converted,
     }
 
 

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from shortlink import metrics
-from shortlink.api import campaigns, forwarding, idempotency, links, messages
+from shortlink.api import campaigns, conversions, forwarding, idempotency, links, messages
 from shortlink.api.auth import auth_middleware
 from shortlink.api.campaign_list import list_campaigns
 from shortlink.api.config import ApiConfig
@@ -62,6 +62,7 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     add("PATCH", "/v1/links/{token}", links.patch)
     add("DELETE", "/v1/links/{token}", links.delete)
     add("POST", "/v1/messages", messages.create)
+    add("POST", "/v1/conversions", conversions.create)
     add("GET", "/v1/campaigns/{client_identifier}/stats", campaigns.get_stats)
     add("GET", "/v1/campaigns/{client_identifier}/clicks", campaigns.list_clicks)
     add("GET", "/v1/campaigns", list_campaigns)

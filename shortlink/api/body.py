@@ -10,6 +10,7 @@ not UTF-8) is refused like any other bad value.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -141,6 +142,20 @@ class Fields:
             self.problems.add(self.name(field), f"must be between {minimum} and {maximum}")
             return default
         return value
+
+    def number(self, field: str, *, minimum: float, maximum: float) -> Decimal | None:
+        """A JSON number within bounds, exactly as sent (0.1 stays 0.1); None if not given."""
+        value = self.data.get(field)
+        if value is None:
+            return None
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            self.problems.add(self.name(field), "must be a number")
+            return None
+        if not minimum <= value <= maximum:
+            self.problems.add(self.name(field), f"must be between {minimum:g} and {maximum:g}")
+            return None
+        # repr is the shortest text that reads back as the same float: the number as sent.
+        return Decimal(repr(value) if isinstance(value, float) else value)
 
     def array(self, field: str, *, max_items: int) -> list[Any] | None:
         value = self.data.get(field)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from shortlink import stats, validation
+from shortlink import conversions, stats, validation
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems
 from shortlink.api.errors import not_found
@@ -30,7 +30,10 @@ async def get_stats(request: web.Request) -> web.Response:
     result = await stats.campaign(request.app[POOL], request[ACCOUNT_ID], campaign_of_path(request))
     if result is None:
         raise not_found("campaign")
-    return web.Response(body=orjson.dumps(result), content_type="application/json")
+    return web.Response(
+        body=orjson.dumps(result, default=conversions.json_default),
+        content_type="application/json",
+    )
 
 
 async def list_clicks(request: web.Request) -> web.Response:

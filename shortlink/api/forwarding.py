@@ -40,7 +40,9 @@ async def put_endpoint(request: web.Request) -> web.Response:
     """PUT /v1/endpoint: create or replace it."""
     data = await json_object(request)
     problems = Problems()
-    fields = Fields(data, problems, allowed={"url", "format", "mode", "secret", "enabled"})
+    fields = Fields(
+        data, problems, allowed={"url", "format", "mode", "secret", "enabled", "conversions"}
+    )
     url = fields.converted(
         "url", fields.text("url", required=True, max_length=endpoints.MAX_URL_LENGTH), _http_url
     )
@@ -48,6 +50,7 @@ async def put_endpoint(request: web.Request) -> web.Response:
     mode = fields.text("mode", default="every", max_length=20)
     secret = fields.converted("secret", fields.text("secret", max_length=200), _secret)
     enabled = fields.boolean("enabled", True)
+    wants_conversions = fields.boolean("conversions", False)
     problems.check()
     try:
         endpoint = await endpoints.set_endpoint(
@@ -59,6 +62,7 @@ async def put_endpoint(request: web.Request) -> web.Response:
             secret=secret,
             enabled=enabled,
             allow_private=request.app[API_CONFIG].service.allow_private_endpoints,
+            conversions=wants_conversions,
         )
     except endpoints.EndpointError as exc:
         raise ValidationFailed([{"field": exc.field, "message": exc.message}]) from None

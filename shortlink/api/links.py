@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,13 +10,13 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from shortlink import links, tokens, validation
+from shortlink import conversions, endpoints, links, tokens, validation
 from shortlink.api import idempotency
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.config import ApiConfig
-from shortlink.api.errors import ApiError, not_found
-from shortlink.db import Connection
+from shortlink.api.errors import ApiError, ValidationFailed, not_found
+from shortlink.db import Connection, Executor
 from shortlink.links import NewLink
 from shortlink.pool import POOL
 
@@ -45,8 +46,11 @@ def iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def status(config: ApiConfig, row: asyncpg.Record) -> dict[str, Any]:
-    """A link as the status routes show it (seed 001's field names first)."""
+def status(
+    config: ApiConfig, row: asyncpg.Record, made: Sequence[asyncpg.Record] = ()
+) -> dict[str, Any]:
+    """A link as the status routes show it (seed 001's field names first), with its
+    conversions `made`."""
     first_click = row["first_clicked_at"]
     return {
         "link": row["target_url"],
@@ -64,7 +68,48 @@ def status(config: ApiConfig, row: asyncpg.Record) -> dict[str, Any]:
         "expires_at": iso(row["expires_at"]),
         "unsafe": row["unsafe"],
         "disabled": row["disabled_at"] is not None,
+        "callback_url": row["callback_url"],
+        "conversions": [conversions.public(row, conversion) for conversion in made],
     }
+
+
+async def statuses(
+    conn: Executor, config: ApiConfig, rows: Sequence[asyncpg.Record]
+) -> list[dict[str, Any]]:
+    """The status of each link, its conversions read in one query for all."""
+    made = await conversions.of_links(conn, [row["id"] for row in rows])
+    return [status(config, row, made.get(row["id"], ())) for row in rows]
+
+
+async def callback_id(request: web.Request, url: str | None) -> int | None:
+    """The destination of a request's callback_url (seed 001), checked like an endpoint's
+    URL: 422 when it could not be one."""
+    if url is None:
+        return None
+    config = request.app[API_CONFIG]
+    try:
+        return await endpoints.callback_endpoint(
+            request.app[POOL],
+            request[ACCOUNT_ID],
+            url,
+            allow_private=config.service.allow_private_endpoints,
+        )
+    except endpoints.EndpointError as exc:
+        raise ValidationFailed([{"field": exc.field, "message": exc.message}]) from None
+
+
+def callback_url(fields: Fields) -> str | None:
+    """The callback_url field, if it has the form the document states."""
+    return fields.converted(
+        "callback_url",
+        fields.text("callback_url", max_length=endpoints.MAX_URL_LENGTH),
+        _http_url,
+    )
+
+
+def _http_url(value: str) -> str:
+    validation.http_url(value)
+    return value
 
 
 def _token(request: web.Request) -> str:
@@ -84,7 +129,15 @@ async def create(request: web.Request) -> web.Response:
     fields = Fields(
         data,
         problems,
-        allowed={"url", "recipients", "client_identifier", "expires_in_days", "unsafe", "https"},
+        allowed={
+            "url",
+            "recipients",
+            "client_identifier",
+            "expires_in_days",
+            "unsafe",
+            "https",
+            "callback_url",
+        },
     )
     url = fields.converted(
         "url",
@@ -95,6 +148,7 @@ async def create(request: web.Request) -> web.Response:
     days = fields.integer("expires_in_days", 90, minimum=1, maximum=3650)
     unsafe = fields.boolean("unsafe", False)
     with_scheme = fields.boolean("https", True)
+    callback = callback_url(fields)
     recipients = fields.array("recipients", max_items=config.max_recipients)
     people: list[tuple[str | None, str | None]] = []
     for index, recipient in enumerate(recipients or []):
@@ -114,6 +168,7 @@ async def create(request: web.Request) -> web.Response:
     if not people:
         people = [(None, None)]
     check_link_count(len(people), config, "recipients")
+    destination = await callback_id(request, callback)
     specs = [
         NewLink(
             target_url=url or "",
@@ -128,7 +183,11 @@ async def create(request: web.Request) -> web.Response:
 
     async def action(conn: Connection) -> tuple[int, bytes]:
         created = await links.create_links(
-            conn, account_id, specs, token_length=config.service.token_length
+            conn,
+            account_id,
+            specs,
+            token_length=config.service.token_length,
+            callback_id=destination,
         )
         body = orjson.dumps(
             {
@@ -151,10 +210,12 @@ async def create(request: web.Request) -> web.Response:
 
 async def get(request: web.Request) -> web.Response:
     """GET /v1/links/{token}: status (accessed, when, clicks) and details."""
-    row = await links.find(request.app[POOL], request[ACCOUNT_ID], _token(request))
+    pool = request.app[POOL]
+    row = await links.find(pool, request[ACCOUNT_ID], _token(request))
     if row is None:
         raise not_found("link")
-    return web.json_response(status(request.app[API_CONFIG], row), dumps=_dumps)
+    [shown] = await statuses(pool, request.app[API_CONFIG], [row])
+    return web.json_response(shown, dumps=_dumps)
 
 
 async def by_client_ref(request: web.Request) -> web.Response:
@@ -165,9 +226,10 @@ async def by_client_ref(request: web.Request) -> web.Response:
     problems.check()
     if client_ref is None:  # pragma: no cover - required, checked above
         raise ApiError(422, "validation_failed", "client_ref: is required")
-    rows = await links.find_by_client_ref(request.app[POOL], request[ACCOUNT_ID], client_ref)
-    config = request.app[API_CONFIG]
-    return web.json_response({"links": [status(config, row) for row in rows]}, dumps=_dumps)
+    pool = request.app[POOL]
+    rows = await links.find_by_client_ref(pool, request[ACCOUNT_ID], client_ref)
+    shown = await statuses(pool, request.app[API_CONFIG], rows)
+    return web.json_response({"links": shown}, dumps=_dumps)
 
 
 async def patch(request: web.Request) -> web.Response:
@@ -201,9 +263,10 @@ async def patch(request: web.Request) -> web.Response:
         if not changed:
             raise not_found("link")
         row = await links.find(conn, request[ACCOUNT_ID], token)
-    if row is None:  # pragma: no cover - updated a moment ago in this account
-        raise not_found("link")
-    return web.json_response(status(config, row), dumps=_dumps)
+        if row is None:  # pragma: no cover - updated a moment ago in this account
+            raise not_found("link")
+        [shown] = await statuses(conn, config, [row])
+    return web.json_response(shown, dumps=_dumps)
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -216,4 +279,4 @@ async def delete(request: web.Request) -> web.Response:
 
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return orjson.dumps(value, default=conversions.json_default).decode()

@@ -18,7 +18,14 @@ from shortlink.api import idempotency, rewrite, sms
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError
-from shortlink.api.links import API_CONFIG, MAX_TEXT, check_link_count, short_url
+from shortlink.api.links import (
+    API_CONFIG,
+    MAX_TEXT,
+    callback_id,
+    callback_url,
+    check_link_count,
+    short_url,
+)
 from shortlink.db import Connection
 from shortlink.links import NewLink
 
@@ -45,6 +52,7 @@ async def create(request: web.Request) -> web.Response:
             "vars",
             "expires_in_days",
             "unsafe",
+            "callback_url",
         },
     )
     body = fields.text("body", required=True, max_length=MAX_BODY)
@@ -57,6 +65,7 @@ async def create(request: web.Request) -> web.Response:
     days = fields.integer("expires_in_days", 90, minimum=1, maximum=3650)
     unsafe = fields.boolean("unsafe", False)
     shared_vars = fields.texts("vars")
+    callback = callback_url(fields)
     to = fields.array("to", max_items=config.max_recipients)
     if to is None and data.get("to") is None:
         problems.add("to", "is required")
@@ -99,6 +108,7 @@ async def create(request: web.Request) -> web.Response:
                     problems.add(where, f"the URL {target[:100]!r} {exc}")
                     checked[target] = ""
     problems.check()
+    destination = await callback_id(request, callback)
 
     specs = [
         NewLink(checked[target], phone, ref, campaign, None, unsafe, timedelta(days=days))
@@ -109,7 +119,11 @@ async def create(request: web.Request) -> web.Response:
     async def action(conn: Connection) -> tuple[int, bytes]:
         created = iter(
             await links.create_links(
-                conn, account_id, specs, token_length=config.service.token_length
+                conn,
+                account_id,
+                specs,
+                token_length=config.service.token_length,
+                callback_id=destination,
             )
         )
         messages = []

@@ -176,4 +176,5 @@ async def set_endpoint(
         secret=options.get("secret"),  # type: ignore[arg-type]
         enabled=True,
         allow_private=True,
+        conversions=bool(options.get("conversions", False)),
     )

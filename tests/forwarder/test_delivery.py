@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -32,9 +33,11 @@ from forwarder.delivery import (
     session_context,
 )
 from shortlink import clickevent
-from shortlink.deliveries import retry_dead
+from shortlink.accounts import create_account
+from shortlink.deliveries import list_deliveries, retry_dead
 from shortlink.endpoints import PrivateAddressError
 from shortlink.endpoints import set_endpoint as store_endpoint
+from shortlink.links import LinkEntry, fetch_entry
 from shortlink.pool import open_pool
 from shortlink.supervise import SUPERVISOR, Supervisor
 from tests.forwarder.conftest import Sink, clicks, make_links, publish, set_endpoint
@@ -869,3 +872,277 @@ async def test_a_disguised_private_address_is_refused_at_connect_time(
         )
     assert row["last_error"].startswith("refused: ")
     assert sink.received == []
+
+
+# -- issue 13: conversions and per-message callbacks ---------------------------------
+
+Post = Callable[[str, dict[str, object]], Awaitable[tuple[int, Any]]]
+
+
+@contextlib.asynccontextmanager
+async def api_as(database_url: str, key: str) -> AsyncIterator[Post]:
+    """The API on a free port, and a function that POSTs to it with `key`."""
+    from shortlink.api.app import create_app as create_api
+    from shortlink.api.config import ApiConfig
+
+    env = {
+        "DATABASE_URL": database_url,
+        "SHORT_DOMAIN": "sl.test",
+        "DATABASE_POOL_SIZE": "3",
+        "ALLOW_PRIVATE_ENDPOINTS": "true",
+    }
+    async with (
+        running(create_api(ApiConfig.from_env(env))) as server,
+        aiohttp.ClientSession() as session,
+    ):
+
+        async def post(path: str, body: dict[str, object]) -> tuple[int, Any]:
+            async with session.post(
+                server.url + path, json=body, headers={"Authorization": f"Bearer {key}"}
+            ) as response:
+                return response.status, await response.json()
+
+        yield post
+
+
+async def entries(db: asyncpg.Connection, made: list[dict[str, Any]]) -> list[LinkEntry]:
+    """The links an API answer made, as the redirect server has them."""
+    found = [await fetch_entry(db, link["token"]) for link in made]
+    assert all(found)
+    return [entry for entry in found if entry is not None]
+
+
+async def test_conversions_reach_an_endpoint_that_asked_for_them_signed_and_retried(
+    forwarder: RunningServer,
+    make_sink: Callable[[], Awaitable[Sink]],
+    database_url: str,
+    db: asyncpg.Connection,
+    kafka_bootstrap: str,
+    click_topic: str,
+) -> None:
+    """A posted conversion is POSTed by the forwarder as a CONVERTED event beside the
+    CLICKTHRU, signed, and retried with the same identifier; an endpoint that did not
+    ask for conversions gets none."""
+    sink, quiet = await make_sink(), await make_sink()
+    account = await create_account(db, "converts")
+    other = await create_account(db, "does-not")
+    await set_endpoint(
+        db, account.account_id, sink.url, format="clickthru", secret=SECRET, conversions=True
+    )
+    await set_endpoint(db, other.account_id, quiet.url, format="clickthru")
+    async with api_as(database_url, account.api_key) as post:
+        status, made = await post(
+            "/v1/links",
+            {
+                "url": "https://shop.example/c",
+                "client_identifier": "conv",
+                "recipients": [{"phone_number": "447700900123", "client_ref": "m1"}],
+            },
+        )
+        assert status == 201
+        [link] = await entries(db, made["links"])
+        await publish(kafka_bootstrap, click_topic, clicks([link]))
+        await wait_until(lambda: len(sink.received) == 1)
+        sink.script = [500, 200]
+        status, conversion = await post(
+            "/v1/conversions",
+            {
+                "token": link.token,
+                "event": "purchase",
+                "disposition": "positive",
+                "value": 42.5,
+                "currency": "GBP",
+                "metadata": {"order": 7},
+            },
+        )
+        assert status == 201
+    async with api_as(database_url, other.api_key) as post:
+        [other_link] = (await post("/v1/links", {"url": "https://shop.example/o"}))[1]["links"]
+        assert (
+            await post(
+                "/v1/conversions",
+                {"token": other_link["token"], "event": "purchase", "disposition": "positive"},
+            )
+        )[0] == 201
+    await wait_until(lambda: len(sink.received) == 3)
+    clickthru, *tries = sink.received
+    assert orjson.loads(clickthru.body)["event"]["fld-val-list"]["new_state"] == "CLICKTHRU"
+    assert [orjson.loads(r.body)["attempt"] for r in tries] == [1, 2]
+    assert len({r.headers["X-Request-Identifier"] for r in tries}) == 1
+    payload = Webhook(SECRET).verify(tries[1].body, tries[1].headers)
+    fields = payload["event"]["fld-val-list"]
+    assert fields == {
+        "previous_state": "CLICKTHRU",
+        "new_state": "CONVERTED",
+        "message_id": "m1",
+        "message_request_id": tries[1].headers["X-Request-Identifier"],
+        "to_address": "+447700900123",
+        "tracked_url": "https://shop.example/c",
+        "tracking_url_id": link.id,
+        "client_identifier": "conv",
+        "conversion_id": conversion["conversion_id"],
+        "event": "purchase",
+        "disposition": "positive",
+        "value": 42.5,
+        "currency": "GBP",
+        "occurred_at": fields["occurred_at"],
+        "seconds_since_first_click": conversion["seconds_since_first_click"],
+        "metadata": {"order": 7},
+        "reason_code": "200",
+        "reason_description": "SUCCESS",
+    }
+    assert fields["occurred_at"].endswith("Z")
+    assert payload["topic"] == "SCG-Message"
+    assert tries[0].headers["Content-Type"] == "application/json; charset=utf-8"
+    await asyncio.sleep(0.5)
+    assert quiet.received == []
+
+
+async def test_a_conversion_that_cannot_be_delivered_is_a_dead_letter(
+    forwarder_env: dict[str, str],
+    sink: Sink,
+    database_url: str,
+    db: asyncpg.Connection,
+) -> None:
+    """A conversion event the endpoint keeps refusing becomes a dead letter after the last
+    attempt, listed with the account's deliveries, and can be sent again."""
+    sink.status = 503
+    account = await create_account(db, "dead-conversions")
+    await set_endpoint(db, account.account_id, sink.url, format="json", conversions=True)
+    env = {**forwarder_env, "DELIVERY_MAX_ATTEMPTS": "3", "DELIVERY_RETRY_BASE_SECONDS": "0.05"}
+    async with running(create_app(ForwarderConfig.from_env(env))):
+        async with api_as(database_url, account.api_key) as post:
+            [made] = (await post("/v1/links", {"url": "https://shop.example/d"}))[1]["links"]
+            status, _ = await post(
+                "/v1/conversions",
+                {"token": made["token"], "event": "refusal", "disposition": "negative"},
+            )
+            assert status == 201
+        await wait_until(lambda: len(sink.received) == 3)
+        [dead] = await wait_for_rows(db, account.account_id, "dead")
+        assert (dead["format"], dead["attempts"], dead["clicks"]) == ("conversion", 3, 0)
+        listed = await list_deliveries(db, account.account_id, status="dead")
+        assert [d["format"] for d in listed] == ["conversion"]
+        assert listed[0]["callback_url"] is None
+        sink.status = 200
+        assert await retry_dead(db, account.account_id) == 1
+        await wait_until(lambda: len(sink.received) == 4)
+    event = orjson.loads(sink.received[-1].body)["event"]["fld-val-list"]
+    assert (event["new_state"], event["previous_state"]) == ("CONVERTED", "DELIVERED")
+    assert event["seconds_since_first_click"] is None
+
+
+async def wait_for_rows(
+    db: asyncpg.Connection, account_id: int, status: str, count: int = 1
+) -> list[asyncpg.Record]:
+    """Poll until the account has `count` deliveries (callbacks included) in `status`."""
+    deadline = time.monotonic() + 30
+    while True:
+        rows = await db.fetch(
+            """
+            SELECT d.* FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+            WHERE (e.account_id = $1 OR e.callback_account_id = $1) AND d.status = $2
+            ORDER BY d.created_at
+            """,
+            account_id,
+            status,
+        )
+        if len(rows) >= count:
+            return rows
+        assert time.monotonic() < deadline, f"no {count} {status} deliveries in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_callback_url_gets_each_first_tap_signed_apart_from_the_endpoint(
+    forwarder: RunningServer,
+    make_sink: Callable[[], Awaitable[Sink]],
+    database_url: str,
+    db: asyncpg.Connection,
+    kafka_bootstrap: str,
+    click_topic: str,
+) -> None:
+    """The first human tap of each link made with a callback_url is POSTed there once, as
+    a CLICKTHRU event signed with the account's secret; the account's endpoint still gets
+    every click; links of another request without it call nothing."""
+    endpoint, callback = await make_sink(), await make_sink()
+    account = await create_account(db, "callbacks")
+    await set_endpoint(db, account.account_id, endpoint.url, format="json", secret=SECRET)
+    async with api_as(database_url, account.api_key) as post:
+        status, made = await post(
+            "/v1/messages",
+            {
+                "to": ["447700900001", "447700900002"],
+                "body": 'Hi #track("https://e.example/x")',
+                "callback_url": callback.url,
+            },
+        )
+        assert status == 201
+        tapped = await entries(db, [m["links"][0] for m in made["messages"]])
+        status, plain = await post("/v1/links", {"url": "https://e.example/plain"})
+        assert status == 201
+        untracked = await entries(db, plain["links"])
+        status, _ = await post(
+            "/v1/links", {"url": "https://e.example/y", "callback_url": callback.url}
+        )
+        assert status == 201
+    await publish(
+        kafka_bootstrap,
+        click_topic,
+        clicks(tapped) + clicks(tapped, user_agent="WhatsApp/2.23.20.0 A") + clicks(untracked),
+    )
+    await wait_until(lambda: len(callback.received) == 2)
+    await publish(kafka_bootstrap, click_topic, clicks(tapped))
+    await wait_until(
+        lambda: sum(len(orjson.loads(r.body)["ClickDetails"]) for r in endpoint.received) == 5
+    )
+    await asyncio.sleep(1.0)
+    assert len(callback.received) == 2
+    events = [Webhook(SECRET).verify(r.body, r.headers) for r in callback.received]
+    fields = [event["event"]["fld-val-list"] for event in events]
+    assert {f["new_state"] for f in fields} == {"CLICKTHRU"}
+    assert {f["tracking_url_id"] for f in fields} == {link.id for link in tapped}
+    assert {f["to_address"] for f in fields} == {"+447700900001", "+447700900002"}
+    rows = await db.fetch(
+        "SELECT callback_id FROM links WHERE id = ANY($1::bigint[])",
+        [link.id for link in tapped + untracked],
+    )
+    assert len({r["callback_id"] for r in rows}) == 2  # the callback, and NULL
+    one = await db.fetchval(
+        "SELECT count(*) FROM endpoints WHERE callback_account_id = $1", account.account_id
+    )
+    assert one == 1  # one destination per distinct URL, however many requests name it
+
+
+async def test_a_dead_callback_never_delays_the_accounts_endpoint(
+    forwarder_env: dict[str, str],
+    make_sink: Callable[[], Awaitable[Sink]],
+    database_url: str,
+    db: asyncpg.Connection,
+    kafka_bootstrap: str,
+    click_topic: str,
+) -> None:
+    """A callback that never answers 2xx is tried DELIVERY_MAX_ATTEMPTS (10) times and then
+    kept as a dead letter, while the account's endpoint gets its clicks at once."""
+    endpoint, callback = await make_sink(), await make_sink()
+    callback.status = 500
+    account = await create_account(db, "dead-callback")
+    await set_endpoint(db, account.account_id, endpoint.url, format="clickthru")
+    env = {
+        **forwarder_env,
+        "DELIVERY_RETRY_BASE_SECONDS": "0.05",
+        "DELIVERY_RETRY_MAX_SECONDS": "0.2",
+    }
+    async with running(create_app(ForwarderConfig.from_env(env))):
+        async with api_as(database_url, account.api_key) as post:
+            status, made = await post(
+                "/v1/links", {"url": "https://e.example/z", "callback_url": callback.url}
+            )
+            assert status == 201
+        [link] = await entries(db, made["links"])
+        await publish(kafka_bootstrap, click_topic, clicks([link]))
+        await wait_until(lambda: len(endpoint.received) == 1 and len(callback.received) >= 1)
+        [dead] = await wait_for_rows(db, account.account_id, "dead")
+    assert len(callback.received) == 10
+    assert (dead["attempts"], dead["last_error"]) == (10, "HTTP 500")
+    listed = await list_deliveries(db, account.account_id, status="dead")
+    assert [d["callback_url"] for d in listed] == [callback.url]

@@ -8,6 +8,7 @@ import asyncpg
 
 from forwarder.recorder import record
 from shortlink import clickevent
+from shortlink.links import LinkEntry
 from shortlink.stats import bucket_seconds, first_click_bucket
 from tests.forwarder.conftest import clicks, make_links, set_endpoint
 
@@ -215,3 +216,116 @@ async def test_a_first_click_marked_by_the_previous_release_is_not_made_again(
     outcome = await record(db, events(clicks([link])), batch_size=100)
     assert (outcome.recorded, outcome.first_clicks) == (1, 0)
     assert await db.fetchval("SELECT count(*) FROM first_clicks WHERE link_id = $1", link.id) == 0
+
+
+async def link_clicks(db: asyncpg.Connection, link_id: int) -> list[asyncpg.Record]:
+    return await db.fetch(
+        "SELECT event, disposition, occurred_at FROM conversions WHERE link_id = $1", link_id
+    )
+
+
+async def test_the_first_human_tap_records_one_link_click_conversion(
+    database_url: str, db: asyncpg.Connection, account_id: int
+) -> None:
+    """The first tap's transaction records link_click (positive, at the tap); replays, later
+    taps, bots and a concurrent forwarder add none."""
+    [link, other] = await make_links(db, account_id, 2)
+    await record(db, events(clicks([link], user_agent="WhatsApp/2.23.20.0 A")), batch_size=100)
+    assert await link_clicks(db, link.id) == []
+    batch = events(clicks([link], at=1_900_000_000)) + events(clicks([link], at=1_900_000_100))
+    await record(db, batch, batch_size=100)
+    await record(db, batch, batch_size=100)  # a Kafka replay
+    await record(db, events(clicks([link])), batch_size=100)
+    [row] = await link_clicks(db, link.id)
+    assert (row["event"], row["disposition"]) == ("link_click", "positive")
+    assert row["occurred_at"].timestamp() == 1_900_000_000
+    conns = [await asyncpg.connect(database_url) for _ in range(2)]
+    try:
+        await asyncio.gather(
+            *(record(conn, events(clicks([other])), batch_size=100) for conn in conns)
+        )
+    finally:
+        for conn in conns:
+            await conn.close()
+    assert len(await link_clicks(db, other.id)) == 1
+
+
+async def test_a_link_with_a_callback_gets_one_clickthru_event_for_it(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """A first tap on a link made with a callback URL is a CLICKTHRU delivery to that
+    callback (apart from the account's endpoint); later taps and other links make none."""
+    from shortlink.endpoints import callback_endpoint
+    from shortlink.links import NewLink, create_links
+
+    await set_endpoint(db, account_id, "http://127.0.0.1:9/hook", format="json")
+    callback = await callback_endpoint(
+        db, account_id, "http://127.0.0.1:9/callback", allow_private=True
+    )
+    assert (
+        await callback_endpoint(db, account_id, "http://127.0.0.1:9/callback", allow_private=True)
+        == callback
+    )
+    [made] = await create_links(
+        db, account_id, [NewLink("https://shop.example.com/c")], callback_id=callback
+    )
+    [plain] = await make_links(db, account_id, 1)
+    entry = LinkEntry(
+        made.id,
+        made.token,
+        account_id,
+        "https://shop.example.com/c",
+        None,
+        None,
+        None,
+        0,
+        0.0,
+        False,
+        False,
+    )
+    await record(db, events(clicks([entry, plain])) + events(clicks([entry])), batch_size=100)
+    await record(db, events(clicks([entry])), batch_size=100)
+    rows = await db.fetch(
+        "SELECT format, clicks, body FROM deliveries WHERE endpoint_id = $1", callback
+    )
+    assert [(r["format"], r["clicks"]) for r in rows] == [("clickthru", 1)]
+    assert b'"tracking_url_id":%d' % made.id in rows[0]["body"]
+    waiting = await db.fetchval(
+        "SELECT count(*) FROM outbox o JOIN endpoints e ON e.id = o.endpoint_id "
+        "WHERE e.account_id = $1",
+        account_id,
+    )
+    assert waiting == 4  # the account's json endpoint still gets every human click
+
+
+async def test_a_disabled_callback_gets_nothing(db: asyncpg.Connection, account_id: int) -> None:
+    """A callback disabled (by a 410 Gone) is not given first taps; naming it again in a
+    request enables it."""
+    from shortlink.endpoints import callback_endpoint
+    from shortlink.links import NewLink, create_links
+
+    url = "http://127.0.0.1:9/gone"
+    callback = await callback_endpoint(db, account_id, url, allow_private=True)
+    await db.execute("UPDATE endpoints SET enabled = false WHERE id = $1", callback)
+    [made] = await create_links(
+        db, account_id, [NewLink("https://e.example/")], callback_id=callback
+    )
+    entry = LinkEntry(
+        made.id,
+        made.token,
+        account_id,
+        "https://e.example/",
+        None,
+        None,
+        None,
+        0,
+        0.0,
+        False,
+        False,
+    )
+    await record(db, events(clicks([entry])), batch_size=100)
+    assert (
+        await db.fetchval("SELECT count(*) FROM deliveries WHERE endpoint_id = $1", callback) == 0
+    )
+    assert await callback_endpoint(db, account_id, url, allow_private=True) == callback
+    assert await db.fetchval("SELECT enabled FROM endpoints WHERE id = $1", callback) is True

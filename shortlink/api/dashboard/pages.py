@@ -209,6 +209,15 @@ async def campaign(request: web.Request) -> web.Response:
             ("OS", charts.bars(breakdown["by_os"])),
             ("Browser", charts.bars(breakdown["by_browser"])),
         ],
+        "conversions": breakdown["conversions"],
+        "conversion_rate": breakdown["conversion_rate"],
+        "conversion_bars": charts.bars(
+            {
+                event: counts["positive"]
+                for event, counts in breakdown["conversions"]["by_event"].items()
+                if counts["positive"]
+            }
+        ),
         "recipients": recipients,
         "phone_query": phone_query,
         "phone_digits": digits,

@@ -80,3 +80,21 @@ async def test_deliveries_are_listed_and_dead_ones_retried(
     assert (await client.post(f"/v1/deliveries/{uuid.uuid4()}/retry")).status == 404
     assert (await client.post("/v1/deliveries/not-a-uuid/retry")).status == 404
     assert (await client.get("/v1/deliveries?status=lost")).status == 422
+
+
+async def test_an_endpoint_can_ask_for_conversions(client: Client) -> None:
+    """conversions is false unless asked for, stored and shown; a PUT without it turns it off."""
+    await client.call("PUT", "/v1/endpoint", {"url": "http://127.0.0.1:9/hook"})
+    assert (await client.get("/v1/endpoint")).json["conversions"] is False
+    stored = await client.call(
+        "PUT", "/v1/endpoint", {"url": "http://127.0.0.1:9/hook", "conversions": True}
+    )
+    assert stored.json["conversions"] is True
+    assert (await client.get("/v1/endpoint")).json["conversions"] is True
+    await client.call("PUT", "/v1/endpoint", {"url": "http://127.0.0.1:9/hook"})
+    assert (await client.get("/v1/endpoint")).json["conversions"] is False
+    bad = await client.call(
+        "PUT", "/v1/endpoint", {"url": "http://127.0.0.1:9/hook", "conversions": "yes"}
+    )
+    assert bad.status == 422
+    assert bad.json["error"]["details"][0]["field"] == "conversions"

@@ -327,3 +327,85 @@ async def test_links_over_max_links_per_request_are_422_before_any_work(
         assert count == 0
         body["recipients"] = body["recipients"][:3]
         assert (await api.post("/v1/links", body)).status == 201
+
+
+async def test_a_callback_url_is_checked_and_shown_in_the_links_status(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """links and messages take a callback_url, each link's status shows it; one that could
+    not be an endpoint's URL is 422 and creates nothing."""
+    hook = "http://127.0.0.1:9/callback?campaign=a"
+    made = await client.post(
+        "/v1/links",
+        {
+            "url": "https://e.example/",
+            "callback_url": hook,
+            "recipients": [{"client_ref": "cb-1"}, {"client_ref": "cb-2"}],
+        },
+    )
+    assert made.status == 201
+    token = made.json["links"][0]["token"]
+    assert (await client.get(f"/v1/links/{token}")).json["callback_url"] == hook
+    listed = (await client.get("/v1/links?client_ref=cb-2")).json["links"]
+    assert [link["callback_url"] for link in listed] == [hook]
+    message = await client.post(
+        "/v1/messages",
+        {
+            "to": ["447700900123"],
+            "body": "Go https://e.example/m now",
+            "mode": "first",
+            "callback_url": hook,
+        },
+    )
+    assert message.status == 201
+    token = message.json["messages"][0]["links"][0]["token"]
+    assert (await client.get(f"/v1/links/{token}")).json["callback_url"] == hook
+    plain = (await client.post("/v1/links", {"url": "https://e.example/"})).json["links"][0]
+    assert (await client.get(f"/v1/links/{plain['token']}")).json["callback_url"] is None
+    before = await db.fetchval(
+        "SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id
+    )
+    for bad in (
+        "ftp://127.0.0.1/x",
+        "http://user:pw@127.0.0.1/",
+        "http://127.0.0.1:0/",
+        "http://no-such-host.invalid/hook",
+        "http://127.1/",
+    ):
+        for path, body in (
+            ("/v1/links", {"url": "https://e.example/", "callback_url": bad}),
+            (
+                "/v1/messages",
+                {
+                    "to": ["447700900123"],
+                    "body": 'x #track("https://e.example/")',
+                    "callback_url": bad,
+                },
+            ),
+        ):
+            answer = await client.post(path, body)
+            assert answer.status == 422, (path, bad)
+            assert answer.json["error"]["details"][0]["field"] == "callback_url"
+    after = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id)
+    assert after == before
+
+
+async def test_a_private_callback_url_is_refused_by_default(
+    api_env: dict[str, str], tenant: Tenant
+) -> None:
+    """Without ALLOW_PRIVATE_ENDPOINTS, a callback URL on loopback or a private network is 422,
+    as an endpoint's would be."""
+    env = {**api_env, "ALLOW_PRIVATE_ENDPOINTS": "false"}
+    async with (
+        running(create_api(ApiConfig.from_env(env))) as server,
+        aiohttp.ClientSession() as session,
+    ):
+        client = Client(server, session, tenant.key)
+        for url in ("http://127.0.0.1:9/cb", "http://10.1.2.3/cb", "http://localhost/cb"):
+            answer = await client.post(
+                "/v1/links", {"url": "https://e.example/", "callback_url": url}
+            )
+            assert answer.status == 422, url
+            [detail] = answer.json["error"]["details"]
+            assert detail["field"] == "callback_url"
+            assert "ALLOW_PRIVATE_ENDPOINTS" in detail["message"]

@@ -105,3 +105,38 @@ async def test_recipients_are_searched_and_paged_by_phone_number(
     assert phone.findall(found) == [f"4477009000{i}" for i in range(50, 60)]
     status, _, _ = await fetch(dashboard, http, "/dashboard/campaigns/big?cursor=bad", cookie)
     assert status == 400
+
+
+async def test_a_campaign_page_shows_its_conversions_when_there_are_some(
+    dashboard: RunningServer, http: aiohttp.ClientSession, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """No conversions section until the enterprise posts one; then its counts, converted
+    links, rate, values and events."""
+    campaign = await tapped_campaign(db, tenant, "converting")
+    cookie = await sign_in(dashboard, http, tenant.key)
+    path = "/dashboard/campaigns/converting"
+    _, _, html = await fetch(dashboard, http, path, cookie)
+    assert 'id="conversions"' not in html
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    for link, event, disposition, value in (
+        (campaign.links[0], "purchase", "positive", 12.5),
+        (campaign.links[1], "purchase", "positive", 7.5),
+        (campaign.links[2], "refusal", "negative", None),
+    ):
+        body: dict[str, object] = {"token": link.token, "event": event, "disposition": disposition}
+        if value is not None:
+            body |= {"value": value, "currency": "EUR"}
+        async with http.post(dashboard.url + "/v1/conversions", json=body, headers=headers) as r:
+            assert r.status == 201
+    _, _, html = await fetch(dashboard, http, path, cookie)
+    figures = dict(
+        re.findall(r'<span class="v" id="(fig-conv[a-z-]*|fig-converted)">([^<]+)', html)
+    )
+    assert figures == {
+        "fig-conv-positive": "2",
+        "fig-conv-negative": "1",
+        "fig-converted": "2",
+        "fig-conv-rate": "33.3%",  # 2 of 6 links
+    }
+    assert '<span class="v conv-value">20.0 EUR</span>' in html
+    assert 'data-label="purchase" data-value="2"' in html
