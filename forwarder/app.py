@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 
 from forwarder.config import ForwarderConfig
 from forwarder.delivery import HTTP_SESSION, Deliverer, session_context
+from forwarder.geoip import PACKAGED, Locator
 from forwarder.recorder import Recorder
 from shortlink import metrics
 from shortlink.pool import POOL, pool_context
@@ -63,11 +64,18 @@ def _deliverer_context(config: ForwarderConfig) -> Callable[[web.Application], A
 
 def _recorder_context(config: ForwarderConfig) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        recorder = Recorder(config, app[POOL], app[DELIVERER].wake)
+        locator = Locator(config.geoip_database) if config.geoip_database else PACKAGED
+        log.info(
+            "IP places from",
+            extra={"geoip_database": str(config.geoip_database or "packaged country data")},
+        )
+        recorder = Recorder(config, app[POOL], app[DELIVERER].wake, locator)
         app[RECORDER] = recorder
         task = app[SUPERVISOR].spawn("recorder", recorder.run)
         yield
         await task.stop(config.shutdown_timeout)
+        if locator is not PACKAGED:
+            locator.close()
         log.info("stopped", extra={"task": "recorder"})
 
     return context

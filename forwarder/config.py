@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import maxminddb
+
 from shortlink.config import EnvReader, ServiceConfig
 from shortlink.exceptions import ConfigError
 
@@ -32,6 +34,7 @@ class ForwarderConfig:
     retention_days: int
     session_timeout: float
     shutdown_timeout: float
+    geoip_database: Path | None = None  # a MaxMind DB (.mmdb): country and region by IP
 
     @property
     def allow_private_endpoints(self) -> bool:
@@ -43,6 +46,9 @@ class ForwarderConfig:
         ca_file = read.optional_text("ENDPOINT_CA_FILE")
         if ca_file is not None and not Path(ca_file).is_file():
             raise ConfigError(f"ENDPOINT_CA_FILE={ca_file!r}: no such file")
+        geoip = read.optional_text("GEOIP_DATABASE")
+        if geoip is not None:
+            _check_geoip_database(geoip)
         timeout = read.number("DELIVERY_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=600.0)
         lease = read.number("DELIVERY_LEASE_SECONDS", 30.0, minimum=1.0, maximum=7_200.0)
         if timeout > lease / 2:
@@ -83,4 +89,15 @@ class ForwarderConfig:
             shutdown_timeout=read.number(
                 "SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0, maximum=600.0
             ),
+            geoip_database=Path(geoip) if geoip else None,
         )
+
+
+def _check_geoip_database(path: str) -> None:
+    """Refuse a GEOIP_DATABASE that is missing or not a MaxMind DB, at start."""
+    if not Path(path).is_file():
+        raise ConfigError(f"GEOIP_DATABASE={path!r}: no such file")
+    try:
+        maxminddb.open_database(path, maxminddb.MODE_AUTO).close()
+    except (maxminddb.InvalidDatabaseError, OSError, ValueError) as exc:
+        raise ConfigError(f"GEOIP_DATABASE={path!r}: not a MaxMind DB file ({exc})") from None

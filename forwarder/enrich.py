@@ -4,9 +4,10 @@ Parsing uses ua-parser (the uap-core regular expressions, maintained by the
 ua-parser project and released with fresh rules regularly; its Rust matcher
 `ua-parser-rs` makes a parse take ~0.3 ms). A campaign's clicks come from a
 few thousand distinct user agents, so results are kept in an LRU cache and a
-parse is the exception. Robots are found three ways: the rules in
-forwarder.previews, ua-parser's "Spider" device family, and the request itself
-(HEAD, or no User-Agent at all).
+parse is the exception. Robots are found four ways, in this order: the
+project's rules in forwarder.previews, ua-parser's "Spider" device family, the
+maintained crawler-user-agents list (forwarder.previews.listed), and the request
+itself (HEAD, or no User-Agent at all).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def _classify_user_agent(user_agent: str) -> Client:
     os = result.os.family if result.os else None
     device = result.device
     robot = previews.match(user_agent)
+    if robot is None and not (device is not None and device.family == "Spider"):
+        robot = previews.listed(user_agent)
     if robot is not None or (device is not None and device.family == "Spider"):
         return Client(robot or browser, os, "bot", None, None, True)
     name = device.family if device and device.family not in _NO_DEVICE else None

@@ -7,9 +7,23 @@ unique click. To teach the forwarder a new one, add a line to RULES: a
 case-insensitive substring of the User-Agent and the name it is reported under.
 HEAD requests and requests without a User-Agent are treated as robots too
 (forwarder.enrich): a phone's browser sends neither.
+
+After these rules, the forwarder consults a maintained list: the patterns of the
+`crawler-user-agents` package (Martin Monperrus' list, ~1,500 regular expressions
+of crawlers, preview fetchers, scanners and HTTP libraries, MIT licence, released
+often). Python's re would take about 1 ms to try them all on one user agent, so
+they are compiled into one RE2 expression, which matches in one linear pass
+(~3 us); a pattern RE2 cannot read (none today) is tried with re instead. The
+forwarder asks once per distinct user agent (forwarder.enrich's cache).
 """
 
 from __future__ import annotations
+
+import re
+from typing import Any
+
+import re2
+from crawleruseragents import CRAWLER_USER_AGENTS_DATA
 
 # (substring of the User-Agent, lower case; what fetched it). First match wins.
 RULES: tuple[tuple[str, str], ...] = (
@@ -24,7 +38,9 @@ RULES: tuple[tuple[str, str], ...] = (
     ("mattermost", "Mattermost preview"),
     ("line-poker", "LINE preview"),
     ("kakaotalk-scrap", "KakaoTalk preview"),
-    ("snapchat", "Snapchat preview"),
+    # Snap's fetcher. Snapchat's in-app browser says "Snapchat/12.80.0.33": a person.
+    ("snap url preview", "Snapchat preview"),
+    ("microsoftpreview", "Microsoft preview"),  # Teams and Outlook
     # iMessage previews announce themselves as Facebook and Twitter bots.
     ("facebookexternalhit", "Facebook preview"),
     ("facebot", "Facebook preview"),
@@ -71,7 +87,8 @@ RULES: tuple[tuple[str, str], ...] = (
     ("phantomjs", "PhantomJS"),
 )
 # No generic "bot" rule: "CUBOT" is a phone maker. Other crawlers are caught by
-# ua-parser, which classifies them as device "Spider" (forwarder.enrich).
+# the list below and by ua-parser, which classifies them as device "Spider"
+# (forwarder.enrich).
 
 
 def match(user_agent: str) -> str | None:
@@ -80,4 +97,40 @@ def match(user_agent: str) -> str | None:
     for needle, name in RULES:
         if needle in lowered:
             return name
+    return None
+
+
+def _compile_list() -> tuple[Any, re.Pattern[str] | None]:
+    readable: list[str] = []
+    others: list[str] = []
+    for entry in CRAWLER_USER_AGENTS_DATA:
+        pattern = entry["pattern"]
+        try:
+            re2.compile(pattern)
+        except re2.error:
+            others.append(pattern)
+        else:
+            readable.append(pattern)
+    options = re2.Options()
+    options.max_mem = 64 << 20  # room for the lazy DFA of ~1,500 alternatives
+    fast = re2.compile("|".join(f"(?:{p})" for p in readable), options) if readable else None
+    slow = re.compile("|".join(f"(?:{p})" for p in others)) if others else None
+    return fast, slow
+
+
+_LISTED, _LISTED_OTHERS = _compile_list()
+LISTED_PATTERNS = len(CRAWLER_USER_AGENTS_DATA)
+
+
+def listed(user_agent: str) -> str | None:
+    """The text by which the crawler-user-agents list knows this User-Agent
+    (e.g. "GPTBot"), if it lists it. Patterns are case-sensitive, as published."""
+    for pattern in (_LISTED, _LISTED_OTHERS):
+        if pattern is not None:
+            try:
+                found = pattern.search(user_agent)
+            except UnicodeError:  # a lone surrogate: RE2 reads UTF-8 only
+                continue
+            if found is not None:
+                return str(found.group(0)) or "listed crawler"
     return None

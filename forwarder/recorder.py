@@ -1,15 +1,17 @@
 """Consume click events and record them: one PostgreSQL transaction per Kafka batch.
 
 For each batch the transaction
-1. inserts the clicks, idempotent on the event id (ON CONFLICT DO NOTHING ...
-   RETURNING tells which are new: a replayed event changes nothing below);
+1. inserts the clicks with their enrichment (forwarder.enrich: the user agent;
+   forwarder.geoip: country and region of the client IP), idempotent on the
+   event id (ON CONFLICT DO NOTHING ... RETURNING tells which are new: a
+   replayed event changes nothing below);
 2. records the first click of links clicked by a person for the first time
    (INSERT INTO first_clicks ... ON CONFLICT DO NOTHING: under concurrent
    forwarders exactly one event wins), and in the same statement each winner's
    link_click conversion (seed 000) and the link's callback destination, if its
    request named a callback URL (seed 001);
 3. adds to the campaign counters the statistics read (totals, bots apart,
-   browser / OS / device type, time to first click) and to the per-minute
+   browser / OS / device type / country, time to first click) and to the per-minute
    rollup the dashboard's time series read (campaign_minutes);
 4. turns the new clicks into deliveries for the accounts' endpoints: full
    batches at once, the rest into the outbox, where forwarder.delivery collects
@@ -39,6 +41,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from forwarder import formats
 from forwarder.config import ForwarderConfig
 from forwarder.enrich import Client, classify
+from forwarder.geoip import PACKAGED, Locator, Place
 from shortlink.clickevent import ClickEvent, InvalidClickEvent, decode
 from shortlink.db import Connection, is_transient, needs_new_connections
 from shortlink.stats import first_click_bucket
@@ -120,13 +123,21 @@ def _refused_data(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.PostgresError) and state[:2] in ("22", "23")
 
 
-async def record(conn: Connection, events: Sequence[ClickEvent], *, batch_size: int) -> Outcome:
+async def record(
+    conn: Connection,
+    events: Sequence[ClickEvent],
+    *,
+    batch_size: int,
+    locator: Locator = PACKAGED,
+) -> Outcome:
     """Record one batch of events in one transaction (see the module docstring)."""
     unique = list({event.event_id: event for event in events}.values())
     clients = [classify(event.user_agent, event.method) for event in unique]
+    locate = locator.locate
+    places = {event.event_id: locate(event.client_ip) for event in unique}
     outcome = Outcome(received=len(events))
     async with conn.transaction():
-        inserted = await _insert_clicks(conn, unique, clients)
+        inserted = await _insert_clicks(conn, unique, clients, places)
         fresh = [(e, c) for e, c in zip(unique, clients, strict=True) if e.event_id in inserted]
         not_inserted = [e.event_id for e in unique if e.event_id not in inserted]
         already = await _already_recorded(conn, not_inserted)
@@ -140,7 +151,7 @@ async def record(conn: Connection, events: Sequence[ClickEvent], *, batch_size: 
         firsts, callbacks = await _first_clicks(conn, fresh)
         outcome.first_clicks = len(firsts)
         outcome.first_click_events = [e.event_id for e, _ in firsts]
-        await _count(conn, fresh, firsts)
+        await _count(conn, fresh, firsts, places)
         await _count_minutes(conn, fresh, firsts)
         outcome.deliveries = await _enqueue(conn, fresh, firsts, batch_size, callbacks)
     return outcome
@@ -156,12 +167,16 @@ _CLICK_ROW = """
     (r->>8)::boolean AS warning, r->>9 AS browser, r->>10 AS os, r->>11 AS device_type,
     r->>12 AS device_name, r->>13 AS device_manufacturer, (r->>14)::boolean AS is_bot,
     r->>15 AS target_url, r->>16 AS phone_number, r->>17 AS client_ref,
-    r->>18 AS client_identifier, to_timestamp((r->>19)::bigint / 1000.0) AS shortened_at
+    r->>18 AS client_identifier, to_timestamp((r->>19)::bigint / 1000.0) AS shortened_at,
+    r->>20 AS country, r->>21 AS region
 """
 
 
 async def _insert_clicks(
-    conn: Connection, events: Sequence[ClickEvent], clients: Sequence[Client]
+    conn: Connection,
+    events: Sequence[ClickEvent],
+    clients: Sequence[Client],
+    places: dict[str, Place],
 ) -> set[str]:
     rows = orjson.dumps(
         [
@@ -186,6 +201,8 @@ async def _insert_clicks(
                 e.client_ref,
                 e.client_identifier,
                 e.shortened_at_ms,
+                (place := places[e.event_id]).country,
+                _text(place.region),
             )
             for e, c in zip(events, clients, strict=True)
         ]
@@ -195,7 +212,7 @@ async def _insert_clicks(
         INSERT INTO clicks (event_id, link_id, account_id, clicked_at, method, user_agent,
                             client_ip, referer, warning_page_served, browser, os, device_type,
                             device_name, device_manufacturer, is_bot, target_url, phone_number,
-                            client_ref, client_identifier, shortened_at)
+                            client_ref, client_identifier, shortened_at, country, region)
         SELECT e.* FROM (SELECT {_CLICK_ROW} FROM jsonb_array_elements($1::jsonb) AS r) AS e
         JOIN links l ON l.id = e.link_id AND l.account_id = e.account_id
         ON CONFLICT (event_id) DO NOTHING
@@ -275,18 +292,21 @@ async def _count(
     conn: Connection,
     fresh: Sequence[tuple[ClickEvent, Client]],
     firsts: Sequence[tuple[ClickEvent, Client]],
+    places: dict[str, Place],
 ) -> None:
-    # One count per (campaign, client) first: a batch holds few distinct user agents
-    # (enrichment hands out one Client object per agent), so this is one dict update
-    # per click, and the per-dimension counts are made from the few combinations.
-    combos: Counter[tuple[int, str | None, int]] = Counter()
+    # One count per (campaign, client, country) first: a batch holds few distinct user
+    # agents (enrichment hands out one Client object per agent) and few countries, so
+    # this is one dict update per click, and the per-dimension counts are made from the
+    # few combinations.
+    combos: Counter[tuple[int, str | None, int, str | None]] = Counter()
     by_identity: dict[int, Client] = {}
     for event, client in fresh:
-        combos[(event.account_id, event.client_identifier, id(client))] += 1
+        country = places[event.event_id].country
+        combos[(event.account_id, event.client_identifier, id(client), country)] += 1
         by_identity[id(client)] = client
     totals: Counter[tuple[int, str, str]] = Counter()
     breakdown: Counter[tuple[int, str, str, str]] = Counter()
-    for (account_id, name, identity), count in combos.items():
+    for (account_id, name, identity, country), count in combos.items():
         client = by_identity[identity]
         campaign = (account_id, name or "")
         if client.is_bot:
@@ -296,6 +316,7 @@ async def _count(
         breakdown[(*campaign, "browser", client.browser or "Other")] += count
         breakdown[(*campaign, "os", client.os or "Other")] += count
         breakdown[(*campaign, "device_type", client.device_type)] += count
+        breakdown[(*campaign, "country", country or "unknown")] += count
     histogram: Counter[tuple[int, str, int]] = Counter()
     for event, _ in firsts:
         campaign = (event.account_id, event.client_identifier or "")
@@ -504,8 +525,10 @@ class Recorder:
         config: ForwarderConfig,
         pool: asyncpg.Pool,
         on_deliveries: Callable[[], None],
+        locator: Locator = PACKAGED,
     ) -> None:
         self._config = config
+        self.locator = locator
         self._pool = pool
         self._on_deliveries = on_deliveries
         self._consumer: AIOKafkaConsumer | None = None
@@ -635,7 +658,9 @@ class Recorder:
         while True:
             try:
                 async with self._pool.acquire() as conn:
-                    return await record(conn, events, batch_size=self._config.batch_size)
+                    return await record(
+                        conn, events, batch_size=self._config.batch_size, locator=self.locator
+                    )
             except Exception as exc:
                 if not is_transient(exc):
                     if _refused_data(exc):

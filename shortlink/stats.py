@@ -78,7 +78,7 @@ async def campaign(conn: Executor, account_id: int, name: str) -> dict[str, Any]
             name,
         )
     ]
-    by: dict[str, dict[str, int]] = {"browser": {}, "os": {}, "device_type": {}}
+    by: dict[str, dict[str, int]] = {"browser": {}, "os": {}, "device_type": {}, "country": {}}
     for row in breakdown:
         by[row["dimension"]][row["value"]] = row["clicks"]
     links = totals["links"]
@@ -93,6 +93,7 @@ async def campaign(conn: Executor, account_id: int, name: str) -> dict[str, Any]
         "by_browser": by["browser"],
         "by_os": by["os"],
         "by_device_type": by["device_type"],
+        "by_country": by["country"],
         "median_seconds_to_first_click": quantile(histogram, 0.5),
         "p90_seconds_to_first_click": quantile(histogram, 0.9),
         "conversions": await _conversions(conn, account_id, name, converted),
@@ -165,7 +166,7 @@ def valid_cursor(cursor: str) -> str:
 _CLICK_FIELDS = """
     c.event_id, c.link_id, c.phone_number, c.client_ref, c.clicked_at, c.client_ip, c.browser,
     c.os, c.device_type, c.device_name, c.device_manufacturer, c.is_bot, c.user_agent,
-    c.referer, c.warning_page_served, c.method
+    c.referer, c.warning_page_served, c.method, c.country, c.region
 """
 
 
@@ -215,6 +216,8 @@ def _click(row: Any) -> dict[str, Any]:
         "client_ref": row["client_ref"],
         "clicked_at": row["clicked_at"].isoformat(),
         "ip": str(row["client_ip"]) if row["client_ip"] is not None else None,
+        "country": row["country"],
+        "region": row["region"],
         "browser": row["browser"],
         "os": row["os"],
         "device_type": row["device_type"],

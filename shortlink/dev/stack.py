@@ -243,7 +243,9 @@ def run_stack(env: Mapping[str, str]) -> int:
         stack.spawn(
             "redirect",
             [sys.executable, "-m", "shortlink.cli", "redirect", "--port", str(redirect_port)],
-            child_env,
+            # Locally a curl on this machine may play the load balancer: its
+            # X-Forwarded-For gives the client IP the forwarder places.
+            {**child_env, "TRUSTED_PROXIES": env.get("TRUSTED_PROXIES") or "127.0.0.1/32,::1"},
         )
         _wait_until_healthy(f"{redirect_url}/healthz", stack)
         _wait_until_healthy(f"http://127.0.0.1:{forwarder_port}/healthz", stack)
@@ -311,6 +313,8 @@ def _print_banner(
         "Try (curl's own User-Agent counts as a robot, so these say they are a phone):",
         f"  curl -i -A '{PHONE}' {redirect_url}/{demo.token}    # 302, forwarded",
         f"  curl -I -A '{PHONE}' {redirect_url}/{demo.token}    # HEAD: a preview",
+        f"  curl -i -A '{PHONE}' -H 'X-Forwarded-For: 145.97.39.155' {redirect_url}/{demo.token}"
+        "    # as if through a proxy: the click is placed in NL",
         f"  curl -i {redirect_url}/{demo.unsafe_token}    # warning page of an unsafe link",
         f"  curl -i {redirect_url}/NoSuch1    # 404",
         f"  curl -s {redirect_url}/readyz    # database and broker reachable?",

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -178,3 +179,34 @@ async def set_endpoint(
         allow_private=True,
         conversions=bool(options.get("conversions", False)),
     )
+
+
+def write_city_database(path: Path) -> Path:
+    """A real MaxMind DB file in the GeoLite2-City layout, with a few networks, at `path`."""
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    writer = MMDBWriter(
+        ip_version=6, ipv4_compatible=True, database_type="GeoLite2-City", languages=["en"]
+    )
+
+    def city(country: str, region: str) -> dict[str, object]:
+        return {
+            "country": {"iso_code": country, "names": {"en": country}},
+            "subdivisions": [{"iso_code": "X", "names": {"en": region}}],
+        }
+
+    writer.insert_network(IPSet(["145.97.0.0/16"]), city("NL", "North Holland"))
+    writer.insert_network(IPSet(["81.2.69.0/24"]), city("GB", "England"))
+    writer.insert_network(IPSet(["2a02:a440::/32"]), city("NL", "Utrecht"))
+    # Anycast blocks carry only the registered country in GeoLite2.
+    writer.insert_network(IPSet(["8.8.8.0/24"]), {"registered_country": {"iso_code": "US"}})
+    writer.insert_network(IPSet(["1.1.1.0/24"]), {"country": 42})  # a shape we do not read
+    writer.to_db_file(str(path))
+    return path
+
+
+@pytest.fixture
+def city_database(tmp_path: Path) -> Path:
+    """GEOIP_DATABASE for a test: a small real .mmdb built for it."""
+    return write_city_database(tmp_path / "city.mmdb")

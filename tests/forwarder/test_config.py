@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from forwarder.config import ForwarderConfig
@@ -41,3 +43,17 @@ def test_a_timeout_the_lease_cannot_cover_is_refused(env: dict[str, str], messag
     """A request that could outlive the lease it was sent under stops the forwarder at start."""
     with pytest.raises(ConfigError, match=message):
         ForwarderConfig.from_env(env)
+
+
+def test_geoip_database_must_be_a_maxmind_db(tmp_path: Path, city_database: Path) -> None:
+    """GEOIP_DATABASE names a readable .mmdb: a missing or foreign file stops the start."""
+    base: dict[str, str] = {}
+    assert ForwarderConfig.from_env(base).geoip_database is None
+    config = ForwarderConfig.from_env({**base, "GEOIP_DATABASE": str(city_database)})
+    assert config.geoip_database == city_database
+    with pytest.raises(ConfigError, match="no such file"):
+        ForwarderConfig.from_env({**base, "GEOIP_DATABASE": str(tmp_path / "missing.mmdb")})
+    foreign = tmp_path / "foreign.mmdb"
+    foreign.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ConfigError, match="not a MaxMind DB"):
+        ForwarderConfig.from_env({**base, "GEOIP_DATABASE": str(foreign)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from ua_parser import parse
 
 from forwarder import previews
 from forwarder.enrich import classify
@@ -26,6 +27,65 @@ MAC = (
 BLACKBERRY = (
     "Mozilla/5.0 (BlackBerry; U; BlackBerry 9800; en-US) AppleWebKit/534.8+ (KHTML, like Gecko) "
     "Version/6.0.0.446 Mobile"
+)
+# Phones' browsers and apps' in-app browsers: people, whatever the lists say.
+PHONES = {
+    "Safari on iPhone": IPHONE,
+    "Chrome on Android": (
+        "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/124.0.0.0 Mobile Safari/537.36"
+    ),
+    "Samsung Internet": (
+        "Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S911B) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "SamsungBrowser/24.0 Chrome/117.0.0.0 Mobile Safari/537.36"
+    ),
+    "Chrome on iPhone": (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) CriOS/124.0.6367.88 Mobile/15E148 Safari/604.1"
+    ),
+    "Firefox on Android": "Mozilla/5.0 (Android 14; Mobile; rv:125.0) Gecko/125.0 Firefox/125.0",
+    "Instagram in-app": (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Mobile/15E148 Instagram 326.0.3.30.91 (iPhone14,3; iOS 17_4; en_US; "
+        "en; scale=3.00; 1284x2778; 590431633)"
+    ),
+    "Facebook in-app, iOS": (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_3 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/450.0.0.38.108;FBBV/564431005;"
+        "FBDV/iPhone14,5;FBMD/iPhone;FBSN/iOS;FBSV/17.3;FBSS/3;FBID/phone;FBLC/en_US;FBOP/5]"
+    ),
+    "Facebook in-app, Android": (
+        "Mozilla/5.0 (Linux; Android 13; SM-A536B Build/TP1A.220624.014; wv) AppleWebKit/537.36 "
+        "(KHTML, like Gecko) Version/4.0 Chrome/120.0.6099.193 Mobile Safari/537.36 "
+        "[FB_IAB/FB4A;FBAV/446.0.0.36.108;]"
+    ),
+    "Snapchat in-app": (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Mobile/15E148 Snapchat/12.80.0.33 (like Safari/8617.2.4.10.8, panda)"
+    ),
+    "TikTok in-app": (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Mobile/15E148 musical_ly_32.5.0 JsSdk/2.0 NetType/WIFI "
+        "Channel/App Store ByteLocale/en Region/US WKWebView/1 BytedanceWebview/d8a21c6"
+    ),
+    "WeChat in-app": (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 16_6 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.42(0x18002a2d) NetType/WIFI "
+        "Language/en"
+    ),
+    "Google app on iPhone": (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) GSA/310.0.621847263 Mobile/15E148 Safari/604.1"
+    ),
+}
+MICROSOFT_PREVIEW = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/112.0.0.0 Safari/537.36 Edg/112.0.1722.48 MicrosoftPreview/2.0 "
+    "+https://aka.ms/MicrosoftPreview"
+)
+SNAP_PREVIEW = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_14_6) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/64.0.3282.140 Safari/537.36 Snap URL Preview Service; bot; snapchat.com"
 )
 CUBOT = (
     "Mozilla/5.0 (Linux; Android 9; CUBOT X20 PRO) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -101,3 +161,59 @@ def test_rules_are_lower_case_substrings() -> None:
     assert all(needle == needle.lower() for needle, _ in previews.RULES)
     assert previews.match("Mozilla/5.0 WHATSAPP/2.0") == "WhatsApp preview"
     assert previews.match(IPHONE) is None
+
+
+@pytest.mark.parametrize("name", sorted(PHONES))
+def test_phone_browsers_and_in_app_browsers_are_people(name: str) -> None:
+    """Phone browsers and the in-app browsers of Instagram, Facebook, Snapchat, TikTok and
+    WeChat are people: no rule of ours and no pattern of the crawler list flags them."""
+    user_agent = PHONES[name]
+    assert previews.match(user_agent) is None
+    assert previews.listed(user_agent) is None
+    client = classify(user_agent, "GET")
+    assert client.is_bot is False
+    assert client.device_type == "mobile"
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "name"),
+    [
+        (SNAP_PREVIEW, "Snapchat preview"),
+        (MICROSOFT_PREVIEW, "Microsoft preview"),
+    ],
+)
+def test_snap_and_microsoft_previews_are_previews(user_agent: str, name: str) -> None:
+    """Snap's URL preview fetcher and MicrosoftPreview (Teams, Outlook) are preview bots."""
+    client = classify(user_agent, "GET")
+    assert (client.is_bot, client.device_type, client.browser) == (True, "bot", name)
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "listed_as"),
+    [
+        (
+            "Mozilla/5.0 (Linux; Android 5.0) AppleWebKit/537.36 (KHTML, like Gecko) Mobile "
+            "Safari/537.36 (compatible; Bytespider; spider-feedback@bytedance.com)",
+            "Bytespider",
+        ),
+        ("Mediapartners-Google", "Mediapartners-Google"),
+        ("Mozilla/4.5 (compatible; HTTrack 3.0x; Windows 98)", "HTTrack"),
+        ("Mozilla/5.0 (compatible; coccoc/1.0; +http://help.coccoc.com/)", "coccoc"),
+    ],
+)
+def test_crawlers_of_the_maintained_list_are_bots(user_agent: str, listed_as: str) -> None:
+    """A crawler neither our rules nor ua-parser know is caught by crawler-user-agents."""
+    assert previews.match(user_agent) is None
+    device = parse(user_agent).device
+    assert device is None or device.family != "Spider"
+    assert previews.listed(user_agent) == listed_as
+    client = classify(user_agent, "GET")
+    assert client.is_bot is True
+    assert client.device_type == "bot"
+
+
+def test_the_list_is_loaded_whole() -> None:
+    """Every pattern of the packaged list is used (RE2, or re for any RE2 cannot read)."""
+    assert previews.LISTED_PATTERNS > 1000
+    assert previews.listed("Mozilla/5.0 (compatible; GPTBot/1.2; +https://openai.com/gptbot)")
+    assert previews.listed("\ud800 broken") is None

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -220,3 +221,52 @@ async def test_a_killed_forwarder_loses_nothing_and_counts_nothing_twice(
     for r in sink.received:
         by_id.setdefault(r.headers["X-Request-Identifier"], set()).add(r.body)
     assert all(len(bodies) == 1 for bodies in by_id.values())
+
+
+async def test_a_tap_through_a_trusted_proxy_is_placed_by_its_client_ip(
+    forwarder_env: dict[str, str],
+    redirect_env: dict[str, str],
+    db: asyncpg.Connection,
+    account_id: int,
+    city_database: Path,
+) -> None:
+    """Behind a trusted proxy the X-Forwarded-For address is the one placed: GEOIP_DATABASE
+    gives country and region; a direct tap from the loopback is placed nowhere."""
+    [link] = await make_links(db, account_id, 1)
+    proxied = create_redirect(
+        RedirectConfig.from_env({**redirect_env, "TRUSTED_PROXIES": "127.0.0.0/8"})
+    )
+    direct = create_redirect(RedirectConfig.from_env(redirect_env))
+    env = {**forwarder_env, "GEOIP_DATABASE": str(city_database)}
+    async with (
+        running(create_forwarder(ForwarderConfig.from_env(env))),
+        running(proxied, make_handler) as behind_proxy,
+        running(direct, make_handler) as server,
+        aiohttp.ClientSession() as session,
+    ):
+        for url, headers in (
+            (behind_proxy.url, {"X-Forwarded-For": "145.97.39.155"}),
+            (server.url, {"X-Forwarded-For": "145.97.39.155"}),  # not trusted: ignored
+        ):
+            async with session.get(
+                f"{url}/{link.token}",
+                headers={"User-Agent": IPHONE, **headers},
+                allow_redirects=False,
+            ) as response:
+                assert response.status == 302
+
+        async def recorded() -> int:
+            return int(await db.fetchval("SELECT count(*) FROM clicks WHERE link_id = $1", link.id))
+
+        deadline = time.monotonic() + 20
+        while await recorded() < 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+    rows = await db.fetch(
+        "SELECT host(client_ip) AS ip, country, region FROM clicks WHERE link_id = $1 ORDER BY 1",
+        link.id,
+    )
+    assert [tuple(r.values()) for r in rows] == [
+        ("127.0.0.1", None, None),
+        ("145.97.39.155", "NL", "North Holland"),
+    ]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import asyncpg
 
+from forwarder.geoip import Locator
 from forwarder.recorder import record
 from shortlink import clickevent
 from shortlink.links import LinkEntry
@@ -329,3 +331,66 @@ async def test_a_disabled_callback_gets_nothing(db: asyncpg.Connection, account_
     )
     assert await callback_endpoint(db, account_id, url, allow_private=True) == callback
     assert await db.fetchval("SELECT enabled FROM endpoints WHERE id = $1", callback) is True
+
+
+async def breakdown(db: asyncpg.Connection, account_id: int, dimension: str) -> dict[str, int]:
+    rows = await db.fetch(
+        """
+        SELECT value, clicks FROM campaign_breakdown
+        WHERE account_id = $1 AND campaign = 'spring-sale' AND dimension = $2
+        """,
+        account_id,
+        dimension,
+    )
+    return {row["value"]: row["clicks"] for row in rows}
+
+
+async def test_clicks_get_country_from_the_packaged_data(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """Each click gets the country of its IP (RIR data) and no region; private ones get null;
+    people are counted per country, bots apart, replays not at all."""
+    links = await make_links(db, account_id, 4)
+    batch = events(clicks(links[:2], ip="145.97.39.155"))  # NL
+    batch += events(clicks(links[2:3], ip="8.8.8.8"))  # US
+    batch += events(clicks(links[3:4], ip="10.0.0.7"))  # private
+    batch += events(clicks(links[:1], ip="145.97.39.155", user_agent="WhatsApp/2.23.20.0 A"))
+    await record(db, batch, batch_size=100)
+    await record(db, batch, batch_size=100)  # a replay counts nothing
+    rows = await db.fetch(
+        "SELECT event_id, country, region FROM clicks WHERE link_id = ANY($1::bigint[])",
+        [lk.id for lk in links],
+    )
+    places = {str(r["event_id"]): (r["country"], r["region"]) for r in rows}
+    assert [places[e.event_id] for e in batch] == [
+        ("NL", None),
+        ("NL", None),
+        ("US", None),
+        (None, None),
+        ("NL", None),
+    ]
+    assert await breakdown(db, account_id, "country") == {"NL": 2, "US": 1, "unknown": 1}
+
+
+async def test_the_operators_database_gives_regions(
+    db: asyncpg.Connection, account_id: int, city_database: Path
+) -> None:
+    """With GEOIP_DATABASE the click gets the file's country and region."""
+    links = await make_links(db, account_id, 2)
+    batch = events(clicks(links[:1], ip="145.97.39.155")) + events(
+        clicks(links[1:], ip="2a02:a440::9")
+    )
+    locator = Locator(city_database)
+    try:
+        await record(db, batch, batch_size=100, locator=locator)
+    finally:
+        locator.close()
+    rows = await db.fetch(
+        "SELECT country, region FROM clicks WHERE link_id = ANY($1::bigint[]) ORDER BY link_id",
+        [lk.id for lk in links],
+    )
+    assert [(r["country"], r["region"]) for r in rows] == [
+        ("NL", "North Holland"),
+        ("NL", "Utrecht"),
+    ]
+    assert await breakdown(db, account_id, "country") == {"NL": 2}

@@ -208,6 +208,7 @@ async def campaign(request: web.Request) -> web.Response:
             ("Device type", charts.bars(breakdown["by_device_type"])),
             ("OS", charts.bars(breakdown["by_os"])),
             ("Browser", charts.bars(breakdown["by_browser"])),
+            ("Country", charts.bars(breakdown["by_country"])),
         ],
         "conversions": breakdown["conversions"],
         "conversion_rate": breakdown["conversion_rate"],

@@ -68,7 +68,7 @@ async def test_stats_count_people_and_bots_apart(
     start = links[0].created_at_ms / 1000
     batch = events(clicks(links[:4], at=start + 30))  # four people on iPhones
     batch += events(clicks(links[:1], at=start + 40))  # one of them again
-    batch += events(clicks(links[4:5], at=start + 600, user_agent=WINDOWS_CHROME))
+    batch += events(clicks(links[4:5], at=start + 600, user_agent=WINDOWS_CHROME, ip="8.8.8.8"))
     batch += events(clicks(links[5:8], user_agent="WhatsApp/2.23.20.0 A"))  # previews
     await record(db, batch, batch_size=100)
     answer = await client.get("/v1/campaigns/autumn/stats")
@@ -80,6 +80,7 @@ async def test_stats_count_people_and_bots_apart(
     assert stats["by_device_type"] == {"mobile": 5, "desktop": 1}
     assert stats["by_os"] == {"iOS": 5, "Windows": 1}
     assert stats["by_browser"]["Mobile Safari"] == 5
+    assert stats["by_country"] == {"unknown": 5, "US": 1}  # 203.0.113.7 is documentation
     assert 28 <= stats["median_seconds_to_first_click"] <= 32
     assert 570 <= stats["p90_seconds_to_first_click"] <= 630
     assert (await client.get("/v1/campaigns/nope/stats")).status == 404
@@ -113,6 +114,28 @@ async def test_clicks_are_listed_newest_first_with_cursors(
     assert seen[1]["ip"] == "203.0.113.7"
     assert seen[1]["device_type"] == "mobile"
     assert {c["phone_number"] for c in seen} == {link.phone_number for link in links}
+    assert (seen[1]["country"], seen[1]["region"]) == (None, None)
+
+
+async def test_clicks_and_stats_say_where_from(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """Each listed click has the country (and region, where known) of its IP; the statistics
+    count people by country."""
+    links = await campaign_links(client, db, tenant, 3)
+    batch = events(clicks(links[:2], ip="145.97.39.155"))
+    batch += events(clicks(links[2:], ip="2001:67c:2e8::1"))
+    batch += events(clicks(links[2:], ip="127.0.0.1"))
+    await record(db, batch, batch_size=100)
+    listed = (await client.get("/v1/campaigns/autumn/clicks")).json["clicks"]
+    by_ip = {c["ip"]: (c["country"], c["region"]) for c in listed}
+    assert by_ip == {
+        "145.97.39.155": ("NL", None),
+        "2001:67c:2e8::1": ("NL", None),
+        "127.0.0.1": (None, None),
+    }
+    stats = (await client.get("/v1/campaigns/autumn/stats")).json
+    assert stats["by_country"] == {"NL": 3, "unknown": 1}
 
 
 async def test_clicks_of_one_phone_number(
