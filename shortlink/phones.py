@@ -43,9 +43,7 @@ def _read() -> tuple[dict[str, tuple[int, ...]], dict[str, frozenset[str]]]:
             possible.update(metadata.general_desc.possible_length or ())
             if metadata.national_prefix:
                 prefixes.add(metadata.national_prefix)
-        usable = tuple(
-            sorted(n for n in possible if MIN_DIGITS <= len(code) + n <= MAX_DIGITS)
-        )
+        usable = tuple(sorted(n for n in possible if MIN_DIGITS <= len(code) + n <= MAX_DIGITS))
         if usable:
             lengths[code] = usable
             trunks[code] = frozenset(prefixes)
@@ -131,6 +129,5 @@ def pattern(separator: str) -> str:
     """A regular expression for an international number of a possible length, with
     `separator` (a character class) allowed anywhere between the digits."""
     return (
-        f"^{separator}*(?:\\+|00)?{separator}*"
-        f"{_trie(separator, '', sorted(LENGTHS))}{separator}*$"
+        f"^{separator}*(?:\\+|00)?{separator}*{_trie(separator, '', sorted(LENGTHS))}{separator}*$"
     )

@@ -16,7 +16,7 @@ A link is one of
   (`get.sh/install`); a `www.` name always counts.
 
 A link ends at whitespace, at `<`, `>` or `"`, or at full-width and CJK
-punctuation (`。`, `、`, `）`, `」`, ...). Then closing punctuation at its end is left
+punctuation (`。`, `、`, `」`, ...). Then closing punctuation at its end is left
 outside: `.`, `,`, `;`, `:`, `!`, `?`, quotes, `…`, `»`, and their full-width forms;
 `)`, `]` and `}` too, unless they close a bracket opened inside the link, so
 `https://en.wikipedia.org/wiki/Foo_(bar))` is the link
@@ -38,9 +38,9 @@ FILE_EXTENSION_TLDS = frozenset(
 )
 
 # Full-width and CJK punctuation: never inside a link as people write one.
-_CJK_STOPS = "。、，．！？；：（）「」『』【】〔〕〈〉《》｛｝［］〝〞〟‘’“”"  # noqa: RUF001
-_STOP = f"\\s<>\"{_CJK_STOPS}"
-_TRAILING = ".,;:!?'\"»…›" + _CJK_STOPS  # noqa: RUF001
+_CJK_STOPS = "。、，．！？；：（）「」『』【】〔〕〈〉《》｛｝［］〝〞〟‘’“”"
+_STOP = f'\\s<>"{_CJK_STOPS}'
+_TRAILING = ".,;:!?'\"»…›" + _CJK_STOPS
 _CLOSING = {")": "(", "]": "[", "}": "{"}
 
 _PSL = PublicSuffixList(only_icann=True, accept_unknown=False)
