@@ -40,7 +40,8 @@ def _read() -> tuple[dict[str, tuple[int, ...]], dict[str, frozenset[str]]]:
             )
             if metadata is None:  # pragma: no cover - every listed region has metadata
                 continue
-            possible.update(metadata.general_desc.possible_length or ())
+            if metadata.general_desc is not None:
+                possible.update(metadata.general_desc.possible_length or ())
             if metadata.national_prefix:
                 prefixes.add(metadata.national_prefix)
         usable = tuple(sorted(n for n in possible if MIN_DIGITS <= len(code) + n <= MAX_DIGITS))
