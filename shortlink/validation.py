@@ -83,7 +83,7 @@ def phone_number(raw: str) -> str:
     # A country code never starts with 0, so leading zeros are the "00" prefix.
     if digits.startswith("00"):
         digits = digits[2:]
-    trunk = _TRUNK.match(raw)
+    trunk = _TRUNK.match(raw) if "(" in raw else None
     if trunk is not None and phones.is_trunk_prefix(trunk["code"], trunk["trunk"]):
         code = trunk["code"]
         digits = code + digits[len(code) + len(trunk["trunk"]) :]
