@@ -36,8 +36,9 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import orjson
+import phonenumbers
 
-from shortlink import accounts, schema
+from shortlink import accounts, schema, validation
 from shortlink.dev import embedded
 
 from .bench_redirect import (
@@ -239,11 +240,68 @@ async def download(url: str, key: str) -> tuple[float, int, int]:
     return time.perf_counter() - started, size, lines
 
 
+def written_phones(count: int) -> list[str]:
+    """`count` phone numbers of four countries, in the formats people type."""
+    shapes = (
+        lambda i: f"+44 (0)7700 {i % 1_000_000:06d}",
+        lambda i: f"+1 (415) {i // 10_000 % 1_000:03d}-{i % 10_000:04d}",
+        lambda i: f"0049 30 {i % 100_000_000:08d}",
+        lambda i: f"91 98{i % 100_000_000:08d}",
+    )
+    return [shapes[i % len(shapes)](i) for i in range(count)]
+
+
+def phone_check_seconds(numbers: list[str]) -> tuple[float, float]:
+    """Seconds to check all `numbers`: shortlink.validation, then phonenumbers (scaled)."""
+    started = time.perf_counter()
+    for number in numbers:
+        validation.phone_number(number)
+    ours = time.perf_counter() - started
+    # phonenumbers needs the + to read a number without a region.
+    sample = ["+" + n.removeprefix("00").removeprefix("+") for n in numbers[:20_000]]
+    started = time.perf_counter()
+    for number in sample:
+        if not phonenumbers.is_possible_number(phonenumbers.parse(number)):
+            raise RuntimeError(f"phonenumbers refuses {number!r}")
+    library = (time.perf_counter() - started) * len(numbers) / len(sample)
+    return ours, library
+
+
+def phones_report(base: str, key: str, count: int) -> list[str]:
+    """Part 5: the normaliser alone, phonenumbers for comparison, one big request."""
+    numbers = written_phones(count)
+    ours, library = phone_check_seconds(numbers)
+    print(f"{count:,} numbers: {ours:.2f} s here, {library:.2f} s by phonenumbers", flush=True)
+    body = orjson.dumps(
+        {
+            "to": numbers,
+            "body": "Autumn sale: 30% off at shop.example.com/autumn until Sunday. STOP to opt out",
+            "mode": "first",
+            "client_identifier": "bench-phones",
+        }
+    )
+    seconds, status, size = asyncio.run(timed_post(base + "/v1/messages", key, body))
+    if status != 201:
+        raise RuntimeError(f"/v1/messages answered {status}")
+    print(f"phones messages: {seconds:.2f} s ({size / 1e6:.1f} MB answer)", flush=True)
+    return [
+        f"- **{count:,} phone numbers as people write them** (`+44 (0)7700 900123`, "
+        f"`+1 (415) 555-0100`, ...), normalised and length-checked in one process: "
+        f"**{ours:.2f} s** ({ours / count * 1e6:.1f} us a number) by shortlink.validation's "
+        f"expression from phonenumbers' metadata; phonenumbers.parse + is_possible_number "
+        f"would take {library:.2f} s ({library / count * 1e6:.1f} us a number)",
+        f"- **POST /v1/messages, first mode (a bare domain), {count:,} such recipients**: "
+        f"**{seconds:.2f} s** ({size / 1e6:.0f} MB answer)",
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clicks", type=int, default=10_000_000)
+    parser.add_argument("--phone-recipients", type=int, default=200_000)
+    parser.add_argument("--only-phones", action="store_true", help="run part 5 alone")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     python = sys.executable
@@ -301,6 +359,25 @@ def main() -> int:
         while not embedded.port_is_open("127.0.0.1", port):
             time.sleep(0.1)
         base = f"http://127.0.0.1:{port}"
+        phone_lines = phones_report(base, key, args.phone_recipients)
+        if args.only_phones:
+            report = "\n".join(
+                [
+                    f"## API benchmark, phone numbers, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+                    "",
+                    f"`make bench-api` part 5 (`--only-phones`) on {platform.node()} "
+                    f"({os.cpu_count()} CPUs, Python {platform.python_version()}): one API "
+                    f"worker on CPU {SERVER_CPU}, PostgreSQL (embedded) and the client on CPU "
+                    f"{LOAD_CPU}.",
+                    "",
+                    *phone_lines,
+                    "",
+                ]
+            )
+            print(report)
+            if not args.no_write:
+                write_section(report)
+            return 0
         phones = [f"4477{i:08d}" for i in range(args.recipients)]
         links_body = orjson.dumps(
             {
@@ -379,6 +456,7 @@ def main() -> int:
             f"- **POST /v1/messages, track mode, {args.recipients:,} recipients**: median "
             f"**{statistics.median(results['messages']):.2f} s** "
             f"(runs: {', '.join(f'{s:.2f}' for s in results['messages'])})",
+            *phone_lines,
             f"- **GET /v1/campaigns/{{id}}/stats with {args.clicks:,} clicks in the table**: "
             f"p50 **{latencies[len(latencies) // 2]:.1f} ms**, p99 {latencies[-1]:.1f} ms "
             f"over {len(latencies)} calls (counters, not a scan of clicks)",

@@ -22,8 +22,9 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-from shortlink import accounts, deliveries, endpoints, logs, schema
+from shortlink import accounts, deliveries, endpoints, logs, schema, validation
 from shortlink.api.config import ApiConfig, DashboardConfig
+from shortlink.api.links import MAX_TEXT
 from shortlink.config import ServiceConfig
 from shortlink.db import require_database_url
 from shortlink.dev import embedded
@@ -204,7 +205,40 @@ def _not_found(account_id: int) -> int:
     return 1
 
 
+def _checked_link(args: argparse.Namespace, env: dict[str, str]) -> tuple[str, str | None]:
+    """The target URL and phone number as POST /v1/links takes them (the same checks,
+    SHORT_DOMAIN from the environment when set), or InvalidInput naming the option."""
+    short_domain = env.get("SHORT_DOMAIN", "").lower()
+    checked: dict[str, str | None] = {}
+    checks: list[tuple[str, str | None, Callable[[str], str]]] = [
+        ("--url", args.url, lambda value: validation.target_url(value, short_domain)),
+        ("--phone-number", args.phone_number, validation.phone_number),
+        ("--client-ref", args.client_ref, _short_text),
+        ("--client-identifier", args.client_identifier, _short_text),
+    ]
+    for option, value, check in checks:
+        try:
+            checked[option] = None if value is None else check(validation.text(value))
+        except validation.InvalidInput as exc:
+            raise validation.InvalidInput(f"{option}: {exc}") from None
+    return checked["--url"] or "", checked["--phone-number"]
+
+
+def _short_text(value: str) -> str:
+    if len(value) > MAX_TEXT:
+        raise validation.InvalidInput(f"must be at most {MAX_TEXT} characters")
+    return value
+
+
 def cmd_link(args: argparse.Namespace, env: dict[str, str]) -> int:
+    try:
+        url, phone = _checked_link(args, env)
+    except validation.InvalidInput as exc:
+        sys.stderr.write(f"shortlink: {exc}\n")
+        return 2
+    if not 1 <= args.expires_in_days <= 3650:
+        sys.stderr.write("shortlink: --expires-in-days must be from 1 to 3650\n")
+        return 2
     service = resolve_service(ServiceConfig.from_env(env), kafka=False)
     expires = datetime.now(UTC) + timedelta(days=args.expires_in_days)
 
@@ -215,8 +249,8 @@ def cmd_link(args: argparse.Namespace, env: dict[str, str]) -> int:
             args.account,
             [
                 NewLink(
-                    target_url=args.url,
-                    phone_number=args.phone_number,
+                    target_url=url,
+                    phone_number=phone,
                     client_ref=args.client_ref,
                     client_identifier=args.client_identifier,
                     expires_at=expires,

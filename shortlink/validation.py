@@ -28,27 +28,10 @@ import re
 
 from yarl import URL
 
+from shortlink import phones
+
 MAX_URL_LENGTH = 2048
 
-# ITU-T E.164 country calling codes in use.
-_COUNTRY_CODES = frozenset(
-    {"1", "7"}
-    | set(
-        "20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 "
-        "60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98".split()
-    )
-    | set(
-        "211 212 213 216 218 220 221 222 223 224 225 226 227 228 229 230 231 232 233 234 235 "
-        "236 237 238 239 240 241 242 243 244 245 246 247 248 249 250 251 252 253 254 255 256 "
-        "257 258 260 261 262 263 264 265 266 267 268 269 290 291 297 298 299 350 351 352 353 "
-        "354 355 356 357 358 359 370 371 372 373 374 375 376 377 378 379 380 381 382 383 385 "
-        "386 387 389 420 421 423 500 501 502 503 504 505 506 507 508 509 590 591 592 593 594 "
-        "595 596 597 598 599 670 672 673 674 675 676 677 678 679 680 681 682 683 685 686 687 "
-        "688 689 690 691 692 800 808 850 852 853 855 856 870 878 880 881 882 883 886 888 960 "
-        "961 962 963 964 965 966 967 968 970 971 972 973 974 975 976 977 979 992 993 994 995 "
-        "996 998".split()
-    )
-)
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 # Text that can be stored: anything but NUL.
@@ -56,21 +39,7 @@ TEXT_PATTERN = r"^[^\u0000]*$"
 
 _SEPARATOR = r"[ \u00a0.()/-]"
 _SEPARATORS = " \u00a0.()/-"
-
-
-def _codes(length: int) -> str:
-    return "|".join(sorted(code for code in _COUNTRY_CODES if len(code) == length))
-
-
-def _rest(least: int, most: int) -> str:
-    return f"(?:{_SEPARATOR}*[0-9]){{{least},{most}}}"
-
-
-PHONE_PATTERN = (
-    f"^{_SEPARATOR}*(?:\\+|00)?{_SEPARATOR}*"
-    f"(?:(?:{_codes(1)}){_rest(6, 14)}|(?:{_codes(2)}){_rest(5, 13)}|(?:{_codes(3)}){_rest(4, 12)})"
-    f"{_SEPARATOR}*$"
-)
+PHONE_PATTERN = phones.pattern(_SEPARATOR)
 MAX_PHONE_LENGTH = 40
 
 _LABEL = r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*"
@@ -81,6 +50,11 @@ URL_PATTERN = f"^{_SCHEME}{_LABEL}(?:\\.{_LABEL})*\\.?{_AFTER_HOST}"
 
 _TEXT = re.compile(TEXT_PATTERN)
 _PHONE = re.compile(PHONE_PATTERN)
+# A bracketed national trunk prefix right after the country code: "+44 (0)7700 ...".
+_TRUNK = re.compile(
+    f"^{_SEPARATOR}*(?:\\+|00)?{_SEPARATOR}*(?P<code>[1-9][0-9]{{0,2}})"
+    f"{_SEPARATOR}*\\((?P<trunk>[0-9]{{1,2}})\\)"
+)
 _URL = re.compile(URL_PATTERN)
 # The hosts accepted beyond the pattern: internationalised names and IPv6 literals.
 _ANY_HOST = re.compile(f"^{_SCHEME}(?P<host>\\[[0-9A-Fa-f:.]+\\]|[^/?#@:\\[\\]]+){_AFTER_HOST}")
@@ -107,7 +81,13 @@ def phone_number(raw: str) -> str:
         raise InvalidInput(_phone_problem(raw))
     digits = "".join(c for c in raw if "0" <= c <= "9")
     # A country code never starts with 0, so leading zeros are the "00" prefix.
-    return digits[2:] if digits.startswith("00") else digits
+    if digits.startswith("00"):
+        digits = digits[2:]
+    trunk = _TRUNK.match(raw) if "(" in raw else None
+    if trunk is not None and phones.is_trunk_prefix(trunk["code"], trunk["trunk"]):
+        code = trunk["code"]
+        digits = code + digits[len(code) + len(trunk["trunk"]) :]
+    return digits
 
 
 def _phone_problem(raw: str) -> str:
@@ -126,7 +106,17 @@ def _phone_problem(raw: str) -> str:
         return "is a national number: give it in international format (+44 7700 ...)"
     if not 7 <= len(digits) <= 15:
         return "must have 7 to 15 digits with the country code"
-    return "does not start with a known country calling code"
+    code = phones.calling_code(digits)
+    if code is None:
+        return "does not start with a known country calling code"
+    trunk = _TRUNK.match(raw)
+    if trunk is not None and phones.is_trunk_prefix(trunk["code"], trunk["trunk"]):
+        digits = code + digits[len(code) + len(trunk["trunk"]) :]
+    return (
+        f"has {len(digits) - len(code)} digits after the country calling code +{code}, "
+        f"whose numbers have {phones.describe_lengths(code)} (with the country code, "
+        "7 to 15); the number is mistyped or incomplete"
+    )
 
 
 def target_url(raw: str, short_domain: str) -> str:

@@ -6,15 +6,20 @@ documents in ../shared/seeds):
 
 - `track`:    every `#track("URL")` directive (quotes may arrive escaped, `\\"`) is
               replaced by the short URL.
-- `first`:    the first URL standing between ASCII spaces (or at the start or end)
-              is replaced. A URL is a word starting with http://, https:// or www.
-- `last`:     only the last URL anywhere in the body is replaced.
+- `first`:    the first link standing between ASCII spaces (or at the start or end)
+              is replaced: a word that starts with a link (seed 001: "the first
+              URL/domain name").
+- `last`:     only the last link anywhere in the body is replaced.
 - `template`: a DLT template with `{#var#}` slots and a value for each; a value
-              that is a URL becomes a link, the others are put in as they are. The
-              template's fixed text is never changed.
+              that is a link becomes a tracked link, the others are put in as they
+              are. The template's fixed text is never changed.
 
-Trailing punctuation is not part of a URL: "see https://x.example/a." tracks
-`https://x.example/a` and keeps the full stop after the short URL.
+What a link is (a URL with a scheme, a www. name, a bare domain such as
+`xoxzo.com/en/`) and where it ends is shortlink.api.linkfind's: trailing
+punctuation is not part of it, so "see https://x.example/a." tracks
+`https://x.example/a` and keeps the full stop after the short URL; a `)` stays
+in the URL only when it closes a `(` opened inside it. A bare domain's target is
+`https://` + it.
 """
 
 from __future__ import annotations
@@ -22,13 +27,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from shortlink.api import linkfind
+
 MODES = ("track", "first", "last", "template")
 SLOT = "{#var#}"
 
 _TRACK = re.compile(r'#track\(\s*(\\?["\'])(.*?)\1\s*\)', re.DOTALL)
-_URL_ANYWHERE = re.compile(r"(?i)(?:https?://|www\.)[^\s<>\"]+")
-_URL_START = re.compile(r"(?i)^(?:https?://|www\.)\S")
-_TRAILING = ".,;:!?)]}'\"»…"
 
 
 class NothingToTrack(ValueError):
@@ -49,21 +53,11 @@ class Plan:
         return "".join(pieces)
 
 
-def _target(raw: str) -> str:
-    return "https://" + raw if raw[:4].lower() == "www." else raw
-
-
-def _strip_punctuation(word: str) -> str:
-    while word and word[-1] in _TRAILING:
-        word = word[:-1]
-    return word
-
-
 def _cut(body: str, spans: list[tuple[int, int]]) -> Plan:
     texts, targets, at = [], [], 0
     for start, end in spans:
         texts.append(body[at:start])
-        targets.append(_target(body[start:end]))
+        targets.append(linkfind.target(body[start:end]))
         at = end
     texts.append(body[at:])
     return Plan(tuple(texts), tuple(targets))
@@ -77,7 +71,7 @@ def plan(body: str, mode: str) -> Plan:
         at = 0
         for match in _TRACK.finditer(body):
             pieces.append(body[at : match.start()])
-            targets.append(_target(match.group(2).strip()))
+            targets.append(linkfind.target(match.group(2).strip()))
             at = match.end()
         if not targets:
             raise NothingToTrack('no #track("URL") directive in the body')
@@ -86,18 +80,16 @@ def plan(body: str, mode: str) -> Plan:
     if mode == "first":
         position = 0
         for word in body.split(" "):
-            url = _strip_punctuation(word)
-            if _URL_START.match(url):
+            url = linkfind.leading_link(word)
+            if url is not None:
                 return _cut(body, [(position, position + len(url))])
             position += len(word) + 1
-        raise NothingToTrack("no URL between spaces in the body")
+        raise NothingToTrack("no URL or domain name between spaces in the body")
     if mode == "last":
-        matches = list(_URL_ANYWHERE.finditer(body))
-        for match in reversed(matches):
-            url = _strip_punctuation(match.group())
-            if _URL_START.match(url):
-                return _cut(body, [(match.start(), match.start() + len(url))])
-        raise NothingToTrack("no URL in the body")
+        found = list(linkfind.find_all(body))
+        if found:
+            return _cut(body, [found[-1]])
+        raise NothingToTrack("no URL or domain name in the body")
     raise ValueError(f"mode {mode!r} needs a template and values")
 
 
@@ -112,15 +104,15 @@ def plan_template(template: str, values: list[str]) -> Plan:
     targets = []
     for value, after in zip(values, fixed[1:], strict=True):
         candidate = value.strip()
-        url = _strip_punctuation(candidate)
-        if candidate and _URL_START.match(url) and not any(c.isspace() for c in url):
+        url = linkfind.trim(candidate)
+        if url and linkfind.is_link(url) and not any(c.isspace() for c in url):
             lead = value[: len(value) - len(value.lstrip())]
             trail = value[len(value.rstrip()) :]
             texts[-1] += lead
-            targets.append(_target(url))
+            targets.append(linkfind.target(url))
             texts.append(candidate[len(url) :] + trail + after)
         else:
             texts[-1] += value + after
     if not targets:
-        raise NothingToTrack("no template value is a URL")
+        raise NothingToTrack("no template value is a URL or domain name")
     return Plan(tuple(texts), tuple(targets))

@@ -26,10 +26,15 @@ def test_text_that_cannot_be_stored_is_refused() -> None:
         ("(+1) 408.555.0123", "14085550123"),
         ("919812345678", "919812345678"),
         ("+44\u00a07700/900123", "447700900123"),
+        ("+44 (0)7700 900123", "447700900123"),
+        ("0044 (0) 7700 900123", "447700900123"),
+        ("+7 (8) 912 345-67-89", "79123456789"),
+        ("+39 (0)6 1234 5678", "390612345678"),
+        ("+1 (415) 555-0100", "14155550100"),
     ],
 )
 def test_phone_numbers_become_international_digits(raw: str, digits: str) -> None:
-    """Separators and the international prefix are dropped."""
+    """Separators, the international prefix and a bracketed trunk prefix (not Italy's) go."""
     assert phone_number(raw) == digits
 
 
@@ -40,6 +45,12 @@ def test_phone_numbers_become_international_digits(raw: str, digits: str) -> Non
         ("+44 77", "7 to 15 digits"),
         ("+44 7700 900123 4567", "7 to 15 digits"),
         ("+999 1234567", "country calling code"),
+        ("+44 7700 9001", "has 8 digits after the country calling code \\+44"),
+        ("+44 (0)7700 9001", "has 8 digits after"),
+        ("+44 7700 900123 1", "has 11 digits after the country calling code \\+44"),
+        ("+44 (0)77009001234", "has 11 digits"),
+        ("+1 415 555 01", "7 or 10 digits"),
+        ("+91 98123 45", "8 to 13 digits"),
         ("+44 7700 9001x3", "may contain only"),
         ("+٤٤٧٧٠٠٩٠٠١٢٣", "may contain only"),
         ("\t+44 7700 900123", "may contain only"),
@@ -49,7 +60,7 @@ def test_phone_numbers_become_international_digits(raw: str, digits: str) -> Non
     ],
 )
 def test_implausible_phone_numbers_are_refused(raw: str, reason: str) -> None:
-    """National, too short, too long, unknown country or not digits: refused with a reason."""
+    """National, a length impossible for its country code, unknown code, not digits: refused."""
     with pytest.raises(InvalidInput, match=reason):
         phone_number(raw)
 

@@ -51,6 +51,16 @@ async def test_one_link_per_recipient_in_request_order(
     assert row["life"] == timedelta(days=30)
 
 
+async def test_a_bracketed_trunk_prefix_is_dropped(client: Client) -> None:
+    """+44 (0)7700 900123 is stored as 447700900123, the national 0 left out."""
+    answer = await client.post(
+        "/v1/links",
+        {"url": "https://example.com/", "recipients": [{"phone_number": "+44 (0)7700 900123"}]},
+    )
+    assert answer.status == 201
+    assert answer.json["links"][0]["phone_number"] == "447700900123"
+
+
 async def test_short_urls_without_scheme_and_no_recipients(client: Client) -> None:
     """https=false gives `domain/token`; no recipients gives one link without a phone."""
     answer = await client.post("/v1/links", {"url": "https://example.com/", "https": False})
@@ -81,6 +91,14 @@ async def test_short_urls_without_scheme_and_no_recipients(client: Client) -> No
         ),
         (
             {"url": "https://example.com/", "recipients": [{"phone_number": "+44 abc"}]},
+            "recipients[0].phone_number",
+        ),
+        (
+            {"url": "https://example.com/", "recipients": [{}, {}, {"phone_number": "+44 77009"}]},
+            "recipients[2].phone_number",
+        ),
+        (
+            {"url": "https://example.com/", "recipients": [{"phone_number": "+1 (415) 555-01"}]},
             "recipients[0].phone_number",
         ),
         ({"url": "https://example.com/", "recipients": "everyone"}, "recipients"),

@@ -183,3 +183,54 @@ async def test_links_over_max_links_per_request_are_422_before_any_work(
         )
         assert count == 0
         assert (await api.post("/v1/messages", {"to": to[:2], "body": body})).status == 201
+
+
+async def test_first_mode_finds_domain_names_and_keeps_brackets_balanced(client: Client) -> None:
+    """Seed 001's 'first URL/domain name': a bare domain is tracked as https://, file names not."""
+    answer = await client.post(
+        "/v1/messages",
+        {
+            "to": ["+44 (0)7700 900123"],
+            "body": "Open readme.md e.g. 3.5 at xoxzo.com/en/ (see https://en.wikipedia.org/wiki/Foo_(bar))",
+            "mode": "first",
+        },
+    )
+    assert answer.status == 201, answer.json
+    [message] = answer.json["messages"]
+    [link] = message["links"]
+    assert message["to"] == "447700900123"
+    assert link["target_url"] == "https://xoxzo.com/en/"
+    assert message["body"].startswith(f"Open readme.md e.g. 3.5 at {link['short_url']} (see ")
+    last = await client.post(
+        "/v1/messages",
+        {
+            "to": ["447700900123"],
+            "body": "詳細は(see https://en.wikipedia.org/wiki/Foo_(bar))。",
+            "mode": "last",
+        },
+    )
+    [message] = last.json["messages"]
+    [link] = message["links"]
+    assert link["target_url"] == "https://en.wikipedia.org/wiki/Foo_(bar)"
+    assert message["body"] == f"詳細は(see {link['short_url']})。"
+
+
+async def test_an_impossible_phone_number_is_422_naming_it_and_nothing_is_made(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """A number too short or long for its country code is refused by index; no link is made."""
+    answer = await client.post(
+        "/v1/messages",
+        {
+            "to": ["+44 7700 900123", "+44 7700 9001", {"phone_number": "+1 415 555 01000"}],
+            "body": "Sale at shop.example.com",
+            "mode": "first",
+        },
+    )
+    assert answer.status == 422
+    details = {d["field"]: d["message"] for d in answer.json["error"]["details"]}
+    assert set(details) == {"to[1].phone_number", "to[2].phone_number"}
+    assert "+44" in details["to[1].phone_number"]
+    assert "7, 9 or 10 digits" in details["to[1].phone_number"]
+    count = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id)
+    assert count == 0

@@ -47,10 +47,25 @@ def test_track_directives(body: str, expected: str, targets: tuple[str, ...]) ->
         ("Offer at https://a.example/x. Hurry", "Offer at <L0>. Hurry", "https://a.example/x"),
         ("See (https://a.example/x), ok", "", None),
         ("Go to www.shop.example!", "Go to <L0>!", "https://www.shop.example"),
+        ("test link tracking xoxzo.com/en/", "test link tracking <L0>", "https://xoxzo.com/en/"),
+        ("Visit www.example.co.uk, today", "Visit <L0>, today", "https://www.example.co.uk"),
+        (
+            "See readme.md e.g. 3.5 or example.com.",
+            "See readme.md e.g. 3.5 or <L0>.",
+            "https://example.com",
+        ),
+        (
+            "(see https://en.wikipedia.org/wiki/Foo_(bar))",
+            "(see <L0>)",
+            "https://en.wikipedia.org/wiki/Foo_(bar)",
+        ),
+        ("詳細は https://a.example/x。", "詳細は <L0>。", "https://a.example/x"),
+        ("Read readme.md, file.txt and v1.2 notes", "", None),
+        ("Mail user@example.com today", "", None),
     ],
 )
 def test_first_url_between_spaces(body: str, expected: str, target: str | None) -> None:
-    """Only the first URL standing between ASCII spaces is replaced; punctuation stays."""
+    """The first URL or domain name between ASCII spaces is replaced; punctuation stays."""
     if target is None:
         with pytest.raises(NothingToTrack):
             plan(body, "first")
@@ -105,3 +120,21 @@ def test_template_slot_count_must_match() -> None:
         plan_template("{#var#} {#var#}", ["a"])
     with pytest.raises(NothingToTrack):
         plan_template("Hi {#var#}", ["Asha"])
+
+
+def test_last_finds_domain_names_too() -> None:
+    """last mode takes a bare domain as a link as well, never an address or a file name."""
+    assert fill("Old: https://a.example/1, new: shop.example.com/new. Mail me@b.com", "last") == (
+        "Old: https://a.example/1, new: <L0>. Mail me@b.com",
+        ("https://shop.example.com/new",),
+    )
+    with pytest.raises(NothingToTrack):
+        plan("Open readme.md or setup.py, e.g. v1.2", "last")
+
+
+def test_domain_names_in_track_directives_and_template_values() -> None:
+    """A bare domain in #track() or as a template value is tracked as https:// + it."""
+    assert fill('Go #track("xoxzo.com/en/")', "track") == ("Go <L0>", ("https://xoxzo.com/en/",))
+    cut = plan_template("File {#var#} at {#var#}", ["readme.md", "example.com/f."])
+    assert cut.targets == ("https://example.com/f",)
+    assert cut.render(["<L0>"]) == "File readme.md at <L0>."

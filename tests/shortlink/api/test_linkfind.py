@@ -1,0 +1,106 @@
+"""What counts as a link in free text and where it ends."""
+
+from __future__ import annotations
+
+import pytest
+
+from shortlink.api.linkfind import find_all, is_link, leading_link, target, trim
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "xoxzo.com/en/",
+        "www.example.co.uk",
+        "example.com",
+        "EXAMPLE.COM",
+        "shop.example.com?id=9",
+        "tx9.in/a#top",
+        "get.sh/install",
+        "notes.md/",
+        "sub.domain.example.org/path/to",
+        "xn--bcher-kva.de",
+    ],
+)
+def test_domain_names_with_or_without_a_path_are_links(text: str) -> None:
+    """A name whose last label is an ICANN top-level domain, with a label before it, is a link."""
+    assert is_link(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "readme.md",
+        "setup.py",
+        "photos.zip",
+        "clip.mov",
+        "e.g",
+        "i.e",
+        "3.5",
+        "v1.2",
+        "file.txt",
+        "index.html",
+        "node.js",
+        "Hello.World",
+        "co.uk",
+        "user@example.com",
+        "example.invalid",
+        "localhost",
+        "-bad.example.com",
+        "bücher.de",
+    ],
+)
+def test_file_names_abbreviations_and_numbers_are_not_links(text: str) -> None:
+    """File names, abbreviations, versions, addresses and unknown suffixes are not links."""
+    assert not is_link(text)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "url"),
+    [
+        ("https://en.wikipedia.org/wiki/Foo_(bar))", "https://en.wikipedia.org/wiki/Foo_(bar)"),
+        ("https://en.wikipedia.org/wiki/Foo_(bar)", "https://en.wikipedia.org/wiki/Foo_(bar)"),
+        ("https://a.example/x),", "https://a.example/x"),
+        ("https://a.example/[1]]", "https://a.example/[1]"),
+        ("https://a.example/x。", "https://a.example/x"),
+        ("https://a.example/x！」", "https://a.example/x"),
+        ("example.com/a?!...", "example.com/a"),
+        ("https://a.example/x'\"»…", "https://a.example/x"),
+    ],
+)
+def test_closing_punctuation_stays_outside_balanced_brackets_inside(
+    candidate: str, url: str
+) -> None:
+    """Trailing punctuation is not the URL's; a bracket it opened and closes is."""
+    assert trim(candidate) == url
+
+
+def test_a_link_ends_at_cjk_punctuation() -> None:
+    """Full-width punctuation ends a link even with text glued after it."""
+    assert leading_link("https://a.example/x。ありがとう") == "https://a.example/x"
+    assert leading_link("xoxzo.com、詳しく") == "xoxzo.com"
+    assert leading_link("(https://a.example/x)") is None
+
+
+def test_links_found_anywhere() -> None:
+    """Every link in order; none inside an address, another URL or a file path."""
+    body = (
+        "Mail user@example.com or john.smith.name@x.com, see docs/readme.md, e.g. 3.5 v1.2; "
+        "(see https://en.wikipedia.org/wiki/Foo_(bar)) and xoxzo.com/en/. "
+        "詳細はexample.jp。 https://x.example/?u=foo.com www.a.example"
+    )
+    assert [body[start:end] for start, end in find_all(body)] == [
+        "https://en.wikipedia.org/wiki/Foo_(bar)",
+        "xoxzo.com/en/",
+        "example.jp",
+        "https://x.example/?u=foo.com",
+        "www.a.example",
+    ]
+
+
+def test_targets_get_https_unless_they_have_a_scheme() -> None:
+    """A www. name or a bare domain points at https://; a URL with a scheme as written."""
+    assert target("xoxzo.com/en/") == "https://xoxzo.com/en/"
+    assert target("www.a.example") == "https://www.a.example"
+    assert target("http://a.example/") == "http://a.example/"
+    assert target("readme.md") == "readme.md"

@@ -1,0 +1,76 @@
+"""`shortlink link create` checks its URL and phone number as POST /v1/links does."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import asyncpg
+import orjson
+import pytest
+
+
+def shortlink(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shortlink.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_link_create_normalises_like_the_api(
+    database_url: str, account_id: int, db: asyncpg.Connection
+) -> None:
+    """The stored target is normalised and the number is digits, its (0) trunk prefix dropped."""
+    made = await asyncio.to_thread(
+        shortlink,
+        {"DATABASE_URL": database_url},
+        "link",
+        "create",
+        "--account",
+        str(account_id),
+        "--url",
+        "HTTPS://Bücher.example/straße",
+        "--phone-number",
+        "+44 (0)7700 900123",
+    )
+    assert made.returncode == 0, made.stderr
+    token = orjson.loads(made.stdout)["token"]
+    row = await db.fetchrow("SELECT target_url, phone_number FROM links WHERE token = $1", token)
+    assert tuple(row) == ("https://xn--bcher-kva.example/stra%C3%9Fe", "447700900123")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--url", "javascript:alert(1)", "--url: must start with http:// or https://"),
+        ("--url", "https://u:p@example.com/", "--url: must not contain a user name"),
+        ("--url", "https://sl.test/AbC1234", "--url: must not point at the short domain"),
+        ("--phone-number", "07700 900123", "--phone-number: is a national number"),
+        ("--phone-number", "+44 7700 9001", "--phone-number: has 8 digits after"),
+        ("--client-ref", "m\x01" + "x" * 300, "--client-ref: must be at most 200"),
+    ],
+)
+async def test_link_create_refuses_what_the_api_refuses(
+    database_url: str, account_id: int, db: asyncpg.Connection, option: str, value: str, says: str
+) -> None:
+    """A URL or number the API would refuse exits 2 naming the option, and creates nothing."""
+    args = {"--url": "https://example.com/", "--phone-number": "+447700900123", option: value}
+    refused = await asyncio.to_thread(
+        shortlink,
+        {"DATABASE_URL": database_url, "SHORT_DOMAIN": "SL.test"},
+        "link",
+        "create",
+        "--account",
+        str(account_id),
+        *(part for pair in args.items() for part in pair),
+    )
+    assert refused.returncode == 2, refused.stdout
+    assert says in refused.stderr
+    count = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", account_id)
+    assert count == 0
