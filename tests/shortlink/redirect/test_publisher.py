@@ -17,6 +17,7 @@ from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
 from shortlink.redirect.app import create_app, make_handler
+from shortlink.redirect.cache import CACHE
 from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.publisher import PUBLISHER
 from shortlink.redirect.spool import Spool
@@ -241,3 +242,57 @@ async def test_undecodable_headers_spill_and_shut_down_into_the_spool(
     records, _ = spool.read(10)
     spool.close()
     assert [clickevent.decode(r[2]).user_agent for r in records] == ["Mozilla/5.0 \ufffd\ufffd"] * 3
+
+
+async def test_a_burst_goes_to_the_broker_in_one_round_trip(
+    database_url: str,
+    db: asyncpg.Connection,
+    account_id: int,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    """Thousands of clicks flushed at once are sent as one record batch per partition, not a
+    batch per encoded slice awaited in turn (which capped a worker below its request rate)."""
+    topic = f"burst-{embedded.free_port()}"
+    await ensure_topic(kafka_bootstrap, topic, 3)
+    [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
+    config = RedirectConfig.from_env(
+        {
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "CLICK_TOPIC": topic,
+            "SPOOL_DIR": str(tmp_path / "spool"),
+            "PUBLISH_LINGER_MS": "50",
+        }
+    )
+    async with running(create_app(config), make_handler) as server:
+        publisher = server.app[PUBLISHER]
+        async with aiohttp.ClientSession() as session:
+            assert await click(session, f"{server.url}/{link.token}", "first") == 302
+        await wait_for(lambda: publisher.published == 1)
+        cached = server.app[CACHE].find(link.token)
+        assert cached is not None
+        group, packed = cached
+        producer = publisher._producer
+        assert producer is not None
+        calls = 0
+        send_batch = producer.send_batch
+
+        async def counted(*args: object, **kwargs: object) -> object:
+            nonlocal calls
+            calls += 1
+            return await send_batch(*args, **kwargs)  # type: ignore[arg-type]
+
+        producer.send_batch = counted  # type: ignore[method-assign]
+        now = time.time()
+        for i in range(3_000):  # one loop tick: one flush
+            publisher.submit(
+                link.token, group, packed, now, f"burst-{i}", "203.0.113.9", None, "GET", False
+            )
+        await wait_for(lambda: publisher.published == 3_001)
+        # One key, one partition: ~1.2 MB of events make two full record batches (1 MiB each),
+        # where a batch per slice of 256 was 12 sends, each awaited before the next.
+        assert calls <= 3
+        assert publisher.spooled == 0
+    events = await consume(kafka_bootstrap, topic, 3_001)
+    assert len({clickevent.decode(r.value).user_agent for r in events}) == 3_001
