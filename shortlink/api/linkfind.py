@@ -50,12 +50,17 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _TLD = r"(?:[A-Za-z]{2,63}|[Xx][Nn]--[A-Za-z0-9-]{1,59})"
 _PATH = f"[/?#][^{_STOP}]*"
 _BARE = re.compile(f"(?P<host>(?:{_LABEL}\\.)+(?P<tld>{_TLD}))(?P<path>{_PATH})?")
+# Latin letters with diacritics and combining marks: the rest of a word (an
+# internationalised name) an ASCII run inside it belongs to. "münchen.de" holds no
+# "nchen.de", "promoção.com.br" no "o.com.br". Other scripts (CJK, Thai) are written
+# without spaces and may touch a link: "詳しくはexample.comへ".
+_LATIN = "\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u0300-\u036f\u1e00-\u1eff"
 # A bare domain found anywhere neither continues nor is continued by a word, a
 # number, an address or a path: "user@example.com" and ".../docs/readme.md" hold none.
 _ANYWHERE = re.compile(
     f"{_SCHEME_URL}"
-    f"|(?<![A-Za-z0-9.@/\\\\:%+&=~_-])(?:{_LABEL}\\.)+{_TLD}"
-    f"(?![A-Za-z0-9@_-]|\\.[A-Za-z0-9])(?:{_PATH})?"
+    f"|(?<![A-Za-z0-9{_LATIN}.@/\\\\:%+&=~_-])(?:{_LABEL}\\.)+{_TLD}"
+    f"(?![A-Za-z0-9{_LATIN}@_-]|\\.[A-Za-z0-9{_LATIN}])(?:{_PATH})?"
 )
 
 

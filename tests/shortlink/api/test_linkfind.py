@@ -141,3 +141,29 @@ def test_a_long_run_of_closing_punctuation_takes_linear_time(tail: str) -> None:
     url = trim("x.com/" + tail)
     assert time.perf_counter() - started < 0.5
     assert url == "x.com/" + ("(" * 100_000 + ")" * 100_000 if tail.startswith("(") else "")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Besuchen Sie münchen.de heute",  # not "nchen.de"
+        "Besuchen Sie mu\u0308nchen.de heute",  # the same, decomposed (a combining mark)
+        "Olá, veja promoção.com.br agora",  # not "o.com.br"
+        "GO TO ZÜRICH.CH",  # not "RICH.CH"
+        "voir exemple.frère",  # not "exemple.fr"
+    ],
+)
+def test_no_ascii_piece_of_an_internationalised_name_is_a_link(body: str) -> None:
+    """An ASCII run inside a word of accented Latin letters is not a domain of its own:
+    tracking it would send the click to another site and leave "mü" in the message."""
+    assert [body[start:end] for start, end in find_all(body)] == []
+
+
+def test_links_touching_text_without_spaces_are_still_found() -> None:
+    """Scripts written without spaces may touch a bare domain on either side."""
+    body = "詳しくはexample.comへ。 ดูที่shop.co.thเลย, Ölçü: site.com.tr/ü"
+    assert [body[start:end] for start, end in find_all(body)] == [
+        "example.com",
+        "shop.co.th",
+        "site.com.tr/ü",
+    ]
