@@ -43,6 +43,7 @@ _STOP = f'\\s<>"{_CJK_STOPS}'
 _TRAILING = ".,;:!?'\"»…›" + _CJK_STOPS
 _CLOSING = {")": "(", "]": "[", "}": "{"}
 
+_END = re.compile(f"[{_STOP}]")
 _PSL = PublicSuffixList(only_icann=True, accept_unknown=False)
 _SCHEME_START = re.compile(r"(?i)^(?:https?://|www\.)\S")
 _SCHEME_URL = f"(?:[Hh][Tt][Tt][Pp][Ss]?://|[Ww][Ww][Ww]\\.)[^{_STOP}]+"
@@ -107,13 +108,10 @@ def is_link(text: str) -> bool:
 
 
 def leading_link(word: str) -> str | None:
-    """The link `word` starts with (cut at CJK punctuation, trimmed), if it starts with one."""
-    cut = word
-    for at, char in enumerate(word):
-        if char in _CJK_STOPS:
-            cut = word[:at]
-            break
-    url = trim(cut)
+    """The link `word` starts with (cut where a link ends: whitespace such as a newline,
+    `<`, `>`, `"`, CJK punctuation; then trimmed), if it starts with one."""
+    stop = _END.search(word)
+    url = trim(word[: stop.start()] if stop else word)
     return url if url and is_link(url) else None
 
 

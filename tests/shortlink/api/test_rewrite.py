@@ -138,3 +138,21 @@ def test_domain_names_in_track_directives_and_template_values() -> None:
     cut = plan_template("File {#var#} at {#var#}", ["readme.md", "example.com/f."])
     assert cut.targets == ("https://example.com/f",)
     assert cut.render(["<L0>"]) == "File readme.md at <L0>."
+
+
+@pytest.mark.parametrize(
+    ("body", "expected", "target"),
+    [
+        ("Sale! https://a.example/x\nReply STOP", "Sale! <L0>\nReply STOP", "https://a.example/x"),
+        ("Sale! shop.example.com.\r\nBye", "Sale! <L0>.\r\nBye", "https://shop.example.com"),
+        ("Go https://a.example/x\tnow", "Go <L0>\tnow", "https://a.example/x"),
+        ('Go https://a.example/x"now', 'Go <L0>"now', "https://a.example/x"),
+        ("Go https://a.example/x<br>", "Go <L0><br>", "https://a.example/x"),
+    ],
+)
+def test_first_link_ends_at_whitespace_inside_its_word(
+    body: str, expected: str, target: str
+) -> None:
+    """A link ends at whitespace, <, > and " in first mode too (docs/api.md, "Where a link
+    ends"): a newline after the URL is not part of the target (which 422'd the message)."""
+    assert fill(body, "first") == (expected, (target,))
