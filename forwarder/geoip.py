@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ import maxminddb
 log = logging.getLogger(__name__)
 
 CACHE_SIZE = 65_536
+# What clicks.country accepts (its CHECK), once upper-cased. Files also carry codes
+# such as MaxMind's legacy "A1" (anonymous proxy), "A2", "O1" or IP2Location's "--":
+# no country, and a row PostgreSQL would refuse (the click would go to dead_events).
+_COUNTRY_CODE = re.compile(r"[A-Za-z]{2}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +83,8 @@ class Locator:
             text = str(ip)
             place = _from_record(self._reader.get(text)) if self._reader else NOWHERE
             if place.country is None:
-                country = iptocc.country_code(text)
-                place = Place(country.upper(), None) if country else NOWHERE
+                country = _country_code(iptocc.country_code(text))
+                place = Place(country, None) if country else NOWHERE
             return place
         except Exception:  # a lookup must never stop the recorder
             log.warning("IP lookup failed", extra={"address": address[:64]}, exc_info=True)
@@ -93,18 +98,26 @@ def _from_record(record: Any) -> Place:
     country = record.get("country")
     if isinstance(country, dict):
         country = country.get("iso_code")
+    country = _country_code(country)
     if country is None:
         # Anycast and satellite blocks may carry only the registered country.
         registered = record.get("registered_country")
-        country = registered.get("iso_code") if isinstance(registered, dict) else None
-    if not (isinstance(country, str) and len(country) == 2 and country.isascii()):
+        country = _country_code(
+            registered.get("iso_code") if isinstance(registered, dict) else None
+        )
+    if country is None:
         return NOWHERE
     region = record.get("region")
     subdivisions = record.get("subdivisions")
     if isinstance(subdivisions, list) and subdivisions and isinstance(subdivisions[0], dict):
         names = subdivisions[0].get("names")
         region = names.get("en") if isinstance(names, dict) else None
-    return Place(country.upper(), region if isinstance(region, str) and region else None)
+    return Place(country, region if isinstance(region, str) and region else None)
+
+
+def _country_code(value: Any) -> str | None:
+    """`value` upper-cased if it is two ASCII letters (ISO 3166-1 alpha-2's shape), else None."""
+    return value.upper() if isinstance(value, str) and _COUNTRY_CODE.fullmatch(value) else None
 
 
 PACKAGED = Locator()

@@ -43,6 +43,7 @@ _STOP = f'\\s<>"{_CJK_STOPS}'
 _TRAILING = ".,;:!?'\"»…›" + _CJK_STOPS
 _CLOSING = {")": "(", "]": "[", "}": "{"}
 
+_END = re.compile(f"[{_STOP}]")
 _PSL = PublicSuffixList(only_icann=True, accept_unknown=False)
 _SCHEME_START = re.compile(r"(?i)^(?:https?://|www\.)\S")
 _SCHEME_URL = f"(?:[Hh][Tt][Tt][Pp][Ss]?://|[Ww][Ww][Ww]\\.)[^{_STOP}]+"
@@ -50,24 +51,34 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _TLD = r"(?:[A-Za-z]{2,63}|[Xx][Nn]--[A-Za-z0-9-]{1,59})"
 _PATH = f"[/?#][^{_STOP}]*"
 _BARE = re.compile(f"(?P<host>(?:{_LABEL}\\.)+(?P<tld>{_TLD}))(?P<path>{_PATH})?")
+# Latin letters with diacritics and combining marks: the rest of a word (an
+# internationalised name) an ASCII run inside it belongs to. "münchen.de" holds no
+# "nchen.de", "promoção.com.br" no "o.com.br". Other scripts (CJK, Thai) are written
+# without spaces and may touch a link: "詳しくはexample.comへ".
+_LATIN = "\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u0300-\u036f\u1e00-\u1eff"
 # A bare domain found anywhere neither continues nor is continued by a word, a
 # number, an address or a path: "user@example.com" and ".../docs/readme.md" hold none.
 _ANYWHERE = re.compile(
     f"{_SCHEME_URL}"
-    f"|(?<![A-Za-z0-9.@/\\\\:%+&=~_-])(?:{_LABEL}\\.)+{_TLD}"
-    f"(?![A-Za-z0-9@_-]|\\.[A-Za-z0-9])(?:{_PATH})?"
+    f"|(?<![A-Za-z0-9{_LATIN}.@/\\\\:%+&=~_-])(?:{_LABEL}\\.)+{_TLD}"
+    f"(?![A-Za-z0-9{_LATIN}@_-]|\\.[A-Za-z0-9{_LATIN}])(?:{_PATH})?"
 )
 
 
 def trim(candidate: str) -> str:
     """`candidate` without the closing punctuation at its end (brackets opened inside stay)."""
     end = len(candidate)
+    # Counted once: what is cut off below is closers and _TRAILING, never an opener, so
+    # the openers before `end` stay these, and the closers go down one per closer cut.
+    # (Counting again per character made a run of 100,000 ")" take seconds.)
+    openers = {closer: candidate.count(opener) for closer, opener in _CLOSING.items()}
+    closers = {closer: candidate.count(closer) for closer in _CLOSING}
     while end:
         last = candidate[end - 1]
-        opener = _CLOSING.get(last)
-        if opener is not None:
-            if candidate.count(opener, 0, end) > candidate.count(last, 0, end - 1):
+        if last in _CLOSING:
+            if openers[last] >= closers[last]:  # it closes a bracket opened inside
                 break
+            closers[last] -= 1
         elif last not in _TRAILING:
             break
         end -= 1
@@ -97,13 +108,10 @@ def is_link(text: str) -> bool:
 
 
 def leading_link(word: str) -> str | None:
-    """The link `word` starts with (cut at CJK punctuation, trimmed), if it starts with one."""
-    cut = word
-    for at, char in enumerate(word):
-        if char in _CJK_STOPS:
-            cut = word[:at]
-            break
-    url = trim(cut)
+    """The link `word` starts with (cut where a link ends: whitespace such as a newline,
+    `<`, `>`, `"`, CJK punctuation; then trimmed), if it starts with one."""
+    stop = _END.search(word)
+    url = trim(word[: stop.start()] if stop else word)
     return url if url and is_link(url) else None
 
 

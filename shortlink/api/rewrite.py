@@ -25,6 +25,7 @@ in the URL only when it closes a `(` opened inside it. A bare domain's target is
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from shortlink.api import linkfind
@@ -32,7 +33,11 @@ from shortlink.api import linkfind
 MODES = ("track", "first", "last", "template")
 SLOT = "{#var#}"
 
-_TRACK = re.compile(r'#track\(\s*(\\?["\'])(.*?)\1\s*\)', re.DOTALL)
+# A directive: #track( and a quote (\" too), the URL, the same quote and ). One regular
+# expression (`#track\(\s*(\\?["'])(.*?)\1\s*\)`) would read on to the end of the body
+# for every unclosed directive: quadratic, 80 ms for a 10,000-character body of them.
+_TRACK_OPEN = re.compile(r'#track\(\s*(\\?["\'])')
+_TRACK_CLOSE = {q: re.compile(re.escape(q) + r"\s*\)") for q in ('"', "'", '\\"', "\\'")}
 
 
 class NothingToTrack(ValueError):
@@ -63,16 +68,32 @@ def _cut(body: str, spans: list[tuple[int, int]]) -> Plan:
     return Plan(tuple(texts), tuple(targets))
 
 
+def directives(body: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, URL as written) of each #track("URL") directive, in order, in linear
+    time: a quote that closes nowhere after one directive closes nowhere after a later one."""
+    at = 0
+    unclosed: set[str] = set()
+    while (opened := _TRACK_OPEN.search(body, at)) is not None:
+        quote = opened.group(1)
+        closed = None if quote in unclosed else _TRACK_CLOSE[quote].search(body, opened.end())
+        if closed is None:
+            unclosed.add(quote)
+            at = opened.start() + 1
+            continue
+        yield opened.start(), closed.end(), body[opened.end() : closed.start()]
+        at = closed.end()
+
+
 def plan(body: str, mode: str) -> Plan:
     """Cut a shared body (modes track, first, last); NothingToTrack if it has no link."""
     if mode == "track":
         pieces: list[str] = []
         targets: list[str] = []
         at = 0
-        for match in _TRACK.finditer(body):
-            pieces.append(body[at : match.start()])
-            targets.append(linkfind.target(match.group(2).strip()))
-            at = match.end()
+        for start, end, written in directives(body):
+            pieces.append(body[at:start])
+            targets.append(linkfind.target(written.strip()))
+            at = end
         if not targets:
             raise NothingToTrack('no #track("URL") directive in the body')
         pieces.append(body[at:])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from forwarder.geoip import NOWHERE, PACKAGED, Locator, Place
+from forwarder.geoip import NOWHERE, PACKAGED, Locator, Place, _from_record
 
 
 @pytest.mark.parametrize(
@@ -79,3 +79,42 @@ def test_lookups_are_cached_per_distinct_address() -> None:
         locator.locate("145.97.39.155")
     info = locator.cache_info()
     assert (info.misses, info.hits) == (1, 4)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"country": {"iso_code": "A1"}},  # MaxMind legacy: anonymous proxy
+        {"country": {"iso_code": "O1"}},  # MaxMind legacy: other
+        {"country": "--"},  # IP2Location: no country
+        {"country": "1A"},
+        {"country": {"iso_code": "A2"}, "registered_country": {"iso_code": "99"}},
+    ],
+)
+def test_codes_that_are_no_country_give_none(record: dict[str, object]) -> None:
+    """Two-character codes that are not two letters are no country: clicks.country's CHECK
+    (^[A-Z]{2}$) would refuse them and the click would end in dead_events."""
+    assert _from_record(record) == NOWHERE
+
+
+def test_a_code_that_is_no_country_falls_back_to_the_registered_one() -> None:
+    """A satellite block marked "A2" with a registered country gives the registered one."""
+    record = {"country": {"iso_code": "A2"}, "registered_country": {"iso_code": "lu"}}
+    assert _from_record(record) == Place("LU", None)
+
+
+def test_a_legacy_code_in_the_file_gives_the_packaged_country(tmp_path: Path) -> None:
+    """An address the file marks "A1" gets its country from the packaged data instead."""
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    writer = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoIP2-Country")
+    writer.insert_network(IPSet(["145.97.0.0/16"]), {"country": {"iso_code": "A1"}})
+    writer.insert_network(IPSet(["81.2.69.0/24"]), {"country": "--", "region": "x"})
+    writer.to_db_file(str(tmp_path / "legacy.mmdb"))
+    locator = Locator(tmp_path / "legacy.mmdb")
+    try:
+        assert locator.locate("145.97.39.155") == Place("NL", None)
+        assert locator.locate("81.2.69.142") == Place("GB", None)
+    finally:
+        locator.close()

@@ -394,3 +394,26 @@ async def test_the_operators_database_gives_regions(
         ("NL", "Utrecht"),
     ]
     assert await breakdown(db, account_id, "country") == {"NL": 2}
+
+
+async def test_a_file_code_that_is_no_country_does_not_refuse_the_click(
+    db: asyncpg.Connection, account_id: int, tmp_path: Path
+) -> None:
+    """A GEOIP_DATABASE marking an address "A1" (MaxMind's legacy anonymous proxy) does not
+    make PostgreSQL refuse the click (clicks.country's CHECK): it gets the packaged country."""
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    writer = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoIP2-Country")
+    writer.insert_network(IPSet(["145.97.0.0/16"]), {"country": {"iso_code": "A1"}})
+    writer.to_db_file(str(tmp_path / "legacy.mmdb"))
+    links = await make_links(db, account_id, 1)
+    locator = Locator(tmp_path / "legacy.mmdb")
+    try:
+        outcome = await record(
+            db, events(clicks(links, ip="145.97.39.155")), batch_size=100, locator=locator
+        )
+    finally:
+        locator.close()
+    assert outcome.recorded == 1
+    assert await db.fetchval("SELECT country FROM clicks WHERE link_id = $1", links[0].id) == "NL"

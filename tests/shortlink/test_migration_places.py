@@ -54,3 +54,52 @@ async def test_counted_clicks_become_unknown_countries(empty_database_url: str) 
             )
     finally:
         await conn.close()
+
+
+async def test_clicks_recorded_before_keep_their_rows_and_old_writers_still_insert(
+    empty_database_url: str,
+) -> None:
+    """On a database at 0009 with clicks: they stay, with null places; a forwarder of the
+    previous release (its INSERT names no place) still records; a new row's country is
+    checked."""
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        migrations = schema.load_migrations()
+        ours = next(m for m in migrations if m.name == "click_places")
+        for migration in migrations[: ours.version - 1]:
+            await conn.execute(migration.sql)
+        insert = """
+            INSERT INTO clicks (event_id, link_id, account_id, clicked_at, method, client_ip,
+                                browser, is_bot)
+            VALUES (gen_random_uuid(), 1, 1, now(), 'GET', '145.97.39.155', 'Chrome', false)
+        """
+        for _ in range(3):
+            await conn.execute(insert)
+        await conn.execute(ours.sql)
+        rows = await conn.fetch("SELECT country, region FROM clicks")
+        assert [tuple(r.values()) for r in rows] == [(None, None)] * 3
+        await conn.execute(insert)  # the previous release's forwarder, during the upgrade
+        assert await conn.fetchval("SELECT count(*) FROM clicks WHERE country IS NULL") == 4
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                """
+                INSERT INTO clicks (event_id, link_id, account_id, clicked_at, method, country)
+                VALUES (gen_random_uuid(), 1, 1, now(), 'GET', 'A1')
+                """
+            )
+    finally:
+        await conn.close()
+
+
+async def test_the_country_check_reads_no_clicks_already_there(empty_database_url: str) -> None:
+    """clicks.country's CHECK is added NOT VALID: PostgreSQL checks the rows written after,
+    and does not scan the table (every old row is null) under the ACCESS EXCLUSIVE lock."""
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await schema.migrate(conn)
+        validated = await conn.fetchval(
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'clicks_country_check'"
+        )
+        assert validated is False
+    finally:
+        await conn.close()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import re
+import time
+
 import pytest
 
-from shortlink.api.rewrite import NothingToTrack, plan, plan_template
+from shortlink.api.rewrite import NothingToTrack, directives, plan, plan_template
 
 
 def fill(body: str, mode: str) -> tuple[str, tuple[str, ...]]:
@@ -138,3 +142,44 @@ def test_domain_names_in_track_directives_and_template_values() -> None:
     cut = plan_template("File {#var#} at {#var#}", ["readme.md", "example.com/f."])
     assert cut.targets == ("https://example.com/f",)
     assert cut.render(["<L0>"]) == "File readme.md at <L0>."
+
+
+@pytest.mark.parametrize(
+    ("body", "expected", "target"),
+    [
+        ("Sale! https://a.example/x\nReply STOP", "Sale! <L0>\nReply STOP", "https://a.example/x"),
+        ("Sale! shop.example.com.\r\nBye", "Sale! <L0>.\r\nBye", "https://shop.example.com"),
+        ("Go https://a.example/x\tnow", "Go <L0>\tnow", "https://a.example/x"),
+        ('Go https://a.example/x"now', 'Go <L0>"now', "https://a.example/x"),
+        ("Go https://a.example/x<br>", "Go <L0><br>", "https://a.example/x"),
+    ],
+)
+def test_first_link_ends_at_whitespace_inside_its_word(
+    body: str, expected: str, target: str
+) -> None:
+    """A link ends at whitespace, <, > and " in first mode too (docs/api.md, "Where a link
+    ends"): a newline after the URL is not part of the target (which 422'd the message)."""
+    assert fill(body, "first") == (expected, (target,))
+
+
+_ONE_EXPRESSION = re.compile(r'#track\(\s*(\\?["\'])(.*?)\1\s*\)', re.DOTALL)
+
+
+def test_directives_are_found_as_by_one_regular_expression() -> None:
+    """The same directives as the one expression would find, on every mix of the pieces."""
+    pieces = ["#track(", '"', "'", "\\", ")", " ", "x", "\n"]
+    for parts in itertools.product(pieces, repeat=6):
+        body = "".join(parts) + '#track("a") ' + "".join(reversed(parts))
+        expected = [(m.start(), m.end(), m.group(2)) for m in _ONE_EXPRESSION.finditer(body)]
+        assert list(directives(body)) == expected, body
+
+
+@pytest.mark.parametrize("opening", ['#track("', "#track('", '#track(\\"', "#track( '"])
+def test_unclosed_directives_take_linear_time(opening: str) -> None:
+    """Directives that never close are read at once: one regular expression read to the
+    end of the body from each of them (50-80 ms at MAX_BODY, 10,000; 5 s at 100,000)."""
+    body = opening * (100_000 // len(opening))
+    started = time.perf_counter()
+    with pytest.raises(NothingToTrack):
+        plan(body, "track")
+    assert time.perf_counter() - started < 0.2
