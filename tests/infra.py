@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -17,6 +20,18 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
 from shortlink.serve import Handler, serve
+
+
+def shortlink(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `shortlink` command line with `env` added to the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "shortlink.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def unique_name(prefix: str) -> str:

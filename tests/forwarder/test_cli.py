@@ -13,18 +13,7 @@ import orjson
 from forwarder.app import create_app
 from forwarder.config import ForwarderConfig
 from shortlink.serve import EXIT_CONFIG
-from tests.infra import running
-
-
-def shortlink(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shortlink.cli", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.infra import running, shortlink
 
 
 def test_endpoint_set_show_and_refusals(database_url: str, account_id: int) -> None:

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 
 import asyncpg
 import orjson
 import pytest
 
-
-def shortlink(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shortlink.cli", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.infra import shortlink
 
 
 async def test_link_create_normalises_like_the_api(
