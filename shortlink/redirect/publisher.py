@@ -338,11 +338,14 @@ class ClickPublisher:
         fill and be spilled to disk in the handler under full load.
         """
         outgoing = self._outgoing()
+        records: list[Record] = []  # the slice being handed over
+        done = 0  # clicks of `batch` encoded so far
         try:
-            for start in range(0, len(batch), _SLICE):
-                if start:
+            while done < len(batch):
+                if done:
                     await asyncio.sleep(0)
-                records = self._encode(batch[start : start + _SLICE])
+                records = self._encode(batch[done : done + _SLICE])
+                done += _SLICE
                 try:
                     if self._spooling or outgoing is None:
                         self._to_spool(records)
@@ -354,15 +357,17 @@ class ClickPublisher:
                     self._supervisor.recovered("click-flusher")
                     log.exception("sending clicks failed unexpectedly; spooling them")
                     self._to_spool(records)
+                records = []
             if outgoing is None:
                 return
             await outgoing.finish()
             failed = await outgoing.settle()
         except asyncio.CancelledError:
-            # Shutdown gave up waiting for the broker: keep on disk whatever is not
-            # acknowledged (a click both acknowledged late and spooled is recorded once).
-            if outgoing is not None:
-                self._spool_records(outgoing.unconfirmed())
+            # Shutdown gave up waiting for the broker: keep on disk whatever is not known
+            # to be acknowledged, and what was not encoded yet (a click both acknowledged
+            # late and spooled is recorded once: the forwarder ignores a known event id).
+            pending = outgoing.unconfirmed() if outgoing is not None else []
+            self._spool_records([*pending, *records, *self._encode(batch[done:])])
             raise
         self.published += outgoing.sent
         if failed:

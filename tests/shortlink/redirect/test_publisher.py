@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -296,3 +297,51 @@ async def test_a_burst_goes_to_the_broker_in_one_round_trip(
         assert publisher.spooled == 0
     events = await consume(kafka_bootstrap, topic, 3_001)
     assert len({clickevent.decode(r.value).user_agent for r in events}) == 3_001
+
+
+async def test_shutdown_with_a_stalled_broker_spools_every_unacknowledged_click(
+    own_broker: embedded.Broker,
+    database_url: str,
+    db: asyncpg.Connection,
+    account_id: int,
+    tmp_path: Path,
+) -> None:
+    """A broker that stops answering mid-flush (SIGSTOP) at shutdown: the clicks it never
+    acknowledged are in the spool when the worker has stopped."""
+    await ensure_topic(own_broker.bootstrap_servers, TOPIC, 3)
+    [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
+    config = RedirectConfig.from_env(
+        {
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap_servers,
+            "CLICK_TOPIC": TOPIC,
+            "SPOOL_DIR": str(tmp_path / "spool"),
+            "PUBLISH_LINGER_MS": "5",
+            "KAFKA_REQUEST_TIMEOUT_MS": "30000",
+            "SHUTDOWN_TIMEOUT_SECONDS": "1",
+        }
+    )
+    assert own_broker.process is not None
+    try:
+        async with running(create_app(config), make_handler) as server:
+            publisher = server.app[PUBLISHER]
+            async with aiohttp.ClientSession() as session:
+                assert await click(session, f"{server.url}/{link.token}", "before") == 302
+            await wait_for(lambda: publisher.published == 1)
+            cached = server.app[CACHE].find(link.token)
+            assert cached is not None
+            own_broker.process.send_signal(signal.SIGSTOP)
+            now = time.time()
+            for i in range(3_000):
+                publisher.submit(
+                    link.token, *cached, now, f"stalled-{i}", "203.0.113.9", None, "GET", False
+                )
+            await asyncio.sleep(0.5)  # the flush is waiting for the stopped broker
+            assert publisher.published == 1
+    finally:
+        own_broker.process.send_signal(signal.SIGCONT)
+    spool = Spool(tmp_path / "spool", "redirect-0", 1 << 30)
+    records, _ = spool.read(10_000)
+    spool.close()
+    agents = {clickevent.decode(r[2]).user_agent for r in records}
+    assert {f"stalled-{i}" for i in range(3_000)} <= agents
