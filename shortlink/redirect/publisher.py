@@ -7,9 +7,10 @@ as per-partition record batches with acks=all. When Kafka cannot take them
 (unreachable at start, a failed or timed-out send), they are appended to the
 spool file instead, and from then on every batch goes to the spool until a
 replay task has sent the whole spool, in order, to the broker again. The buffer
-is bounded: if it reaches its limit while a send is stuck, it is moved to the
-spool synchronously. Only a full spool loses clicks, and that is logged loudly
-and counted.
+is bounded: at half its limit (a send is stuck) a spiller task moves it to the
+spool a slice at a time; only if it still reaches the limit is it moved at once,
+in the handler. Only a full spool loses clicks, and that is logged loudly and
+counted.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class ClickPublisher:
         self.topic = topic
         self._bootstrap_servers = bootstrap_servers
         self._buffer_limit = buffer_limit
+        self._spill_at = max(2, buffer_limit // 2)
         self._linger = linger
         self._request_timeout = request_timeout
         self._supervisor = supervisor
@@ -86,6 +88,7 @@ class ClickPublisher:
         self._spooling = self._spool.pending
         self._wakeup = asyncio.Event()
         self._replay_wakeup = asyncio.Event()
+        self._spill_wakeup = asyncio.Event()
         self._closing = asyncio.Event()
         self._tasks: list[Supervised] = []
         self._last_loud = 0.0
@@ -126,9 +129,14 @@ class ClickPublisher:
                 warning_page_served,
             )
         )
-        if len(buffer) == 1:
+        size = len(buffer)
+        if size == 1:
             self._wakeup.set()
-        elif len(buffer) >= self._buffer_limit:
+        elif size == self._spill_at:
+            # A send is stuck: the spiller moves the buffer to disk in slices.
+            self._spill_wakeup.set()
+        elif size >= self._buffer_limit:
+            # The spiller did not keep up: move it now, in the handler (a stall, no loss).
             try:
                 self._spill()
             except Exception:  # noqa: BLE001 - logged with its traceback by _lose
@@ -176,6 +184,7 @@ class ClickPublisher:
             connect,
             spawn("click-flusher", self._flush_loop),
             spawn("spool-replayer", self._replay_loop),
+            spawn("click-spiller", self._spill_loop),
         ]
         # Give the broker a moment, so a normal start publishes directly instead of
         # spooling its first clicks; a broker that is down does not hold the start up longer.
@@ -185,8 +194,8 @@ class ClickPublisher:
         """Flush what is buffered to Kafka (or the spool), then stop; each step waits <= grace s."""
         self._closing.set()
         self._wakeup.set()
-        connect, flusher, replayer = self._tasks
-        await asyncio.gather(connect.stop(), replayer.stop())
+        connect, flusher, replayer, spiller = self._tasks
+        await asyncio.gather(connect.stop(), replayer.stop(), spiller.stop())
         if not await flusher.wait(grace):
             log.error("flushing clicks timed out; spooling what is left")
             await flusher.stop()
@@ -243,6 +252,27 @@ class ClickPublisher:
         self._spooling = True
         self._spool_records(self._encode(self._take()))
         self._replay_wakeup.set()
+
+    async def _spill_loop(self) -> None:
+        """Half the buffer limit reached (a send is stuck): to the spool, a slice at a time."""
+        while True:
+            await self._spill_wakeup.wait()
+            self._spill_wakeup.clear()
+            self._spooling = True
+            batch = self._take()
+            done = 0
+            try:
+                while done < len(batch):
+                    if done:
+                        await asyncio.sleep(0)
+                    records = self._encode(batch[done : done + _SLICE])
+                    done += _SLICE
+                    self._spool_records(records)
+            except asyncio.CancelledError:
+                self._spool_records(self._encode(batch[done:]))
+                raise
+            finally:
+                self._replay_wakeup.set()
 
     def _spool_records(self, records: Sequence[Record]) -> None:
         if not records:

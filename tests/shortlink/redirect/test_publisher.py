@@ -345,3 +345,51 @@ async def test_shutdown_with_a_stalled_broker_spools_every_unacknowledged_click(
     spool.close()
     agents = {clickevent.decode(r[2]).user_agent for r in records}
     assert {f"stalled-{i}" for i in range(3_000)} <= agents
+
+
+async def test_half_a_full_buffer_goes_to_the_spool_outside_the_handler(
+    own_broker: embedded.Broker,
+    database_url: str,
+    db: asyncpg.Connection,
+    account_id: int,
+    tmp_path: Path,
+) -> None:
+    """With the broker stalled, a buffer at half its limit is moved to the spool by a task,
+    in slices (nothing encoded in the handler), and replayed once the broker is back."""
+    await ensure_topic(own_broker.bootstrap_servers, TOPIC, 3)
+    [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
+    config = RedirectConfig.from_env(
+        {
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap_servers,
+            "CLICK_TOPIC": TOPIC,
+            "SPOOL_DIR": str(tmp_path / "spool"),
+            "PUBLISH_LINGER_MS": "5",
+            "PUBLISH_BUFFER_EVENTS": "4000",
+            "KAFKA_REQUEST_TIMEOUT_MS": "30000",
+        }
+    )
+    assert own_broker.process is not None
+    async with running(create_app(config), make_handler) as server:
+        publisher = server.app[PUBLISHER]
+        async with aiohttp.ClientSession() as session:
+            assert await click(session, f"{server.url}/{link.token}", "before") == 302
+        await wait_for(lambda: publisher.published == 1)
+        cached = server.app[CACHE].find(link.token)
+        assert cached is not None
+        own_broker.process.send_signal(signal.SIGSTOP)
+        try:
+            # A first flush gets stuck on the stopped broker...
+            publisher.submit(link.token, *cached, time.time(), "stuck", None, None, "GET", False)
+            await asyncio.sleep(0.2)
+            now = time.time()
+            for i in range(2_500):
+                publisher.submit(
+                    link.token, *cached, now, f"held-{i}", "203.0.113.9", None, "GET", False
+                )
+            assert (publisher.spooled, publisher.buffered) == (0, 2_500)  # the handler's share
+            await wait_for(lambda: publisher.spooled == 2_500, within=5)
+            assert publisher.spooling
+        finally:
+            own_broker.process.send_signal(signal.SIGCONT)
+        await wait_for(lambda: publisher.published >= 2_502 and not publisher.spooling)
