@@ -20,6 +20,7 @@ from shortlink.links import NewLink, create_links
 from shortlink.redirect.app import create_app, make_handler
 from shortlink.redirect.cache import CACHE
 from shortlink.redirect.config import RedirectConfig
+from shortlink.redirect.entries import LinkGroup
 from shortlink.redirect.publisher import PUBLISHER
 from shortlink.redirect.spool import Spool
 from tests.infra import RunningServer, consume, running
@@ -245,6 +246,42 @@ async def test_undecodable_headers_spill_and_shut_down_into_the_spool(
     assert [clickevent.decode(r[2]).user_agent for r in records] == ["Mozilla/5.0 \ufffd\ufffd"] * 3
 
 
+def broker_config(
+    database_url: str, bootstrap: str, topic: str, tmp_path: Path, **settings: str
+) -> RedirectConfig:
+    """A redirect worker publishing to `topic`, spooling under tmp_path."""
+    return RedirectConfig.from_env(
+        {
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "CLICK_TOPIC": topic,
+            "SPOOL_DIR": str(tmp_path / "spool"),
+            **settings,
+        }
+    )
+
+
+async def first_tap(server: RunningServer, token: str) -> tuple[LinkGroup, bytes]:
+    """Tap once, wait until it is published, and return the link's cache entry."""
+    publisher = server.app[PUBLISHER]
+    async with aiohttp.ClientSession() as session:
+        assert await click(session, f"{server.url}/{token}", "first") == 302
+    await wait_for(lambda: publisher.published == 1)
+    cached = server.app[CACHE].find(token)
+    assert cached is not None
+    return cached
+
+
+def burst(
+    server: RunningServer, token: str, cached: tuple[LinkGroup, bytes], prefix: str, n: int
+) -> None:
+    """Queue `n` clicks in one go (one loop tick), user agents `prefix-0` ... `prefix-{n-1}`."""
+    publisher = server.app[PUBLISHER]
+    now = time.time()
+    for i in range(n):
+        publisher.submit(token, *cached, now, f"{prefix}-{i}", "203.0.113.9", None, "GET", False)
+
+
 async def test_a_burst_goes_to_the_broker_in_one_round_trip(
     database_url: str,
     db: asyncpg.Connection,
@@ -257,23 +294,10 @@ async def test_a_burst_goes_to_the_broker_in_one_round_trip(
     topic = f"burst-{embedded.free_port()}"
     await ensure_topic(kafka_bootstrap, topic, 3)
     [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
-    config = RedirectConfig.from_env(
-        {
-            "DATABASE_URL": database_url,
-            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "CLICK_TOPIC": topic,
-            "SPOOL_DIR": str(tmp_path / "spool"),
-            "PUBLISH_LINGER_MS": "50",
-        }
-    )
+    config = broker_config(database_url, kafka_bootstrap, topic, tmp_path, PUBLISH_LINGER_MS="50")
     async with running(create_app(config), make_handler) as server:
         publisher = server.app[PUBLISHER]
-        async with aiohttp.ClientSession() as session:
-            assert await click(session, f"{server.url}/{link.token}", "first") == 302
-        await wait_for(lambda: publisher.published == 1)
-        cached = server.app[CACHE].find(link.token)
-        assert cached is not None
-        group, packed = cached
+        cached = await first_tap(server, link.token)
         producer = publisher._producer
         assert producer is not None
         calls = 0
@@ -285,11 +309,7 @@ async def test_a_burst_goes_to_the_broker_in_one_round_trip(
             return await send_batch(*args, **kwargs)  # type: ignore[arg-type]
 
         producer.send_batch = counted  # type: ignore[method-assign]
-        now = time.time()
-        for i in range(3_000):  # one loop tick: one flush
-            publisher.submit(
-                link.token, group, packed, now, f"burst-{i}", "203.0.113.9", None, "GET", False
-            )
+        burst(server, link.token, cached, "burst", 3_000)  # one loop tick: one flush
         await wait_for(lambda: publisher.published == 3_001)
         # One key, one partition: ~1.2 MB of events make two full record batches (1 MiB each),
         # where a batch per slice of 256 was 12 sends, each awaited before the next.
@@ -310,32 +330,22 @@ async def test_shutdown_with_a_stalled_broker_spools_every_unacknowledged_click(
     acknowledged are in the spool when the worker has stopped."""
     await ensure_topic(own_broker.bootstrap_servers, TOPIC, 3)
     [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
-    config = RedirectConfig.from_env(
-        {
-            "DATABASE_URL": database_url,
-            "KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap_servers,
-            "CLICK_TOPIC": TOPIC,
-            "SPOOL_DIR": str(tmp_path / "spool"),
-            "PUBLISH_LINGER_MS": "5",
-            "KAFKA_REQUEST_TIMEOUT_MS": "30000",
-            "SHUTDOWN_TIMEOUT_SECONDS": "1",
-        }
+    config = broker_config(
+        database_url,
+        own_broker.bootstrap_servers,
+        TOPIC,
+        tmp_path,
+        PUBLISH_LINGER_MS="5",
+        KAFKA_REQUEST_TIMEOUT_MS="30000",
+        SHUTDOWN_TIMEOUT_SECONDS="1",
     )
     assert own_broker.process is not None
     try:
         async with running(create_app(config), make_handler) as server:
             publisher = server.app[PUBLISHER]
-            async with aiohttp.ClientSession() as session:
-                assert await click(session, f"{server.url}/{link.token}", "before") == 302
-            await wait_for(lambda: publisher.published == 1)
-            cached = server.app[CACHE].find(link.token)
-            assert cached is not None
+            cached = await first_tap(server, link.token)
             own_broker.process.send_signal(signal.SIGSTOP)
-            now = time.time()
-            for i in range(3_000):
-                publisher.submit(
-                    link.token, *cached, now, f"stalled-{i}", "203.0.113.9", None, "GET", False
-                )
+            burst(server, link.token, cached, "stalled", 3_000)
             await asyncio.sleep(0.5)  # the flush is waiting for the stopped broker
             assert publisher.published == 1
     finally:
@@ -358,35 +368,25 @@ async def test_half_a_full_buffer_goes_to_the_spool_outside_the_handler(
     in slices (nothing encoded in the handler), and replayed once the broker is back."""
     await ensure_topic(own_broker.bootstrap_servers, TOPIC, 3)
     [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
-    config = RedirectConfig.from_env(
-        {
-            "DATABASE_URL": database_url,
-            "KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap_servers,
-            "CLICK_TOPIC": TOPIC,
-            "SPOOL_DIR": str(tmp_path / "spool"),
-            "PUBLISH_LINGER_MS": "5",
-            "PUBLISH_BUFFER_EVENTS": "4000",
-            "KAFKA_REQUEST_TIMEOUT_MS": "30000",
-        }
+    config = broker_config(
+        database_url,
+        own_broker.bootstrap_servers,
+        TOPIC,
+        tmp_path,
+        PUBLISH_LINGER_MS="5",
+        PUBLISH_BUFFER_EVENTS="4000",
+        KAFKA_REQUEST_TIMEOUT_MS="30000",
     )
     assert own_broker.process is not None
     async with running(create_app(config), make_handler) as server:
         publisher = server.app[PUBLISHER]
-        async with aiohttp.ClientSession() as session:
-            assert await click(session, f"{server.url}/{link.token}", "before") == 302
-        await wait_for(lambda: publisher.published == 1)
-        cached = server.app[CACHE].find(link.token)
-        assert cached is not None
+        cached = await first_tap(server, link.token)
         own_broker.process.send_signal(signal.SIGSTOP)
         try:
             # A first flush gets stuck on the stopped broker...
             publisher.submit(link.token, *cached, time.time(), "stuck", None, None, "GET", False)
             await asyncio.sleep(0.2)
-            now = time.time()
-            for i in range(2_500):
-                publisher.submit(
-                    link.token, *cached, now, f"held-{i}", "203.0.113.9", None, "GET", False
-                )
+            burst(server, link.token, cached, "held", 2_500)
             assert (publisher.spooled, publisher.buffered) == (0, 2_500)  # the handler's share
             await wait_for(lambda: publisher.spooled == 2_500, within=5)
             assert publisher.spooling
