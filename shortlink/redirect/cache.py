@@ -163,6 +163,9 @@ class LinkCache:
         started = time.perf_counter()
         try:
             rows = await self._loader(list(batch))
+            # Storing can fail too (a row the cache cannot pack): the waiters must hear of
+            # it either way, or they and every later tap of their tokens would wait for ever.
+            found = self.store_rows(rows, generation)
         except Exception as exc:  # noqa: BLE001 - handed to every waiter, which answers 503
             self.load_errors += 1
             for token, future in batch.items():
@@ -179,7 +182,6 @@ class LinkCache:
         self.load_seconds.observe(time.perf_counter() - started)
         self.loads += 1
         self.looked_up += len(batch)
-        found = self.store_rows(rows, generation)
         for token, future in batch.items():
             self._loading.pop(token, None)
             if token not in found:
