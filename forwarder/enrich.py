@@ -71,10 +71,11 @@ def _classify_user_agent(user_agent: str) -> Client:
     browser = result.user_agent.family if result.user_agent else None
     os = result.os.family if result.os else None
     device = result.device
+    spider = device is not None and device.family == "Spider"
     robot = previews.match(user_agent)
-    if robot is None and not (device is not None and device.family == "Spider"):
+    if robot is None and not spider:
         robot = previews.listed(user_agent)
-    if robot is not None or (device is not None and device.family == "Spider"):
+    if robot is not None or spider:
         return Client(robot or browser, os, "bot", None, None, True)
     name = device.family if device and device.family not in _NO_DEVICE else None
     maker = (
