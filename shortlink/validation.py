@@ -83,11 +83,17 @@ def phone_number(raw: str) -> str:
     # A country code never starts with 0, so leading zeros are the "00" prefix.
     if digits.startswith("00"):
         digits = digits[2:]
+    return _without_trunk_prefix(raw, digits)
+
+
+def _without_trunk_prefix(raw: str, digits: str) -> str:
+    """`digits` of `raw` without the national trunk prefix written in brackets after the
+    country code ("+44 (0)7700 900123"), if it is that country's own."""
     trunk = _TRUNK.match(raw) if "(" in raw else None
-    if trunk is not None and phones.is_trunk_prefix(trunk["code"], trunk["trunk"]):
-        code = trunk["code"]
-        digits = code + digits[len(code) + len(trunk["trunk"]) :]
-    return digits
+    if trunk is None or not phones.is_trunk_prefix(trunk["code"], trunk["trunk"]):
+        return digits
+    code = trunk["code"]
+    return code + digits[len(code) + len(trunk["trunk"]) :]
 
 
 def _phone_problem(raw: str) -> str:
@@ -109,9 +115,7 @@ def _phone_problem(raw: str) -> str:
     code = phones.calling_code(digits)
     if code is None:
         return "does not start with a known country calling code"
-    trunk = _TRUNK.match(raw)
-    if trunk is not None and phones.is_trunk_prefix(trunk["code"], trunk["trunk"]):
-        digits = code + digits[len(code) + len(trunk["trunk"]) :]
+    digits = _without_trunk_prefix(raw, digits)
     return (
         f"has {len(digits) - len(code)} digits after the country calling code +{code}, "
         f"whose numbers have {phones.describe_lengths(code)} (with the country code, "
