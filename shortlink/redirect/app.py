@@ -7,7 +7,7 @@ context in the module that owns it, registered in dependency order.
 
 On a cache hit the handler does no I/O before returning its response: one dict
 lookup, a clock read, one list append (the click, for the publisher), and the
-response object.
+response object, whose head is joined from bytes kept ready (shortlink.redirect.response).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import asyncpg
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
@@ -33,6 +33,7 @@ from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.entries import LinkGroup
 from shortlink.redirect.listener import LISTENER, listener_context
 from shortlink.redirect.publisher import PUBLISHER, publisher_context
+from shortlink.redirect.response import CACHE_CONTROL, Heads, Redirect
 from shortlink.serve import HTTP_LOG, Handler
 from shortlink.supervise import SUPERVISOR, Supervisor, supervisor_context
 from shortlink.tokens import is_token
@@ -46,7 +47,7 @@ METRICS = web.AppKey("redirect_metrics", CollectorRegistry)
 STATUSES = web.AppKey("redirect_statuses", Counter[int])
 
 # Every tap must reach us (and be counted): no shared caches, no reuse by the browser.
-REDIRECT_CACHE_CONTROL = "private, max-age=0"
+REDIRECT_CACHE_CONTROL = CACHE_CONTROL
 _JSON = "application/json"
 _LOOKUP_ERRORS = (asyncpg.PostgresError, OSError, TimeoutError)
 _READY_TIMEOUT = 1.0
@@ -187,6 +188,7 @@ def make_handler(app: web.Application) -> Handler:
     supervisor = app[SUPERVISOR]
     listener = app[LISTENER]
     StreamResponse = web.StreamResponse  # a local is a cheaper lookup on the hot path
+    head = Heads(redirect_status).head
 
     def page(status: int, body: bytes) -> web.Response:
         statuses[status] += 1
@@ -235,6 +237,10 @@ def make_handler(app: web.Application) -> Handler:
             method,
             warning,
         )
+        location = group.location
+        if location is not None and request.version == HttpVersion11 and request.keep_alive:
+            # The common case: the head from bytes kept ready, the same bytes as below.
+            return Redirect(redirect_status, head(location, now))
         # A StreamResponse without a body: the same bytes on the wire as
         # web.Response, for ~5% fewer instructions per redirect (callgrind).
         response = StreamResponse(
@@ -292,7 +298,11 @@ def make_handler(app: web.Application) -> Handler:
         )
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        token = request.path[1:]
+        # The raw path is the path whenever it is "/" and a token (letters and digits:
+        # nothing to unquote, no query); request.path builds a URL first.
+        token = request.raw_path[1:]
+        if not is_token(token):
+            token = request.path[1:]
         if is_token(token):
             packed = cache_get(token)
             if packed is not None:

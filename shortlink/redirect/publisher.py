@@ -28,10 +28,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shortlink import clickevent
-from shortlink.clickevent import ClickFacts
 from shortlink.kafka import partition_for
 from shortlink.redirect.config import RedirectConfig
-from shortlink.redirect.entries import LinkGroup, unpack
+from shortlink.redirect.entries import LINK_FIELDS_AT, LinkGroup
 from shortlink.redirect.spool import Record, open_own, orphans
 from shortlink.supervise import SUPERVISOR, Supervised, Supervisor
 
@@ -39,7 +38,7 @@ log = logging.getLogger(__name__)
 
 # A click as the handler queues it: token, the link's group and packed fields
 # (shortlink.redirect.entries), clicked_at (Unix seconds), user agent, client IP,
-# Referer, method, warning page served. Turned into ClickFacts in the flusher.
+# Referer, method, warning page served. Made an event by the flusher (clickevent.assemble).
 Buffered = tuple[str, LinkGroup, bytes, float, str | None, str | None, str | None, str, bool]
 
 # What a failed send can raise: broker errors, our own timeout, socket errors.
@@ -217,35 +216,41 @@ class ClickPublisher:
         return batch
 
     def _encode(self, batch: Sequence[Buffered]) -> list[Record]:
+        """The records of `batch`: each click's event joined from the link's and its
+        group's fields encoded when the link was cached (clickevent.assemble)."""
         if not batch:
             return []
-        ids = self._ids.take(len(batch), int(time.time() * 1000))
-        clicks: list[ClickFacts] = []
-        for token, group, packed, clicked_at, agent, ip, referer, method, warning in batch:
-            link_id, phone, client_ref = unpack(packed)
-            clicks.append(
-                (
-                    token,
-                    link_id,
-                    group.account_id,
-                    group.target_url,
-                    phone,
-                    client_ref,
-                    group.client_identifier,
-                    group.created_at_ms,
-                    int(clicked_at * 1000),
-                    agent,
-                    ip,
-                    referer,
-                    method,
-                    warning,
-                )
+        ids = self._ids.take_bytes(len(batch), int(time.time() * 1000))
+        assemble, at = clickevent.assemble, LINK_FIELDS_AT
+        records: list[Record] = []
+        for event_id, (
+            token,
+            group,
+            packed,
+            clicked_at,
+            agent,
+            ip,
+            referer,
+            method,
+            warning,
+        ) in zip(ids, batch, strict=True):
+            key = token.encode()
+            clicked_at_ms = int(clicked_at * 1000)
+            value = assemble(
+                event_id,
+                key,
+                packed,
+                at,
+                group.event_fields,
+                clicked_at_ms,
+                agent,
+                ip,
+                referer,
+                method,
+                warning,
             )
-        values = clickevent.encode_many(ids, clicks)
-        return [
-            (click[0].encode(), click[8], value)
-            for click, value in zip(clicks, values, strict=True)
-        ]
+            records.append((key, clicked_at_ms, value))
+        return records
 
     def _spill(self) -> None:
         """The buffer hit its limit while a send is stuck: move it to disk now."""

@@ -117,3 +117,61 @@ def test_undecodable_header_bytes_become_replacement_characters() -> None:
     event = clickevent.decode(value)
     assert event.user_agent == event.referer == "Mozilla/5.0 \ufffd\ufffd"
     assert event.event_id == event_id
+
+
+BAD = b"Mozilla/5.0 \xff\xfe".decode("utf-8", "surrogateescape")
+ASSEMBLED = [
+    (LINK, ("UA", "203.0.113.9", None, "GET", False)),
+    (
+        LinkEntry(
+            9_007_199_254_740_993,
+            "Zz9",
+            2**40,
+            'https://例え.jp/"quoted"\\back?q=ü&x=\u2028',
+            None,
+            'ref "1" \\ \n\t',
+            None,
+            0,
+            4e9,
+            True,
+            False,
+        ),
+        (BAD, "::1", "https://ref.example/\x00\x7f", "HEAD", True),
+    ),
+    (
+        LinkEntry(1, "AAAAAAAA", 1, "https://e.x/", "", "", "", 1, 4e9, False, False),
+        (None, None, BAD, "GET", False),
+    ),
+]
+
+
+@pytest.mark.parametrize(("link", "click"), ASSEMBLED)
+def test_an_event_assembled_from_parts_is_the_bytes_encode_makes(
+    link: LinkEntry, click: tuple[str | None, str | None, str | None, str, bool]
+) -> None:
+    """assemble(), from the group's and the link's fields encoded ahead, gives exactly the
+    bytes of encode() for the same click: escapes, non-ASCII, nulls, undecodable headers."""
+    ids = clickevent.EventIds()
+    [as_bytes] = ids.take_bytes(1, 1382000769338)
+    group = clickevent.group_fields(
+        link.account_id, link.target_url, link.client_identifier, link.created_at_ms
+    )
+    own = b"\x00\x01\x02" + clickevent.link_fields(link.id, link.phone_number, link.client_ref)
+    assert clickevent.read_link_fields(own, 3) == (link.id, link.phone_number, link.client_ref)
+    value = clickevent.assemble(as_bytes, link.token.encode(), own, 3, group, 1382000769338, *click)
+    facts = clickevent.facts(link, 1382000769.338, *click)
+    assert value == clickevent.encode(as_bytes.decode(), facts)
+    assert clickevent.decode(value).token == link.token
+
+
+def test_ids_as_bytes_follow_the_same_counter_as_ids_as_text() -> None:
+    """take_bytes() continues the counter of take(): the same ids, in ASCII, none twice."""
+    ids = clickevent.EventIds()
+    ids._counter = 0xFFFFFFFF - 2  # the 32-bit counter wraps inside this batch
+    text = ids.take(2, 1_700_000_000_000)
+    made = [i.decode() for i in ids.take_bytes(70_000, 1_700_000_000_000)]
+    assert [uuid.UUID(i).version for i in made[:3]] == [7, 7, 7]
+    assert made[0][:-8] == text[0][:-8]
+    assert int(made[0][-8:], 16) == (int(text[-1][-8:], 16) + 1) & 0xFFFFFFFF
+    assert len(set(text + made)) == len(text) + len(made)
+    assert [int(i[-8:], 16) for i in made[:3]] == [0, 1, 2]

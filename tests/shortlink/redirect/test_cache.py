@@ -185,19 +185,19 @@ async def test_a_failed_query_reaches_every_waiter_and_is_counted() -> None:
 
 
 async def test_a_row_that_cannot_be_stored_reaches_every_waiter() -> None:
-    """A loaded row the cache cannot pack (a negative link id) makes the lookups raise,
+    """A loaded row the cache cannot pack (a link id that is not a number) makes the lookups raise,
     instead of leaving them, and every later lookup of the token, waiting for ever."""
 
     async def odd(tokens: list[str]) -> Sequence[Any]:
-        return [(t, -1, *row(t, 0)[2:]) for t in tokens]
+        return [(t, None, *row(t, 0)[2:]) for t in tokens]
 
     cache = LinkCache(odd, max_entries=3, negative_max_entries=2, negative_ttl=5.0)
     results = await asyncio.wait_for(
         asyncio.gather(cache.lookup("AAAAAA"), cache.lookup("BBBBBB"), return_exceptions=True), 5
     )
-    assert all(isinstance(r, OverflowError) for r in results)
+    assert all(isinstance(r, TypeError) for r in results)
     assert cache.load_errors == 1
-    with pytest.raises(OverflowError):
+    with pytest.raises(TypeError):
         await asyncio.wait_for(cache.lookup("AAAAAA"), 5)
 
 

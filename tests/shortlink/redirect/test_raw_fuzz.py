@@ -279,3 +279,36 @@ async def test_pipelined_requests_are_answered_in_order_and_each_is_one_click(
     assert sorted(event.token for event in events) == sorted([first, second, third, fourth])
     for event in events:
         assert_storable(event)
+
+
+async def test_http10_and_closing_taps_are_redirected_by_aiohttps_own_response(
+    redirect_server: RunningServer,
+    db: asyncpg.Connection,
+    account_id: int,
+    kafka_bootstrap: str,
+    click_topic: str,
+) -> None:
+    """Taps the ready-made head does not cover (HTTP/1.0, with and without keep-alive, and
+    Connection: close) get the same Location, aiohttp's Connection handling, and a click each."""
+    tokens = await make_links(db, account_id, 3)
+    requests = [
+        tap(tokens[0], version=b"HTTP/1.0", close=False),
+        tap(tokens[1], b"Connection: keep-alive", version=b"HTTP/1.0", close=False),
+        tap(tokens[2]),
+    ]
+    heads = []
+    for data in requests:
+        reader, writer = await asyncio.open_connection("127.0.0.1", redirect_server.port)
+        try:
+            writer.write(data)
+            heads.append(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10))
+        finally:
+            writer.close()
+    for head in heads:
+        assert re.match(rb"HTTP/1\.[01] 302 Found\r\n", head), head
+        assert b"\r\nLocation: " + TARGET.encode() + b"\r\n" in head
+        assert b"\r\nCache-Control: private, max-age=0\r\n" in head
+    assert b"\r\nConnection: keep-alive\r\n" in heads[1]
+    assert b"\r\nConnection: close\r\n" in heads[2]
+    records = await consume(kafka_bootstrap, click_topic, 3, within=10, settle=1)
+    assert sorted(clickevent.decode(r.value).token for r in records) == sorted(tokens)
