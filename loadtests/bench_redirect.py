@@ -5,7 +5,8 @@ The real server is one worker with 100,000 links seeded, its cache warmed by
 requesting every link once, and click publishing on to a real broker. The
 baseline is loadtests/baseline_app.py: a dict lookup and a 302. wrk uses 64
 connections and random tokens from the seeded set, 10 s per run, 3 runs each,
-alternating. The report (stdout and docs/benchmarks.md) gives req/s and p50/p99
+alternating; then each server at a fixed offered rate (--rate), the cold one on
+fresh links too. The report (stdout and docs/benchmarks.md) gives req/s and p50/p99
 for both, their ratio (median over median), the clicks published per second,
 and the memory the warm cache takes.
 
@@ -82,12 +83,11 @@ request = function()
 end
 """
 # The same requests, each connection pausing between them: a fixed offered rate.
-PACED_SCRIPT = (
-    WRK_SCRIPT
-    + """
+PACED = """
 delay = function() return %d end
 """
-)
+PACED_SCRIPT = WRK_SCRIPT + PACED
+PACED_ONCE_SCRIPT = ONCE_SCRIPT + PACED
 
 
 @dataclass
@@ -624,10 +624,10 @@ def main() -> int:
         # Latency at a fixed offered rate, well under both servers' capacity: with 64
         # connections kept saturated, latency is only queueing (connections / req/s).
         paced_script = work / "paced.lua"
-        paced_script.write_text(
-            PACED_SCRIPT % (tokens_file, round(args.connections * 1000 / args.rate))
-        )
+        delay_ms = round(args.connections * 1000 / args.rate)
+        paced_script.write_text(PACED_SCRIPT % (tokens_file, delay_ms))
         paced: dict[str, list[WrkResult]] = {name: [] for name in servers}
+        paced[COLD] = []
         for run in range(1, args.runs + 1):
             for name, (port, pid) in servers.items():
                 with scraper.active(name == "shortlink"):
@@ -640,6 +640,18 @@ def main() -> int:
                     )
                 paced[name].append(result)
                 _show(f"paced run {run} {name}", result)
+            # Cold first taps at the same offered rate: the lookup's own latency, not a queue.
+            tokens = create_through_api(
+                api_url, api_key, args.rate * args.seconds * 3 // 2, f"paced-cold{run}"
+            )
+            (work / f"paced-cold-{run}.txt").write_text("\n".join(tokens) + "\n")
+            once = work / f"paced-once-{run}.lua"
+            once.write_text(PACED_ONCE_SCRIPT % (work / f"paced-cold-{run}.txt", delay_ms))
+            result = run_wrk(
+                f"http://127.0.0.1:{cold_port}/", once, args.seconds, args.connections, cold.pid
+            )
+            paced[COLD].append(result)
+            _show(f"paced run {run} {COLD}", result, repeats=result.requests > len(tokens))
 
         with urllib.request.urlopen(f"http://127.0.0.1:{real_port}/readyz") as r:
             readiness = r.read().decode()
@@ -769,14 +781,19 @@ def _report(args: argparse.Namespace, m: Measurements) -> str:
             f"{sum(r.errors for r in runs)} |"
         )
     cold_p99 = statistics.median(r.p99_ms for r in m.first[COLD])
+    paced_cold = m.paced[COLD]
     lines += [
         "",
         f"- **repeat taps: {against_baseline(m.results['shortlink'])}** "
         "(target >= 1.0x, p99 <= 1.5x)",
         f"- **first taps, warmed: {against_baseline(m.first[WARMED])}** (target >= 0.9x, "
         "p99 <= 2x)",
-        f"- **first taps, cold: {against_baseline(m.first[COLD])}; p99 {cold_p99:.2f} ms** "
-        "(target >= 0.5x, p99 <= 10 ms)",
+        f"- **first taps, cold: {against_baseline(m.first[COLD])}; p99 {cold_p99:.2f} ms "
+        f"at saturation, {statistics.median(r.p99_ms for r in paced_cold):.2f} ms at "
+        f"{args.rate:,} req/s offered (runs "
+        f"{', '.join(f'{r.p99_ms:.2f}' for r in paced_cold)})** (target >= 0.5x, p99 <= 10 ms; "
+        "at saturation 64 connections wait in a queue whose length is 64 / req/s, so its p99 "
+        "is mostly the machine's speed that day: compare the baseline's p99 in the same run)",
         f"- created links in the cache: within "
         f"{', '.join(f'{s:g}' for s in m.warm_within)} s of the notification (the worker's "
         f"histogram) for {m.fresh_links:,} links per request (target: within 1 s of the 201); "

@@ -29,13 +29,14 @@ from aiohttp.http import SERVER_SOFTWARE
 CACHE_CONTROL = "private, max-age=0"
 # What aiohttp refuses in a header value (aiohttp.http_writer): control characters but tab.
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
 class Heads:
     """The heads of one worker's redirects: status line and Date/Server kept as bytes."""
 
     def __init__(self, status: int) -> None:
-        self._start = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nLocation: ".encode()
+        self._start = f"HTTP/1.1 {status} {_REASONS[status]}\r\nLocation: ".encode()
         self._middle = f"\r\nCache-Control: {CACHE_CONTROL}\r\nContent-Length: 0\r\n".encode()
         self._second = -1
         self._tail = b""
@@ -61,7 +62,7 @@ class Redirect(web.StreamResponse):
 
     def __init__(self, status: int, head: bytes) -> None:
         self._status = status
-        self._reason = HTTPStatus(status).phrase
+        self._reason = _REASONS[status]
         self._keep_alive = True
         self._head = head
 
