@@ -206,7 +206,9 @@ def group_fields(
 def link_fields(link_id: int, phone_number: str | None, client_ref: str | None) -> bytes:
     """A link's own fields of an event, encoded: the length of link_id's digits (one
     byte), the digits, then `,phone_number,client_ref`."""
-    digits = b"%d" % link_id
+    if type(link_id) is not int:  # orjson would write null or a float: not a link id
+        raise TypeError(f"link_id must be an int, not {type(link_id).__name__}")
+    digits = orjson.dumps(link_id)  # exactly encode()'s digits; refuses what is not an int64
     return (
         bytes((len(digits),)) + digits + b"," + _dumps_sanitised((phone_number, client_ref))[1:-1]
     )

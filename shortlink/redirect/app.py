@@ -237,8 +237,8 @@ def make_handler(app: web.Application) -> Handler:
             method,
             warning,
         )
-        location = group.location
-        if location is not None and request.version == HttpVersion11 and request.keep_alive:
+        location = group.location or group.location_bytes()
+        if location and request.version == HttpVersion11 and request.keep_alive:
             # The common case: the head from bytes kept ready, the same bytes as below.
             return Redirect(redirect_status, head(location, now))
         # A StreamResponse without a body: the same bytes on the wire as
@@ -300,8 +300,9 @@ def make_handler(app: web.Application) -> Handler:
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         # The raw path is the path whenever it is "/" and a token (letters and digits:
         # nothing to unquote, no query); request.path builds a URL first.
-        token = request.raw_path[1:]
-        if not is_token(token):
+        raw = request.raw_path
+        token = raw[1:]
+        if raw[:1] != "/" or not is_token(token):  # a CONNECT target has no "/"
             token = request.path[1:]
         if is_token(token):
             packed = cache_get(token)

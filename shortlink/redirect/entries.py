@@ -45,21 +45,37 @@ class LinkGroup:
     disabled: bool
     # Either flag means the hit path must look closer (warning page, 410).
     special: bool = field(init=False, compare=False, hash=False)
-    # target_url as the bytes of a Location header (None: aiohttp's own path, see response).
+    # Made at the first tap, not when cached (most links of a campaign are never
+    # tapped; a client creating one link per request has a group per link):
+    # target_url as Location header bytes (b"": aiohttp's own path, see response) ...
     location: bytes | None = field(init=False, compare=False, hash=False, repr=False)
-    # The group's fields of a click event, encoded (shortlink.clickevent.group_fields).
-    event_fields: clickevent.GroupFields = field(init=False, compare=False, hash=False, repr=False)
+    # ... and the group's fields of a click event, encoded (clickevent.group_fields).
+    event_fields: clickevent.GroupFields | None = field(
+        init=False, compare=False, hash=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "special", self.unsafe or self.disabled)
-        object.__setattr__(self, "location", encodable(self.target_url))
-        object.__setattr__(
-            self,
-            "event_fields",
-            clickevent.group_fields(
+        object.__setattr__(self, "location", None)
+        object.__setattr__(self, "event_fields", None)
+
+    def location_bytes(self) -> bytes:
+        """`location`, made now if it was not yet."""
+        location = self.location
+        if location is None:
+            location = encodable(self.target_url) or b""
+            object.__setattr__(self, "location", location)
+        return location
+
+    def encoded_fields(self) -> clickevent.GroupFields:
+        """`event_fields`, made now if they were not yet."""
+        fields = self.event_fields
+        if fields is None:
+            fields = clickevent.group_fields(
                 self.account_id, self.target_url, self.client_identifier, self.created_at_ms
-            ),
-        )
+            )
+            object.__setattr__(self, "event_fields", fields)
+        return fields
 
 
 def key_of(entry: LinkEntry) -> GroupKey:

@@ -241,7 +241,7 @@ class ClickPublisher:
                 key,
                 packed,
                 at,
-                group.event_fields,
+                group.event_fields or group.encoded_fields(),
                 clicked_at_ms,
                 agent,
                 ip,

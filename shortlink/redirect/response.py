@@ -57,7 +57,9 @@ class Redirect(web.StreamResponse):
 
     aiohttp's low-level server, the only one that answers with it, calls
     prepare(), write_eof() and reads keep_alive; nothing builds or reads a header
-    multidict, so StreamResponse.__init__ (which makes one) is not called.
+    multidict, so StreamResponse.__init__ (which makes one) is not called, and
+    `headers`, item access and the like are not there: the redirect server runs
+    with aiohttp's access log off (shortlink.serve), which would read them.
     """
 
     def __init__(self, status: int, head: bytes) -> None:
@@ -65,6 +67,7 @@ class Redirect(web.StreamResponse):
         self._reason = _REASONS[status]
         self._keep_alive = True
         self._head = head
+        self._body_length = len(head)  # what StreamResponse reports: the bytes written
 
     async def prepare(self, request: web.BaseRequest) -> None:
         """Write the head (the whole answer); raise as aiohttp does if the client left."""

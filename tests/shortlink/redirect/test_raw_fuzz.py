@@ -312,3 +312,14 @@ async def test_http10_and_closing_taps_are_redirected_by_aiohttps_own_response(
     assert b"\r\nConnection: close\r\n" in heads[2]
     records = await consume(kafka_bootstrap, click_topic, 3, within=10, settle=1)
     assert sorted(clickevent.decode(r.value).token for r in records) == sorted(tokens)
+
+
+async def test_a_connect_target_is_never_taken_for_a_token(
+    redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
+) -> None:
+    """CONNECT's authority-form target has no "/": "x" + a token, or + healthz, is not a
+    path of ours (404, no lookup), though dropping its first character would make one."""
+    [token] = await make_links(db, account_id, 1)
+    for target in (f"x{token}", "xhealthz", "xreadyz"):
+        request = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+        assert await exchange(redirect_server, request.encode()) == [404]
