@@ -471,7 +471,9 @@ def main() -> int:
             )
 
         real = redirect_server(real_port, metrics_port, "spool")
-        bare = redirect_server(bare_port, 0, "spool-bare")
+        # Only for repeat taps (the metrics cost): it does not read the links the first-tap
+        # runs create, which would take the warmed server's core while that one warms.
+        bare = redirect_server(bare_port, 0, "spool-bare", WARM_ON_CREATE="false")
         cold = redirect_server(cold_port, 0, "spool-cold", WARM_ON_CREATE="false")
         api_port = embedded.free_port()
         api_url = f"http://127.0.0.1:{api_port}"

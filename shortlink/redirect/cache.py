@@ -35,10 +35,11 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from shortlink.clickevent import link_fields
 from shortlink.links import fetch_rows
 from shortlink.metrics import Buckets
 from shortlink.pool import POOL
-from shortlink.redirect.entries import Groups, LinkGroup, group_index, pack
+from shortlink.redirect.entries import GroupKey, Groups, LinkGroup, group_index, packed_prefix
 
 # Loads the rows (shortlink.links.ENTRY_COLUMNS) of those tokens that exist.
 BatchLoader = Callable[[list[str]], Awaitable[Sequence[asyncpg.Record]]]
@@ -205,12 +206,23 @@ class LinkCache:
         entries = self._entries
         groups = self.groups
         negative = self._negative
+        current = generation == self.generation  # nothing invalidated since: all rows are
+        # The rows of one request come one after the other and share their group: it is
+        # looked up once per run of such rows, not per row.
+        last_key: GroupKey | None = None
+        index, prefix = 0, b""
         for row in rows:
             token = row[0]
-            if not self._trusted(token, generation):
+            if not current and not self._trusted(token, generation):
                 continue
+            fields = link_fields(row[1], row[4], row[5])  # before the group counts it
             key = (row[2], row[3], row[6], row[7], row[8], row[9], row[10])
-            packed = pack(groups.acquire(key), row[1], row[4], row[5])
+            if key == last_key:
+                groups.retain(index)
+            else:
+                index, last_key = groups.acquire(key), key
+                prefix = packed_prefix(index)
+            packed = prefix + fields
             old = entries.get(token)
             if old is not None:
                 groups.release(group_index(old))

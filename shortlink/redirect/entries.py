@@ -130,6 +130,10 @@ class Groups:
         self._links[index] += 1
         return index
 
+    def retain(self, index: int) -> None:
+        """One more link refers to slot `index` (acquired before, not yet released)."""
+        self._links[index] += 1
+
     def release(self, index: int) -> None:
         """One link fewer refers to slot `index`; the last one frees it."""
         self._links[index] -= 1
@@ -154,9 +158,9 @@ def group_index(packed: bytes) -> int:
     return packed[0] | packed[1] << 8 | packed[2] << 16
 
 
-def pack(index: int, link_id: int, phone_number: str | None, client_ref: str | None) -> bytes:
-    """The packed per-link fields (see the module docstring)."""
-    return index.to_bytes(3, "little") + clickevent.link_fields(link_id, phone_number, client_ref)
+def packed_prefix(index: int) -> bytes:
+    """What every packed link of group slot `index` starts with; clickevent.link_fields follow."""
+    return index.to_bytes(3, "little")
 
 
 def unpack(packed: bytes) -> tuple[int, str | None, str | None]:

@@ -117,6 +117,28 @@ async def test_a_campaign_shares_one_group_and_freed_groups_are_reused() -> None
     assert len(cache.groups.items) == 2  # the freed slot was taken again
 
 
+async def test_interleaved_campaigns_in_one_store_count_every_link_of_each_group() -> None:
+    """Rows of two groups, in runs and alternating, a row that cannot be packed among them:
+    each group lives exactly as long as its last link, and the bad row counts for none."""
+    cache = make(Store(set()), size=100)
+    rows = [row(f"Spr{i:03d}", i) for i in range(3)]
+    rows += [row(f"Aut{i:03d}", 10 + i, campaign="autumn") for i in range(2)]
+    rows += [row("Spr100", 100), row("Aut100", 110, campaign="autumn"), row("Spr101", 101)]
+    cache.store_rows(rows, 0)
+    with pytest.raises(TypeError):
+        cache.store_rows([row("Bad000", None), row("Bad001", None)], 0)  # type: ignore[arg-type]
+    assert len(cache.groups) == 2
+    assert unpack(cache.get("Aut100") or b"") == (110, "447700900110", "m110")
+    for token in ["Spr000", "Spr001", "Spr002", "Spr100"]:
+        cache.invalidate(token)
+    assert len(cache.groups) == 2  # Spr101 still needs the spring group
+    cache.invalidate("Spr101")
+    assert len(cache.groups) == 1
+    for token in ["Aut000", "Aut001", "Aut100"]:
+        cache.invalidate(token)
+    assert len(cache.groups) == 0
+
+
 async def test_unknown_tokens_are_remembered_for_the_ttl() -> None:
     """An unknown token is answered from memory until its TTL passes, then asked again."""
     store = Store(set())
