@@ -472,7 +472,8 @@ def main() -> int:
 
         real = redirect_server(real_port, metrics_port, "spool")
         # Only for repeat taps (the metrics cost): it does not read the links the first-tap
-        # runs create, which would take the warmed server's core while that one warms.
+        # runs create, which would take the warmed server's core while that one warms (so it
+        # does not warm at start either: the seeded links are tapped once, below).
         bare = redirect_server(bare_port, 0, "spool-bare", WARM_ON_CREATE="false")
         cold = redirect_server(cold_port, 0, "spool-cold", WARM_ON_CREATE="false")
         api_port = embedded.free_port()
@@ -528,6 +529,8 @@ def main() -> int:
         print("the cold server reads every seeded link once ...", flush=True)
         warm_seconds = asyncio.run(warm(f"http://127.0.0.1:{cold_port}", [t for t, _ in links]))
         rss_warm = rss_kib(cold.pid)
+        print("so does the server with metrics off ...", flush=True)
+        asyncio.run(warm(f"http://127.0.0.1:{bare_port}", [t for t, _ in links]))
         deadline = time.monotonic() + 30
         while not embedded.port_is_open("127.0.0.1", base_port):
             if time.monotonic() > deadline:
