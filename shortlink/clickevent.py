@@ -237,11 +237,9 @@ def assemble(
     """The message value of one click, from its parts encoded ahead: `link` holds
     `link_fields` from `at` to its end. The token is letters and digits (no escaping).
     Never raises for what a client sent (see `encode_many`)."""
-    click = (clicked_at_ms, user_agent, client_ip, referer, method, warning_page_served)
-    try:
-        encoded = orjson.dumps(click)
-    except orjson.JSONEncodeError:
-        encoded = orjson.dumps(tuple(map(sanitise, click)))
+    encoded = _dumps_sanitised(
+        (clicked_at_ms, user_agent, client_ip, referer, method, warning_page_served)
+    )
     split = at + 1 + link[at]
     return b"".join(
         (
