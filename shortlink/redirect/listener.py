@@ -25,6 +25,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,7 @@ POLL_EVERY = 10.0
 # clock differences between hosts.
 MARGIN = timedelta(seconds=60)
 WARM_SLICE = 500  # links read and stored per stretch of the event loop (~2 ms)
+WARM_READS_AHEAD = 2  # slices being read while one is stored
 _RETRY = 1.0
 WARM_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -231,20 +233,28 @@ class LinkListener:
     async def _warm_ids(self, first: int, last: int) -> int:
         loaded = 0
         starts = iter(range(first, last + 1, WARM_SLICE))
-        # The next slice is read while this one is stored: PostgreSQL works on one
-        # while we work on the other.
-        start = next(starts, None)
-        read = None if start is None else self._read_slice(start, last)
+        # The next slices are read while this one is stored: PostgreSQL works on them
+        # (on another core) while we work on this one.
+        reads: deque[asyncio.Task[tuple[int, list[asyncpg.Record]]]] = deque()
+
+        def read_next() -> None:
+            start = next(starts, None)
+            if start is not None:
+                reads.append(self._read_slice(start, last))
+
+        for _ in range(WARM_READS_AHEAD):
+            read_next()
         try:
-            while read is not None:
-                generation, rows = await read
-                start = next(starts, None)
-                read = None if start is None else self._read_slice(start, last)
+            while reads:
+                generation, rows = await reads[0]
+                reads.popleft()
+                read_next()
                 loaded += len(self._cache.store_rows(rows, generation))
                 await asyncio.sleep(0)  # let requests in between slices
         finally:
-            if read is not None:
+            for read in reads:
                 read.cancel()
+            for read in reads:
                 with contextlib.suppress(asyncio.CancelledError, *_DB_ERRORS):
                     await read
         self._cache.warmed += loaded
