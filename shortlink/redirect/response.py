@@ -26,6 +26,7 @@ from http import HTTPStatus
 from aiohttp import ClientConnectionResetError, web
 from aiohttp.http import SERVER_SOFTWARE
 
+# Every tap must reach us (and be counted): no shared caches, no reuse by the browser.
 CACHE_CONTROL = "private, max-age=0"
 # What aiohttp refuses in a header value (aiohttp.http_writer): control characters but tab.
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
