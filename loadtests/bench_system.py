@@ -256,11 +256,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--rates",
-        default="2000,3000,4000,5000,6000,7000",
+        default="3000,5000,6000,7000,8000",
         help="first taps on warmed links (the main series), clicks/s",
     )
-    parser.add_argument("--repeat-rates", default="3000,5000,7000")
-    parser.add_argument("--cold-rates", default="500,1000,2000,3000")
+    parser.add_argument("--repeat-rates", default="5000,7000")
+    parser.add_argument("--cold-rates", default="2000,3000,4000,5000")
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--links", type=int, default=50_000, help="warm links, repeat taps")
     parser.add_argument("--connections", type=int, default=32)
