@@ -208,10 +208,13 @@ def link_fields(link_id: int, phone_number: str | None, client_ref: str | None) 
     byte), the digits, then `,phone_number,client_ref`."""
     if type(link_id) is not int:  # orjson would write null or a float: not a link id
         raise TypeError(f"link_id must be an int, not {type(link_id).__name__}")
-    digits = orjson.dumps(link_id)  # exactly encode()'s digits; refuses what is not an int64
-    return (
-        bytes((len(digits),)) + digits + b"," + _dumps_sanitised((phone_number, client_ref))[1:-1]
-    )
+    # One encoding of all three (half the time of two): `[digits,phone,client_ref]`, the
+    # digits exactly encode()'s; orjson refuses what is not an int64.
+    encoded = _dumps_sanitised((link_id, phone_number, client_ref))
+    return _DIGITS_LENGTH[encoded.index(b",") - 1] + encoded[1:-1]
+
+
+_DIGITS_LENGTH = [bytes((n,)) for n in range(21)]  # an int64 has at most 20 characters
 
 
 def read_link_fields(data: bytes, at: int = 0) -> tuple[int, str | None, str | None]:

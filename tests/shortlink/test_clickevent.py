@@ -164,6 +164,23 @@ def test_an_event_assembled_from_parts_is_the_bytes_encode_makes(
     assert clickevent.decode(value).token == link.token
 
 
+@pytest.mark.parametrize("link_id", [0, 7, -1, 2**53 + 1, 2**63 - 1, -(2**63), 2**64 - 1])
+def test_a_links_fields_hold_its_id_digits_and_its_texts_as_json(link_id: int) -> None:
+    """link_fields: a length byte, the id's digits as encode() writes them, then phone and
+    client_ref as JSON (undecodable text as U+FFFD), read back by read_link_fields."""
+    digits = orjson.dumps(link_id)
+    fields = clickevent.link_fields(link_id, "+447700900123", BAD)
+    texts = ("+447700900123", "Mozilla/5.0 \ufffd\ufffd")
+    assert fields == bytes((len(digits),)) + digits + b"," + orjson.dumps(texts)[1:-1]
+    assert clickevent.read_link_fields(fields) == (link_id, *texts)
+
+
+def test_a_link_id_beyond_64_bits_is_refused() -> None:
+    """An id orjson cannot write as an integer is refused, not written as something else."""
+    with pytest.raises(orjson.JSONEncodeError):
+        clickevent.link_fields(2**64, None, None)
+
+
 def test_ids_as_bytes_follow_the_same_counter_as_ids_as_text() -> None:
     """take_bytes() continues the counter of take(): the same ids, in ASCII, none twice."""
     ids = clickevent.EventIds()
