@@ -220,7 +220,7 @@ class LinkListener:
         last: int = await self._pool.fetchval("SELECT max(id) FROM links")
         first = max(first, last - self._capacity + 1)
         started = time.perf_counter()
-        loaded = await self._warm_ids(first, last)
+        loaded = await self._warm_ids(first, last, newest_first=True)
         log.info(
             "link cache warmed",
             extra={
@@ -230,17 +230,24 @@ class LinkListener:
             },
         )
 
-    async def _warm_ids(self, first: int, last: int) -> int:
+    async def _warm_ids(self, first: int, last: int, *, newest_first: bool = False) -> int:
+        """Read ids first..last into the cache, a slice at a time; `newest_first` (a worker
+        warming at start): the highest ids first, so the campaign being sent now is served
+        from memory soonest."""
         loaded = 0
-        starts = iter(range(first, last + 1, WARM_SLICE))
+        lows = range(first, last + 1, WARM_SLICE)
+        slices = (
+            (low, min(last, low + WARM_SLICE - 1))
+            for low in (reversed(lows) if newest_first else lows)
+        )
         # The next slices are read while this one is stored: PostgreSQL works on them
         # (on another core) while we work on this one.
         reads: deque[asyncio.Task[tuple[int, list[asyncpg.Record]]]] = deque()
 
         def read_next() -> None:
-            start = next(starts, None)
-            if start is not None:
-                reads.append(self._read_slice(start, last))
+            bounds = next(slices, None)
+            if bounds is not None:
+                reads.append(self._read_slice(*bounds))
 
         for _ in range(WARM_READS_AHEAD):
             read_next()
@@ -260,11 +267,10 @@ class LinkListener:
         self._cache.warmed += loaded
         return loaded
 
-    def _read_slice(self, start: int, last: int) -> asyncio.Task[tuple[int, list[asyncpg.Record]]]:
+    def _read_slice(self, low: int, high: int) -> asyncio.Task[tuple[int, list[asyncpg.Record]]]:
         async def read() -> tuple[int, list[asyncpg.Record]]:
             generation = self._cache.generation  # before reading: see LinkCache.store_rows
-            rows = await fetch_id_range(self._pool, start, min(last, start + WARM_SLICE - 1))
-            return generation, rows
+            return generation, await fetch_id_range(self._pool, low, high)
 
         return asyncio.ensure_future(read())
 

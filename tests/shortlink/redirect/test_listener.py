@@ -15,6 +15,7 @@ import pytest
 
 from shortlink import links
 from shortlink.links import NewLink, create_links, fetch_rows
+from shortlink.redirect import listener as listener_module
 from shortlink.redirect.app import create_app, make_handler
 from shortlink.redirect.cache import CACHE, LinkCache
 from shortlink.redirect.config import RedirectConfig
@@ -45,10 +46,22 @@ async def test_links_created_after_start_are_cached_before_their_first_tap(
 
 
 async def test_a_worker_started_later_warms_the_recent_window_newest_first_bounded(
-    redirect_env: dict[str, str], db: asyncpg.Connection, account_id: int
+    redirect_env: dict[str, str],
+    db: asyncpg.Connection,
+    account_id: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """At start a worker loads the links created within WARM_WINDOW, at most its cache size
-    (the newest), and not older ones."""
+    (the newest), the newest slice first, and not older ones."""
+    monkeypatch.setattr(listener_module, "WARM_SLICE", 10)
+    slices: list[list[int]] = []
+    store_rows = LinkCache.store_rows
+
+    def recording(self: LinkCache, rows: Sequence[Any], generation: int) -> set[str]:
+        slices.append(sorted(row["id"] for row in rows))
+        return store_rows(self, rows, generation)
+
+    monkeypatch.setattr(LinkCache, "store_rows", recording)
     old = await create_links(db, account_id, [NewLink("https://example.com/old")] * 5)
     await db.execute(
         "UPDATE links SET created_at = now() - interval '7 hours' WHERE id = ANY($1::bigint[])",
@@ -63,6 +76,7 @@ async def test_a_worker_started_later_warms_the_recent_window_newest_first_bound
         assert not any(cache.get(link.token) for link in old)
         assert not any(cache.get(link.token) for link in recent[:20])
         assert cache.loads == 0
+        assert slices == [[link.id for link in newest[i : i + 10]] for i in (30, 20, 10, 0)]
 
 
 async def test_with_warming_off_nothing_is_loaded_ahead(
