@@ -233,6 +233,14 @@ class LinkCache:
             self._evict()
         return stored
 
+    def stored_now(self, tokens: Iterable[str]) -> None:
+        """Count those of `tokens` still cached as stored now, for the order of eviction."""
+        entries = self._entries
+        for token in tokens:
+            packed = entries.pop(token, None)
+            if packed is not None:
+                entries[token] = packed
+
     def _trusted(self, token: str, generation: int) -> bool:
         """Whether data about `token` read at `generation` is still current."""
         if generation == self.generation:

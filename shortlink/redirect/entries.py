@@ -26,7 +26,6 @@ kept their Location and event bytes from the first tap, see LinkGroup).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 from shortlink import clickevent
@@ -71,7 +70,8 @@ class LinkGroup:
     def location_bytes(self) -> bytes:
         """`location`, made now if it was not kept (it is kept from the second tap on).
 
-        Called once per tap, before the tap's click reaches `encoded_fields`."""
+        Called once per tap, usually before the tap's click reaches `encoded_fields`
+        (when not, that click's event fields are made once more: the same bytes)."""
         location = self.location
         if location is None:
             location = encodable(self.target_url) or b""
@@ -120,6 +120,9 @@ class Groups:
         self._keys: list[GroupKey | None] = []
         self._links: list[int] = []  # links referring to each slot
         self._free: list[int] = []
+        # One string per client_identifier in use, and the groups using it (sys.intern
+        # would do, but some Python 3.12 releases never free interned strings).
+        self._texts: dict[str, tuple[str, int]] = {}
 
     def __len__(self) -> int:
         return len(self._index)
@@ -129,7 +132,9 @@ class Groups:
         index = self._index.get(key)
         if index is None:
             if key[2] is not None:  # one string for a client_identifier, not one per group
-                key = (key[0], key[1], sys.intern(key[2]), *key[3:])
+                text, users = self._texts.get(key[2], (key[2], 0))
+                self._texts[text] = (text, users + 1)
+                key = (key[0], key[1], text, *key[3:])
             group = LinkGroup(*key)
             if self._free:
                 index = self._free.pop()
@@ -160,6 +165,12 @@ class Groups:
             self._keys[index] = None
             if key is not None:
                 del self._index[key]
+                if key[2] is not None:
+                    text, users = self._texts[key[2]]
+                    if users == 1:
+                        del self._texts[text]
+                    else:
+                        self._texts[text] = (text, users - 1)
             self._free.append(index)
 
     def clear(self) -> None:
@@ -169,6 +180,7 @@ class Groups:
         self._keys.clear()
         self._links.clear()
         self._free.clear()
+        self._texts.clear()
 
 
 def group_index(packed: bytes) -> int:

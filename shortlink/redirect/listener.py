@@ -218,7 +218,9 @@ class LinkListener:
         if first is None:
             return
         last: int = await self._pool.fetchval("SELECT max(id) FROM links")
-        first = max(first, last - self._capacity + 1)
+        # Room for the misses looked up meanwhile: a cache that overflows drops a
+        # hundredth of itself, which must not be the window's newest (see _warm_ids).
+        first = max(first, last - (self._capacity - self._capacity // 100) + 1)
         started = time.perf_counter()
         loaded = await self._warm_ids(first, last, newest_first=True)
         log.info(
@@ -233,8 +235,10 @@ class LinkListener:
     async def _warm_ids(self, first: int, last: int, *, newest_first: bool = False) -> int:
         """Read ids first..last into the cache, a slice at a time; `newest_first` (a worker
         warming at start): the highest ids first, so the campaign being sent now is served
-        from memory soonest."""
+        from memory soonest, and then the slices are put back in id order (the cache drops
+        the links stored longest ago first: the window's newest must go last)."""
         loaded = 0
+        stored: list[list[str]] = []
         lows = range(first, last + 1, WARM_SLICE)
         slices = (
             (low, min(last, low + WARM_SLICE - 1))
@@ -256,7 +260,10 @@ class LinkListener:
                 generation, rows = await reads[0]
                 reads.popleft()
                 read_next()
-                loaded += len(self._cache.store_rows(rows, generation))
+                tokens = self._cache.store_rows(rows, generation)
+                loaded += len(tokens)
+                if newest_first:
+                    stored.append(list(tokens))
                 await asyncio.sleep(0)  # let requests in between slices
         finally:
             for read in reads:
@@ -264,6 +271,9 @@ class LinkListener:
             for read in reads:
                 with contextlib.suppress(asyncio.CancelledError, *_DB_ERRORS):
                     await read
+        for slice_tokens in reversed(stored):
+            self._cache.stored_now(slice_tokens)
+            await asyncio.sleep(0)
         self._cache.warmed += loaded
         return loaded
 

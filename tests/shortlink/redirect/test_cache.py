@@ -138,13 +138,17 @@ def test_a_groups_header_and_event_bytes_are_kept_from_its_second_tap() -> None:
 
 
 def test_groups_share_one_client_identifier_string() -> None:
-    """Groups with the same client_identifier (read as a new string per row) keep one string."""
+    """Groups with the same client_identifier (read as a new string per row) keep one string,
+    until the last of them is freed."""
     cache = make(Store(set()), size=10)
     rows = [row(f"Solo{i:02d}", i, target_url=f"https://example.com/{i}") for i in range(3)]
     rows = [(*r[:6], "".join(["spr", "ing"]), *r[7:]) for r in rows]
     cache.store_rows(rows, 0)
     groups = [cache.find(f"Solo{i:02d}") for i in range(3)]
     assert len({id(found[0].client_identifier) for found in groups if found}) == 1
+    for i in range(3):
+        cache.invalidate(f"Solo{i:02d}")
+    assert cache.groups._texts == {}  # the last group using it let it go
 
 
 async def test_interleaved_campaigns_in_one_store_count_every_link_of_each_group() -> None:

@@ -52,7 +52,8 @@ async def test_a_worker_started_later_warms_the_recent_window_newest_first_bound
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """At start a worker loads the links created within WARM_WINDOW, at most its cache size
-    (the newest), the newest slice first, and not older ones."""
+    (the newest), the newest slice first, and not older ones; then the oldest of them are
+    the first to be dropped."""
     monkeypatch.setattr(listener_module, "WARM_SLICE", 10)
     slices: list[list[int]] = []
     store_rows = LinkCache.store_rows
@@ -77,6 +78,14 @@ async def test_a_worker_started_later_warms_the_recent_window_newest_first_bound
         assert not any(cache.get(link.token) for link in recent[:20])
         assert cache.loads == 0
         assert slices == [[link.id for link in newest[i : i + 10]] for i in (30, 20, 10, 0)]
+        # Then the window is back in id order: a link created now, which overflows the
+        # cache, pushes out one of the oldest slice, not of the newest.
+        oldest = slices[-1]
+        [extra] = await create_links(db, account_id, [NewLink("https://example.com/extra")])
+        await wait_until(lambda: cache.get(extra.token) is not None, within=10)
+        dropped = [link.id for link in newest if cache.get(link.token) is None]
+        assert len(dropped) == 1
+        assert dropped[0] in oldest
 
 
 async def test_with_warming_off_nothing_is_loaded_ahead(
