@@ -131,9 +131,9 @@ class Groups:
         """The index of the group with these fields, counting one more link that refers to it."""
         index = self._index.get(key)
         if index is None:
+            text, users = None, 0
             if key[2] is not None:  # one string for a client_identifier, not one per group
                 text, users = self._texts.get(key[2], (key[2], 0))
-                self._texts[text] = (text, users + 1)
                 key = (key[0], key[1], text, *key[3:])
             group = LinkGroup(*key)
             if self._free:
@@ -149,6 +149,8 @@ class Groups:
                 self._keys.append(key)
                 self._links.append(0)
             self._index[key] = index
+            if text is not None:
+                self._texts[text] = (text, users + 1)
         self._links[index] += 1
         return index
 
