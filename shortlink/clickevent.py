@@ -209,12 +209,12 @@ def link_fields(link_id: int, phone_number: str | None, client_ref: str | None) 
     if type(link_id) is not int:  # orjson would write null or a float: not a link id
         raise TypeError(f"link_id must be an int, not {type(link_id).__name__}")
     # One encoding of all three (half the time of two): `[digits,phone,client_ref]`, the
-    # digits exactly encode()'s; orjson refuses what is not an int64.
+    # digits exactly encode()'s; orjson refuses an int that does not fit in 64 bits.
     encoded = _dumps_sanitised((link_id, phone_number, client_ref))
     return _DIGITS_LENGTH[encoded.index(b",") - 1] + encoded[1:-1]
 
 
-_DIGITS_LENGTH = [bytes((n,)) for n in range(21)]  # an int64 has at most 20 characters
+_DIGITS_LENGTH = [bytes((n,)) for n in range(21)]  # a 64-bit int has at most 20 characters
 
 
 def read_link_fields(data: bytes, at: int = 0) -> tuple[int, str | None, str | None]:
