@@ -48,7 +48,7 @@ Row = Any
 
 MAX_BATCH = 1000  # tokens per lookup query
 MAX_IN_FLIGHT = 4  # lookup queries at once (the pool keeps connections for the rest)
-_EVICT_FRACTION = 100
+EVICT_FRACTION = 100  # a full cache drops this fraction of itself at once
 _INVALIDATIONS_KEPT = 10_000
 
 
@@ -252,7 +252,7 @@ class LinkCache:
 
     def _evict(self) -> None:
         excess = len(self._entries) - self._max_entries
-        count = max(excess, self._max_entries // _EVICT_FRACTION)
+        count = max(excess, self._max_entries // EVICT_FRACTION)
         entries = self._entries
         for token in list(itertools.islice(entries, count)):
             self.groups.release(group_index(entries.pop(token)))

@@ -38,7 +38,7 @@ from shortlink.db import require_database_url
 from shortlink.links import changed_since, fetch_id_range, first_id_since
 from shortlink.metrics import Buckets
 from shortlink.pool import POOL
-from shortlink.redirect.cache import CACHE, LinkCache
+from shortlink.redirect.cache import CACHE, EVICT_FRACTION, LinkCache
 from shortlink.redirect.config import RedirectConfig
 from shortlink.supervise import SUPERVISOR
 
@@ -219,8 +219,8 @@ class LinkListener:
             return
         last: int = await self._pool.fetchval("SELECT max(id) FROM links")
         # Room for the misses looked up meanwhile: a cache that overflows drops a
-        # hundredth of itself, which must not be the window's newest (see _warm_ids).
-        first = max(first, last - (self._capacity - self._capacity // 100) + 1)
+        # slice of itself, which must not be the window's newest (see _warm_ids).
+        first = max(first, last - (self._capacity - self._capacity // EVICT_FRACTION) + 1)
         started = time.perf_counter()
         loaded = await self._warm_ids(first, last, newest_first=True)
         log.info(
