@@ -159,8 +159,13 @@ def _families(app: web.Application, queued: dict[str, int]) -> list[Metric]:
         ),
         metrics.counter(
             "forwarder_dead_events",
-            "Click events PostgreSQL refused, kept in dead_events",
+            "Click events that could not be recorded, kept in dead_events",
             recorder.dead,
+        ),
+        metrics.counter(
+            "forwarder_isolated_batches",
+            "Batches split to find the events that made them fail",
+            recorder.isolations,
         ),
         metrics.counter(
             "forwarder_batches_made", "Delivery batches enqueued", deliverer.batches_made

@@ -56,6 +56,7 @@ from forwarder import formats, signing
 from forwarder.config import ForwarderConfig
 from forwarder.lease import DATABASE_ERRORS, HELD, STEPS_PER_LEASE, Lease, LeaseLost, Target
 from forwarder.outbox import Outbox
+from shortlink.db import is_transient
 from shortlink.deliveries import last_error_text
 from shortlink.endpoints import EndpointError, is_public, literal_address
 from shortlink.metrics import DELIVERY_BUCKETS, Buckets
@@ -192,9 +193,10 @@ class Deliverer:
     async def run(self) -> None:
         """The loop: batch, start endpoint tasks, purge; until cancelled.
 
-        Database failures are waited out here; anything else reaches the supervisor,
-        which restarts the loop (no row can make it fail for ever: a click that cannot
-        be rendered and a delivery that cannot be sent become dead letters).
+        Transient database failures are waited out here; anything else reaches the
+        supervisor, which restarts the loop (no row can make it fail for ever: a click
+        that cannot be rendered or stored and a delivery that cannot be sent become dead
+        letters, or wait apart; see forwarder.outbox).
         """
         try:
             while True:
@@ -202,7 +204,11 @@ class Deliverer:
                     await self._outbox.make_batches()
                     await self._dispatch()
                     await self._purge()
-                except DATABASE_ERRORS as exc:
+                except Exception as exc:
+                    # Named transient failures are waited out here; anything else (a
+                    # missing migration, a bug) is the supervisor's to count and restart.
+                    if not is_transient(exc):
+                        raise
                     log.warning("delivery loop: database error", extra={"error": repr(exc)})
                     await asyncio.sleep(1.0)
                 with contextlib.suppress(TimeoutError):

@@ -8,6 +8,10 @@ parse is the exception. Robots are found four ways, in this order: the
 project's rules in forwarder.previews, ua-parser's "Spider" device family, the
 maintained crawler-user-agents list (forwarder.previews.listed), and the request
 itself (HEAD, or no User-Agent at all).
+
+What a parse finds is cut to MAX_NAME characters: ua-parser copies parts of the
+user agent into the names (a made-up "browser" of 3,000 letters is a family), and
+every name is stored, counted and forwarded.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ MOBILE_OS = frozenset(
 DESKTOP_OS = frozenset(
     {"Windows", "Mac OS X", "Linux", "Chrome OS", "Ubuntu", "Fedora", "FreeBSD", "OpenBSD"}
 )
+MAX_NAME = 64  # characters of a browser, OS, device or maker name (docs/forwarder.md)
 _NO_DEVICE = frozenset({"Other", "Generic Smartphone", "Generic Feature Phone", "Spider"})
 
 
@@ -68,22 +73,36 @@ def classify(user_agent: str | None, method: str) -> Client:
 @functools.lru_cache(maxsize=20_000)
 def _classify_user_agent(user_agent: str) -> Client:
     result = parse(user_agent)
-    browser = result.user_agent.family if result.user_agent else None
-    os = result.os.family if result.os else None
+    browser = _name(result.user_agent.family) if result.user_agent else None
+    os = _name(result.os.family) if result.os else None
     device = result.device
     spider = device is not None and device.family == "Spider"
     robot = previews.match(user_agent)
     if robot is None and not spider:
         robot = previews.listed(user_agent)
     if robot is not None or spider:
-        return Client(robot or browser, os, "bot", None, None, True)
-    name = device.family if device and device.family not in _NO_DEVICE else None
+        return Client(_name(robot) or browser, os, "bot", None, None, True)
+    family = device.family if device and device.family not in _NO_DEVICE else None
     maker = (
         device.brand
         if device and device.brand and not device.brand.startswith(("Generic", "Spider"))
         else None
     )
-    return Client(browser, os, _device_type(user_agent, os, name), name, maker, False)
+    return Client(
+        browser,
+        os,
+        _device_type(user_agent, os, family),
+        _name(family),
+        _name(maker),
+        False,
+    )
+
+
+def _name(value: str | None) -> str | None:
+    """A name as stored: at most MAX_NAME characters; None for nothing."""
+    if not value:
+        return None
+    return value if len(value) <= MAX_NAME else value[:MAX_NAME]
 
 
 def _device_type(user_agent: str, os: str | None, device_name: str | None) -> str:

@@ -34,6 +34,7 @@ import maxminddb
 log = logging.getLogger(__name__)
 
 CACHE_SIZE = 65_536
+MAX_REGION = 128  # characters of a region name as stored (a file may hold anything)
 # What clicks.country accepts (its CHECK), once upper-cased. Files also carry codes
 # such as MaxMind's legacy "A1" (anonymous proxy), "A2", "O1" or IP2Location's "--":
 # no country, and a row PostgreSQL would refuse (the click would go to dead_events).
@@ -76,6 +77,9 @@ class Locator:
             return NOWHERE
         try:
             ip = ipaddress.ip_address(address)
+        except ValueError:  # not an address (the redirect server sends only addresses)
+            return NOWHERE
+        try:
             if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
                 ip = ip.ipv4_mapped
             if not ip.is_global:
@@ -112,7 +116,7 @@ def _from_record(record: Any) -> Place:
     if isinstance(subdivisions, list) and subdivisions and isinstance(subdivisions[0], dict):
         names = subdivisions[0].get("names")
         region = names.get("en") if isinstance(names, dict) else None
-    return Place(country, region if isinstance(region, str) and region else None)
+    return Place(country, region[:MAX_REGION] if isinstance(region, str) and region else None)
 
 
 def _country_code(value: Any) -> str | None:

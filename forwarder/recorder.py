@@ -42,9 +42,11 @@ from forwarder import formats
 from forwarder.config import ForwarderConfig
 from forwarder.enrich import Client, classify
 from forwarder.geoip import PACKAGED, Locator, Place
+from shortlink import stats
 from shortlink.clickevent import ClickEvent, InvalidClickEvent, decode
-from shortlink.db import Connection, is_transient, needs_new_connections
+from shortlink.db import Connection, is_statement_error, is_transient, needs_new_connections
 from shortlink.stats import first_click_bucket
+from shortlink.supervise import backoff
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +119,17 @@ class DeadEvent:
     error: str
 
 
-def _refused_data(exc: BaseException) -> bool:
-    """PostgreSQL refused the data itself (a data exception or a constraint)."""
-    state = getattr(exc, "sqlstate", None) or ""
-    return isinstance(exc, asyncpg.PostgresError) and state[:2] in ("22", "23")
+MAX_ERROR_CHARS = 2_000  # of the error kept with a dead event
+
+
+def _error_text(exc: BaseException) -> str:
+    """Why an event cannot be recorded, as stored: PostgreSQL's message (with its
+    SQLSTATE) or the Python exception, bounded and storable as text."""
+    if isinstance(exc, asyncpg.PostgresError):
+        text = f"refused by PostgreSQL ({exc.sqlstate}): {exc}"
+    else:
+        text = f"cannot be recorded: {exc!r}"
+    return text.replace("\x00", "\ufffd")[:MAX_ERROR_CHARS]
 
 
 async def record(
@@ -313,8 +322,8 @@ async def _count(
             totals[(*campaign, "bot")] += count
             continue
         totals[(*campaign, "total")] += count
-        breakdown[(*campaign, "browser", client.browser or "Other")] += count
-        breakdown[(*campaign, "os", client.os or "Other")] += count
+        breakdown[(*campaign, "browser", client.browser or stats.OTHER)] += count
+        breakdown[(*campaign, "os", client.os or stats.OTHER)] += count
         breakdown[(*campaign, "device_type", client.device_type)] += count
         breakdown[(*campaign, "country", country or "unknown")] += count
     histogram: Counter[tuple[int, str, int]] = Counter()
@@ -341,10 +350,41 @@ async def _count(
     )
     if breakdown:
         keys = sorted(breakdown)
+        # A value counts apart only if the campaign already counts it, or while the
+        # campaign counts fewer than VALUES_KEPT - 1 values in that dimension besides
+        # OTHER (the new values of a batch by clicks, most first); after that it counts
+        # as OTHER. Whatever
+        # user agents arrive, a campaign keeps at most VALUES_KEPT rows per dimension
+        # (a few more when forwarders add values at the same moment).
         await conn.execute(
             """
+            WITH given AS (
+                SELECT i.*, b.value IS NOT NULL AS known
+                FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+                     AS i (account_id, campaign, dimension, value, clicks)
+                LEFT JOIN campaign_breakdown b
+                       ON (b.account_id, b.campaign, b.dimension, b.value)
+                        = (i.account_id, i.campaign, i.dimension, i.value)
+            ), ranked AS (
+                SELECT g.*, row_number() OVER (
+                    PARTITION BY g.account_id, g.campaign, g.dimension, g.known
+                    ORDER BY g.clicks DESC, g.value) AS newcomer
+                FROM given g
+            ), placed AS (
+                SELECT r.account_id, r.campaign, r.dimension, r.clicks,
+                       CASE WHEN r.known OR r.value = $7 THEN r.value
+                            WHEN r.newcomer < $6 - (
+                                SELECT count(*) FROM campaign_breakdown c
+                                WHERE c.account_id = r.account_id AND c.campaign = r.campaign
+                                  AND c.dimension = r.dimension AND c.value <> $7)
+                            THEN r.value
+                            ELSE $7 END AS value
+                FROM ranked r
+            )
             INSERT INTO campaign_breakdown (account_id, campaign, dimension, value, clicks)
-            SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+            SELECT account_id, campaign, dimension, value, sum(clicks)::bigint FROM placed
+            GROUP BY account_id, campaign, dimension, value
+            ORDER BY account_id, campaign, dimension, value
             ON CONFLICT (account_id, campaign, dimension, value)
             DO UPDATE SET clicks = campaign_breakdown.clicks + excluded.clicks
             """,
@@ -353,6 +393,8 @@ async def _count(
             [k[2] for k in keys],
             [k[3] for k in keys],
             [breakdown[k] for k in keys],
+            stats.VALUES_KEPT,
+            stats.OTHER,
         )
     if histogram:
         keys_h = sorted(histogram)
@@ -534,7 +576,8 @@ class Recorder:
         self._consumer: AIOKafkaConsumer | None = None
         self.totals = Outcome()
         self.invalid = 0  # messages that were not click events
-        self.dead = 0  # click events PostgreSQL refused
+        self.dead = 0  # click events that could not be recorded (kept in dead_events)
+        self.isolations = 0  # batches split to find the events that made them fail
         self.batches = 0
         self.committed: dict[TopicPartition, int] = {}  # for the lag metric
 
@@ -644,14 +687,20 @@ class Recorder:
                     dead.append(DeadEvent(where, record.value, f"not a click event: {exc}"))
         return events, dead
 
-    async def _record_with_retries(self, received: list[Received]) -> Outcome:
-        """Record a batch; transient failures are retried, data PostgreSQL refuses is isolated.
+    async def _record_with_retries(self, received: list[Received], depth: int = 0) -> Outcome:
+        """Record a batch; transient failures are retried, events that cannot be recorded
+        are isolated.
 
-        A batch that fails for its data (SQLSTATE classes 22 and 23) is split in two
-        and each half recorded on its own, down to the single event that cannot be,
-        which goes to dead_events with the error: one bad event never blocks the
-        partition, and no other click of the batch is lost. Anything else that is not
-        transient is a bug: it reaches the supervisor (logged, counted, restarted).
+        Only named transient failures (shortlink.db.is_transient: a lost connection, a
+        restart or failover, a deadlock, ...) are retried as they are. An error that
+        says the statement or the schema is wrong (shortlink.db.is_statement_error: a
+        missing migration) would fail every batch alike: it reaches the supervisor.
+        Anything else, from PostgreSQL (a value it refuses, an index row too large) or
+        from Python (enrichment that raised), comes from some event of the batch: the
+        batch is split in two and each half recorded on its own, down to the events
+        that cannot be, which go to dead_events with the error. A poison event costs
+        about 2 log2(n) more transactions; the rest of its batch is recorded and the
+        offsets move on.
         """
         attempt = 0
         events = [item.event for item in received]
@@ -662,15 +711,15 @@ class Recorder:
                         conn, events, batch_size=self._config.batch_size, locator=self.locator
                     )
             except Exception as exc:
-                if not is_transient(exc):
-                    if _refused_data(exc):
-                        return await self._isolate(received, exc)
+                if is_statement_error(exc):
                     raise
+                if not is_transient(exc):
+                    return await self._isolate(received, exc, depth)
                 if needs_new_connections(exc):
                     # A restart or a failover: the pool's connections may lead to a server
                     # that is gone, or is now a standby.
                     await self._pool.expire_connections()
-                delay = min(5.0, 0.1 * 2**attempt)
+                delay = backoff(attempt + 1, base=0.1, cap=5.0)
                 attempt += 1
                 log.warning(
                     "recording a batch failed; trying again",
@@ -678,19 +727,28 @@ class Recorder:
                 )
                 await asyncio.sleep(delay)
 
-    async def _isolate(self, received: list[Received], exc: BaseException) -> Outcome:
+    async def _isolate(self, received: list[Received], exc: Exception, depth: int) -> Outcome:
+        """Record `received` without the events that make it fail with `exc` (bisection)."""
         if len(received) == 1:
             [item] = received
             self.dead += 1
             log.error(
-                "kept a click event PostgreSQL refuses in dead_events",
-                extra={"error": repr(exc), "event_id": item.event.event_id},
+                "kept a click event that cannot be recorded in dead_events",
+                # A Python error is a bug to fix: its traceback; PostgreSQL's says it all.
+                exc_info=None if isinstance(exc, asyncpg.PostgresError) else exc,
+                extra={"error": _error_text(exc), "event_id": item.event.event_id},
             )
-            await self._keep_dead([DeadEvent(item.where, item.value, f"refused: {exc!r}")])
+            await self._keep_dead([DeadEvent(item.where, item.value, _error_text(exc))])
             return Outcome(received=1)
+        if depth == 0:
+            self.isolations += 1
+            log.warning(
+                "a batch cannot be recorded; isolating the events that cause it",
+                extra={"error": _error_text(exc), "events": len(received)},
+            )
         middle = len(received) // 2
-        first = await self._record_with_retries(received[:middle])
-        second = await self._record_with_retries(received[middle:])
+        first = await self._record_with_retries(received[:middle], depth + 1)
+        second = await self._record_with_retries(received[middle:], depth + 1)
         return first.plus(second)
 
     async def _keep_dead(self, dead: list[DeadEvent]) -> None:
@@ -710,7 +768,7 @@ class Recorder:
                 if not is_transient(exc):
                     raise
                 attempt += 1
-                await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
+                await asyncio.sleep(backoff(attempt, base=0.1, cap=5.0))
 
     def _add(self, outcome: Outcome) -> None:
         self.batches += 1

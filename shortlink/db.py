@@ -53,6 +53,20 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+# SQLSTATE classes that say the statement or the database is wrong, whatever the
+# data: syntax error or access rule violation (an undefined column: a migration is
+# missing), feature not supported, invalid SQL statement name, invalid
+# authorization, invalid catalog or schema name. Values always travel as
+# parameters, so no event can cause these.
+_STATEMENT_CLASSES = frozenset({"42", "0A", "26", "28", "3D", "3F"})
+
+
+def is_statement_error(exc: BaseException) -> bool:
+    """Whether `exc` says the statement or the schema is wrong rather than some data
+    (retrying the same data alone would fail the same way for every batch)."""
+    return isinstance(exc, asyncpg.PostgresError) and (exc.sqlstate or "")[:2] in _STATEMENT_CLASSES
+
+
 def needs_new_connections(exc: BaseException) -> bool:
     """Whether, after `exc`, the pool should drop its connections and connect afresh."""
     return isinstance(exc, asyncpg.PostgresError) and (exc.sqlstate or "") in _RECONNECT_STATES

@@ -21,6 +21,15 @@ from shortlink.db import Executor
 
 _HISTOGRAM_BASE = math.log(1.05)
 
+# Breakdowns (by_browser, by_os, by_device_type, by_country) are bounded whatever
+# taps arrive (anyone can send any User-Agent): a campaign keeps at most VALUES_KEPT
+# values per dimension (the recorder counts newer ones as OTHER), and statistics show
+# the VALUES_SHOWN values with most clicks, the rest summed as OTHER. ua-parser's own
+# name for what it does not know is also "Other": one row holds both.
+VALUES_KEPT = 200
+VALUES_SHOWN = 20
+OTHER = "Other"
+
 
 def first_click_bucket(shortened_at_ms: int, clicked_at_ms: int) -> int:
     """Histogram bucket of the time from shortening to the first click (~5% wide)."""
@@ -61,11 +70,22 @@ async def campaign(conn: Executor, account_id: int, name: str) -> dict[str, Any]
         return None
     breakdown = await conn.fetch(
         """
-        SELECT dimension, value, clicks FROM campaign_breakdown
-        WHERE account_id = $1 AND campaign = $2 ORDER BY clicks DESC, value
+        WITH ranked AS (
+            SELECT dimension, value, clicks,
+                   value <> $4 AND row_number() OVER (
+                       PARTITION BY dimension ORDER BY value = $4, clicks DESC, value
+                   ) <= $3 AS shown
+            FROM campaign_breakdown WHERE account_id = $1 AND campaign = $2
+        )
+        SELECT dimension, value, clicks FROM ranked WHERE shown
+        UNION ALL
+        SELECT dimension, $4, sum(clicks)::bigint FROM ranked WHERE NOT shown GROUP BY dimension
+        ORDER BY clicks DESC, value
         """,
         account_id,
         name,
+        VALUES_SHOWN,
+        OTHER,
     )
     histogram = [
         (row["bucket"], row["links"])

@@ -381,32 +381,47 @@ class ClickPublisher:
                     await asyncio.sleep(0)
                 records = self._encode(batch[done : done + _SLICE])
                 done += _SLICE
-                try:
-                    if self._spooling or outgoing is None:
-                        self._to_spool(records)
-                    else:
-                        await outgoing.add(records)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # logged with its traceback, counted, the clicks kept
-                    self._supervisor.recovered("click-flusher")
-                    log.exception("sending clicks failed unexpectedly; spooling them")
+                if self._spooling or outgoing is None:
                     self._to_spool(records)
+                else:
+                    await outgoing.add(records)
                 records = []
             if outgoing is None:
                 return
             await outgoing.finish()
             failed = await outgoing.settle()
-        except asyncio.CancelledError:
-            # Shutdown gave up waiting for the broker: keep on disk whatever is not known
-            # to be acknowledged, and what was not encoded yet (a click both acknowledged
-            # late and spooled is recorded once: the forwarder ignores a known event id).
+        except BaseException as exc:
+            # Shutdown gave up waiting for the broker (a cancel), or something failed that
+            # should not have: keep on disk whatever is not known to be acknowledged, the
+            # slice being handed over and what was not encoded yet (a click both
+            # acknowledged late and spooled is recorded once: the forwarder ignores a
+            # known event id).
             pending = outgoing.unconfirmed() if outgoing is not None else []
-            self._spool_records([*pending, *records, *self._encode(batch[done:])])
-            raise
+            self._keep(pending, records, batch[done:])
+            if not isinstance(exc, Exception):
+                raise
+            self._supervisor.recovered("click-flusher")
+            log.exception(
+                "sending clicks failed unexpectedly; spooled them",
+                extra={"clicks": len(batch)},
+            )
+            return
         self.published += outgoing.sent
         if failed:
             self._to_spool(failed)
+
+    def _keep(
+        self, pending: Sequence[Record], records: Sequence[Record], rest: Sequence[Buffered]
+    ) -> None:
+        """Spool the records of a flush that did not go through: those not acknowledged,
+        the slice in hand (some of it may be among them), the clicks not yet encoded."""
+        seen = {id(record) for record in pending}
+        kept = [*pending, *(record for record in records if id(record) not in seen)]
+        try:
+            kept += self._encode(rest)
+        except Exception:  # noqa: BLE001 - logged with its traceback by _lose
+            self._lose(rest, "encoding clicks to spool them failed")
+        self._to_spool(kept)
 
     def _to_spool(self, records: Sequence[Record]) -> None:
         self._spooling = True
@@ -536,13 +551,17 @@ class _Outgoing:
             await self._ship(partition)
 
     async def _ship(self, partition: int) -> None:
-        builder, taken = self._open.pop(partition)
+        builder, taken = self._open[partition]
         try:
+            # The batch stays open (unconfirmed) until the producer has it: a cancel or an
+            # unexpected error while it waits for room leaves it to be spooled.
             future = await self._producer.send_batch(builder, self._topic, partition=partition)
         except SEND_ERRORS as exc:
+            del self._open[partition]
             self._publisher._log_send_failure(exc)
             self._unsent.extend(taken)
             return
+        del self._open[partition]
         self.sent += len(taken)
         self._in_flight.append((future, taken))
 

@@ -1146,3 +1146,88 @@ async def test_a_dead_callback_never_delays_the_accounts_endpoint(
     assert (dead["attempts"], dead["last_error"]) == (10, "HTTP 500")
     listed = await list_deliveries(db, account.account_id, status="dead")
     assert [d["callback_url"] for d in listed] == [callback.url]
+
+
+# -- issue 21: what PostgreSQL refuses for one endpoint never holds up another ----------
+
+
+async def wait_in_outbox(db: asyncpg.Connection, endpoint_id: int, count: int) -> None:
+    """`count` clicks waiting for the endpoint, as the recorder leaves them."""
+    await db.executemany(
+        "INSERT INTO outbox (endpoint_id, format, event_id, detail) VALUES ($1, 'json', $2, $3)",
+        [(endpoint_id, uuid.uuid4(), formats.encode_detail(SEED_DETAIL)) for _ in range(count)],
+    )
+
+
+@pytest.fixture
+async def two_endpoints(
+    db: asyncpg.Connection, make_sink: Callable[[], Awaitable[Sink]]
+) -> AsyncIterator[tuple[tuple[int, Sink], tuple[int, Sink]]]:
+    """Two accounts' endpoints, the refused one made first (the lower id, batched first);
+    three clicks wait for each. The CHECK a test adds to deliveries is dropped after it."""
+    pair = []
+    for name in ("refused", "fine"):
+        account = (await create_account(db, name)).account_id
+        sink = await make_sink()
+        await set_endpoint(db, account, sink.url)
+        endpoint = await endpoint_of(db, account)
+        await wait_in_outbox(db, endpoint, 3)
+        pair.append((endpoint, sink))
+    yield pair[0], pair[1]
+    await db.execute("ALTER TABLE deliveries DROP CONSTRAINT IF EXISTS test_refused")
+    await db.execute("DELETE FROM outbox WHERE endpoint_id = $1", pair[0][0])
+
+
+async def test_clicks_postgresql_will_not_take_as_a_batch_become_dead_letters_alone(
+    forwarder_env: dict[str, str],
+    db: asyncpg.Connection,
+    two_endpoints: tuple[tuple[int, Sink], tuple[int, Sink]],
+) -> None:
+    """A batch that violates a CHECK of deliveries is stored click by click as dead
+    letters holding the error (sent once retried); the other endpoint's batch goes."""
+    (refused, refused_sink), (_, fine_sink) = two_endpoints
+    await db.execute(
+        "ALTER TABLE deliveries ADD CONSTRAINT test_refused"
+        f" CHECK (status <> 'pending' OR endpoint_id <> {refused}) NOT VALID"
+    )
+    supervisor = Supervisor("forwarder")
+    async with deliverer_running(forwarder_env, supervisor) as deliverer:
+        await wait_until(lambda: len(fine_sink.received) == 1)
+        await wait_until(lambda: deliverer._outbox.unrenderable == 3)
+        dead = await db.fetch(
+            "SELECT * FROM deliveries WHERE endpoint_id = $1 AND status = 'dead'", refused
+        )
+        assert supervisor.healthy
+    assert len(orjson.loads(fine_sink.received[0].body)["ClickDetails"]) == 3
+    assert [row["clicks"] for row in dead] == [1, 1, 1]
+    assert all("CheckViolationError" in row["last_error"] for row in dead)
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE endpoint_id = $1", refused) == 0
+    await db.execute("ALTER TABLE deliveries DROP CONSTRAINT test_refused")
+    account = await db.fetchval("SELECT account_id FROM endpoints WHERE id = $1", refused)
+    assert await retry_dead(db, account) == 3
+    async with deliverer_running(forwarder_env):
+        await wait_until(lambda: len(refused_sink.received) == 3)
+    assert [len(orjson.loads(r.body)["ClickDetails"]) for r in refused_sink.received] == [1, 1, 1]
+
+
+async def test_clicks_postgresql_refuses_even_as_dead_letters_wait_apart(
+    forwarder_env: dict[str, str],
+    db: asyncpg.Connection,
+    two_endpoints: tuple[tuple[int, Sink], tuple[int, Sink]],
+) -> None:
+    """Clicks no delivery row of their endpoint can hold stay in the outbox, held back,
+    while the other endpoint's are delivered; once the cause is gone they go too."""
+    (refused, refused_sink), (_, fine_sink) = two_endpoints
+    await db.execute(
+        f"ALTER TABLE deliveries ADD CONSTRAINT test_refused CHECK (endpoint_id <> {refused})"
+        " NOT VALID"
+    )
+    supervisor = Supervisor("forwarder")
+    async with deliverer_running(forwarder_env, supervisor) as deliverer:
+        await wait_until(lambda: len(fine_sink.received) == 1)
+        await wait_until(lambda: deliverer._outbox.stuck >= 3)
+        assert await db.fetchval("SELECT count(*) FROM outbox WHERE endpoint_id = $1", refused) == 3
+        assert supervisor.healthy
+        await db.execute("ALTER TABLE deliveries DROP CONSTRAINT test_refused")
+        await wait_until(lambda: len(refused_sink.received) == 1)
+    assert len(orjson.loads(refused_sink.received[0].body)["ClickDetails"]) == 3

@@ -11,7 +11,14 @@ from forwarder.geoip import Locator
 from forwarder.recorder import record
 from shortlink import clickevent
 from shortlink.links import LinkEntry
-from shortlink.stats import bucket_seconds, first_click_bucket
+from shortlink.stats import (
+    OTHER,
+    VALUES_KEPT,
+    VALUES_SHOWN,
+    bucket_seconds,
+    campaign,
+    first_click_bucket,
+)
 from tests.forwarder.conftest import clicks, make_links, set_endpoint
 
 
@@ -140,6 +147,64 @@ async def test_breakdowns_and_time_to_first_click(db: asyncpg.Connection, accoun
     assert 55 < times[0] < 65
     assert 3400 < times[-1] < 3800
     assert first_click_bucket(0, 0) == 0
+
+
+def made_up_browser(n: int) -> str:
+    """A user agent whose browser, for ua-parser, is "Brand" and three letters made of n."""
+    letters = "".join(chr(ord("a") + n // 26**k % 26) for k in range(3))
+    return f"Brand{letters}/1.0 CFNetwork/1240.0.4 Darwin/20.6.0"
+
+
+async def test_the_values_a_campaign_counts_per_dimension_are_capped(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """Taps with more distinct browsers than VALUES_KEPT leave at most that many rows; the
+    newest count as Other, and values counted before the cap go on counting apart."""
+    links = await make_links(db, account_id, 30)
+    safari = events(clicks(links[:3]))
+    await record(db, safari, batch_size=100)
+    made_up = [
+        event
+        for n in range(VALUES_KEPT + 40)
+        for event in events(clicks([links[n % len(links)]], user_agent=made_up_browser(n)))
+    ]
+    for start in range(0, len(made_up), 70):  # batches, as the consumer hands them over
+        await record(db, made_up[start : start + 70], batch_size=100)
+    await record(db, events(clicks(links[3:5])), batch_size=100)  # Safari again, after the cap
+    rows = await db.fetch(
+        """
+        SELECT value, clicks FROM campaign_breakdown
+        WHERE account_id = $1 AND campaign = 'spring-sale' AND dimension = 'browser'
+        """,
+        account_id,
+    )
+    counts = {row["value"]: row["clicks"] for row in rows}
+    assert len(counts) == VALUES_KEPT
+    assert counts["Mobile Safari"] == 5
+    assert counts[OTHER] == 42  # one row is kept for Other: Safari and 198 made-up ones apart
+    assert sum(counts.values()) == VALUES_KEPT + 40 + 5
+    assert sum(1 for value in counts if value.startswith("Brand")) == VALUES_KEPT - 2
+
+
+async def test_statistics_show_the_values_with_most_clicks_and_sum_the_rest(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """by_browser holds the VALUES_SHOWN browsers with most clicks and Other for the
+    rest, so a campaign's statistics stay small whatever taps arrived."""
+    links = await make_links(db, account_id, 4)
+    batch = events(clicks(links))  # Mobile Safari: 4 clicks
+    for n in range(VALUES_SHOWN + 10):
+        batch += events(clicks(links[: 1 + n % 3], user_agent=made_up_browser(n)))
+    await record(db, batch, batch_size=100)
+    found = await campaign(db, account_id, "spring-sale")
+    assert found is not None
+    browsers = found["by_browser"]
+    assert len(browsers) == VALUES_SHOWN + 1
+    assert browsers["Mobile Safari"] == 4
+    assert sum(browsers.values()) == found["total_clicks"] == len(batch)
+    shown = [count for value, count in browsers.items() if value != OTHER]
+    assert min(shown) >= 2  # every value shown has more clicks than any summed in Other
+    assert sorted(browsers.values(), reverse=True) == list(browsers.values())
 
 
 async def test_events_for_unknown_links_are_skipped(

@@ -142,6 +142,7 @@ ASSEMBLED = [
         LinkEntry(1, "AAAAAAAA", 1, "https://e.x/", "", "", "", 1, 4e9, False, False),
         (None, None, BAD, "GET", False),
     ),
+    (LINK, ("U" * 9000, "1" * 300, "https://r.example/" + "r" * 9000, "GET", False)),
 ]
 
 
@@ -192,3 +193,16 @@ def test_ids_as_bytes_follow_the_same_counter_as_ids_as_text() -> None:
     assert int(made[0][-8:], 16) == (int(text[-1][-8:], 16) + 1) & 0xFFFFFFFF
     assert len(set(text + made)) == len(text) + len(made)
     assert [int(i[-8:], 16) for i in made[:3]] == [0, 1, 2]
+
+
+def test_texts_a_client_sent_are_cut_to_their_maximum_length() -> None:
+    """User agent, client IP and Referer longer than their maximums are cut when the event
+    is made, and again when one made before the limits is read; the click is kept."""
+    agent, ip, referer = "\u00e9" * 5000, "f" * 500, "https://r.example/" + "x" * 9000
+    facts = clickevent.facts(LINK, 1382000769.338, agent, ip, referer, "GET", False)
+    event = clickevent.decode(clickevent.encode(str(uuid.uuid4()), facts))
+    assert event.user_agent == agent[: clickevent.MAX_USER_AGENT]
+    assert event.client_ip == ip[: clickevent.MAX_CLIENT_IP]
+    assert event.referer == referer[: clickevent.MAX_REFERER]
+    older = encoded(user_agent=agent, client_ip=ip, referer=referer)
+    assert clickevent.decode(older)[10:13] == (event.user_agent, event.client_ip, event.referer)

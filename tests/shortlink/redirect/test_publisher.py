@@ -23,6 +23,7 @@ from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.entries import LinkGroup
 from shortlink.redirect.publisher import PUBLISHER
 from shortlink.redirect.spool import Spool
+from shortlink.supervise import SUPERVISOR
 from tests.infra import RunningServer, consume, running
 
 TOPIC = "clicks"
@@ -393,3 +394,87 @@ async def test_half_a_full_buffer_goes_to_the_spool_outside_the_handler(
         finally:
             own_broker.process.send_signal(signal.SIGCONT)
         await wait_for(lambda: publisher.published >= 2_502 and not publisher.spooling)
+
+
+async def test_an_unexpected_error_handing_over_a_batch_loses_no_click(
+    database_url: str,
+    db: asyncpg.Connection,
+    account_id: int,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    """A producer that fails in a way nobody planned for, in the middle of a flush: every
+    click of the flush goes to the spool, the error is counted, and the replay publishes
+    them all."""
+    topic = f"unexpected-{embedded.free_port()}"
+    await ensure_topic(kafka_bootstrap, topic, 3)
+    [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
+    config = broker_config(database_url, kafka_bootstrap, topic, tmp_path, PUBLISH_LINGER_MS="50")
+    async with running(create_app(config), make_handler) as server:
+        publisher = server.app[PUBLISHER]
+        cached = await first_tap(server, link.token)
+        producer = publisher._producer
+        assert producer is not None
+        send_batch = producer.send_batch
+        calls = 0
+
+        async def fails_once(*args: object, **kwargs: object) -> object:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("a bug in the producer")
+            return await send_batch(*args, **kwargs)  # type: ignore[arg-type]
+
+        producer.send_batch = fails_once  # type: ignore[method-assign]
+        # One key: ~1.2 MB of events fill a whole record batch mid-flush, whose hand-over fails.
+        burst(server, link.token, cached, "unplanned", 3_000)
+        await wait_for(lambda: publisher.published == 3_001 and not publisher.spooling)
+        assert server.app[SUPERVISOR].restarts["click-flusher"] == 1
+        assert publisher.spooled == 3_000
+        assert publisher.lost == 0
+    events = await consume(kafka_bootstrap, topic, 3_001)
+    agents = {clickevent.decode(r.value).user_agent for r in events}
+    assert {f"unplanned-{i}" for i in range(3_000)} <= agents
+
+
+async def test_a_hand_over_that_never_returns_is_spooled_at_shutdown(
+    database_url: str,
+    db: asyncpg.Connection,
+    account_id: int,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    """A producer that never takes a full record batch (its queue never drains): when
+    shutdown gives up waiting, the clicks of that batch are in the spool too."""
+    topic = f"never-{embedded.free_port()}"
+    await ensure_topic(kafka_bootstrap, topic, 3)
+    [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
+    config = broker_config(
+        database_url,
+        kafka_bootstrap,
+        topic,
+        tmp_path,
+        PUBLISH_LINGER_MS="5",
+        SHUTDOWN_TIMEOUT_SECONDS="1",
+    )
+    async with running(create_app(config), make_handler) as server:
+        publisher = server.app[PUBLISHER]
+        cached = await first_tap(server, link.token)
+        producer = publisher._producer
+        assert producer is not None
+        waiting = asyncio.Event()
+
+        async def never_drains(*args: object, **kwargs: object) -> object:
+            waiting.set()
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+        producer.send_batch = never_drains  # type: ignore[method-assign]
+        burst(server, link.token, cached, "held", 3_000)
+        await asyncio.wait_for(waiting.wait(), 30)
+        assert publisher.published == 1
+    spool = Spool(tmp_path / "spool", "redirect-0", 1 << 30)
+    records, _ = spool.read(10_000)
+    spool.close()
+    agents = {clickevent.decode(r[2]).user_agent for r in records}
+    assert {f"held-{i}" for i in range(3_000)} <= agents

@@ -113,10 +113,10 @@ CASES = [
         lambda t: tap(t, b"User-Agent: " + PHONE, b"X-Forwarded-For: 203.0.113.9\x00"),
     ),
     Case(
-        "user agent 8,000 bytes",
+        "user agent 8,000 bytes: cut to MAX_USER_AGENT characters",
         lambda t: tap(t, b"User-Agent: " + PHONE + b"A" * (8000 - len(PHONE))),
         "user_agent",
-        re.escape(PHONE.decode() + "A" * (8000 - len(PHONE))),
+        re.escape(PHONE.decode() + "A" * (clickevent.MAX_USER_AGENT - len(PHONE))),
     ),
     Case(
         "user agent 8 KiB", lambda t: tap(t, b"User-Agent: " + PHONE + b"A" * (8192 - len(PHONE)))
