@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -120,6 +121,47 @@ async def running(
     finally:
         stop.set()
         await task
+
+
+def statuses_of(raw: bytes) -> list[int]:
+    """The status of every response in `raw`, in order, bodies skipped (a request line
+    without a version is answered too, as "HTTP/0.9 302 Found")."""
+    found = []
+    while raw:
+        head, separator, rest = raw.partition(b"\r\n\r\n")
+        if not separator:
+            break
+        lines = head.split(b"\r\n")
+        match = re.match(rb"HTTP/\d\.\d (\d{3})", lines[0])
+        if match is None:
+            break
+        found.append(int(match[1]))
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        raw = rest[length:]
+    return found
+
+
+async def exchange(server: RunningServer, data: bytes) -> list[int]:
+    """Write `data` on a fresh connection; the statuses answered until the server closes it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    received = b""
+    try:
+        # The server may answer and close before it has read everything (a 100 KiB
+        # header): what it answered is still in our receive buffer.
+        with contextlib.suppress(ConnectionError):
+            writer.write(data)
+            await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            received = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return statuses_of(received)
 
 
 def env_for(base: Mapping[str, str], **overrides: Any) -> dict[str, str]:
