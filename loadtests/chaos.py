@@ -57,7 +57,7 @@ from .bench_redirect import RESULTS_DOC, ROOT, write_section
 from .bench_system import FIRST_TAPS, RANDOM_TAPS
 from .chaos_report import FIRST, MALFORMED, REPEAT, Outcome, Setting, Window, render
 from .system import WARM_LINKS, Stack, alive, start_stack
-from .taps import MalformedTaps, start_wrk, wrk_script
+from .taps import malformed_taps, start_wrk, wrk_script
 from .watch import Watcher, read_logs, worker_pids
 
 # Logs, per-second counts and probe samples of the last run, kept for reading.
@@ -182,9 +182,7 @@ async def exercise(
         running.forwarder_url,
         running.supervisor_pid,
     )
-    malformed = MalformedTaps(
-        running.redirect_port, running.warm, args.rate * shares[MALFORMED], stop_at
-    )
+    malformed = malformed_taps(running.redirect_port, running.warm, args.rate * shares[MALFORMED])
     await asyncio.sleep(max(0.0, start - time.time()))
     print(f"tapping at {args.rate:,}/s for {seconds} s: {rates} + malformed", flush=True)
     runs = [
@@ -192,7 +190,7 @@ async def exercise(
         for name, (script, connections) in scripts.items()
     ]
     background = [
-        asyncio.create_task(malformed.run(), name="malformed taps"),
+        asyncio.create_task(malformed.run(stop_at), name="malformed taps"),
         asyncio.create_task(watcher.run(until=float("inf")), name="watcher"),
     ]
     try:

@@ -9,10 +9,10 @@ Two kinds of load:
   sending at a given second so that every request sent before it is answered
   (or known unanswered) when wrk exits: the 302s it counts are then exactly
   the taps the server redirected.
-- **malformed taps** over raw sockets, so the header bytes really are invalid:
-  a fresh connection per tap, open-loop at a fixed rate, cycling through a
-  fixed list of variants (invalid UTF-8, an 8 KiB User-Agent, garbage
-  X-Forwarded-For).
+- **raw taps** over raw sockets (`RawTaps`), so the bytes really are invalid: a
+  fresh connection per tap, open-loop at a fixed rate. The *malformed taps*
+  cycle through a fixed list of variants (invalid UTF-8, an 8 KiB User-Agent,
+  garbage X-Forwarded-For); loadtests/hostile.py makes the hostile ones.
 
 Both give a `Tally`: counts by (second, status), 0 for a tap that got no answer.
 """
@@ -24,6 +24,7 @@ import contextlib
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,6 +212,79 @@ def read_counts(path: Path) -> Tally:
     return tally
 
 
+@dataclass
+class RawTaps:
+    """Taps over raw sockets, a fresh connection each, open-loop at `rate` per second:
+    tap n is the request `make(n)` returns with its variant's name. Counted into `tally`
+    (sent and answered both at the second the tap was sent: exact) and by variant."""
+
+    port: int
+    rate: float
+    make: Callable[[int], tuple[str, bytes]]
+    variants: list[str]
+    tally: Tally = field(default_factory=Tally)
+    by_variant: dict[str, Counter[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.variants:
+            self.by_variant.setdefault(name, Counter())
+
+    async def run(self, until: float) -> None:
+        """Tap until `until` (Unix time), then wait for the last answers."""
+        if self.rate <= 0:
+            return
+        pending: set[asyncio.Task[None]] = set()
+        due, sent = time.time(), 0
+        while due < until:
+            await asyncio.sleep(max(0.0, due - time.time()))
+            # Made here, in order, so that random parts repeat with their seed.
+            name, request = self.make(sent)
+            task = asyncio.create_task(self._tap(name, request))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            sent += 1
+            due += 1 / self.rate
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _tap(self, name: str, request: bytes) -> None:
+        second = int(time.time())
+        self.tally.sent[second] += 1
+        status, _ = await raw_exchange(self.port, request, 15)
+        if status != NO_ANSWER:
+            self.tally.answers[second, status] += 1
+        self.by_variant.setdefault(name, Counter())[status] += 1
+
+
+async def raw_exchange(port: int, request: bytes, within: float) -> tuple[int, float]:
+    """Send `request` on a fresh connection to 127.0.0.1:`port`; the answer's status
+    (NO_ANSWER if none came `within` seconds) and the seconds it took. Only the
+    status line is read: an answer of any size costs the client nothing."""
+    started = time.monotonic()
+    status = NO_ANSWER
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(within):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            # A server may answer and close before it has read everything (an oversized
+            # header): its answer is still in our receive buffer.
+            with contextlib.suppress(ConnectionError):
+                writer.write(request)
+                await writer.drain()
+            line = await reader.readline()
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            status = int(parts[1])
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+    return status, time.monotonic() - started
+
+
 PHONE_BYTES = PHONE.encode()
 # Each malformed tap is one of these header sets (after the request line and Host).
 VARIANTS: dict[str, tuple[bytes, ...]] = {
@@ -225,67 +299,23 @@ VARIANTS: dict[str, tuple[bytes, ...]] = {
 }
 
 
-@dataclass
-class MalformedTaps:
-    """Raw-socket taps with malformed headers, at a fixed rate until `stop_at`."""
+def malformed_request(name: str, token: str) -> bytes:
+    """The malformed tap `name` on `token`, as sent."""
+    lines = [
+        b"GET /" + token.encode() + b" HTTP/1.1",
+        b"Host: 127.0.0.1",
+        *VARIANTS[name],
+        b"Connection: close",
+    ]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
 
-    port: int
-    tokens: list[str]
-    rate: float
-    stop_at: float
-    tally: Tally = field(default_factory=Tally)
-    by_variant: dict[str, Counter[int]] = field(
-        default_factory=lambda: {name: Counter() for name in VARIANTS}
-    )
 
-    async def run(self) -> None:
-        if self.rate <= 0:
-            return
-        names = list(VARIANTS)
-        pending: set[asyncio.Task[None]] = set()
-        due, sent = time.time(), 0
-        while due < self.stop_at:
-            await asyncio.sleep(max(0.0, due - time.time()))
-            name = names[sent % len(names)]
-            token = self.tokens[sent % len(self.tokens)]
-            task = asyncio.create_task(self._tap(name, token))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            sent += 1
-            due += 1 / self.rate
-        if pending:
-            await asyncio.wait(pending)
+def malformed_taps(port: int, tokens: list[str], rate: float) -> RawTaps:
+    """Taps cycling through VARIANTS and `tokens`."""
+    names = list(VARIANTS)
 
-    async def _tap(self, name: str, token: str) -> None:
-        # Sent and answered are both counted at the second the tap was sent: exact.
-        second = int(time.time())
-        self.tally.sent[second] += 1
-        request = b"\r\n".join(
-            [
-                b"GET /" + token.encode() + b" HTTP/1.1",
-                b"Host: 127.0.0.1",
-                *VARIANTS[name],
-                b"Connection: close",
-            ]
-        )
-        status = NO_ANSWER
-        writer: asyncio.StreamWriter | None = None
-        try:
-            async with asyncio.timeout(15):
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.write(request + b"\r\n\r\n")
-                await writer.drain()
-                line = await reader.readline()
-            parts = line.split()
-            if len(parts) >= 2 and parts[1].isdigit():
-                status = int(parts[1])
-        except (OSError, TimeoutError):
-            pass
-        finally:
-            if writer is not None:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-        if status != NO_ANSWER:
-            self.tally.answers[second, status] += 1
-        self.by_variant[name][status] += 1
+    def make(n: int) -> tuple[str, bytes]:
+        name = names[n % len(names)]
+        return name, malformed_request(name, tokens[n % len(tokens)])
+
+    return RawTaps(port, rate, make, names)

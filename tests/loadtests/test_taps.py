@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp.test_utils import TestServer
 
 from loadtests import baseline_app
-from loadtests.taps import NO_ANSWER, VARIANTS, MalformedTaps, Tally, read_counts
+from loadtests.taps import NO_ANSWER, VARIANTS, Tally, malformed_taps, read_counts
 
 
 def test_tally_counts_a_window_and_what_went_unanswered() -> None:
@@ -59,8 +59,8 @@ async def test_malformed_taps_are_all_sent_and_all_answered(
     tokens = ["AbCdEf1", "GhIjKl2"]
     server: TestServer = await aiohttp_server(baseline_app.build(dict.fromkeys(tokens, "/x")))
     assert server.port is not None
-    taps = MalformedTaps(server.port, tokens, rate=20, stop_at=time.time() + 1)
-    await taps.run()
+    taps = malformed_taps(server.port, tokens, rate=20)
+    await taps.run(until=time.time() + 1)
     by_variant = {name: counts.total() for name, counts in taps.by_variant.items()}
     assert set(by_variant) == set(VARIANTS)
     assert all(n >= 3 for n in by_variant.values())
