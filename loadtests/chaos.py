@@ -9,7 +9,7 @@ workers (*repeat taps*), a tenth on links never tapped before (*first taps*,
 each once: from the cache if links reach it when created, else read from
 PostgreSQL), and 1 % *malformed taps* over raw sockets
 (loadtests/taps.py). After a quiet start, one fault after another
-(loadtests/faults.py):
+(loadtests/faults.py), then hostile traffic:
 
 1. the broker paused (SIGSTOP, then SIGCONT);
 2. PostgreSQL restarted (fast shutdown, start) while a forwarder transaction is
@@ -21,7 +21,11 @@ PostgreSQL), and 1 % *malformed taps* over raw sockets
 5. the forwarder SIGKILLed and started again (after the endpoint's faults: the
    killed process's endpoint lease holds deliveries back for up to a minute,
    which would hide them);
-6. one redirect worker SIGTERMed (its supervisor restarts it).
+6. one redirect worker SIGTERMed (its supervisor restarts it);
+7. hostile traffic (loadtests/hostile.py): taps with made-up browsers of up to
+   3,000 letters, random header bytes, odd methods and paths, on the same
+   links; and hostile requests to `shortlink api` (started for this), each a
+   few times.
 
 Each window runs from its fault's start to the next one's. For each: the
 answers by status, how long until every tap was a 302 again, and when the
@@ -29,7 +33,8 @@ clicks tapped during the fault were recorded (PostgreSQL commit timestamps) and
 delivered (the sink's arrival times); what the services logged and their
 health probes said (loadtests/watch.py). At the end, once the pipeline has
 drained: 302s answered = clicks recorded = clicks delivered (a redelivery with
-the same RequestIdentifier counted apart), 0 5xx on taps, 0 dead tasks.
+the same RequestIdentifier counted apart), 0 5xx on taps and from the API, every
+API request answered within its timeout, 0 dead events, 0 dead tasks.
 Exit 1 when the target is missed. Everything it starts, it stops. The tables
 go to docs/benchmarks.md.
 """
@@ -52,10 +57,10 @@ import aiohttp
 import asyncpg
 import orjson
 
-from . import faults
+from . import faults, hostile
 from .bench_redirect import RESULTS_DOC, ROOT, write_section
 from .bench_system import FIRST_TAPS, RANDOM_TAPS
-from .chaos_report import FIRST, MALFORMED, REPEAT, Outcome, Setting, Window, render
+from .chaos_report import FIRST, HOSTILE, MALFORMED, REPEAT, Outcome, Setting, Window, render
 from .system import WARM_LINKS, Stack, alive, start_stack
 from .taps import malformed_taps, start_wrk, wrk_script
 from .watch import Watcher, read_logs, worker_pids
@@ -72,6 +77,7 @@ class Plan:
     broker: float
     read_only: float
     endpoint: tuple[float, float, float]  # 500, 11 s sleeps, resets
+    hostile: float
     restart_guess: float = 3.0
     kill_guess: float = 5.0
     worker_guess: float = 3.0
@@ -86,26 +92,32 @@ class Plan:
             + self.kill_guess
             + self.worker_guess
             + sum(self.endpoint)
+            + self.hostile
         )
 
 
-FULL = Plan(baseline=10, broker=20, read_only=5, endpoint=(10, 12, 20))
-QUICK = Plan(baseline=5, broker=5, read_only=3, endpoint=(3, 3, 5))
-FAULTS = 6
+# The hostile window spreads its API rounds over its length; each round's 5,000-recipient
+# messages request took ~4.5 s on this branch (until it is refused early).
+FULL = Plan(baseline=10, broker=20, read_only=5, endpoint=(10, 12, 20), hostile=30)
+QUICK = Plan(baseline=5, broker=5, read_only=3, endpoint=(3, 3, 5), hostile=15)
+FAULTS = 7
 MIN_GAP = 5.0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=1_000, help="taps/s, all kinds together")
-    parser.add_argument("--seconds", type=int, help="load duration (default 150, quick 70)")
+    parser.add_argument("--seconds", type=int, help="load duration (default 190, quick 90)")
     parser.add_argument("--quick", action="store_true", help="shorter faults, for iterating")
     parser.add_argument("--first-share", type=float, default=0.10)
     parser.add_argument("--malformed-share", type=float, default=0.01)
+    parser.add_argument(
+        "--hostile-rate", type=float, default=150, help="hostile taps/s in their window"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
-    seconds = args.seconds or (70 if args.quick else 150)
+    seconds = args.seconds or (90 if args.quick else 190)
     gap = (seconds - plan.busy) / FAULTS
     if gap < MIN_GAP:
         sys.stderr.write(f"--seconds must be at least {plan.busy + FAULTS * MIN_GAP:.0f}\n")
@@ -122,6 +134,7 @@ def main() -> int:
         seconds=seconds,
         first_share=args.first_share,
         malformed_share=args.malformed_share,
+        hostile_rate=args.hostile_rate,
         warm_links=WARM_LINKS,
         load_before=load_before,
         load_after=os.getloadavg()[0],
@@ -147,6 +160,7 @@ def run(args: argparse.Namespace, plan: Plan, seconds: int, gap: float) -> Outco
             "redirect supervisor": alive(running.supervisor_pid),
             "2 redirect workers": len(worker_pids(running.supervisor_pid)) == 2,
             "forwarder": alive(running.forwarder_pid()),
+            "API": alive(running.api_pid),
         }
     return outcome
 
@@ -183,6 +197,11 @@ async def exercise(
         running.supervisor_pid,
     )
     malformed = malformed_taps(running.redirect_port, running.warm, args.rate * shares[MALFORMED])
+    hostility = hostile.Hostile(
+        hostile.hostile_taps(running.redirect_port, running.warm, args.hostile_rate),
+        running.api_port,
+        hostile.api_requests(running.hostile_key, running.hostile_token, hostile.CAMPAIGN),
+    )
     await asyncio.sleep(max(0.0, start - time.time()))
     print(f"tapping at {args.rate:,}/s for {seconds} s: {rates} + malformed", flush=True)
     runs = [
@@ -194,13 +213,14 @@ async def exercise(
         asyncio.create_task(watcher.run(until=float("inf")), name="watcher"),
     ]
     try:
-        windows = await inject(running, plan, start, gap)
+        windows = await inject(running, plan, start, gap, hostility)
         finished = {run.name: await run.finish() for run in runs}
         await background[0]
         for window, after in zip(windows, [*windows[1:], None], strict=True):
             window.end = after.start if after is not None else stop_at
         tallies = {name: tally for name, (_, _, tally) in finished.items()}
         tallies[MALFORMED] = malformed.tally
+        tallies[HOSTILE] = hostility.taps.tally
         answered = sum(t.total()[302] for t in tallies.values())
         print(f"taps done: {answered:,} answered 302; waiting for the pipeline ...", flush=True)
         drain_started = time.monotonic()
@@ -227,6 +247,9 @@ async def exercise(
         tallies=tallies,
         wrk={name: (result, errors) for name, (result, errors, _) in finished.items()},
         by_variant=malformed.by_variant,
+        hostile_by_variant=hostility.taps.by_variant,
+        api=hostility.answers,
+        breakdown=await _breakdown_rows(running.database_url),
         samples=watcher.samples,
         clicks=await _clicks_since(running.database_url, start),
         arrivals=arrivals,
@@ -235,7 +258,9 @@ async def exercise(
     )
 
 
-async def inject(running: Stack, plan: Plan, start: float, gap: float) -> list[Window]:
+async def inject(
+    running: Stack, plan: Plan, start: float, gap: float, hostility: hostile.Hostile
+) -> list[Window]:
     """The faults, in turn, each at its planned second (or as soon as the last is done)."""
     windows = [Window("steady", start, start, "no fault", fault=False)]
     steps: list[tuple[str, float, Callable[[], Awaitable[faults.Injected]]]] = [
@@ -275,6 +300,7 @@ async def inject(running: Stack, plan: Plan, start: float, gap: float) -> list[W
             plan.worker_guess,
             lambda: faults.terminate_worker(lambda: worker_pids(running.supervisor_pid)),
         ),
+        ("hostile traffic", plan.hostile, lambda: hostility.run(plan.hostile)),
     ]
     due = start + plan.baseline
     for name, lasts, action in steps:
@@ -346,6 +372,19 @@ async def _clicks_since(database_url: str, start: float) -> list[tuple[float, fl
     finally:
         await conn.close()
     return [(row[0], row[1], row[2]) for row in rows]
+
+
+async def _breakdown_rows(database_url: str) -> dict[str, int]:
+    """Rows the bench campaign's breakdown keeps per dimension (capped: stats.VALUES_KEPT)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT dimension, count(*) FROM campaign_breakdown WHERE campaign = 'bench'"
+            " GROUP BY dimension ORDER BY dimension"
+        )
+    finally:
+        await conn.close()
+    return {row[0]: int(row[1]) for row in rows}
 
 
 def keep_artefacts(work: Path) -> None:

