@@ -148,7 +148,7 @@ def render(s: Setting, o: Outcome) -> tuple[str, bool]:
         f"({s.malformed_share:.0%}) over raw sockets: {', '.join(VARIANTS)}; in the last "
         f"window *{HOSTILE}* ({s.hostile_rate:,.0f}/s on the same links, raw sockets: "
         f"{', '.join(TAP_VARIANTS)}) and {len(o.api)} hostile API requests to `shortlink api`, "
-        f"each {API_ROUNDS} times, as an account of their own. "
+        f"each up to {API_ROUNDS} times (counts below), as an account of their own. "
         "A window runs from its fault's start to the next fault's. *no answer*: taps sent "
         "and never answered; per window, wrk's are shown only when more than its connections "
         "(that many can be in flight across the window's edges); the totals are exact.",
