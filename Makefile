@@ -52,10 +52,10 @@ bench-system: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PYTHON) -m loadtests.bench_system
 
-## Faults under steady taps: broker paused, PostgreSQL restarted and read-only, forwarder
-## killed, a redirect worker stopped, a failing endpoint, malformed taps; then hostile taps
-## and hostile API requests (loadtests/hostile.py). 302s = recorded = delivered, no 5xx,
-## no dead event or task (CHAOS_ARGS=--quick).
+## Under steady taps (malformed ones too): hostile taps and API requests (loadtests/hostile.py),
+## then faults: broker paused, PostgreSQL restarted and read-only, a failing endpoint, forwarder
+## killed, a redirect worker stopped. 302s = recorded = delivered, no 5xx, no dead event or
+## task (CHAOS_ARGS=--quick).
 chaos: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PYTHON) -m loadtests.chaos $(CHAOS_ARGS)

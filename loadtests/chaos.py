@@ -8,24 +8,25 @@ endpoint. Taps: paced wrk with a phone's User-Agent on links cached in both
 workers (*repeat taps*), a tenth on links never tapped before (*first taps*,
 each once: from the cache if links reach it when created, else read from
 PostgreSQL), and 1 % *malformed taps* over raw sockets
-(loadtests/taps.py). After a quiet start, one fault after another
-(loadtests/faults.py), then hostile traffic:
+(loadtests/taps.py). After a quiet start, hostile traffic, then one fault
+after another (loadtests/faults.py):
 
-1. the broker paused (SIGSTOP, then SIGCONT);
-2. PostgreSQL restarted (fast shutdown, start) while a forwarder transaction is
-   parked mid-way on a row lock;
-3. PostgreSQL read-only for a few seconds (a failover, simulated with
-   default_transaction_read_only);
-4. the customer endpoint answering 500, then holding requests 11 s (past the
-   10 s delivery timeout), then resetting connections;
-5. the forwarder SIGKILLed and started again (after the endpoint's faults: the
-   killed process's endpoint lease holds deliveries back for up to a minute,
-   which would hide them);
-6. one redirect worker SIGTERMed (its supervisor restarts it);
-7. hostile traffic (loadtests/hostile.py): taps with made-up browsers of up to
+1. hostile traffic (loadtests/hostile.py): taps with made-up browsers of up to
    3,000 letters, random header bytes, odd methods and paths, on the same
    links; and hostile requests to `shortlink api` (started for this), each a
-   few times.
+   few times (first: its window keeps its planned place whatever the faults'
+   recoveries take);
+2. the broker paused (SIGSTOP, then SIGCONT);
+3. PostgreSQL restarted (fast shutdown, start) while a forwarder transaction is
+   parked mid-way on a row lock;
+4. PostgreSQL read-only for a few seconds (a failover, simulated with
+   default_transaction_read_only);
+5. the customer endpoint answering 500, then holding requests 11 s (past the
+   10 s delivery timeout), then resetting connections;
+6. the forwarder SIGKILLed and started again (after the endpoint's faults: the
+   killed process's endpoint lease holds deliveries back for up to a minute,
+   which would hide them);
+7. one redirect worker SIGTERMed (its supervisor restarts it).
 
 Each window runs from its fault's start to the next one's. For each: the
 answers by status, how long until every tap was a 302 again, and when the
@@ -264,6 +265,7 @@ async def inject(
     """The faults, in turn, each at its planned second (or as soon as the last is done)."""
     windows = [Window("steady", start, start, "no fault", fault=False)]
     steps: list[tuple[str, float, Callable[[], Awaitable[faults.Injected]]]] = [
+        ("hostile traffic", plan.hostile, lambda: hostility.run(plan.hostile)),
         (
             "broker paused",
             plan.broker,
@@ -300,7 +302,6 @@ async def inject(
             plan.worker_guess,
             lambda: faults.terminate_worker(lambda: worker_pids(running.supervisor_pid)),
         ),
-        ("hostile traffic", plan.hostile, lambda: hostility.run(plan.hostile)),
     ]
     due = start + plan.baseline
     for name, lasts, action in steps:

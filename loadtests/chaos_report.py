@@ -145,7 +145,7 @@ def render(s: Setting, o: Outcome) -> tuple[str, bool]:
         f"taps/s for {s.seconds} s: wrk paced, a phone's User-Agent, *{REPEAT}* on "
         f"{s.warm_links:,} links cached in both workers, *{FIRST}* ({s.first_share:.0%}) on "
         f"links never tapped before, each once ({_misses(o)}), *{MALFORMED}* "
-        f"({s.malformed_share:.0%}) over raw sockets: {', '.join(VARIANTS)}; in the last "
+        f"({s.malformed_share:.0%}) over raw sockets: {', '.join(VARIANTS)}; in their "
         f"window *{HOSTILE}* ({s.hostile_rate:,.0f}/s on the same links, raw sockets: "
         f"{', '.join(TAP_VARIANTS)}) and {len(o.api)} hostile API requests to `shortlink api`, "
         f"each up to {API_ROUNDS} times (counts below), as an account of their own. "

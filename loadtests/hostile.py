@@ -1,4 +1,4 @@
-"""The hostile traffic of `make chaos`'s last window (issue 21, point 6): its inputs and runner.
+"""The hostile traffic of a `make chaos` window (issue 21, point 6): its inputs and runner.
 
 Taps, over raw sockets (loadtests/taps.py `RawTaps`) on the bench campaign's
 links, so their 302s are counted, recorded and delivered like any other:
