@@ -1,11 +1,15 @@
 """API errors: every failure is a JSON body `{"error": {"code", "message"[, "details"]}}`.
 
 Handlers raise ApiError (or let aiohttp raise its HTTP exceptions); the middleware
-turns them into responses. A database that cannot be reached is a 503; anything
-unexpected is logged with its traceback and answered with a bare 500, never with
-the traceback. A request too malformed to parse (a NUL in a header, a line too
-long) is answered 400 by aiohttp itself and logged as a warning line without a
-traceback: anyone can send one, so it must not be a cheap way to flood the log.
+turns them into responses. A body that aiohttp cannot decode while a handler reads
+it (a Content-Encoding that is not what it says) is a 400. A database that cannot
+be reached is a 503. Anything else is a defect: the last-resort guard logs it with
+its traceback and answers a bare 500 (counted by the metrics middleware like every
+answer), never the traceback; every 500 found is fixed at its cause with a 4xx.
+A request too malformed to parse (an unknown method, a NUL in a header, a line too
+long) is answered 400 by aiohttp itself, in plain text, before any middleware, and
+logged as a warning line without a traceback: anyone can send one, so it must not
+be a cheap way to flood the log.
 """
 
 from __future__ import annotations
@@ -97,6 +101,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return exc.response()
+    except web.RequestPayloadError:
+        # request.read() / post() of a body that is not what its headers say.
+        message = "the body could not be read as sent (its Content-Encoding or chunks)"
+        return error_response(400, "bad_request", message)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 import aiohttp
+import orjson
+import pytest
+from aiohttp import web
 
 from shortlink.api.app import METRICS, create_app
 from shortlink.api.config import ApiConfig
 from shortlink.metrics import render
 from shortlink.pool import POOL
 from tests.infra import metric_samples, running
-from tests.shortlink.api.conftest import Client, Tenant
+from tests.shortlink.api.conftest import Client, Tenant, raw_request
 
 
 async def test_unknown_route_and_method_are_json(client: Client) -> None:
@@ -65,3 +70,46 @@ async def test_metrics_count_answers_by_route_and_status(client: Client) -> None
     assert found[answers, (*by_token, ("status", "200"))] == 1
     assert found[answers, (*by_token, ("status", "404"))] == 1
     assert found["shortlink_api_request_seconds_count", (("route", "/v1/links/{token}"),)] == 2
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+async def test_a_body_that_is_not_its_content_encoding_is_400(
+    client: Client, caplog: pytest.LogCaptureFixture, encoding: str
+) -> None:
+    """A body that does not decompress as its Content-Encoding says is a JSON 400, not a 500."""
+    headers = [
+        f"Authorization: Bearer {client.key}".encode(),
+        b"Content-Type: application/json",
+        f"Content-Encoding: {encoding}".encode(),
+    ]
+    with caplog.at_level(logging.INFO):
+        answer = await raw_request(client.server, "POST", b"/v1/links", headers, b"not " + b"x" * 9)
+    assert answer.status == 400
+    assert orjson.loads(answer.body)["error"]["code"] == "bad_request"
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+
+
+async def test_an_unexpected_error_is_a_logged_counted_json_500(
+    api_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler's defect is logged with its traceback, counted, and answered as a bare JSON 500."""
+
+    async def defect(request: web.Request) -> web.Response:
+        raise RuntimeError("secret detail of a defect")
+
+    app = create_app(ApiConfig.from_env(api_env))
+    app.router.add_get("/defect", defect)
+    async with running(app) as server, aiohttp.ClientSession() as session:
+        with caplog.at_level(logging.INFO):
+            async with session.get(f"{server.url}/defect") as answer:
+                body = await answer.read()
+                status, content_type = answer.status, answer.content_type
+        samples = metric_samples(render(server.app[METRICS]).decode())
+    assert (status, content_type) == (500, "application/json")
+    assert orjson.loads(body) == {"error": {"code": "internal", "message": "internal error"}}
+    [logged] = [r for r in caplog.records if r.exc_info]
+    assert logged.getMessage() == "unhandled error"
+    assert logged.exc_info is not None
+    assert logged.exc_info[0] is RuntimeError
+    labels = (("method", "GET"), ("route", "/defect"), ("status", "500"))
+    assert samples["shortlink_api_responses_total", labels] == 1
