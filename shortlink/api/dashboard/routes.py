@@ -21,6 +21,7 @@ def setup(app: web.Application, config: ApiConfig) -> None:
     if not config.dashboard.enabled or config.dashboard.secret is None:
         return
     app[sessions.SIGNER] = sessions.Signer(config.dashboard.secret)
+    app.on_response_prepare.append(sessions.forget_stale_cookie)
     add = app.router.add_route
     add("GET", "/dashboard", pages.index)
     add("GET", "/dashboard/", pages.index)

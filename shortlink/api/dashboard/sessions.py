@@ -10,6 +10,8 @@ revoked or the account disabled (checked on every request, one indexed lookup).
 A session from a link names its account and, if the link was for one campaign,
 that campaign: it sees nothing else. Either way a session only reads.
 
+A cookie that carries no valid session (forged, tampered with, expired, revoked,
+or bytes that are not even ASCII) is treated as no cookie and cleared in the answer.
 The cookie is HttpOnly, SameSite=Strict and, when the site is https, Secure.
 Sign-in and sign-out forms are protected against cross-site requests by
 SameSite=Strict and by refusing a POST that the browser does not mark as
@@ -23,13 +25,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-from itsdangerous import BadSignature, URLSafeSerializer
+from aiohttp import hdrs, web
+from itsdangerous import BadData, URLSafeSerializer
 
 from shortlink.accounts import KEY_PREFIX, hash_api_key
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.config import DashboardConfig
 from shortlink.api.errors import Handler
+from shortlink.api.links import API_CONFIG
 from shortlink.db import Executor
 from shortlink.pool import POOL
 
@@ -110,9 +113,13 @@ class Signer:
 
     @staticmethod
     def _load(serializer: URLSafeSerializer, value: str, size: int) -> list[Any] | None:
+        # What we sign is ASCII; a header can carry anything (bytes that were not
+        # UTF-8 arrive as lone surrogates, which itsdangerous cannot even encode).
+        if not value.isascii():
+            return None
         try:
             fields: object = serializer.loads(value)
-        except BadSignature:
+        except BadData:
             return None
         if not isinstance(fields, list) or len(fields) != size:
             return None
@@ -121,6 +128,8 @@ class Signer:
 
 SIGNER = web.AppKey("dashboard_signer", Signer)
 SESSION = web.RequestKey("dashboard_session", Session)
+# The request came with a session cookie that is no (longer a) session: the answer clears it.
+STALE_COOKIE = web.RequestKey("dashboard_stale_cookie", bool)
 
 
 def _is_int(value: object) -> bool:
@@ -184,9 +193,20 @@ async def current(request: web.Request) -> Session | None:
         return None
     session = signer.session(value, now=time.time())
     if session is None or not await still_valid(request.app[POOL], session):
+        request[STALE_COOKIE] = True
         return None
     request[SESSION] = session
     return session
+
+
+async def forget_stale_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: clear a session cookie that `current` found to be no session
+    (unless the answer sets a new one), on any answer: a page, a redirect, a JSON error."""
+    if request.get(STALE_COOKIE) and COOKIE not in response.cookies:
+        # The answer's own cookies are already in its headers when this hook runs.
+        cleared = web.StreamResponse()
+        clear_cookie(cleared, secure=request.app[API_CONFIG].dashboard.cookie_secure)
+        response.headers.add(hdrs.SET_COOKIE, cleared.cookies[COOKIE].OutputString())
 
 
 def set_cookie(

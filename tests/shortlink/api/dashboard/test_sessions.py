@@ -6,6 +6,7 @@ import time
 
 import aiohttp
 import asyncpg
+import orjson
 import pytest
 
 from shortlink import accounts
@@ -13,7 +14,7 @@ from shortlink.api.config import DashboardConfig
 from shortlink.api.dashboard.sessions import COOKIE, Grant, Session, Signer, dashboard_link
 from shortlink.exceptions import ConfigError
 from tests.infra import RunningServer
-from tests.shortlink.api.conftest import Tenant
+from tests.shortlink.api.conftest import Tenant, raw_request
 from tests.shortlink.api.dashboard.conftest import SECRET, tapped_campaign
 
 SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
@@ -175,6 +176,37 @@ async def test_sign_in_goes_only_to_dashboard_pages(
             allow_redirects=False,
         ) as response:
             assert response.headers["Location"] == "/dashboard/campaigns", target
+
+
+STALE_VALUES = [b"\xff", b"\xc3\xa9t\xc3\xa9", b"not.signed", b"a" * 4000, b"W10.x.y"]
+
+
+@pytest.mark.parametrize("value", STALE_VALUES)
+@pytest.mark.parametrize(
+    "path",
+    [
+        b"/dashboard/",
+        b"/dashboard/campaigns",
+        b"/v1/campaigns/spring/clicks.csv",
+        b"/v1/campaigns/spring/recipients.csv",
+    ],
+)
+async def test_a_cookie_that_is_no_session_is_ignored_and_cleared(
+    dashboard: RunningServer, value: bytes, path: bytes
+) -> None:
+    """Any bytes as the session cookie are no session (sign-in, or a JSON 401), and cleared."""
+    answer = await raw_request(
+        dashboard, "GET", path, [b"Cookie: " + COOKIE.encode() + b"=" + value]
+    )
+    if path.startswith(b"/dashboard"):
+        assert answer.status == 303
+        assert answer.headers["Location"].startswith("/dashboard/signin?next=")
+    else:
+        assert answer.status == 401
+        assert orjson.loads(answer.body)["error"]["code"] == "unauthorized"
+    cleared = answer.headers["Set-Cookie"]
+    assert cleared.startswith(f'{COOKIE}="";')
+    assert "Max-Age=0" in cleared
 
 
 async def test_session_opens_pages_until_tampered_revoked_or_signed_out(
