@@ -2,10 +2,11 @@
 
 Handlers raise ApiError (or let aiohttp raise its HTTP exceptions); the middleware
 turns them into responses. A body that aiohttp cannot decode while a handler reads
-it (a Content-Encoding that is not what it says) is a 400. A database that cannot
-be reached is a 503. Anything else is a defect: the last-resort guard logs it with
-its traceback and answers a bare 500 (counted by the metrics middleware like every
-answer), never the traceback; every 500 found is fixed at its cause with a 4xx.
+it (a Content-Encoding that is not what it says, a broken multipart body) is a
+400. A database that cannot be reached is a 503. Anything else is a defect: the
+last-resort guard logs it with its traceback and answers a bare 500 (counted by the
+metrics middleware like every answer), never the traceback; every 500 found is
+fixed at its cause with a 4xx.
 A request too malformed to parse (an unknown method, a NUL in a header, a line too
 long) is answered 400 by aiohttp itself, in plain text, before any middleware, and
 logged as a warning line without a traceback: anyone can send one, so it must not
@@ -21,6 +22,7 @@ from typing import Any
 import asyncpg
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from shortlink import logs
 
@@ -101,7 +103,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return exc.response()
-    except web.RequestPayloadError:
+    except (web.RequestPayloadError, HttpProcessingError):
         # request.read() / post() of a body that is not what its headers say.
         message = "the body could not be read as sent (its Content-Encoding or chunks)"
         return error_response(400, "bad_request", message)

@@ -164,6 +164,45 @@ async def test_wrong_key_and_cross_site_posts_get_no_cookie(
         assert response.status == 403
 
 
+FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data; boundary=zz"
+
+
+def part(name: str, value: bytes, headers: bytes = b"") -> bytes:
+    return (
+        b'--zz\r\nContent-Disposition: form-data; name="'
+        + name.encode()
+        + b'"\r\n'
+        + headers
+        + b"\r\n"
+        + value
+        + b"\r\n--zz--\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        (f"{FORM}; charset=bogus", b"api_key=sl_x"),
+        (f"{FORM}; charset=utf-16", b"api_key=sl_x"),
+        ("multipart/form-data", b"api_key=sl_x"),
+        ("multipart/form-data; boundary=", b"--\r\n"),
+        (MULTIPART, part("api_key", b"\xff\xfe")),
+        (MULTIPART, part("api_key", b"sl_x", b"Content-Type: text/plain; charset=bogus\r\n")),
+        (MULTIPART, b"--zz\r\ngarbage without an end"),
+        (MULTIPART, b"\xff" * 100),
+    ],
+)
+async def test_a_sign_in_form_that_cannot_be_read_is_a_4xx(
+    dashboard: RunningServer, content_type: str, body: bytes
+) -> None:
+    """A form in an unknown charset, undecodable or malformed is refused (4xx), never a 500."""
+    headers = [b"Content-Type: " + content_type.encode(), b"Sec-Fetch-Site: same-origin"]
+    answer = await raw_request(dashboard, "POST", b"/dashboard/signin", headers, body)
+    assert 400 <= answer.status < 500, answer.body
+    assert "Set-Cookie" not in answer.headers
+
+
 async def test_sign_in_goes_only_to_dashboard_pages(
     dashboard: RunningServer, http: aiohttp.ClientSession, tenant: Tenant
 ) -> None:
