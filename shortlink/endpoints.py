@@ -38,6 +38,7 @@ from datetime import datetime
 import asyncpg
 from yarl import URL
 
+from shortlink import validation
 from shortlink.exceptions import ShortlinkError
 
 FORMATS = ("json", "xml", "clickthru")
@@ -120,8 +121,14 @@ def parse_url(url: str) -> URL:
         raise EndpointError("url", "must not contain credentials")
     if port == 0:
         raise EndpointError("url", "port 0 is not allowed")
-    if literal_address(parsed.raw_host) is None and not _HOST_NAME.fullmatch(parsed.raw_host):
-        raise EndpointError("url", f"host {parsed.host!r} is not a valid host name")
+    if literal_address(parsed.raw_host) is None:
+        labels = parsed.raw_host.removesuffix(".").split(".")
+        if not _HOST_NAME.fullmatch(parsed.raw_host) or "" in labels:
+            raise EndpointError("url", f"host {parsed.raw_host!r} is not a valid host name")
+        if (label := validation.long_label(parsed.raw_host)) is not None:
+            raise EndpointError(
+                "url", f"host name label longer than {validation.MAX_LABEL} characters ({label})"
+            )
     return parsed
 
 
@@ -185,6 +192,8 @@ async def check_host(host: str, port: int, *, allow_private: bool) -> list[str]:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise EndpointError("url", f"host {host!r} does not resolve ({exc})") from None
+    except UnicodeError as exc:  # the resolver's IDNA codec: an empty or too long label
+        raise EndpointError("url", f"host {host!r} is not a valid host name ({exc})") from None
     addresses = sorted({str(info[4][0]) for info in infos})
     if not allow_private:
         refused = [a for a in addresses if not is_public(a)]

@@ -9,10 +9,12 @@ not UTF-8 (headers and URLs arrive as bytes).
 
 Target URLs are absolute http(s) URLs with a host name, an optional port, no
 credentials, no spaces or control characters, at most 2,048 characters as sent,
-and not on our own short domain. Beyond the pattern, a host may also be an
-internationalised name (Unicode or xn-- punycode) or a bracketed IPv6 address.
-They are normalised (non-ASCII hosts to punycode, non-ASCII paths
-percent-encoded), so the Location header is plain ASCII.
+and not on our own short domain. Every label of a host name has 1 to 63
+characters, as DNS allows (and the IDNA codec that resolvers apply insists on).
+Beyond the pattern, a host may also be an internationalised name (Unicode or
+xn-- punycode) or a bracketed IPv6 address. They are normalised (non-ASCII hosts
+to punycode, non-ASCII paths percent-encoded), so the Location header is plain
+ASCII.
 
 Phone numbers are written internationally: an optional "+" or "00", a country
 calling code in use (ITU-T E.164) and the rest of the 7 to 15 digits, with
@@ -42,7 +44,9 @@ _SEPARATORS = " \u00a0.()/-"
 PHONE_PATTERN = phones.pattern(_SEPARATOR)
 MAX_PHONE_LENGTH = 40
 
-_LABEL = r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*"
+MAX_LABEL = 63
+# A label of letters, digits and single dashes; the lookahead keeps it to 63 characters.
+_LABEL = f"(?![A-Za-z0-9-]{{{MAX_LABEL + 1}}})[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*"
 _PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 _SCHEME = r"[Hh][Tt][Tt][Pp][Ss]?://"
 _AFTER_HOST = f"(?::{_PORT})?(?:[/?#][^\\u0000-\\u0020\\u007f]*)?$"
@@ -150,12 +154,23 @@ def http_url(raw: str) -> URL:
         raise InvalidInput("has no host")
     if url.user is not None or url.password is not None:
         raise InvalidInput("must not contain a user name or password")
+    if (label := long_label(url.raw_host or "")) is not None:
+        raise InvalidInput(f"has a host name label longer than {MAX_LABEL} characters ({label})")
     if _URL.fullmatch(raw) is None and not _international(raw):
         raise InvalidInput(
             "is not an http(s) URL of the accepted form: a host name of letters, digits "
             "and single dashes, an optional port from 1 to 65535, then /, ? or #"
         )
     return url
+
+
+def long_label(host: str) -> str | None:
+    """The first label of `host` (as encoded for DNS: punycode) longer than DNS allows,
+    shortened for a message; None when there is none."""
+    for label in host.split("."):
+        if len(label) > MAX_LABEL:
+            return f"{label[:20]}... of {len(label)}"
+    return None
 
 
 def _international(raw: str) -> bool:

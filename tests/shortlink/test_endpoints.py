@@ -10,6 +10,7 @@ import pytest
 from shortlink.endpoints import (
     EndpointError,
     PrivateAddressError,
+    check_host,
     is_public,
     literal_address,
     parse_url,
@@ -121,6 +122,10 @@ def test_urls_are_read_as_the_client_reads_them(url: str, host: str) -> None:
         ("http://127.0.0.1./", "not a valid IP address"),
         ("http://\uff11\uff12\uff17.\uff11/", "not a valid IP address"),
         ("https://" + "a" * 2050 + ".example/", "longer than"),
+        ("https://" + "a" * 64 + ".example/", "label longer than 63 characters"),
+        ("https://hooks." + "b" * 70 + "/", "label longer than 63 characters"),
+        ("https://hooks..example/", "not a valid host name"),
+        ("https://b\u00fc" + "c" * 62 + ".example/", "not a valid URL"),
     ],
 )
 def test_bad_urls_are_refused(url: str, message: str) -> None:
@@ -193,3 +198,12 @@ async def test_numeric_hosts_are_refused_even_when_private_ones_are_allowed(
             enabled=True,
             allow_private=True,
         )
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".example", "hooks..example", ".example"])
+async def test_a_host_the_resolver_cannot_encode_is_an_endpoint_error(host: str) -> None:
+    """A host whose labels the resolver's IDNA codec refuses is a refusal naming it, not a
+    UnicodeError (which was a 500)."""
+    with pytest.raises(EndpointError, match="not a valid host name") as refused:
+        await check_host(host, 443, allow_private=True)
+    assert refused.value.field == "url"

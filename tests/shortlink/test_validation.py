@@ -82,6 +82,7 @@ def test_urls_are_normalised() -> None:
         "http://[2001:db8::1]:8080/x",
         "http://127.0.0.1/",
         "https://a-b.example./p#top",
+        "https://" + "a" * 63 + "." + "b-c" * 21 + ".example/",
     ],
 )
 def test_international_hosts_and_address_literals_are_accepted(raw: str) -> None:
@@ -109,6 +110,9 @@ def test_international_hosts_and_address_literals_are_accepted(raw: str) -> None
         "https://double--dash.example/",
         "https://xn--zz.example/",
         "https://example.com/" + "a" * 2029,
+        "https://" + "a" * 64 + ".example/",
+        "https://shop." + "b-" * 32 + "c.example/",
+        "https://xn--" + "a" * 60 + "-kva.example/",
     ],
 )
 def test_unusable_urls_are_refused(raw: str) -> None:

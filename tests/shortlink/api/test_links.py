@@ -408,6 +408,38 @@ async def test_a_callback_url_is_checked_and_shown_in_the_links_status(
     assert after == before
 
 
+async def test_a_host_name_label_over_63_characters_is_a_422_wherever_a_url_is_taken(
+    client: Client,
+) -> None:
+    """A 64-character label (which DNS cannot carry) is a 422 naming the field: the URL of an
+    endpoint or a callback (a 500 from the resolver's IDNA codec before) and a target."""
+    host = "a" * 64 + ".example"
+    made = (await client.post("/v1/links", {"url": "https://e.example/"})).json["links"][0]
+    track = 'x #track("https://e.example/")'
+    for method, path, body, field in (
+        ("PUT", "/v1/endpoint", {"url": f"https://{host}/hook"}, "url"),
+        (
+            "POST",
+            "/v1/links",
+            {"url": "https://e.example/", "callback_url": f"https://{host}/"},
+            "callback_url",
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            {"to": ["447700900123"], "body": track, "callback_url": f"http://{host}/"},
+            "callback_url",
+        ),
+        ("POST", "/v1/links", {"url": f"https://{host}/"}, "url"),
+        ("PATCH", f"/v1/links/{made['token']}", {"url": f"https://{host}/"}, "url"),
+    ):
+        answer = await client.call(method, path, body)
+        assert answer.status == 422, (method, path, answer.body)
+        [detail] = answer.json["error"]["details"]
+        assert detail["field"] == field
+        assert "longer than 63 characters" in detail["message"]
+
+
 async def test_a_private_callback_url_is_refused_by_default(
     api_env: dict[str, str], tenant: Tenant
 ) -> None:
