@@ -287,6 +287,7 @@ def cmd_endpoint(args: argparse.Namespace, env: dict[str, str]) -> int:
                 enabled=not args.disabled,
                 allow_private=service.allow_private_endpoints,
                 conversions=args.conversions,
+                dns_timeout=service.endpoint_dns_timeout,
             )
         _print_json({"account_id": args.account, **endpoint.public()})
         return 0

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
+from shortlink.endpoints import Resolver
 from shortlink.serve import Handler, serve
 
 
@@ -235,3 +236,16 @@ class DatabaseProxy:
         for writer in self._writers:
             writer.close()
         await asyncio.gather(*self._pipes, return_exceptions=True)
+
+
+class SilentResolver(Resolver):
+    """A DNS resolver that never answers (as behind a server that drops every query);
+    `asked` lists the hosts it was asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")

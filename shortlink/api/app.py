@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from shortlink import metrics
+from shortlink import endpoints, metrics
 from shortlink.api import campaigns, conversions, forwarding, idempotency, links, messages
 from shortlink.api.auth import auth_middleware
 from shortlink.api.campaign_list import list_campaigns
@@ -20,7 +20,7 @@ from shortlink.api.config import ApiConfig
 from shortlink.api.dashboard import routes as dashboard
 from shortlink.api.errors import HTTP_LOG, Handler, error_middleware
 from shortlink.api.exports import clicks_csv, recipients_csv
-from shortlink.api.links import API_CONFIG
+from shortlink.api.links import API_CONFIG, RESOLVER
 from shortlink.pool import POOL, pool_context
 from shortlink.supervise import SUPERVISOR, supervisor_context
 
@@ -44,6 +44,7 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
         handler_args={"logger": HTTP_LOG},
     )
     app[API_CONFIG] = config
+    app[RESOLVER] = endpoints.SYSTEM_RESOLVER
     app[OPENAPI] = openapi_document()
     app.cleanup_ctx.append(supervisor_context("shortlink_api"))
     app.cleanup_ctx.append(pool_context(config.service))

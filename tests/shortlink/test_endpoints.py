@@ -10,12 +10,14 @@ import pytest
 from shortlink.endpoints import (
     EndpointError,
     PrivateAddressError,
+    Resolver,
     check_host,
     is_public,
     literal_address,
     parse_url,
     set_endpoint,
 )
+from tests.infra import SilentResolver
 
 
 @pytest.mark.parametrize(
@@ -207,3 +209,23 @@ async def test_a_host_the_resolver_cannot_encode_is_an_endpoint_error(host: str)
     with pytest.raises(EndpointError, match="not a valid host name") as refused:
         await check_host(host, 443, allow_private=True)
     assert refused.value.field == "url"
+
+
+async def test_a_resolver_that_never_answers_is_a_refusal_at_the_timeout() -> None:
+    """A lookup that never answers ends after the timeout, as a refusal saying so."""
+    silent = SilentResolver()
+    with pytest.raises(EndpointError, match=r"did not resolve within 0\.2 s") as refused:
+        await check_host("hooks.example", 443, allow_private=True, resolver=silent, within=0.2)
+    assert refused.value.field == "url"
+    assert silent.asked == ["hooks.example"]
+
+
+async def test_a_host_without_addresses_is_refused() -> None:
+    """A resolver answering no address at all is a refusal, not an empty check that passes."""
+
+    class Empty(Resolver):
+        async def resolve(self, host: str, port: int) -> list[str]:
+            return []
+
+    with pytest.raises(EndpointError, match="has no address"):
+        await check_host("hooks.example", 443, allow_private=True, resolver=Empty())
