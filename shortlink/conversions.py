@@ -17,7 +17,9 @@ with everything that follows from it:
 What a conversion may hold is checked here too: an event of 1 to 64 characters
 (`link_click` is reserved), a disposition, a value of 0 to 10^15 with an ISO 4217
 currency (both or neither; the list is the `iso4217` package's, the published
-SIX table), an RFC 3339 time with its offset, metadata of at most 4 KiB.
+SIX table), an RFC 3339 time with its offset, metadata of at most 4 KiB nested at
+most 32 levels (deeper is no one's metadata, and orjson will not write more than
+254).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ CURRENCIES = tuple(sorted(currency.code for currency in iso4217.Currency))
 MAX_EVENT = 64
 MAX_VALUE = 10**15
 MAX_METADATA_BYTES = 4096
+MAX_METADATA_DEPTH = 32  # the metadata object itself is level 1
 MAX_TIME_LENGTH = 64
 # occurred_at is refused earlier than this or later than a day from now (clock skew):
 # such a time is a client's mistake, and it keeps every time a Python datetime can hold.
@@ -100,12 +103,27 @@ def metadata(value: Any) -> str:
     """The metadata object as stored (compact JSON), or InvalidInput."""
     if not isinstance(value, dict):
         raise InvalidInput("must be a JSON object")
+    if _deeper_than(value, MAX_METADATA_DEPTH):
+        raise InvalidInput(f"must be nested at most {MAX_METADATA_DEPTH} levels deep")
     encoded = orjson.dumps(value)
     if len(encoded) > MAX_METADATA_BYTES:
         raise InvalidInput(
             f"is {len(encoded):,} bytes as JSON; at most {MAX_METADATA_BYTES:,} (4 KiB)"
         )
     return encoded.decode()
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels in `value` (without recursion:
+    what a request may hold is as deep as orjson reads, 1,024 levels)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def json_default(value: Any) -> Any:

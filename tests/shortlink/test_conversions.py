@@ -69,14 +69,19 @@ def test_occurred_at_refuses_anything_else(text: str) -> None:
 
 
 def test_events_and_metadata() -> None:
-    """Events are 1 to 64 characters and not link_click; metadata an object of <= 4 KiB."""
+    """Events are 1 to 64 characters and not link_click; metadata an object of <= 4 KiB,
+    nested at most 32 levels."""
     assert conversions.event_name("x" * 64) == "x" * 64
     for bad in ("", "x" * 65, "link_click"):
         with pytest.raises(InvalidInput):
             conversions.event_name(bad)
     assert conversions.metadata({"a": [1, None]}) == '{"a":[1,null]}'
     assert len(conversions.metadata({"k": "v" * 4088})) == 4096
-    for bad_metadata in ({"k": "v" * 4089}, [1], "x"):
+    deep: dict[str, object] = {"leaf": [[1]]}  # levels 31 and 32 (the object is level 1)
+    for _ in range(29):
+        deep = {"a": deep}
+    assert conversions.metadata(deep).startswith('{"a":')
+    for bad_metadata in ({"k": "v" * 4089}, [1], "x", {"a": deep}, {"b": [deep]}):
         with pytest.raises(InvalidInput):
             conversions.metadata(bad_metadata)
 
