@@ -8,6 +8,7 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
+from itsdangerous import URLSafeSerializer
 
 from shortlink import accounts
 from shortlink.api.config import DashboardConfig
@@ -18,6 +19,13 @@ from tests.shortlink.api.conftest import Tenant, raw_request
 from tests.shortlink.api.dashboard.conftest import SECRET, tapped_campaign
 
 SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
+
+
+async def key_of(db: asyncpg.Connection, tenant: Tenant) -> int:
+    """The id of the tenant's API key (what a dashboard link is made under)."""
+    key_id = await accounts.current_key(db, tenant.account_id)
+    assert key_id is not None
+    return key_id
 
 
 def cookie_of(response: aiohttp.ClientResponse) -> str:
@@ -68,19 +76,19 @@ def test_expired_cookie_and_link_are_refused() -> None:
     """Past its expiry a cookie or a link is worth nothing."""
     signer = Signer(SECRET)
     now = time.time()
-    cookie = signer.cookie(Session(7, None, None, int(now) + 10))
-    link = signer.link_token(Grant(7, None, int(now) + 10))
+    cookie = signer.cookie(Session(7, 3, None, int(now) + 10))
+    link = signer.link_token(Grant(7, 3, None, int(now) + 10))
     assert signer.session(cookie, now=now + 11) is None
     assert signer.grant(link, now=now + 11) is None
-    assert signer.grant(link, now=now) == Grant(7, None, int(now) + 10)
+    assert signer.grant(link, now=now) == Grant(7, 3, None, int(now) + 10)
 
 
 def test_a_link_is_not_a_cookie() -> None:
     """Cookies and links are signed apart: neither passes as the other."""
     signer = Signer(SECRET)
     later = int(time.time()) + 60
-    link = signer.link_token(Grant(7, None, later))
-    cookie = signer.cookie(Session(7, None, None, later))
+    link = signer.link_token(Grant(7, 3, None, later))
+    cookie = signer.cookie(Session(7, 3, None, later))
     assert signer.session(link, now=time.time()) is None
     assert signer.grant(cookie, now=time.time()) is None
 
@@ -279,7 +287,10 @@ async def test_dashboard_link_signs_in_one_campaign(
     await tapped_campaign(db, tenant, "shared")
     await tapped_campaign(db, tenant, "private")
     config = DashboardConfig.from_env(dashboard_env)
-    url = dashboard_link(config, Grant(tenant.account_id, "shared", int(time.time()) + 3600))
+    key_id = await key_of(db, tenant)
+    url = dashboard_link(
+        config, Grant(tenant.account_id, key_id, "shared", int(time.time()) + 3600)
+    )
     token = url.rsplit("/", 1)[1]
     async with http.get(
         f"{dashboard.url}/dashboard/link/{token}", allow_redirects=False
@@ -298,6 +309,89 @@ async def test_dashboard_link_signs_in_one_campaign(
     assert "/dashboard/campaigns/private" not in listing
 
 
+async def open_link(server: RunningServer, http: aiohttp.ClientSession, url: str) -> str | None:
+    """Open a dashboard link: the session cookie it sets, or None when it is refused (403)."""
+    token = url.rsplit("/", 1)[1]
+    async with http.get(f"{server.url}/dashboard/link/{token}", allow_redirects=False) as r:
+        if r.status == 403:
+            return None
+        assert r.status == 303
+        return cookie_of(r)
+
+
+async def revoke(db: asyncpg.Connection, tenant: Tenant, how: str) -> None:
+    """End the tenant's key: `shortlink account rotate-key`'s way, or that one key revoked."""
+    if how == "rotate":
+        assert await accounts.rotate_key(db, tenant.account_id) is not None
+    else:
+        key_id = await key_of(db, tenant)
+        await db.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", key_id)
+
+
+@pytest.mark.parametrize("how", ["rotate", "revoke"])
+async def test_a_link_and_its_sessions_end_with_the_key_it_was_made_under(
+    dashboard: RunningServer,
+    dashboard_env: dict[str, str],
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection,
+    tenant: Tenant,
+    how: str,
+) -> None:
+    """Rotating or revoking the API key a dashboard link was made under ends the session the
+    link opened (it lasted its 12 hours) and voids the link; a link under the new key works."""
+    await tapped_campaign(db, tenant, "shared")
+    config = DashboardConfig.from_env(dashboard_env)
+    later = int(time.time()) + 3600
+    url = dashboard_link(config, Grant(tenant.account_id, await key_of(db, tenant), None, later))
+    cookie = await open_link(dashboard, http, url)
+    assert cookie is not None
+    assert await page_status(dashboard, http, "/dashboard/campaigns/shared", cookie) == (200, "")
+    async with http.get(
+        f"{dashboard.url}/v1/campaigns/shared/clicks.csv", headers={"Cookie": f"{COOKIE}={cookie}"}
+    ) as response:
+        assert response.status == 200
+    await revoke(db, tenant, how)
+    status, location = await page_status(dashboard, http, "/dashboard/campaigns/shared", cookie)
+    assert (status, location.split("?")[0]) == (303, "/dashboard/signin")
+    async with http.get(
+        f"{dashboard.url}/v1/campaigns/shared/clicks.csv", headers={"Cookie": f"{COOKIE}={cookie}"}
+    ) as response:
+        assert response.status == 401
+    assert await open_link(dashboard, http, url) is None
+    if how == "rotate":
+        fresh = Grant(tenant.account_id, await key_of(db, tenant), None, later)
+        assert await open_link(dashboard, http, dashboard_link(config, fresh)) is not None
+
+
+@pytest.mark.parametrize("how", ["rotate", "revoke"])
+async def test_a_key_sign_in_ends_with_its_key(
+    dashboard: RunningServer,
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection,
+    tenant: Tenant,
+    how: str,
+) -> None:
+    """A session signed in with an API key ends when that key is rotated away or revoked."""
+    cookie = await sign_in(dashboard, http, tenant.key)
+    assert await page_status(dashboard, http, "/dashboard/campaigns", cookie) == (200, "")
+    await revoke(db, tenant, how)
+    assert (await page_status(dashboard, http, "/dashboard/campaigns", cookie))[0] == 303
+
+
+async def test_links_and_cookies_that_name_no_key_are_refused(
+    dashboard: RunningServer, http: aiohttp.ClientSession, tenant: Tenant
+) -> None:
+    """A link or a session cookie of the form made before they named their key is refused:
+    nothing could end it when the key was rotated."""
+    later = int(time.time()) + 3600
+    link = URLSafeSerializer(SECRET, salt="shortlink.dashboard.link")
+    token = str(link.dumps([tenant.account_id, None, later]))
+    assert await open_link(dashboard, http, f"/dashboard/link/{token}") is None
+    cookie = URLSafeSerializer(SECRET, salt="shortlink.dashboard.session")
+    old = str(cookie.dumps([tenant.account_id, None, None, later]))
+    assert (await page_status(dashboard, http, "/dashboard/campaigns", old))[0] == 303
+
+
 async def test_bad_expired_or_disabled_links_are_refused(
     dashboard: RunningServer,
     dashboard_env: dict[str, str],
@@ -307,10 +401,11 @@ async def test_bad_expired_or_disabled_links_are_refused(
 ) -> None:
     """A tampered or expired link, or one for a disabled account, sets no cookie (403)."""
     signer = Signer(SECRET)
-    good = signer.link_token(Grant(tenant.account_id, None, int(time.time()) + 3600))
-    expired = signer.link_token(Grant(tenant.account_id, None, int(time.time()) - 1))
+    key_id = await key_of(db, tenant)
+    good = signer.link_token(Grant(tenant.account_id, key_id, None, int(time.time()) + 3600))
+    expired = signer.link_token(Grant(tenant.account_id, key_id, None, int(time.time()) - 1))
     forged = Signer("another-secret-of-32-characters-or-more").link_token(
-        Grant(tenant.account_id, None, int(time.time()) + 3600)
+        Grant(tenant.account_id, key_id, None, int(time.time()) + 3600)
     )
     for token in (tamper(good), expired, forged):
         async with http.get(
