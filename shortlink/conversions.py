@@ -47,18 +47,22 @@ MAX_VALUE = 10**15
 MAX_METADATA_BYTES = 4096
 MAX_METADATA_DEPTH = 32  # the metadata object itself is level 1
 MAX_TIME_LENGTH = 64
-# occurred_at is refused earlier than this or later than a day from now (clock skew):
-# such a time is a client's mistake, and it keeps every time a Python datetime can hold.
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+# occurred_at is refused in a year before 1970 (as written) or later than a day from now
+# (clock skew): such a time is a client's mistake, and it keeps every time a Python
+# datetime can hold. The year is a pattern the OpenAPI document states; "a day from now"
+# moves, so the document can only say it in words.
 LATEST_AHEAD = timedelta(days=1)
 FORMAT = "conversion"  # deliveries.format of a conversion's state event
 
 # RFC 3339 date-time (the JSON Schema `date-time` format): a full date, T, a time,
 # and Z or a numeric offset; the grammar rfc3339-validator checks, digits in ASCII.
-_RFC3339 = re.compile(
-    r"[0-9]{4}-(?:0[1-9]|1[0-2])-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
-    r"(?:\.[0-9]+)?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+_TIME_OF_DAY = (
+    r"-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:\.[0-9]+)?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
 )
+OCCURRED_AT_PATTERN = r"^(?:19[7-9][0-9]|[2-9][0-9]{3})" + _TIME_OF_DAY
+_OCCURRED_AT = re.compile(OCCURRED_AT_PATTERN)
+_RFC3339 = re.compile(r"^[0-9]{4}" + _TIME_OF_DAY)
 
 
 def event_name(raw: str) -> str:
@@ -84,7 +88,9 @@ def currency(raw: str) -> str:
 
 def occurred_at(raw: str, *, now: datetime) -> datetime:
     """An RFC 3339 time with its offset, within the accepted window; or InvalidInput."""
-    if _RFC3339.fullmatch(raw) is None:
+    if _OCCURRED_AT.fullmatch(raw) is None:
+        if _RFC3339.fullmatch(raw) is not None:
+            raise InvalidInput("must not be in a year before 1970")
         raise InvalidInput(
             "must be an RFC 3339 date-time with its offset, e.g. 2026-05-01T09:30:00Z"
         )
@@ -92,8 +98,6 @@ def occurred_at(raw: str, *, now: datetime) -> datetime:
         moment = datetime.fromisoformat(raw)
     except ValueError as exc:
         raise InvalidInput(f"is not a date-time ({exc})") from None
-    if moment < EARLIEST:
-        raise InvalidInput("must not be before 1970-01-01T00:00:00Z")
     if moment > now + LATEST_AHEAD:
         raise InvalidInput("must not be more than a day in the future")
     return moment

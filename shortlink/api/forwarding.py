@@ -79,7 +79,7 @@ def _secret(value: str) -> str:
 
 def _http_url(value: str) -> str:
     """The endpoint URL as given, once it has the form the document states."""
-    validation.http_url(value)
+    validation.endpoint_url(value)
     return value
 
 

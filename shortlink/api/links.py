@@ -107,12 +107,12 @@ def callback_url(fields: Fields) -> str | None:
     return fields.converted(
         "callback_url",
         fields.text("callback_url", max_length=endpoints.MAX_URL_LENGTH),
-        _http_url,
+        _endpoint_url,
     )
 
 
-def _http_url(value: str) -> str:
-    validation.http_url(value)
+def _endpoint_url(value: str) -> str:
+    validation.endpoint_url(value)
     return value
 
 

@@ -38,6 +38,7 @@ def test_currencies_are_the_published_iso_4217_list_and_the_documents() -> None:
         ("2026-05-01T11:30:00+02:00", datetime(2026, 5, 1, 9, 30, tzinfo=UTC)),
         ("2026-05-01T09:30:00.123456789-00:30", datetime(2026, 5, 1, 10, 0, 0, 123456, UTC)),
         ("1970-01-01T00:00:00Z", datetime(1970, 1, 1, tzinfo=UTC)),
+        ("1970-01-01T00:00:00+14:00", datetime(1969, 12, 31, 10, tzinfo=UTC)),  # 1970 as written
         ("2026-05-02T11:59:59Z", datetime(2026, 5, 2, 11, 59, 59, tzinfo=UTC)),
     ],
 )
@@ -58,6 +59,7 @@ def test_occurred_at_reads_rfc_3339_with_its_offset(text: str, utc: datetime) ->
         "2026-05-01T09:30:00+24:00",
         "２０２６-05-01T09:30:00Z",  # full-width digits
         "1969-12-31T23:59:59Z",
+        "1969-12-31T23:59:59-01:00",  # 1970 in UTC, 1969 as written
         "0001-01-01T00:00:00+01:00",
         "2026-05-02T12:00:01Z",  # more than a day ahead
     ],

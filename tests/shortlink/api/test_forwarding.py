@@ -133,3 +133,15 @@ async def test_a_host_that_does_not_resolve_in_time_is_a_422(
     assert silent.asked == ["hooks.example", "cb.example"]
     count = "SELECT count(*) FROM links WHERE account_id = $1"
     assert await db.fetchval(count, tenant.account_id) == 0
+
+
+async def test_an_endpoint_host_of_digits_and_dots_must_be_an_ipv4_address(client: Client) -> None:
+    """`HTTP://0` or `http://127.1/` (which the client reads as an address) are a 422 that
+    says why, as the document's pattern does; a plain IPv4 address is taken."""
+    for url in ("HTTP://0", "http://127.1/hook", "http://1.2.3.4./hook"):
+        answer = await client.call("PUT", "/v1/endpoint", {"url": url})
+        assert answer.status == 422, url
+        [detail] = answer.json["error"]["details"]
+        assert detail["field"] == "url"
+        assert "not an IPv4 address" in detail["message"]
+    assert (await client.call("PUT", "/v1/endpoint", {"url": "http://127.0.0.1:9/"})).status == 200

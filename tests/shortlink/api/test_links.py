@@ -270,6 +270,30 @@ async def test_changes_reach_the_redirect_server_within_a_second(
     assert (await client.get(f"/v1/links/{made['token']}")).json["disabled"] is True
 
 
+async def test_a_deleted_link_is_disabled_and_stays_readable(client: Client) -> None:
+    """DELETE disables a link, as the document says: it stays readable (GET and the listing
+    show it disabled), PATCH still changes it (it stays disabled), DELETE again is a 204."""
+    made = (
+        await client.post(
+            "/v1/links", {"url": "https://example.com/", "recipients": [{"client_ref": "gone"}]}
+        )
+    ).json["links"][0]
+    path = f"/v1/links/{made['token']}"
+    assert (await client.call("DELETE", path)).status == 204
+    shown = await client.get(path)
+    assert (shown.status, shown.json["disabled"]) == (200, True)
+    [listed] = (await client.get("/v1/links?client_ref=gone")).json["links"]
+    assert listed["disabled"] is True
+    changed = await client.call("PATCH", path, {"url": "https://example.com/later"})
+    assert (changed.status, changed.json["link"], changed.json["disabled"]) == (
+        200,
+        "https://example.com/later",
+        True,
+    )
+    assert (await client.call("DELETE", path)).status == 204
+    assert (await client.call("DELETE", "/v1/links/NoSuch99")).status == 404
+
+
 async def test_patch_validates(client: Client) -> None:
     """An empty or invalid PATCH is a 422 naming the field."""
     made = (await client.post("/v1/links", {"url": "https://example.com/"})).json["links"][0]
