@@ -113,3 +113,102 @@ async def test_an_unexpected_error_is_a_logged_counted_json_500(
     assert logged.exc_info[0] is RuntimeError
     labels = (("method", "GET"), ("route", "/defect"), ("status", "500"))
     assert samples["shortlink_api_responses_total", labels] == 1
+
+
+def _deep(levels: int, opener: bytes, closer: bytes) -> bytes:
+    return opener * levels + b"1" + closer * levels
+
+
+HOSTILE_VALUES = [
+    _deep(300, b'{"a":', b"}"),  # orjson reads 1,024 levels, writes 254
+    _deep(300, b"[", b"]"),
+    _deep(2000, b"[", b"]"),  # past what orjson reads
+    b"1" + b"0" * 400,  # past a double
+    b"18446744073709551616",  # past 64 bits
+    b"-1e999",
+    b'"a\\u0000b"',
+    b'"\\ud800"',  # a lone surrogate
+    b'"' + b"\xff\xfe" + b'"',  # not UTF-8
+    b'"' + b"x" * 100_000 + b'"',
+    b"{}",
+    b"[[[]]]",
+]
+JSON_ROUTES = {
+    ("POST", "/v1/links"): ["url", "recipients", "client_identifier", "callback_url", "https"],
+    ("PATCH", "/v1/links/{token}"): ["url", "expires_in_days", "unsafe"],
+    ("POST", "/v1/messages"): ["to", "body", "vars", "mode", "callback_url"],
+    ("POST", "/v1/conversions"): ["token", "event", "value", "occurred_at", "metadata"],
+    ("PUT", "/v1/endpoint"): ["url", "format", "secret", "enabled"],
+}
+
+
+@pytest.mark.parametrize(("method", "route"), list(JSON_ROUTES))
+async def test_hostile_json_in_every_field_is_a_json_4xx(
+    client: Client, caplog: pytest.LogCaptureFixture, method: str, route: str
+) -> None:
+    """Deep nesting, numbers past 64 bits or a double, NUL, lone surrogates, bytes that are
+    not UTF-8 and huge strings, in every field of every JSON body: a JSON 4xx, nothing logged
+    as an error."""
+    made = (await client.post("/v1/links", {"url": "https://e.example/"})).json["links"][0]
+    path = route.replace("{token}", made["token"]).encode()
+    headers = [f"Authorization: Bearer {client.key}".encode(), b"Content-Type: application/json"]
+    with caplog.at_level(logging.INFO):
+        for field in JSON_ROUTES[method, route]:
+            for value in HOSTILE_VALUES:
+                body = b'{"' + field.encode() + b'":' + value + b"}"
+                answer = await raw_request(client.server, method, path, headers, body)
+                assert 400 <= answer.status < 500, (field, value[:40], answer.body[:200])
+                assert "code" in orjson.loads(answer.body)["error"]
+            for whole in (_deep(1000, b"[", b"]"), _deep(1000, b'{"a":', b"}")):
+                answer = await raw_request(client.server, method, path, headers, whole)
+                assert 400 <= answer.status < 500, (whole[:40], answer.body[:200])
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("TRACE", b"/v1/links", []),
+        ("OPTIONS", b"/v1/links", []),
+        ("PROPFIND", b"/v1/links", []),
+        ("FOO", b"/v1/links", []),
+        ("OPTIONS", b"*", []),
+        ("GET", b"http://elsewhere.example/v1/links", []),
+        ("GET", b"//v1//links", []),
+        ("GET", b"/v1/links/%2e%2e%2f%2e%2e%2f", []),
+        ("GET", b"/v1/links/%ff%fe%00", []),
+        ("GET", b"/v1/campaigns/%ff/stats", []),
+        ("GET", b"/v1/campaigns/" + b"%C3%A9" * 1000 + b"/stats", []),
+        ("GET", b"/v1/" + b"a/" * 3000, []),
+        ("GET", b"/v1/links?client_ref=%ff&client_ref=%00", []),
+        ("GET", b"/v1/campaigns?limit=%EF%BC%91&cursor=%ff", []),
+        ("GET", b"/v1/deliveries?limit=99999999999999999999999&status=%00", []),
+        ("GET", b"/v1/links", [b"Authorization: Bearer \xff\xfe"]),
+        ("GET", b"/v1/links", [b"Authorization: \xff"]),
+        ("GET", b"/v1/links", [b"Authorization: Bearer " + b"x" * 7000]),
+        ("GET", b"/v1/links", [b"Authorization: Basic Zm9vOmJhcg=="]),
+        ("GET", b"/v1/links", [b"Authorization: Bearer a", b"Authorization: Bearer b"]),
+        ("POST", b"/v1/links", [b"Content-Type: application/json; charset=bogus"]),
+        ("POST", b"/v1/links", [b"Content-Type: \xff"]),
+        ("POST", b"/v1/links", [b"Content-Type: multipart/form-data"]),
+        ("POST", b"/v1/links", [b"Idempotency-Key: \xff", b"Content-Type: application/json"]),
+        ("POST", b"/v1/links", [b"Idempotency-Key: " + b"k" * 300]),
+        ("GET", b"/static/" + b"a" * 5000, []),
+        ("GET", b"/dashboard/" + b"%ff" * 100, []),
+    ],
+)
+async def test_odd_requests_are_never_a_5xx(
+    client: Client, method: str, path: bytes, headers: list[bytes]
+) -> None:
+    """Odd methods, paths, query strings and headers are never a 5xx; a refusal the
+    application makes (not aiohttp's parser) is a JSON error."""
+    if not any(h.startswith(b"Authorization") for h in headers):
+        headers = [f"Authorization: Bearer {client.key}".encode(), *headers]
+    answer = await raw_request(client.server, method, path, headers, b'{"url": 1}')
+    assert answer.status < 500, answer.body[:200]
+    if answer.status < 400:
+        return
+    if answer.headers.get("Content-Type", "").startswith("application/json"):
+        assert "code" in orjson.loads(answer.body)["error"]
+    else:  # refused by the HTTP parser before any middleware
+        assert answer.status == 400
