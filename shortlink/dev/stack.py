@@ -302,7 +302,7 @@ def _print_banner(
         f"  API               {api_url}  (contract: {api_url}/v1/openapi.json, "
         f"docs: {api_url}/v1/docs)",
         f"  dashboard         {api_url}/dashboard/  (sign in with the API key below)",
-        f"    as the demo account, read-only, for 24 h: {share}",
+        f"    as the demo account, read-only, for 24 h (or until its key is rotated): {share}",
         f"  PostgreSQL        {database}",
         f"  Kafka             {service.kafka_bootstrap_servers} (topic {service.click_topic})",
         f"  forwarder         health on http://127.0.0.1:{forwarder_port}/readyz",
