@@ -72,6 +72,37 @@ async def test_metrics_count_answers_by_route_and_status(client: Client) -> None
     assert found["shortlink_api_request_seconds_count", (("route", "/v1/links/{token}"),)] == 2
 
 
+async def test_a_streamed_answer_that_fails_midway_is_cut_off_not_completed(
+    api_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A defect after a streamed answer has begun drops the connection: the client sees a cut
+    transfer, never a complete-looking one with an error answer inside it; logged, counted."""
+
+    async def defect(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/csv"})
+        await response.prepare(request)
+        await response.write(b"a,b\r\n" * 100)
+        raise RuntimeError("a defect part-way")
+
+    app = create_app(ApiConfig.from_env(api_env))
+    app.router.add_get("/defect.csv", defect)
+    async with running(app) as server, aiohttp.ClientSession() as session:
+        with caplog.at_level(logging.INFO):
+            async with session.get(f"{server.url}/defect.csv") as answer:
+                assert answer.status == 200  # sent before the defect
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await answer.read()
+            raw = await raw_request(server, "GET", b"/defect.csv", [])
+        samples = metric_samples(render(server.app[METRICS]).decode())
+    assert b"HTTP/1.1" not in raw.body
+    assert b"internal" not in raw.body
+    assert not raw.body.endswith(b"0\r\n\r\n")  # no closing chunk: the client knows
+    logged = [r for r in caplog.records if r.exc_info]
+    assert [r.getMessage() for r in logged] == ["unhandled error", "unhandled error"]
+    labels = (("method", "GET"), ("route", "/defect.csv"), ("status", "500"))
+    assert samples["shortlink_api_responses_total", labels] == 2
+
+
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
 async def test_a_body_that_is_not_its_content_encoding_is_400(
     client: Client, caplog: pytest.LogCaptureFixture, encoding: str
