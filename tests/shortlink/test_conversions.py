@@ -71,8 +71,7 @@ def test_occurred_at_refuses_anything_else(text: str) -> None:
 
 
 def test_events_and_metadata() -> None:
-    """Events are 1 to 64 characters and not link_click; metadata an object of <= 4 KiB,
-    nested at most 32 levels."""
+    """Events are 1-64 characters, not link_click; metadata <= 4 KiB, nested <= 32 levels."""
     assert conversions.event_name("x" * 64) == "x" * 64
     for bad in ("", "x" * 65, "link_click"):
         with pytest.raises(InvalidInput):

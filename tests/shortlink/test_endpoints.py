@@ -204,8 +204,7 @@ async def test_numeric_hosts_are_refused_even_when_private_ones_are_allowed(
 
 @pytest.mark.parametrize("host", ["a" * 64 + ".example", "hooks..example", ".example"])
 async def test_a_host_the_resolver_cannot_encode_is_an_endpoint_error(host: str) -> None:
-    """A host whose labels the resolver's IDNA codec refuses is a refusal naming it, not a
-    UnicodeError (which was a 500)."""
+    """A host the resolver's IDNA codec refuses is an EndpointError, not a UnicodeError."""
     with pytest.raises(EndpointError, match="not a valid host name") as refused:
         await check_host(host, 443, allow_private=True)
     assert refused.value.field == "url"

@@ -147,8 +147,7 @@ def test_unusable_urls_are_refused(raw: str) -> None:
     ],
 )
 def test_endpoint_urls_read_digits_and_dots_as_an_ipv4_address(raw: str, accepted: bool) -> None:
-    """Where we connect, a host of digits and dots must be a plain IPv4 address; the
-    document's pattern says the same."""
+    """Where we connect, a host of digits and dots must be a plain IPv4 address."""
     assert (re.fullmatch(ENDPOINT_URL_PATTERN, raw) is not None) is accepted
     if accepted:
         endpoint_url(raw)

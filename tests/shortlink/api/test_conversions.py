@@ -248,8 +248,7 @@ async def test_metadata_of_4_kib_is_kept_as_posted(client: Client) -> None:
 
 @pytest.mark.parametrize("depth", [33, 300, 1000])
 async def test_metadata_nested_deeper_than_32_levels_is_a_422(client: Client, depth: int) -> None:
-    """Metadata nested past 32 levels is a 422 naming metadata (300 levels, which orjson
-    reads but will not write, was a 500); 32 levels are kept as posted."""
+    """Metadata nested past 32 levels is a 422 naming metadata (300 levels was a 500)."""
     [token] = await make_links(client, 1)
     base = f'{{"token":"{token}","event":"purchase","disposition":"positive","metadata":'
     for levels, status in ((depth, 422), (32, 201)):

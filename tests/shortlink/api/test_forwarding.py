@@ -108,8 +108,7 @@ async def test_an_endpoint_can_ask_for_conversions(client: Client) -> None:
 async def test_a_host_that_does_not_resolve_in_time_is_a_422(
     api_env: dict[str, str], tenant: Tenant, db: asyncpg.Connection
 ) -> None:
-    """A DNS lookup that never answers ends after ENDPOINT_DNS_TIMEOUT_SECONDS as a 422
-    saying so, for an endpoint and a callback_url alike, and stores nothing."""
+    """A DNS lookup that never answers is a 422 at ENDPOINT_DNS_TIMEOUT_SECONDS; nothing stored."""
     app = create_app(ApiConfig.from_env({**api_env, "ENDPOINT_DNS_TIMEOUT_SECONDS": "0.2"}))
     silent = SilentResolver()
     app[RESOLVER] = silent
@@ -136,8 +135,7 @@ async def test_a_host_that_does_not_resolve_in_time_is_a_422(
 
 
 async def test_an_endpoint_host_of_digits_and_dots_must_be_an_ipv4_address(client: Client) -> None:
-    """`HTTP://0` or `http://127.1/` (which the client reads as an address) are a 422 that
-    says why, as the document's pattern does; a plain IPv4 address is taken."""
+    """An endpoint host of digits and dots that is no IPv4 address (HTTP://0) is a 422."""
     for url in ("HTTP://0", "http://127.1/hook", "http://1.2.3.4./hook"):
         answer = await client.call("PUT", "/v1/endpoint", {"url": url})
         assert answer.status == 422, url

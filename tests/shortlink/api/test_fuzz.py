@@ -70,8 +70,7 @@ async def fuzzed_api(
 async def test_every_operation_answers_as_documented(
     fuzzed_api: RunningServer, resolver: OfflineResolver, tenant: Tenant, tmp_path: Path
 ) -> None:
-    """All of schemathesis' checks pass: no 5xx, requests the document allows are accepted
-    and those it forbids refused, every answer is one the document describes."""
+    """Every schemathesis check but use_after_free passes on every operation, with many cases."""
     process = await asyncio.create_subprocess_exec(
         str(SCHEMATHESIS),
         "run",

@@ -26,8 +26,7 @@ def test_document_is_valid_openapi() -> None:
 
 
 async def test_document_is_served_without_a_key(client: Client) -> None:
-    """GET /v1/openapi.json needs no key and returns the repository's document, with the
-    configured SHORT_DOMAIN's host as a `not` pattern of the links' target URL."""
+    """GET /v1/openapi.json needs no key: the repository's document plus the short-host rule."""
     answer = await client.get("/v1/openapi.json", key=None)
     assert answer.status == 200
     served = answer.json
@@ -45,8 +44,7 @@ async def test_document_is_served_without_a_key(client: Client) -> None:
 async def test_a_target_on_the_short_host_is_refused_as_the_served_document_says(
     client: Client, target: str
 ) -> None:
-    """A target on SHORT_DOMAIN's host, on any port, matches the served `not` pattern and is
-    a 422 (the document only said so in words)."""
+    """A target on SHORT_DOMAIN's host, any port, is a 422, as the served `not` pattern says."""
     schema = (await client.get("/v1/openapi.json", key=None)).json["components"]["schemas"]
     assert re.search(schema["CreateLinks"]["properties"]["url"]["not"]["pattern"], target)
     answer = await client.post("/v1/links", {"url": target})

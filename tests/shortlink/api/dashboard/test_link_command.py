@@ -24,8 +24,7 @@ async def test_printed_link_opens_the_campaign(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The command's URL, opened, sets a session cookie and lands on the campaign's page,
-    until `shortlink account rotate-key` revokes the key it was made under."""
+    """The command's URL opens the campaign's page, until rotate-key revokes its key."""
     await tapped_campaign(db, tenant, "shared")
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("DASHBOARD_SECRET", SECRET)

@@ -337,8 +337,7 @@ async def test_a_link_and_its_sessions_end_with_the_key_it_was_made_under(
     tenant: Tenant,
     how: str,
 ) -> None:
-    """Rotating or revoking the API key a dashboard link was made under ends the session the
-    link opened (it lasted its 12 hours) and voids the link; a link under the new key works."""
+    """Rotating or revoking a link's API key ends the session it opened and voids the link."""
     await tapped_campaign(db, tenant, "shared")
     config = DashboardConfig.from_env(dashboard_env)
     later = int(time.time()) + 3600
@@ -381,8 +380,7 @@ async def test_a_key_sign_in_ends_with_its_key(
 async def test_links_and_cookies_that_name_no_key_are_refused(
     dashboard: RunningServer, http: aiohttp.ClientSession, tenant: Tenant
 ) -> None:
-    """A link or a session cookie of the form made before they named their key is refused:
-    nothing could end it when the key was rotated."""
+    """A link or cookie of the old form, which names no API key, opens nothing."""
     later = int(time.time()) + 3600
     link = URLSafeSerializer(SECRET, salt="shortlink.dashboard.link")
     token = str(link.dumps([tenant.account_id, None, later]))
