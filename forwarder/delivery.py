@@ -25,6 +25,11 @@ DELIVERY_RETRY_MAX_SECONDS, and never less than a Retry-After sent with 429 or
 10-20, 20-40, 40-80, 80-160, 160-320, 320-640 and 640-1280 s: a dead letter
 after at most ~42 minutes, kept with its last error until `shortlink deliveries
 retry` sends it again. A 410 Gone also disables the endpoint.
+
+Only the status of an answer counts. Its body is read up to MAX_RESPONSE_BYTES
+(64 KiB), so a connection can be kept for the next request; a longer body is not
+read further and its connection is closed, so a customer answering with a huge or
+endless body holds neither memory nor the attempt (which still counts by its status).
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ _PURGE_EVERY = 3_600.0
 # Delivery latency is labelled by endpoint id for this many endpoints (then "other"),
 # so the number of series stays bounded whatever the number of customers.
 MAX_LATENCY_LABELS = 50
+MAX_RESPONSE_BYTES = 64 * 1024  # of a customer's answer's body, read then dropped
 
 
 class RefusedAddress(OSError):
@@ -145,6 +151,18 @@ class Attempt:
     status: int | None
     error: str | None
     retry_after: float | None = None
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read the body of an answer, up to MAX_RESPONSE_BYTES: all of a short one, so the
+    connection goes back to the pool; past that, close the connection unread."""
+    left = MAX_RESPONSE_BYTES
+    while left >= 0:
+        chunk = await response.content.read(left + 1)
+        if not chunk:
+            return
+        left -= len(chunk)
+    response.close()
 
 
 class Deliverer:
@@ -409,7 +427,7 @@ class Deliverer:
                     allow_redirects=False,
                     ssl=self._ssl,
                 ) as response:
-                    await response.read()
+                    await _drain(response)
         except TimeoutError:
             return Attempt(False, None, f"no answer within {self._config.timeout:g} s")
         except RefusedAddress as exc:

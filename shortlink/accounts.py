@@ -70,6 +70,20 @@ async def disable_account(conn: asyncpg.Connection, account_id: int) -> bool:
     return bool(status == "UPDATE 1")
 
 
+async def current_key(conn: asyncpg.Connection | asyncpg.Pool, account_id: int) -> int | None:
+    """The id of the account's newest key that is not revoked, or None (no such key, or
+    the account is disabled): what a dashboard link is made under."""
+    key_id: int | None = await conn.fetchval(
+        """
+        SELECT k.id FROM api_keys k JOIN accounts a ON a.id = k.account_id
+        WHERE a.id = $1 AND a.disabled_at IS NULL AND k.revoked_at IS NULL
+        ORDER BY k.id DESC LIMIT 1
+        """,
+        account_id,
+    )
+    return key_id
+
+
 async def authenticate(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> int | None:
     """The account id behind an API key, or None when the key is unknown, revoked or disabled."""
     if _KEY.fullmatch(key) is None:

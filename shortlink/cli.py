@@ -287,6 +287,7 @@ def cmd_endpoint(args: argparse.Namespace, env: dict[str, str]) -> int:
                 enabled=not args.disabled,
                 allow_private=service.allow_private_endpoints,
                 conversions=args.conversions,
+                dns_timeout=service.endpoint_dns_timeout,
             )
         _print_json({"account_id": args.account, **endpoint.public()})
         return 0
@@ -326,11 +327,9 @@ def cmd_dashboard_link(args: argparse.Namespace, env: dict[str, str]) -> int:
 
     async def action(conn: asyncpg.Connection) -> int:
         await schema.check_schema(conn)
-        enabled = await conn.fetchval(
-            "SELECT true FROM accounts WHERE id = $1 AND disabled_at IS NULL", args.account
-        )
-        if not enabled:
-            sys.stderr.write(f"no enabled account with id {args.account}\n")
+        key_id = await accounts.current_key(conn, args.account)
+        if key_id is None:
+            sys.stderr.write(f"no enabled account with id {args.account} and an API key\n")
             return 1
         if args.campaign is not None and not await conn.fetchval(
             "SELECT true FROM campaign_stats WHERE account_id = $1 AND campaign = $2",
@@ -340,10 +339,14 @@ def cmd_dashboard_link(args: argparse.Namespace, env: dict[str, str]) -> int:
             sys.stderr.write(f"account {args.account} has no campaign {args.campaign!r}\n")
             return 1
         expires_at = int(time.time() + args.hours * 3600)
-        sys.stdout.write(dashboard_link(config, Grant(args.account, args.campaign, expires_at)))
+        grant = Grant(args.account, key_id, args.campaign, expires_at)
+        sys.stdout.write(dashboard_link(config, grant))
         sys.stdout.write("\n")
         until = datetime.fromtimestamp(expires_at, UTC)
-        sys.stderr.write(f"read-only, valid until {until:%Y-%m-%d %H:%M} UTC\n")
+        sys.stderr.write(
+            f"read-only, valid until {until:%Y-%m-%d %H:%M} UTC or until the account's "
+            "API key is rotated\n"
+        )
         return 0
 
     result: int = asyncio.run(_with_connection(service, action))

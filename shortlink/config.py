@@ -127,6 +127,7 @@ class ServiceConfig:
     token_length: int
     allow_private_endpoints: bool
     metrics_host: str
+    endpoint_dns_timeout: float = 5.0  # seconds to resolve an endpoint's or callback's host
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ServiceConfig:
@@ -151,4 +152,7 @@ class ServiceConfig:
                 maximum=tokens.MAX_LENGTH,
             ),
             metrics_host=read.text("METRICS_HOST", "127.0.0.1"),
+            endpoint_dns_timeout=read.number(
+                "ENDPOINT_DNS_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=60.0
+            ),
         )

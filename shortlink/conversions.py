@@ -17,7 +17,9 @@ with everything that follows from it:
 What a conversion may hold is checked here too: an event of 1 to 64 characters
 (`link_click` is reserved), a disposition, a value of 0 to 10^15 with an ISO 4217
 currency (both or neither; the list is the `iso4217` package's, the published
-SIX table), an RFC 3339 time with its offset, metadata of at most 4 KiB.
+SIX table), an RFC 3339 time with its offset, metadata of at most 4 KiB nested at
+most 32 levels (deeper is no one's metadata, and orjson will not write more than
+254).
 """
 
 from __future__ import annotations
@@ -43,19 +45,24 @@ CURRENCIES = tuple(sorted(currency.code for currency in iso4217.Currency))
 MAX_EVENT = 64
 MAX_VALUE = 10**15
 MAX_METADATA_BYTES = 4096
+MAX_METADATA_DEPTH = 32  # the metadata object itself is level 1
 MAX_TIME_LENGTH = 64
-# occurred_at is refused earlier than this or later than a day from now (clock skew):
-# such a time is a client's mistake, and it keeps every time a Python datetime can hold.
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+# occurred_at is refused in a year before 1970 (as written) or later than a day from now
+# (clock skew): such a time is a client's mistake, and it keeps every time a Python
+# datetime can hold. The year is a pattern the OpenAPI document states; "a day from now"
+# moves, so the document can only say it in words.
 LATEST_AHEAD = timedelta(days=1)
 FORMAT = "conversion"  # deliveries.format of a conversion's state event
 
 # RFC 3339 date-time (the JSON Schema `date-time` format): a full date, T, a time,
 # and Z or a numeric offset; the grammar rfc3339-validator checks, digits in ASCII.
-_RFC3339 = re.compile(
-    r"[0-9]{4}-(?:0[1-9]|1[0-2])-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
-    r"(?:\.[0-9]+)?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+_TIME_OF_DAY = (
+    r"-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:\.[0-9]+)?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
 )
+OCCURRED_AT_PATTERN = r"^(?:19[7-9][0-9]|[2-9][0-9]{3})" + _TIME_OF_DAY
+_OCCURRED_AT = re.compile(OCCURRED_AT_PATTERN)
+_RFC3339 = re.compile(r"^[0-9]{4}" + _TIME_OF_DAY)
 
 
 def event_name(raw: str) -> str:
@@ -81,7 +88,9 @@ def currency(raw: str) -> str:
 
 def occurred_at(raw: str, *, now: datetime) -> datetime:
     """An RFC 3339 time with its offset, within the accepted window; or InvalidInput."""
-    if _RFC3339.fullmatch(raw) is None:
+    if _OCCURRED_AT.fullmatch(raw) is None:
+        if _RFC3339.fullmatch(raw) is not None:
+            raise InvalidInput("must not be in a year before 1970")
         raise InvalidInput(
             "must be an RFC 3339 date-time with its offset, e.g. 2026-05-01T09:30:00Z"
         )
@@ -89,8 +98,6 @@ def occurred_at(raw: str, *, now: datetime) -> datetime:
         moment = datetime.fromisoformat(raw)
     except ValueError as exc:
         raise InvalidInput(f"is not a date-time ({exc})") from None
-    if moment < EARLIEST:
-        raise InvalidInput("must not be before 1970-01-01T00:00:00Z")
     if moment > now + LATEST_AHEAD:
         raise InvalidInput("must not be more than a day in the future")
     return moment
@@ -100,12 +107,27 @@ def metadata(value: Any) -> str:
     """The metadata object as stored (compact JSON), or InvalidInput."""
     if not isinstance(value, dict):
         raise InvalidInput("must be a JSON object")
+    if _deeper_than(value, MAX_METADATA_DEPTH):
+        raise InvalidInput(f"must be nested at most {MAX_METADATA_DEPTH} levels deep")
     encoded = orjson.dumps(value)
     if len(encoded) > MAX_METADATA_BYTES:
         raise InvalidInput(
             f"is {len(encoded):,} bytes as JSON; at most {MAX_METADATA_BYTES:,} (4 KiB)"
         )
     return encoded.decode()
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels in `value` (without recursion:
+    what a request may hold is as deep as orjson reads, 1,024 levels)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def json_default(value: Any) -> Any:

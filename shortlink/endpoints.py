@@ -18,6 +18,12 @@ by that IPv4 address; the transition ranges that only reach inward or are
 obsolete (IPv4-compatible `::a.b.c.d`, IPv4-translated, local-use NAT64, Teredo)
 are refused outright.
 
+Setting an endpoint or a callback resolves its host once, through a Resolver
+(the system's getaddrinfo; the API keeps one under an app key, so tests can put a
+deterministic one there), and gives up after ENDPOINT_DNS_TIMEOUT_SECONDS (5 by
+default): a refusal saying the host did not resolve in time, not a request that
+hangs as long as the system resolver does.
+
 A callback URL named by a links or messages request (seed 001's lt_callbackurl)
 is an endpoints row of its own, owned through `callback_account_id` (its
 `account_id` is NULL, so nothing that reads an account's endpoint takes it):
@@ -38,6 +44,7 @@ from datetime import datetime
 import asyncpg
 from yarl import URL
 
+from shortlink import validation
 from shortlink.exceptions import ShortlinkError
 
 FORMATS = ("json", "xml", "clickthru")
@@ -59,6 +66,7 @@ _REFUSED_V6 = tuple(
     )
 )
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known prefix (RFC 6052)
+DNS_TIMEOUT = 5.0  # seconds a host check waits for the resolver (ENDPOINT_DNS_TIMEOUT_SECONDS)
 
 
 class EndpointError(ShortlinkError):
@@ -120,8 +128,14 @@ def parse_url(url: str) -> URL:
         raise EndpointError("url", "must not contain credentials")
     if port == 0:
         raise EndpointError("url", "port 0 is not allowed")
-    if literal_address(parsed.raw_host) is None and not _HOST_NAME.fullmatch(parsed.raw_host):
-        raise EndpointError("url", f"host {parsed.host!r} is not a valid host name")
+    if literal_address(parsed.raw_host) is None:
+        labels = parsed.raw_host.removesuffix(".").split(".")
+        if not _HOST_NAME.fullmatch(parsed.raw_host) or "" in labels:
+            raise EndpointError("url", f"host {parsed.raw_host!r} is not a valid host name")
+        if (label := validation.long_label(parsed.raw_host)) is not None:
+            raise EndpointError(
+                "url", f"host name label longer than {validation.MAX_LABEL} characters ({label})"
+            )
     return parsed
 
 
@@ -179,13 +193,43 @@ def is_public(address: str | IPAddress) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-async def check_host(host: str, port: int, *, allow_private: bool) -> list[str]:
-    """Resolve `host`; PrivateAddressError if any address is not public (unless allowed)."""
-    try:
+class Resolver:
+    """Looks up the addresses of a host: the system's resolver (getaddrinfo, as the
+    forwarder's HTTP client connects). OSError when the host has none."""
+
+    async def resolve(self, host: str, port: int) -> list[str]:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return sorted({str(info[4][0]) for info in infos})
+
+
+SYSTEM_RESOLVER = Resolver()
+
+
+async def check_host(
+    host: str,
+    port: int,
+    *,
+    allow_private: bool,
+    resolver: Resolver = SYSTEM_RESOLVER,
+    within: float = DNS_TIMEOUT,
+) -> list[str]:
+    """Resolve `host` within `within` seconds (EndpointError if it does not);
+    PrivateAddressError if any address is not public (unless allowed)."""
+    try:
+        async with asyncio.timeout(within):
+            addresses = await resolver.resolve(host, port)
+    except TimeoutError:  # before OSError, of which it is one
+        raise EndpointError(
+            "url",
+            f"host {host!r} did not resolve within {within:g} s "
+            "(ENDPOINT_DNS_TIMEOUT_SECONDS); try again later",
+        ) from None
     except OSError as exc:
         raise EndpointError("url", f"host {host!r} does not resolve ({exc})") from None
-    addresses = sorted({str(info[4][0]) for info in infos})
+    except UnicodeError as exc:  # the resolver's IDNA codec: an empty or too long label
+        raise EndpointError("url", f"host {host!r} is not a valid host name ({exc})") from None
+    if not addresses:
+        raise EndpointError("url", f"host {host!r} has no address")
     if not allow_private:
         refused = [a for a in addresses if not is_public(a)]
         if refused:
@@ -219,6 +263,8 @@ async def set_endpoint(
     enabled: bool,
     allow_private: bool,
     conversions: bool = False,
+    resolver: Resolver = SYSTEM_RESOLVER,
+    dns_timeout: float = DNS_TIMEOUT,
 ) -> Endpoint:
     """Create or replace the account's endpoint after validating every field."""
     parsed = parse_url(url)
@@ -228,7 +274,13 @@ async def set_endpoint(
         raise EndpointError("mode", f"must be one of {', '.join(MODES)}")
     if secret is not None:
         secret_key(secret)
-    await check_host(parsed.raw_host or "", parsed.port or 0, allow_private=allow_private)
+    await check_host(
+        parsed.raw_host or "",
+        parsed.port or 0,
+        allow_private=allow_private,
+        resolver=resolver,
+        within=dns_timeout,
+    )
     row = await conn.fetchrow(
         f"""
         INSERT INTO endpoints (account_id, url, format, mode, secret, enabled, conversions)
@@ -254,7 +306,13 @@ async def set_endpoint(
 
 
 async def callback_endpoint(
-    conn: asyncpg.Connection | asyncpg.Pool, account_id: int, url: str, *, allow_private: bool
+    conn: asyncpg.Connection | asyncpg.Pool,
+    account_id: int,
+    url: str,
+    *,
+    allow_private: bool,
+    resolver: Resolver = SYSTEM_RESOLVER,
+    dns_timeout: float = DNS_TIMEOUT,
 ) -> int:
     """The id of the account's callback destination for `url`, made if new and enabled
     again if it was disabled (the account names it anew); EndpointError for a URL the
@@ -265,7 +323,13 @@ async def callback_endpoint(
     """
     try:
         parsed = parse_url(url)
-        await check_host(parsed.raw_host or "", parsed.port or 0, allow_private=allow_private)
+        await check_host(
+            parsed.raw_host or "",
+            parsed.port or 0,
+            allow_private=allow_private,
+            resolver=resolver,
+            within=dns_timeout,
+        )
     except EndpointError as exc:
         raise type(exc)("callback_url", exc.message) from None
     endpoint_id: int = await conn.fetchval(

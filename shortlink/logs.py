@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
@@ -58,7 +59,9 @@ class MalformedRequests(logging.Filter):
 
     A client sending bytes that are not HTTP is not a failure of ours, and a
     traceback per such request would be a cheap way to flood the logs: the line
-    gets `level`, and the requests are counted.
+    gets `level`, and the requests are counted. A body that does not decode as its
+    Content-Encoding says is one too: after the handler has answered 400, aiohttp
+    reads what is left of it and logs the same error again.
     """
 
     def __init__(self, level: int) -> None:
@@ -68,6 +71,8 @@ class MalformedRequests(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, RequestPayloadError):
+            error = error.__cause__
         if isinstance(error, HttpProcessingError):
             self.count += 1
             record.levelno, record.levelname = self.level, logging.getLevelName(self.level)

@@ -9,10 +9,12 @@ not UTF-8 (headers and URLs arrive as bytes).
 
 Target URLs are absolute http(s) URLs with a host name, an optional port, no
 credentials, no spaces or control characters, at most 2,048 characters as sent,
-and not on our own short domain. Beyond the pattern, a host may also be an
-internationalised name (Unicode or xn-- punycode) or a bracketed IPv6 address.
-They are normalised (non-ASCII hosts to punycode, non-ASCII paths
-percent-encoded), so the Location header is plain ASCII.
+and not on our own short domain. Every label of a host name has 1 to 63
+characters, as DNS allows (and the IDNA codec that resolvers apply insists on).
+Beyond the pattern, a host may also be an internationalised name (Unicode or
+xn-- punycode) or a bracketed IPv6 address. They are normalised (non-ASCII hosts
+to punycode, non-ASCII paths percent-encoded), so the Location header is plain
+ASCII.
 
 Phone numbers are written internationally: an optional "+" or "00", a country
 calling code in use (ITU-T E.164) and the rest of the 7 to 15 digits, with
@@ -42,11 +44,25 @@ _SEPARATORS = " \u00a0.()/-"
 PHONE_PATTERN = phones.pattern(_SEPARATOR)
 MAX_PHONE_LENGTH = 40
 
-_LABEL = r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*"
+MAX_LABEL = 63
+# A label of letters, digits and single dashes; the lookahead keeps it to 63 characters.
+_LABEL = f"(?![A-Za-z0-9-]{{{MAX_LABEL + 1}}})[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*"
 _PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 _SCHEME = r"[Hh][Tt][Tt][Pp][Ss]?://"
 _AFTER_HOST = f"(?::{_PORT})?(?:[/?#][^\\u0000-\\u0020\\u007f]*)?$"
 URL_PATTERN = f"^{_SCHEME}{_LABEL}(?:\\.{_LABEL})*\\.?{_AFTER_HOST}"
+# Where we connect (an endpoint, a callback): a host made of digits and dots is read by
+# the HTTP client as an address (`0`, `127.1`, `2130706433`), so it must be a plain IPv4
+# address; any other host name has a label with a letter or a dash.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_IPV4 = f"{_OCTET}(?:\\.{_OCTET}){{3}}"
+_NUMERIC_LABEL = f"(?![0-9]{{{MAX_LABEL + 1}}})[0-9]+"
+_NAMED_LABEL = (
+    f"(?![A-Za-z0-9-]{{{MAX_LABEL + 1}}})"
+    "(?:[0-9]*[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*|[0-9]+(?:-[A-Za-z0-9]+)+)"
+)
+_NAME = f"(?:{_NUMERIC_LABEL}\\.)*{_NAMED_LABEL}(?:\\.{_LABEL})*\\.?"
+ENDPOINT_URL_PATTERN = f"^{_SCHEME}(?:{_IPV4}|{_NAME}){_AFTER_HOST}"
 
 _TEXT = re.compile(TEXT_PATTERN)
 _PHONE = re.compile(PHONE_PATTERN)
@@ -56,6 +72,7 @@ _TRUNK = re.compile(
     f"{_SEPARATOR}*\\((?P<trunk>[0-9]{{1,2}})\\)"
 )
 _URL = re.compile(URL_PATTERN)
+_ENDPOINT_URL = re.compile(ENDPOINT_URL_PATTERN)
 # The hosts accepted beyond the pattern: internationalised names and IPv6 literals.
 _ANY_HOST = re.compile(f"^{_SCHEME}(?P<host>\\[[0-9A-Fa-f:.]+\\]|[^/?#@:\\[\\]]+){_AFTER_HOST}")
 
@@ -133,6 +150,16 @@ def target_url(raw: str, short_domain: str) -> str:
 
 def http_url(raw: str) -> URL:
     """An absolute http(s) URL of the accepted form, parsed; or InvalidInput."""
+    return _http_url(raw, _URL)
+
+
+def endpoint_url(raw: str) -> URL:
+    """An http(s) URL to connect to (an endpoint's, a callback's): of the accepted form,
+    with a host of digits and dots only if it is a plain IPv4 address; or InvalidInput."""
+    return _http_url(raw, _ENDPOINT_URL)
+
+
+def _http_url(raw: str, form: re.Pattern[str]) -> URL:
     if not raw:
         raise InvalidInput("is empty")
     if len(raw) > MAX_URL_LENGTH:
@@ -150,12 +177,29 @@ def http_url(raw: str) -> URL:
         raise InvalidInput("has no host")
     if url.user is not None or url.password is not None:
         raise InvalidInput("must not contain a user name or password")
-    if _URL.fullmatch(raw) is None and not _international(raw):
+    if (label := long_label(url.raw_host or "")) is not None:
+        raise InvalidInput(f"has a host name label longer than {MAX_LABEL} characters ({label})")
+    if form.fullmatch(raw) is None and not _international(raw):
+        if form is _ENDPOINT_URL and (url.raw_host or "").replace(".", "").isdigit():
+            raise InvalidInput(
+                f"has the host {url.raw_host!r}: digits and dots that are not an IPv4 "
+                "address (four numbers from 0 to 255 without leading zeros), which the "
+                "HTTP client would read as some address all the same"
+            )
         raise InvalidInput(
             "is not an http(s) URL of the accepted form: a host name of letters, digits "
             "and single dashes, an optional port from 1 to 65535, then /, ? or #"
         )
     return url
+
+
+def long_label(host: str) -> str | None:
+    """The first label of `host` (as encoded for DNS: punycode) longer than DNS allows,
+    shortened for a message; None when there is none."""
+    for label in host.split("."):
+        if len(label) > MAX_LABEL:
+            return f"{label[:20]}... of {len(label)}"
+    return None
 
 
 def _international(raw: str) -> bool:
@@ -165,6 +209,18 @@ def _international(raw: str) -> bool:
         return False
     host = match["host"]
     return host.startswith("[") or not host.isascii() or "xn--" in host.lower()
+
+
+def short_host_pattern(host: str) -> str | None:
+    """The pattern of the http(s) URLs on `host` (a name or IPv4 address, lower case), in
+    any case and on any port: the targets `target_url` refuses for that short domain.
+    None for a host no target pattern can name (an IPv6 address)."""
+    if re.fullmatch(r"[a-z0-9.-]+", host) is None:
+        return None
+    letters = "".join(
+        f"[{c.upper()}{c}]" if c.isalpha() else "\\." if c == "." else c for c in host
+    )
+    return f"^{_SCHEME}{letters}\\.?(?:[:/?#]|$)"
 
 
 def short_domain_host(short_domain: str) -> str:

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
+from shortlink.endpoints import Resolver
 from shortlink.serve import Handler, serve
 
 
@@ -277,3 +278,29 @@ class DatabaseProxy:
         for writer in self._writers:
             writer.close()
         await asyncio.gather(*self._pipes, return_exceptions=True)
+
+
+class SilentResolver(Resolver):
+    """A DNS resolver that never answers (as behind a server that drops every query);
+    `asked` lists the hosts it was asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+class OfflineResolver(Resolver):
+    """A DNS resolver that answers every host name with 127.0.0.1 without asking the
+    network: deterministic, and as fast for a random name as for a real one. `asked`
+    holds the hosts it was asked for."""
+
+    def __init__(self) -> None:
+        self.asked: set[str] = set()
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        self.asked.add(host)
+        return ["127.0.0.1"]

@@ -8,11 +8,12 @@ from collections import Counter
 from collections.abc import Iterator
 from importlib import resources
 
+import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from shortlink import metrics
+from shortlink import endpoints, metrics, validation
 from shortlink.api import campaigns, conversions, forwarding, idempotency, links, messages
 from shortlink.api.auth import auth_middleware
 from shortlink.api.campaign_list import list_campaigns
@@ -20,11 +21,12 @@ from shortlink.api.config import ApiConfig
 from shortlink.api.dashboard import routes as dashboard
 from shortlink.api.errors import HTTP_LOG, Handler, error_middleware
 from shortlink.api.exports import clicks_csv, recipients_csv
-from shortlink.api.links import API_CONFIG
+from shortlink.api.links import API_CONFIG, RESOLVER
 from shortlink.pool import POOL, pool_context
 from shortlink.supervise import SUPERVISOR, supervisor_context
 
 OPENAPI = web.AppKey("openapi", bytes)
+TARGET_SCHEMAS = ("CreateLinks", "PatchLink")  # whose `url` is a target (not on SHORT_DOMAIN)
 METRICS = web.AppKey("api_metrics", CollectorRegistry)
 # By (method, route pattern, status): bounded, since unknown paths share one pattern.
 RESPONSES = web.AppKey("api_responses", Counter[tuple[str, str, int]])
@@ -36,6 +38,19 @@ def openapi_document() -> bytes:
     return (resources.files("shortlink") / "api" / "openapi.json").read_bytes()
 
 
+def served_document(config: ApiConfig) -> bytes:
+    """The contract as this API serves it: the repository's document, with the one rule
+    that depends on configuration stated as a schema too: a target URL is not on
+    SHORT_DOMAIN's host (a `not` pattern on the links' `url`)."""
+    document = orjson.loads(openapi_document())
+    pattern = validation.short_host_pattern(validation.short_domain_host(config.short_domain))
+    if pattern is not None:
+        schemas = document["components"]["schemas"]
+        for name in TARGET_SCHEMAS:
+            schemas[name]["properties"]["url"]["not"] = {"type": "string", "pattern": pattern}
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2)
+
+
 def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     """The API; no I/O until it starts."""
     app = web.Application(
@@ -44,7 +59,8 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
         handler_args={"logger": HTTP_LOG},
     )
     app[API_CONFIG] = config
-    app[OPENAPI] = openapi_document()
+    app[RESOLVER] = endpoints.SYSTEM_RESOLVER
+    app[OPENAPI] = served_document(config)
     app.cleanup_ctx.append(supervisor_context("shortlink_api"))
     app.cleanup_ctx.append(pool_context(config.service))
     app.cleanup_ctx.append(idempotency.purge_context)

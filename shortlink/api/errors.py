@@ -1,11 +1,17 @@
 """API errors: every failure is a JSON body `{"error": {"code", "message"[, "details"]}}`.
 
 Handlers raise ApiError (or let aiohttp raise its HTTP exceptions); the middleware
-turns them into responses. A database that cannot be reached is a 503; anything
-unexpected is logged with its traceback and answered with a bare 500, never with
-the traceback. A request too malformed to parse (a NUL in a header, a line too
-long) is answered 400 by aiohttp itself and logged as a warning line without a
-traceback: anyone can send one, so it must not be a cheap way to flood the log.
+turns them into responses. A body that aiohttp cannot decode while a handler reads
+it (a Content-Encoding that is not what it says, a broken multipart body) is a
+400. A database that cannot be reached is a 503. Anything else is a defect: the
+last-resort guard logs it with its traceback and answers a bare 500 (counted by the
+metrics middleware like every answer), never the traceback; every 500 found is
+fixed at its cause with a 4xx. A failure after a streamed answer (a CSV file) has
+begun drops the connection instead: no second answer can follow the first.
+A request too malformed to parse (an unknown method, a NUL in a header, a line too
+long) is answered 400 by aiohttp itself, in plain text, before any middleware, and
+logged as a warning line without a traceback: anyone can send one, so it must not
+be a cheap way to flood the log.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 import asyncpg
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from shortlink import logs
 
@@ -96,11 +103,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return exc.response()
+        answer = exc.response()
+    except (web.RequestPayloadError, HttpProcessingError):
+        # request.read() / post() of a body that is not what its headers say.
+        message = "the body could not be read as sent (its Content-Encoding or chunks)"
+        answer = error_response(400, "bad_request", message)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(
+        answer = error_response(
             exc.status, _CODES.get(exc.status, "error"), exc.reason, headers=_allow(exc)
         )
     except (
@@ -112,10 +123,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         asyncpg.exceptions.OperatorInterventionError,
     ) as exc:
         log.warning("database unavailable", extra={"error": repr(exc), "path": request.path})
-        return error_response(503, "unavailable", "the service is unavailable; try again shortly")
+        answer = error_response(503, "unavailable", "the service is unavailable; try again shortly")
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
-        return error_response(500, "internal", "internal error")
+        answer = error_response(500, "internal", "internal error")
+    if request.writer.output_size > 0:
+        return _cut_short(request, answer.status)
+    return answer
+
+
+def _cut_short(request: web.Request, status: int) -> web.Response:
+    """The handler failed after its streamed answer (a CSV file) had begun: a second answer
+    cannot follow it, and ending the stream as usual would pass the part for the whole. So
+    the connection is dropped (the client sees the transfer cut off), and the answer
+    returned in its place, never sent, is only there to be counted."""
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=status)
 
 
 def _allow(exc: web.HTTPException) -> dict[str, str] | None:

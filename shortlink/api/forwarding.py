@@ -12,7 +12,7 @@ from shortlink import deliveries, endpoints, validation
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError, ValidationFailed, not_found
-from shortlink.api.links import API_CONFIG
+from shortlink.api.links import API_CONFIG, RESOLVER
 from shortlink.pool import POOL
 
 MAX_PAGE = 1000
@@ -63,6 +63,8 @@ async def put_endpoint(request: web.Request) -> web.Response:
             enabled=enabled,
             allow_private=request.app[API_CONFIG].service.allow_private_endpoints,
             conversions=wants_conversions,
+            resolver=request.app[RESOLVER],
+            dns_timeout=request.app[API_CONFIG].service.endpoint_dns_timeout,
         )
     except endpoints.EndpointError as exc:
         raise ValidationFailed([{"field": exc.field, "message": exc.message}]) from None
@@ -77,7 +79,7 @@ def _secret(value: str) -> str:
 
 def _http_url(value: str) -> str:
     """The endpoint URL as given, once it has the form the document states."""
-    validation.http_url(value)
+    validation.endpoint_url(value)
     return value
 
 

@@ -21,6 +21,8 @@ from shortlink.links import NewLink
 from shortlink.pool import POOL
 
 API_CONFIG = web.AppKey("api_config", ApiConfig)
+# How endpoint and callback hosts are looked up (the system's resolver; tests put their own).
+RESOLVER = web.AppKey("endpoint_resolver", endpoints.Resolver)
 MAX_TEXT = 200  # client_ref, client_identifier
 
 
@@ -93,6 +95,8 @@ async def callback_id(request: web.Request, url: str | None) -> int | None:
             request[ACCOUNT_ID],
             url,
             allow_private=config.service.allow_private_endpoints,
+            resolver=request.app[RESOLVER],
+            dns_timeout=config.service.endpoint_dns_timeout,
         )
     except endpoints.EndpointError as exc:
         raise ValidationFailed([{"field": exc.field, "message": exc.message}]) from None
@@ -103,12 +107,12 @@ def callback_url(fields: Fields) -> str | None:
     return fields.converted(
         "callback_url",
         fields.text("callback_url", max_length=endpoints.MAX_URL_LENGTH),
-        _http_url,
+        _endpoint_url,
     )
 
 
-def _http_url(value: str) -> str:
-    validation.http_url(value)
+def _endpoint_url(value: str) -> str:
+    validation.endpoint_url(value)
     return value
 
 

@@ -49,6 +49,7 @@ class Demo:
     token: str
     unsafe_token: str
     api_key: str
+    key_id: int
 
 
 async def prepare_database(database_url: str, sink_url: str) -> Demo:
@@ -76,9 +77,10 @@ async def prepare_database(database_url: str, sink_url: str) -> Demo:
             )
         # Keys are stored hashed, so the demo key is replaced on every start to be shown.
         api_key = await accounts.rotate_key(conn, account_id)
-        if api_key is None:  # pragma: no cover - the account was found or made above
+        key_id = await accounts.current_key(conn, account_id)
+        if api_key is None or key_id is None:  # pragma: no cover - found or made above
             raise RuntimeError("the demo account vanished")
-        return Demo(account_id, token, unsafe_token, api_key)
+        return Demo(account_id, token, unsafe_token, api_key, key_id)
     finally:
         await conn.close()
 
@@ -251,7 +253,8 @@ def run_stack(env: Mapping[str, str]) -> int:
         _wait_until_healthy(f"http://127.0.0.1:{forwarder_port}/healthz", stack)
         _wait_until_healthy(f"{api_url}/healthz", stack)
         dashboard = DashboardConfig.from_env({**api_env, "API_PORT": str(api_port)})
-        share = dashboard_link(dashboard, Grant(demo.account_id, None, int(time.time()) + 86_400))
+        grant = Grant(demo.account_id, demo.key_id, None, int(time.time()) + 86_400)
+        share = dashboard_link(dashboard, grant)
         _print_banner(
             dataclasses.replace(service, kafka_bootstrap_servers=bootstrap),
             demo,
@@ -299,7 +302,7 @@ def _print_banner(
         f"  API               {api_url}  (contract: {api_url}/v1/openapi.json, "
         f"docs: {api_url}/v1/docs)",
         f"  dashboard         {api_url}/dashboard/  (sign in with the API key below)",
-        f"    as the demo account, read-only, for 24 h: {share}",
+        f"    as the demo account, read-only, for 24 h (or until its key is rotated): {share}",
         f"  PostgreSQL        {database}",
         f"  Kafka             {service.kafka_bootstrap_servers} (topic {service.click_topic})",
         f"  forwarder         health on http://127.0.0.1:{forwarder_port}/readyz",

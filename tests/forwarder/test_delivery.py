@@ -732,6 +732,58 @@ async def test_a_delivery_that_cannot_be_sent_becomes_a_dead_letter(
     assert sink.received[0].headers["X-Request-Identifier"] == healthy
 
 
+@dataclass
+class Endless:
+    """A customer endpoint answering 200 with a body that never ends: it writes until the
+    client drops the connection, counting what it wrote."""
+
+    written: int = 0
+    dropped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        chunk = b"x" * 65_536
+        try:
+            while True:
+                await response.write(chunk)
+                self.written += len(chunk)
+        except ConnectionError:
+            self.dropped.set()
+        except asyncio.CancelledError:  # the server's way of ending a lost connection's handler
+            self.dropped.set()
+            raise
+        return response
+
+
+async def test_an_endless_answer_is_read_up_to_64_kib_then_its_connection_dropped(
+    forwarder_env: dict[str, str],
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    db: asyncpg.Connection,
+    account_id: int,
+) -> None:
+    """A 2xx with an endless body is delivered: 64 KiB are read, then the connection is dropped."""
+    endless = Endless()
+    app = web.Application()
+    app.router.add_post("/hook", endless.handle)
+    server = await aiohttp_server(app)
+    await set_endpoint(db, account_id, str(server.make_url("/hook")))
+    env = {**forwarder_env, "DELIVERY_TIMEOUT_SECONDS": "5"}
+    async with deliverer_running(env):
+        request_id = await add_delivery(db, await endpoint_of(db, account_id))
+        row = await wait_for_row(
+            db,
+            "SELECT * FROM deliveries WHERE request_identifier = $1 AND status = 'delivered'",
+            request_id,
+        )
+        await asyncio.wait_for(endless.dropped.wait(), timeout=30)
+    assert (row["attempts"], row["last_status"], row["last_error"]) == (1, 200, None)
+    # What the endpoint could write before its writes failed is what the sockets buffer,
+    # not the gigabytes an endless body reaches.
+    assert endless.written < 32 << 20
+
+
 async def test_a_click_that_cannot_be_rendered_becomes_a_dead_letter(
     forwarder_env: dict[str, str], sink: Sink, db: asyncpg.Connection, account_id: int
 ) -> None:

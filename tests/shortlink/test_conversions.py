@@ -38,6 +38,7 @@ def test_currencies_are_the_published_iso_4217_list_and_the_documents() -> None:
         ("2026-05-01T11:30:00+02:00", datetime(2026, 5, 1, 9, 30, tzinfo=UTC)),
         ("2026-05-01T09:30:00.123456789-00:30", datetime(2026, 5, 1, 10, 0, 0, 123456, UTC)),
         ("1970-01-01T00:00:00Z", datetime(1970, 1, 1, tzinfo=UTC)),
+        ("1970-01-01T00:00:00+14:00", datetime(1969, 12, 31, 10, tzinfo=UTC)),  # 1970 as written
         ("2026-05-02T11:59:59Z", datetime(2026, 5, 2, 11, 59, 59, tzinfo=UTC)),
     ],
 )
@@ -58,6 +59,7 @@ def test_occurred_at_reads_rfc_3339_with_its_offset(text: str, utc: datetime) ->
         "2026-05-01T09:30:00+24:00",
         "２０２６-05-01T09:30:00Z",  # full-width digits
         "1969-12-31T23:59:59Z",
+        "1969-12-31T23:59:59-01:00",  # 1970 in UTC, 1969 as written
         "0001-01-01T00:00:00+01:00",
         "2026-05-02T12:00:01Z",  # more than a day ahead
     ],
@@ -69,14 +71,18 @@ def test_occurred_at_refuses_anything_else(text: str) -> None:
 
 
 def test_events_and_metadata() -> None:
-    """Events are 1 to 64 characters and not link_click; metadata an object of <= 4 KiB."""
+    """Events are 1-64 characters, not link_click; metadata <= 4 KiB, nested <= 32 levels."""
     assert conversions.event_name("x" * 64) == "x" * 64
     for bad in ("", "x" * 65, "link_click"):
         with pytest.raises(InvalidInput):
             conversions.event_name(bad)
     assert conversions.metadata({"a": [1, None]}) == '{"a":[1,null]}'
     assert len(conversions.metadata({"k": "v" * 4088})) == 4096
-    for bad_metadata in ({"k": "v" * 4089}, [1], "x"):
+    deep: dict[str, object] = {"leaf": [[1]]}  # levels 31 and 32 (the object is level 1)
+    for _ in range(29):
+        deep = {"a": deep}
+    assert conversions.metadata(deep).startswith('{"a":')
+    for bad_metadata in ({"k": "v" * 4089}, [1], "x", {"a": deep}, {"b": [deep]}):
         with pytest.raises(InvalidInput):
             conversions.metadata(bad_metadata)
 

@@ -10,11 +10,14 @@ import pytest
 from shortlink.endpoints import (
     EndpointError,
     PrivateAddressError,
+    Resolver,
+    check_host,
     is_public,
     literal_address,
     parse_url,
     set_endpoint,
 )
+from tests.infra import SilentResolver
 
 
 @pytest.mark.parametrize(
@@ -121,6 +124,10 @@ def test_urls_are_read_as_the_client_reads_them(url: str, host: str) -> None:
         ("http://127.0.0.1./", "not a valid IP address"),
         ("http://\uff11\uff12\uff17.\uff11/", "not a valid IP address"),
         ("https://" + "a" * 2050 + ".example/", "longer than"),
+        ("https://" + "a" * 64 + ".example/", "label longer than 63 characters"),
+        ("https://hooks." + "b" * 70 + "/", "label longer than 63 characters"),
+        ("https://hooks..example/", "not a valid host name"),
+        ("https://b\u00fc" + "c" * 62 + ".example/", "not a valid URL"),
     ],
 )
 def test_bad_urls_are_refused(url: str, message: str) -> None:
@@ -193,3 +200,31 @@ async def test_numeric_hosts_are_refused_even_when_private_ones_are_allowed(
             enabled=True,
             allow_private=True,
         )
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".example", "hooks..example", ".example"])
+async def test_a_host_the_resolver_cannot_encode_is_an_endpoint_error(host: str) -> None:
+    """A host the resolver's IDNA codec refuses is an EndpointError, not a UnicodeError."""
+    with pytest.raises(EndpointError, match="not a valid host name") as refused:
+        await check_host(host, 443, allow_private=True)
+    assert refused.value.field == "url"
+
+
+async def test_a_resolver_that_never_answers_is_a_refusal_at_the_timeout() -> None:
+    """A lookup that never answers ends after the timeout, as a refusal saying so."""
+    silent = SilentResolver()
+    with pytest.raises(EndpointError, match=r"did not resolve within 0\.2 s") as refused:
+        await check_host("hooks.example", 443, allow_private=True, resolver=silent, within=0.2)
+    assert refused.value.field == "url"
+    assert silent.asked == ["hooks.example"]
+
+
+async def test_a_host_without_addresses_is_refused() -> None:
+    """A resolver answering no address at all is a refusal, not an empty check that passes."""
+
+    class Empty(Resolver):
+        async def resolve(self, host: str, port: int) -> list[str]:
+            return []
+
+    with pytest.raises(EndpointError, match="has no address"):
+        await check_host("hooks.example", 443, allow_private=True, resolver=Empty())

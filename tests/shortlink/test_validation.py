@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from shortlink.validation import InvalidInput, phone_number, target_url, text
+from shortlink.validation import (
+    ENDPOINT_URL_PATTERN,
+    InvalidInput,
+    endpoint_url,
+    phone_number,
+    target_url,
+    text,
+)
 
 
 def test_text_that_cannot_be_stored_is_refused() -> None:
@@ -82,6 +91,7 @@ def test_urls_are_normalised() -> None:
         "http://[2001:db8::1]:8080/x",
         "http://127.0.0.1/",
         "https://a-b.example./p#top",
+        "https://" + "a" * 63 + "." + "b-c" * 21 + ".example/",
     ],
 )
 def test_international_hosts_and_address_literals_are_accepted(raw: str) -> None:
@@ -109,9 +119,38 @@ def test_international_hosts_and_address_literals_are_accepted(raw: str) -> None
         "https://double--dash.example/",
         "https://xn--zz.example/",
         "https://example.com/" + "a" * 2029,
+        "https://" + "a" * 64 + ".example/",
+        "https://shop." + "b-" * 32 + "c.example/",
+        "https://xn--" + "a" * 60 + "-kva.example/",
     ],
 )
 def test_unusable_urls_are_refused(raw: str) -> None:
     """Only http(s) with a host, without credentials or spaces, never our own domain."""
     with pytest.raises(InvalidInput):
         target_url(raw, "sl.test:8080")
+
+
+@pytest.mark.parametrize(
+    ("raw", "accepted"),
+    [
+        ("HTTP://0", False),
+        ("http://127.1/hook", False),
+        ("http://2130706433/", False),
+        ("http://01.2.3.4/", False),
+        ("http://1.2.3.4./", False),
+        ("http://256.0.0.1/", False),
+        ("http://127.0.0.1:9/hook", True),
+        ("http://0.0.0.0/", True),  # an address: refused as not public, unless allowed
+        ("http://0x7f.1/", True),  # letters: a name, which the resolver checks
+        ("http://1-2.3/", True),
+        ("https://123.hooks.example./in", True),
+    ],
+)
+def test_endpoint_urls_read_digits_and_dots_as_an_ipv4_address(raw: str, accepted: bool) -> None:
+    """Where we connect, a host of digits and dots must be a plain IPv4 address."""
+    assert (re.fullmatch(ENDPOINT_URL_PATTERN, raw) is not None) is accepted
+    if accepted:
+        endpoint_url(raw)
+    else:
+        with pytest.raises(InvalidInput):
+            endpoint_url(raw)

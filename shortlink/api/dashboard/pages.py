@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from shortlink import stats
 from shortlink.api import insights
@@ -74,7 +75,12 @@ async def signin(request: web.Request) -> web.Response:
         return _problem(
             request, 403, "Refused", "The form was not sent from this site (Origin header)."
         )
-    form = await request.post()
+    try:
+        form = await request.post()
+    # An unknown charset, bytes it cannot decode, a multipart body without its boundary
+    # or with broken part headers: the browser's own form is none of these.
+    except (ValueError, LookupError, HttpProcessingError):
+        return _problem(request, 400, "Bad form", "The sign-in form could not be read.")
     key = str(form.get("api_key", "")).strip()
     target = _next(str(form.get("next", "")))
     session = await sessions.sign_in_with_key(request.app[POOL], key, now=time.time())

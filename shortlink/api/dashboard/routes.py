@@ -1,6 +1,15 @@
-"""Registering the dashboard, the API docs and their static files on the API app."""
+"""Registering the dashboard, the API docs and their static files on the API app.
+
+A static file is named by a path of ASCII letters, digits, dots, dashes and
+underscores (no part starting with a dot) of at most 100 characters, and anything
+else is a 404 before the file system is asked: it has errors of its own for names
+a client can send (a name too long is not "no such file").
+"""
 
 from __future__ import annotations
+
+import asyncio
+import re
 
 from aiohttp import web
 
@@ -16,11 +25,12 @@ def setup(app: web.Application, config: ApiConfig) -> None:
     """Add the docs, the static files and (when enabled) the dashboard pages."""
     app[TEMPLATES] = environment()
     app.on_response_prepare.append(add_security_headers)
-    app.router.add_static("/static/", package_dir("static"), append_version=False)
+    app.router.add_get("/static/{name:.+}", static_file)
     app.router.add_get("/v1/docs", apidocs.docs)
     if not config.dashboard.enabled or config.dashboard.secret is None:
         return
     app[sessions.SIGNER] = sessions.Signer(config.dashboard.secret)
+    app.on_response_prepare.append(sessions.forget_stale_cookie)
     add = app.router.add_route
     add("GET", "/dashboard", pages.index)
     add("GET", "/dashboard/", pages.index)
@@ -30,3 +40,19 @@ def setup(app: web.Application, config: ApiConfig) -> None:
     add("GET", "/dashboard/link/{token}", pages.link)
     add("GET", "/dashboard/campaigns", pages.campaigns)
     add("GET", "/dashboard/campaigns/{name}", pages.campaign)
+
+
+STATIC = package_dir("static")
+MAX_STATIC_NAME = 100
+_STATIC_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """GET /static/{name}: one of the package's static files (404 for any other name)."""
+    name = request.match_info["name"]
+    if len(name) > MAX_STATIC_NAME or _STATIC_NAME.fullmatch(name) is None:
+        raise web.HTTPNotFound()
+    path = STATIC / name
+    if not await asyncio.to_thread(path.is_file):
+        raise web.HTTPNotFound()
+    return web.FileResponse(path)

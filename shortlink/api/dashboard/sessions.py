@@ -5,11 +5,16 @@ Both are itsdangerous signatures made with DASHBOARD_SECRET under different salt
 expiry: a session lasts 12 hours, a link as long as `shortlink dashboard-link
 --hours` says, and the session a link opens ends when the link would have.
 
-A session signed in with an API key names the key and ends as soon as the key is
-revoked or the account disabled (checked on every request, one indexed lookup).
-A session from a link names its account and, if the link was for one campaign,
-that campaign: it sees nothing else. Either way a session only reads.
+Every session comes from an API key and names it: the key signed in with, or for
+a link the account's key when the link was made (a link names it too). The
+session ends as soon as that key is revoked (`shortlink account rotate-key`
+revokes them all) or the account disabled, checked on every request with one
+indexed lookup; so does the link. A session from a link for one campaign sees
+that campaign and nothing else. Either way a session only reads. (Links and
+sessions made before links named their key name none, and are refused.)
 
+A cookie that carries no valid session (forged, tampered with, expired, revoked,
+or bytes that are not even ASCII) is treated as no cookie and cleared in the answer.
 The cookie is HttpOnly, SameSite=Strict and, when the site is https, Secure.
 Sign-in and sign-out forms are protected against cross-site requests by
 SameSite=Strict and by refusing a POST that the browser does not mark as
@@ -23,13 +28,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-from itsdangerous import BadSignature, URLSafeSerializer
+from aiohttp import hdrs, web
+from itsdangerous import BadData, URLSafeSerializer
 
 from shortlink.accounts import KEY_PREFIX, hash_api_key
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.config import DashboardConfig
 from shortlink.api.errors import Handler
+from shortlink.api.links import API_CONFIG
 from shortlink.db import Executor
 from shortlink.pool import POOL
 
@@ -43,7 +49,7 @@ CAMPAIGN_SCOPE = web.RequestKey("dashboard_campaign_scope", str)
 @dataclass(frozen=True)
 class Session:
     account_id: int
-    key_id: int | None  # the API key signed in with; None when opened by a link
+    key_id: int  # the API key it came from: signed in with, or its link was made under
     campaign: str | None  # the only campaign a link-made session may see
     expires_at: int  # seconds since the epoch
 
@@ -53,9 +59,11 @@ class Session:
 
 @dataclass(frozen=True)
 class Grant:
-    """What a dashboard link signs in: an account, perhaps one campaign, until when."""
+    """What a dashboard link signs in: an account, as long as the key it was made under
+    holds, perhaps one campaign, until when."""
 
     account_id: int
+    key_id: int
     campaign: str | None
     expires_at: int
 
@@ -82,7 +90,7 @@ class Signer:
         account_id, key_id, campaign, expires_at = fields
         if not (
             _is_int(account_id)
-            and (key_id is None or _is_int(key_id))
+            and _is_int(key_id)
             and (campaign is None or isinstance(campaign, str))
             and _is_int(expires_at)
             and expires_at > now
@@ -91,28 +99,35 @@ class Signer:
         return Session(account_id, key_id, campaign, expires_at)
 
     def link_token(self, grant: Grant) -> str:
-        return str(self._link.dumps([grant.account_id, grant.campaign, grant.expires_at]))
+        return str(
+            self._link.dumps([grant.account_id, grant.key_id, grant.campaign, grant.expires_at])
+        )
 
     def grant(self, token: str, *, now: float) -> Grant | None:
         """What a dashboard link grants, or None if it is forged, tampered with or expired."""
-        fields = self._load(self._link, token, 3)
+        fields = self._load(self._link, token, 4)
         if fields is None:
             return None
-        account_id, campaign, expires_at = fields
+        account_id, key_id, campaign, expires_at = fields
         if not (
             _is_int(account_id)
+            and _is_int(key_id)
             and (campaign is None or isinstance(campaign, str))
             and _is_int(expires_at)
             and expires_at > now
         ):
             return None
-        return Grant(account_id, campaign, expires_at)
+        return Grant(account_id, key_id, campaign, expires_at)
 
     @staticmethod
     def _load(serializer: URLSafeSerializer, value: str, size: int) -> list[Any] | None:
+        # What we sign is ASCII; a header can carry anything (bytes that were not
+        # UTF-8 arrive as lone surrogates, which itsdangerous cannot even encode).
+        if not value.isascii():
+            return None
         try:
             fields: object = serializer.loads(value)
-        except BadSignature:
+        except BadData:
             return None
         if not isinstance(fields, list) or len(fields) != size:
             return None
@@ -121,6 +136,8 @@ class Signer:
 
 SIGNER = web.AppKey("dashboard_signer", Signer)
 SESSION = web.RequestKey("dashboard_session", Session)
+# The request came with a session cookie that is no (longer a) session: the answer clears it.
+STALE_COOKIE = web.RequestKey("dashboard_stale_cookie", bool)
 
 
 def _is_int(value: object) -> bool:
@@ -151,22 +168,23 @@ async def sign_in_with_key(conn: Executor, key: str, *, now: float) -> Session |
 
 
 async def sign_in_with_grant(conn: Executor, grant: Grant, *, now: float) -> Session | None:
-    """A new session for a dashboard link's account (None if it is disabled or gone)."""
+    """A new session for a dashboard link's account (None if it is disabled or gone, or the
+    key the link was made under is revoked)."""
     session = Session(
-        grant.account_id, None, grant.campaign, min(grant.expires_at, int(now) + SESSION_SECONDS)
+        grant.account_id,
+        grant.key_id,
+        grant.campaign,
+        min(grant.expires_at, int(now) + SESSION_SECONDS),
     )
     return session if await still_valid(conn, session) else None
 
 
 async def still_valid(conn: Executor, session: Session) -> bool:
-    """The account is enabled and, for a key's session, the key is not revoked."""
+    """The account is enabled and the key the session came from is not revoked."""
     valid = await conn.fetchval(
         """
-        SELECT true FROM accounts a
-        WHERE a.id = $1 AND a.disabled_at IS NULL
-          AND ($2::bigint IS NULL OR EXISTS (
-                SELECT 1 FROM api_keys k
-                WHERE k.id = $2 AND k.account_id = a.id AND k.revoked_at IS NULL))
+        SELECT true FROM api_keys k JOIN accounts a ON a.id = k.account_id
+        WHERE k.id = $2 AND a.id = $1 AND k.revoked_at IS NULL AND a.disabled_at IS NULL
         """,
         session.account_id,
         session.key_id,
@@ -184,9 +202,20 @@ async def current(request: web.Request) -> Session | None:
         return None
     session = signer.session(value, now=time.time())
     if session is None or not await still_valid(request.app[POOL], session):
+        request[STALE_COOKIE] = True
         return None
     request[SESSION] = session
     return session
+
+
+async def forget_stale_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: clear a session cookie that `current` found to be no session
+    (unless the answer sets a new one), on any answer: a page, a redirect, a JSON error."""
+    if request.get(STALE_COOKIE) and COOKIE not in response.cookies:
+        # The answer's own cookies are already in its headers when this hook runs.
+        cleared = web.StreamResponse()
+        clear_cookie(cleared, secure=request.app[API_CONFIG].dashboard.cookie_secure)
+        response.headers.add(hdrs.SET_COOKIE, cleared.cookies[COOKIE].OutputString())
 
 
 def set_cookie(

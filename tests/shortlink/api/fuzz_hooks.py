@@ -1,27 +1,30 @@
-"""Schemathesis hooks for test_fuzz: make valid cases meet the rules a schema cannot state.
+"""Schemathesis hooks for test_fuzz: valid cases meet the rules only words can state.
 
-Loaded by the schemathesis command line (SCHEMATHESIS_HOOKS). Only positive
-cases (those the document says are valid) are touched, and only in what the
-document's descriptions say beyond the schema:
+Loaded by the schemathesis command line (SCHEMATHESIS_HOOKS). Everything a schema
+can say is in the document (patterns, lengths, enums, `not`), and the generated
+values reach the API as generated: hosts, times, keys and bodies are never swapped
+for fixed ones (the test API resolves every host name offline instead, see
+test_fuzz). Only cases the document calls valid are touched, and only in what its
+descriptions say beyond the schema, each by the least change that keeps what was
+generated:
 
-- POST /v1/messages: the body must hold something to track. Valid cases are sent
-  in track mode with one #track directive of a valid target added to their body.
-- PUT /v1/endpoint, and callback_url of POST /v1/links and /v1/messages: the
-  URL's host must resolve. Valid cases get the host 127.0.0.1 (the test API
-  allows private endpoints); scheme, port, path stay.
-- POST /v1/conversions: occurred_at must lie between 1970 and a day from now,
-  and metadata must be at most 4 KiB as JSON. Valid cases get the time of the
-  call (in the offset they had) and metadata {} when theirs is larger.
-- Idempotency-Key: a key already used for a different request is refused (422,
-  as the IETF draft says). Valid cases get a key of their own: the generated one
-  with a unique tail, still 1 to 255 visible ASCII characters.
+- POST /v1/messages: the body must hold something to track in its mode. Valid
+  cases are sent in track mode with one #track directive of a valid target added
+  to their generated body (a #track already in it is defused, since its target is
+  random text).
+- POST /v1/conversions: occurred_at must be at most a day from now (a bound that
+  moves with the clock, so no pattern states it): a valid case's later time is
+  moved to the time of the call in its own offset. Metadata must be at most
+  4 KiB as JSON: a larger one is sent as {}.
+- Idempotency-Key: a key already used for a different request is refused (422, as
+  the IETF draft says). Valid cases get a key of their own: the generated one with
+  a unique tail, still 1 to 255 visible ASCII characters.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -30,10 +33,10 @@ from schemathesis import Case, GenerationMode, HookContext
 
 DIRECTIVE = ' #track("https://shop.example/fuzz")'
 MAX_BODY = 10_000
-_HOST = re.compile(r"(?i)^(https?://)[^/?#:\[\]]+(.*)$", re.DOTALL)
 _KEY_HEADER = "Idempotency-Key"
 _fresh = itertools.count()
 _MAX_METADATA = 4096
+_LATEST_AHEAD = timedelta(days=1)
 
 
 @schemathesis.hook
@@ -53,20 +56,20 @@ def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> Non
             text = text.replace("#track", "#trak")
             case.body["body"] = text[: MAX_BODY - len(DIRECTIVE)] + DIRECTIVE
         case.body["mode"] = "track"
-    elif route == ("PUT", "/v1/endpoint") and isinstance(case.body.get("url"), str):
-        case.body["url"] = _HOST.sub(r"\g<1>127.0.0.1\g<2>", case.body["url"])
     elif route == ("POST", "/v1/conversions"):
         when = case.body.get("occurred_at")
         if isinstance(when, str):
-            try:
-                offset = datetime.fromisoformat(when).utcoffset() or timedelta(0)
-            except ValueError:
-                offset = timedelta(0)
-            case.body["occurred_at"] = datetime.now(timezone(offset)).isoformat()
+            case.body["occurred_at"] = _not_ahead(when)
         metadata = case.body.get("metadata")
         if isinstance(metadata, dict) and len(orjson.dumps(metadata)) > _MAX_METADATA:
             case.body["metadata"] = {}
-    if route in (("POST", "/v1/links"), ("POST", "/v1/messages")) and isinstance(
-        case.body.get("callback_url"), str
-    ):
-        case.body["callback_url"] = _HOST.sub(r"\g<1>127.0.0.1\g<2>", case.body["callback_url"])
+
+
+def _not_ahead(when: str) -> str:
+    """`when` if it is at most a day from now, else now in the same offset."""
+    try:
+        moment = datetime.fromisoformat(when)
+    except ValueError:
+        return when  # not a time the API reads: left for the API to judge
+    now = datetime.now(moment.tzinfo or UTC)
+    return when if moment <= now + _LATEST_AHEAD else now.isoformat()

@@ -246,6 +246,23 @@ async def test_metadata_of_4_kib_is_kept_as_posted(client: Client) -> None:
     assert shown[0]["metadata"] == metadata
 
 
+@pytest.mark.parametrize("depth", [33, 300, 1000])
+async def test_metadata_nested_deeper_than_32_levels_is_a_422(client: Client, depth: int) -> None:
+    """Metadata nested past 32 levels is a 422 naming metadata (300 levels was a 500)."""
+    [token] = await make_links(client, 1)
+    base = f'{{"token":"{token}","event":"purchase","disposition":"positive","metadata":'
+    for levels, status in ((depth, 422), (32, 201)):
+        nested = '{"a":' * (levels - 1) + "[1]" + "}" * (levels - 1)
+        answer = await client.post("/v1/conversions", raw=(base + nested + "}").encode())
+        assert answer.status == status, (levels, answer.body[:200])
+        if status == 422:
+            [detail] = answer.json["error"]["details"]
+            assert detail == {
+                "field": "metadata",
+                "message": "must be nested at most 32 levels deep",
+            }
+
+
 async def test_an_idempotency_key_returns_the_first_result_and_counts_once(
     client: Client,
 ) -> None:

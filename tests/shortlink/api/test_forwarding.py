@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import uuid
 
+import aiohttp
 import asyncpg
 
 from forwarder import formats
+from shortlink.api.app import create_app
+from shortlink.api.config import ApiConfig
+from shortlink.api.links import RESOLVER
+from tests.infra import SilentResolver, running
 from tests.shortlink.api.conftest import Client, Tenant
 
 
@@ -98,3 +103,43 @@ async def test_an_endpoint_can_ask_for_conversions(client: Client) -> None:
     )
     assert bad.status == 422
     assert bad.json["error"]["details"][0]["field"] == "conversions"
+
+
+async def test_a_host_that_does_not_resolve_in_time_is_a_422(
+    api_env: dict[str, str], tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    """A DNS lookup that never answers is a 422 at ENDPOINT_DNS_TIMEOUT_SECONDS; nothing stored."""
+    app = create_app(ApiConfig.from_env({**api_env, "ENDPOINT_DNS_TIMEOUT_SECONDS": "0.2"}))
+    silent = SilentResolver()
+    app[RESOLVER] = silent
+    async with running(app) as server, aiohttp.ClientSession() as session:
+        client = Client(server, session, tenant.key)
+        for method, path, body, field in (
+            ("PUT", "/v1/endpoint", {"url": "https://hooks.example/in"}, "url"),
+            (
+                "POST",
+                "/v1/links",
+                {"url": "https://e.example/", "callback_url": "https://cb.example/"},
+                "callback_url",
+            ),
+        ):
+            answer = await client.call(method, path, body)
+            assert answer.status == 422, answer.body
+            [detail] = answer.json["error"]["details"]
+            assert detail["field"] == field
+            assert "did not resolve within 0.2 s" in detail["message"]
+        assert (await client.get("/v1/endpoint")).status == 404
+    assert silent.asked == ["hooks.example", "cb.example"]
+    count = "SELECT count(*) FROM links WHERE account_id = $1"
+    assert await db.fetchval(count, tenant.account_id) == 0
+
+
+async def test_an_endpoint_host_of_digits_and_dots_must_be_an_ipv4_address(client: Client) -> None:
+    """An endpoint host of digits and dots that is no IPv4 address (HTTP://0) is a 422."""
+    for url in ("HTTP://0", "http://127.1/hook", "http://1.2.3.4./hook"):
+        answer = await client.call("PUT", "/v1/endpoint", {"url": url})
+        assert answer.status == 422, url
+        [detail] = answer.json["error"]["details"]
+        assert detail["field"] == "url"
+        assert "not an IPv4 address" in detail["message"]
+    assert (await client.call("PUT", "/v1/endpoint", {"url": "http://127.0.0.1:9/"})).status == 200

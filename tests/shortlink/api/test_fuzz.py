@@ -2,46 +2,85 @@
 
 The API runs in the test's event loop on the session's real database, as a fresh
 account; schemathesis' own command line fuzzes every operation with valid and
-invalid data (its pytest plugin does not run under pytest 9). No answer may be a
-5xx, valid requests must be accepted and invalid ones refused: the document
-states exactly what the code enforces (fuzz_hooks.py adds the two rules only a
-description can state). Generation is deterministic and bounded, so a run
-cannot flake and stays short.
+invalid data (its pytest plugin does not run under pytest 9), with all its checks
+(`--checks all`): no 5xx, valid requests accepted and invalid ones refused,
+statuses, content types, headers and bodies as documented, authentication
+enforced. The document states what the code enforces; fuzz_hooks.py adds only the
+rules that words alone can state, and keeps generated values as generated.
+
+One check is left out: use_after_free expects a 404 after a successful DELETE.
+The API's only DELETE, of /v1/links/{token}, disables a link and keeps it readable
+(GET shows it with "disabled": true), as the document says and
+test_links.test_a_deleted_link_is_disabled_and_stays_readable pins. Schemathesis
+4.32.5 cannot take that exception per operation while the command line selects
+all checks (the selection overrides a per-operation setting), and there is no
+other DELETE for the check to judge.
+
+Generated host names reach the code: the API resolves endpoint and callback hosts
+through an offline resolver that answers every name (the machine has no network,
+and a lookup of a random name must neither fail nor wait on it), so a host either
+passes every check or is refused with a 4xx. Generation is deterministic and
+bounded, so a run cannot flake and stays short.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import re
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
+import pytest
 
-from shortlink.api.app import openapi_document
-from tests.infra import RunningServer
+from shortlink.api.app import create_app, openapi_document
+from shortlink.api.config import ApiConfig
+from shortlink.api.links import RESOLVER
+from tests.infra import OfflineResolver, RunningServer, running
 from tests.shortlink.api.conftest import Tenant
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 HOOKS = Path(__file__).with_name("fuzz_hooks.py")
-CHECKS = "not_a_server_error,positive_data_acceptance,negative_data_rejection"
+# Check left out, and why (see the module docstring).
+EXCLUDED = {"use_after_free": "DELETE /v1/links/{token} disables; the link stays readable"}
 MAX_EXAMPLES = 50
 WITHIN_SECONDS = 600
 
 
+@pytest.fixture
+async def resolver() -> OfflineResolver:
+    """The resolver the fuzzed API looks endpoint and callback hosts up with."""
+    return OfflineResolver()
+
+
+@pytest.fixture
+async def fuzzed_api(
+    api_env: dict[str, str], resolver: OfflineResolver
+) -> AsyncIterator[RunningServer]:
+    """The API with the offline resolver."""
+    app = create_app(ApiConfig.from_env(api_env))
+    app[RESOLVER] = resolver
+    async with running(app) as server:
+        yield server
+
+
 async def test_every_operation_answers_as_documented(
-    api_server: RunningServer, tenant: Tenant, tmp_path: Path
+    fuzzed_api: RunningServer, resolver: OfflineResolver, tenant: Tenant, tmp_path: Path
 ) -> None:
-    """No 5xx; requests the document allows are accepted and those it forbids are refused."""
+    """Every schemathesis check but use_after_free passes on every operation, with many cases."""
     process = await asyncio.create_subprocess_exec(
         str(SCHEMATHESIS),
         "run",
-        f"{api_server.url}/v1/openapi.json",
+        f"{fuzzed_api.url}/v1/openapi.json",
         "--header",
         f"Authorization: Bearer {tenant.key}",
         "--checks",
-        CHECKS,
+        "all",
+        "--exclude-checks",
+        ",".join(EXCLUDED),
         "--phases",
         "examples,coverage,fuzzing,stateful",
         "--mode",
@@ -82,3 +121,16 @@ async def test_every_operation_answers_as_documented(
     generated = re.search(r"(\d+) generated, (\d+) passed", report)
     assert generated is not None, report
     assert int(generated[1]) == int(generated[2]) >= 10 * operations, report
+    # Generated hosts, names among them, reached the host check (fuzz_hooks.py swapped
+    # every one for 127.0.0.1 before, which hid the 500 of a 64-character label).
+    names = {host for host in resolver.asked if not _is_address(host)}
+    assert len(resolver.asked) >= 5, resolver.asked
+    assert len(names) >= 3, resolver.asked
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

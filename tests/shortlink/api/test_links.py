@@ -270,6 +270,29 @@ async def test_changes_reach_the_redirect_server_within_a_second(
     assert (await client.get(f"/v1/links/{made['token']}")).json["disabled"] is True
 
 
+async def test_a_deleted_link_is_disabled_and_stays_readable(client: Client) -> None:
+    """DELETE disables a link that stays readable and changeable, as the document says."""
+    made = (
+        await client.post(
+            "/v1/links", {"url": "https://example.com/", "recipients": [{"client_ref": "gone"}]}
+        )
+    ).json["links"][0]
+    path = f"/v1/links/{made['token']}"
+    assert (await client.call("DELETE", path)).status == 204
+    shown = await client.get(path)
+    assert (shown.status, shown.json["disabled"]) == (200, True)
+    [listed] = (await client.get("/v1/links?client_ref=gone")).json["links"]
+    assert listed["disabled"] is True
+    changed = await client.call("PATCH", path, {"url": "https://example.com/later"})
+    assert (changed.status, changed.json["link"], changed.json["disabled"]) == (
+        200,
+        "https://example.com/later",
+        True,
+    )
+    assert (await client.call("DELETE", path)).status == 204
+    assert (await client.call("DELETE", "/v1/links/NoSuch99")).status == 404
+
+
 async def test_patch_validates(client: Client) -> None:
     """An empty or invalid PATCH is a 422 naming the field."""
     made = (await client.post("/v1/links", {"url": "https://example.com/"})).json["links"][0]
@@ -406,6 +429,37 @@ async def test_a_callback_url_is_checked_and_shown_in_the_links_status(
             assert answer.json["error"]["details"][0]["field"] == "callback_url"
     after = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id)
     assert after == before
+
+
+async def test_a_host_name_label_over_63_characters_is_a_422_wherever_a_url_is_taken(
+    client: Client,
+) -> None:
+    """A host label over 63 characters is a 422 naming the field wherever a URL is taken."""
+    host = "a" * 64 + ".example"
+    made = (await client.post("/v1/links", {"url": "https://e.example/"})).json["links"][0]
+    track = 'x #track("https://e.example/")'
+    for method, path, body, field in (
+        ("PUT", "/v1/endpoint", {"url": f"https://{host}/hook"}, "url"),
+        (
+            "POST",
+            "/v1/links",
+            {"url": "https://e.example/", "callback_url": f"https://{host}/"},
+            "callback_url",
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            {"to": ["447700900123"], "body": track, "callback_url": f"http://{host}/"},
+            "callback_url",
+        ),
+        ("POST", "/v1/links", {"url": f"https://{host}/"}, "url"),
+        ("PATCH", f"/v1/links/{made['token']}", {"url": f"https://{host}/"}, "url"),
+    ):
+        answer = await client.call(method, path, body)
+        assert answer.status == 422, (method, path, answer.body)
+        [detail] = answer.json["error"]["details"]
+        assert detail["field"] == field
+        assert "longer than 63 characters" in detail["message"]
 
 
 async def test_a_private_callback_url_is_refused_by_default(

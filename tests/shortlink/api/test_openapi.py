@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from openapi_spec_validator import validate
 
-from shortlink import stats, validation
+from shortlink import conversions, stats, validation
 from shortlink.api import forwarding, idempotency, insights
 from shortlink.api.app import create_app, openapi_document
 from shortlink.api.config import ApiConfig
-from tests.shortlink.api.conftest import Client
+from tests.shortlink.api.conftest import SHORT_DOMAIN, Client
 
 DOCUMENT = Path(__file__).parents[3] / "shortlink" / "api" / "openapi.json"
 
@@ -24,10 +26,32 @@ def test_document_is_valid_openapi() -> None:
 
 
 async def test_document_is_served_without_a_key(client: Client) -> None:
-    """GET /v1/openapi.json needs no key and returns the repository's document."""
+    """GET /v1/openapi.json needs no key: the repository's document plus the short-host rule."""
     answer = await client.get("/v1/openapi.json", key=None)
     assert answer.status == 200
-    assert answer.json == orjson.loads(openapi_document())
+    served = answer.json
+    expected = orjson.loads(openapi_document())
+    not_short = {"type": "string", "pattern": validation.short_host_pattern(SHORT_DOMAIN)}
+    for name in ("CreateLinks", "PatchLink"):
+        assert served["components"]["schemas"][name]["properties"]["url"].pop("not") == not_short
+    assert served == expected
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["https://sl.test/AbC1234", "HTTP://SL.TEST:8443/x", "https://sl.test.:1/", "http://sl.test"],
+)
+async def test_a_target_on_the_short_host_is_refused_as_the_served_document_says(
+    client: Client, target: str
+) -> None:
+    """A target on SHORT_DOMAIN's host, any port, is a 422, as the served `not` pattern says."""
+    schema = (await client.get("/v1/openapi.json", key=None)).json["components"]["schemas"]
+    assert re.search(schema["CreateLinks"]["properties"]["url"]["not"]["pattern"], target)
+    answer = await client.post("/v1/links", {"url": target})
+    assert answer.status == 422
+    assert answer.json["error"]["details"] == [
+        {"field": "url", "message": "must not point at the short domain itself"}
+    ]
 
 
 def test_every_route_is_in_the_document(api_env: dict[str, str]) -> None:
@@ -69,6 +93,8 @@ def test_the_document_states_the_patterns_the_code_checks() -> None:
     code = {
         validation.TEXT_PATTERN,
         validation.URL_PATTERN,
+        validation.ENDPOINT_URL_PATTERN,
+        conversions.OCCURRED_AT_PATTERN,
         validation.PHONE_PATTERN,
         idempotency.KEY_PATTERN,
         forwarding.WHSEC_PATTERN,
@@ -81,6 +107,14 @@ def test_the_document_states_the_patterns_the_code_checks() -> None:
     assert set(patterns.values()) == code
     schemas = orjson.loads(openapi_document())["components"]["schemas"]
     assert schemas["CreateLinks"]["properties"]["url"]["pattern"] == validation.URL_PATTERN
+    for name, field in (
+        ("EndpointSettings", "url"),
+        ("CreateLinks", "callback_url"),
+        ("CreateMessages", "callback_url"),
+    ):
+        assert schemas[name]["properties"][field]["pattern"] == validation.ENDPOINT_URL_PATTERN
+    occurred_at = schemas["CreateConversion"]["properties"]["occurred_at"]
+    assert occurred_at["pattern"] == conversions.OCCURRED_AT_PATTERN
     recipient = schemas["CreateLinks"]["properties"]["recipients"]["items"]["properties"]
     assert recipient["phone_number"]["pattern"] == validation.PHONE_PATTERN
     assert schemas["EndpointSettings"]["properties"]["secret"]["pattern"] == (

@@ -24,7 +24,7 @@ async def test_printed_link_opens_the_campaign(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The command's URL, opened, sets a session cookie and lands on the campaign's page."""
+    """The command's URL opens the campaign's page, until rotate-key revokes its key."""
     await tapped_campaign(db, tenant, "shared")
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("DASHBOARD_SECRET", SECRET)
@@ -38,6 +38,10 @@ async def test_printed_link_opens_the_campaign(
         assert response.headers["Location"] == "/dashboard/campaigns/shared"
         assert COOKIE in response.cookies
     assert await asyncio.to_thread(main, [*argv[:3], "--campaign", "nope"]) == 1
+    rotate = ["account", "rotate-key", "--account", str(tenant.account_id)]
+    assert await asyncio.to_thread(main, rotate) == 0
+    async with http.get(url, allow_redirects=False) as response:
+        assert response.status == 403  # the key it was made under is revoked
     assert await asyncio.to_thread(main, [*argv, "--hours", "0"]) == 2
     monkeypatch.delenv("DASHBOARD_SECRET")
     assert await asyncio.to_thread(main, argv) == 78

@@ -6,13 +6,15 @@ import re
 
 import aiohttp
 import asyncpg
+import orjson
+import pytest
 
 from forwarder.recorder import record
 from shortlink.api.dashboard import pages
 from shortlink.api.dashboard.render import CONTENT_SECURITY_POLICY
 from tests.forwarder.conftest import clicks, make_links
 from tests.infra import RunningServer
-from tests.shortlink.api.conftest import Tenant
+from tests.shortlink.api.conftest import Tenant, raw_request
 from tests.shortlink.api.dashboard.conftest import events, tapped_campaign
 from tests.shortlink.api.dashboard.test_sessions import COOKIE, sign_in
 
@@ -52,6 +54,41 @@ async def test_pages_send_a_strict_policy_and_no_inline_script(
         assert " style=" not in html
         assert "<style" not in html
         assert re.search(r"\son[a-z]+=", html) is None, path
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        b"a" * 5000,  # a file name the file system refuses as too long: it was a 503
+        b"%F0%9F%98%80" * 80,
+        b"x/" * 2000 + b"y",
+        b"..%2F..%2Fetc/passwd",
+        b"%2e%2e/%2e%2e/etc/passwd",
+        b".hidden",
+        b"%00",
+        b"dashboard",
+        b"dashboard/",
+        b"dashboard/dashboard.css/x",
+        b"no-such-file.js",
+    ],
+)
+async def test_a_static_name_that_is_no_file_is_a_json_404(
+    dashboard: RunningServer, name: bytes
+) -> None:
+    """Any name under /static/ that is not one of the package's files is a JSON 404."""
+    answer = await raw_request(dashboard, "GET", b"/static/" + name, [])
+    assert answer.status == 404, answer.body[:200]
+    assert orjson.loads(answer.body)["error"]["code"] == "not_found"
+
+
+async def test_static_files_are_served_with_the_page_headers(dashboard: RunningServer) -> None:
+    """The package's static files are served, with the pages' security headers."""
+    answer = await raw_request(dashboard, "GET", b"/static/dashboard/dashboard.css", [])
+    assert answer.status == 200
+    assert answer.headers["Content-Type"].startswith("text/css")
+    assert answer.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+    licence = b"/static/vendor/swagger-ui/swagger-ui-bundle.js.LICENSE.txt"
+    assert (await raw_request(dashboard, "GET", licence, [])).status == 200
 
 
 async def test_customer_strings_are_escaped(

@@ -6,17 +6,26 @@ import time
 
 import aiohttp
 import asyncpg
+import orjson
 import pytest
+from itsdangerous import URLSafeSerializer
 
 from shortlink import accounts
 from shortlink.api.config import DashboardConfig
 from shortlink.api.dashboard.sessions import COOKIE, Grant, Session, Signer, dashboard_link
 from shortlink.exceptions import ConfigError
 from tests.infra import RunningServer
-from tests.shortlink.api.conftest import Tenant
+from tests.shortlink.api.conftest import Tenant, raw_request
 from tests.shortlink.api.dashboard.conftest import SECRET, tapped_campaign
 
 SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
+
+
+async def key_of(db: asyncpg.Connection, tenant: Tenant) -> int:
+    """The id of the tenant's API key (what a dashboard link is made under)."""
+    key_id = await accounts.current_key(db, tenant.account_id)
+    assert key_id is not None
+    return key_id
 
 
 def cookie_of(response: aiohttp.ClientResponse) -> str:
@@ -67,19 +76,19 @@ def test_expired_cookie_and_link_are_refused() -> None:
     """Past its expiry a cookie or a link is worth nothing."""
     signer = Signer(SECRET)
     now = time.time()
-    cookie = signer.cookie(Session(7, None, None, int(now) + 10))
-    link = signer.link_token(Grant(7, None, int(now) + 10))
+    cookie = signer.cookie(Session(7, 3, None, int(now) + 10))
+    link = signer.link_token(Grant(7, 3, None, int(now) + 10))
     assert signer.session(cookie, now=now + 11) is None
     assert signer.grant(link, now=now + 11) is None
-    assert signer.grant(link, now=now) == Grant(7, None, int(now) + 10)
+    assert signer.grant(link, now=now) == Grant(7, 3, None, int(now) + 10)
 
 
 def test_a_link_is_not_a_cookie() -> None:
     """Cookies and links are signed apart: neither passes as the other."""
     signer = Signer(SECRET)
     later = int(time.time()) + 60
-    link = signer.link_token(Grant(7, None, later))
-    cookie = signer.cookie(Session(7, None, None, later))
+    link = signer.link_token(Grant(7, 3, None, later))
+    cookie = signer.cookie(Session(7, 3, None, later))
     assert signer.session(link, now=time.time()) is None
     assert signer.grant(cookie, now=time.time()) is None
 
@@ -163,6 +172,45 @@ async def test_wrong_key_and_cross_site_posts_get_no_cookie(
         assert response.status == 403
 
 
+FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data; boundary=zz"
+
+
+def part(name: str, value: bytes, headers: bytes = b"") -> bytes:
+    return (
+        b'--zz\r\nContent-Disposition: form-data; name="'
+        + name.encode()
+        + b'"\r\n'
+        + headers
+        + b"\r\n"
+        + value
+        + b"\r\n--zz--\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        (f"{FORM}; charset=bogus", b"api_key=sl_x"),
+        (f"{FORM}; charset=utf-16", b"api_key=sl_x"),
+        ("multipart/form-data", b"api_key=sl_x"),
+        ("multipart/form-data; boundary=", b"--\r\n"),
+        (MULTIPART, part("api_key", b"\xff\xfe")),
+        (MULTIPART, part("api_key", b"sl_x", b"Content-Type: text/plain; charset=bogus\r\n")),
+        (MULTIPART, b"--zz\r\ngarbage without an end"),
+        (MULTIPART, b"\xff" * 100),
+    ],
+)
+async def test_a_sign_in_form_that_cannot_be_read_is_a_4xx(
+    dashboard: RunningServer, content_type: str, body: bytes
+) -> None:
+    """A form in an unknown charset, undecodable or malformed is refused (4xx), never a 500."""
+    headers = [b"Content-Type: " + content_type.encode(), b"Sec-Fetch-Site: same-origin"]
+    answer = await raw_request(dashboard, "POST", b"/dashboard/signin", headers, body)
+    assert 400 <= answer.status < 500, answer.body
+    assert "Set-Cookie" not in answer.headers
+
+
 async def test_sign_in_goes_only_to_dashboard_pages(
     dashboard: RunningServer, http: aiohttp.ClientSession, tenant: Tenant
 ) -> None:
@@ -175,6 +223,37 @@ async def test_sign_in_goes_only_to_dashboard_pages(
             allow_redirects=False,
         ) as response:
             assert response.headers["Location"] == "/dashboard/campaigns", target
+
+
+STALE_VALUES = [b"\xff", b"\xc3\xa9t\xc3\xa9", b"not.signed", b"a" * 4000, b"W10.x.y"]
+
+
+@pytest.mark.parametrize("value", STALE_VALUES)
+@pytest.mark.parametrize(
+    "path",
+    [
+        b"/dashboard/",
+        b"/dashboard/campaigns",
+        b"/v1/campaigns/spring/clicks.csv",
+        b"/v1/campaigns/spring/recipients.csv",
+    ],
+)
+async def test_a_cookie_that_is_no_session_is_ignored_and_cleared(
+    dashboard: RunningServer, value: bytes, path: bytes
+) -> None:
+    """Any bytes as the session cookie are no session (sign-in, or a JSON 401), and cleared."""
+    answer = await raw_request(
+        dashboard, "GET", path, [b"Cookie: " + COOKIE.encode() + b"=" + value]
+    )
+    if path.startswith(b"/dashboard"):
+        assert answer.status == 303
+        assert answer.headers["Location"].startswith("/dashboard/signin?next=")
+    else:
+        assert answer.status == 401
+        assert orjson.loads(answer.body)["error"]["code"] == "unauthorized"
+    cleared = answer.headers["Set-Cookie"]
+    assert cleared.startswith(f'{COOKIE}="";')
+    assert "Max-Age=0" in cleared
 
 
 async def test_session_opens_pages_until_tampered_revoked_or_signed_out(
@@ -208,7 +287,10 @@ async def test_dashboard_link_signs_in_one_campaign(
     await tapped_campaign(db, tenant, "shared")
     await tapped_campaign(db, tenant, "private")
     config = DashboardConfig.from_env(dashboard_env)
-    url = dashboard_link(config, Grant(tenant.account_id, "shared", int(time.time()) + 3600))
+    key_id = await key_of(db, tenant)
+    url = dashboard_link(
+        config, Grant(tenant.account_id, key_id, "shared", int(time.time()) + 3600)
+    )
     token = url.rsplit("/", 1)[1]
     async with http.get(
         f"{dashboard.url}/dashboard/link/{token}", allow_redirects=False
@@ -227,6 +309,87 @@ async def test_dashboard_link_signs_in_one_campaign(
     assert "/dashboard/campaigns/private" not in listing
 
 
+async def open_link(server: RunningServer, http: aiohttp.ClientSession, url: str) -> str | None:
+    """Open a dashboard link: the session cookie it sets, or None when it is refused (403)."""
+    token = url.rsplit("/", 1)[1]
+    async with http.get(f"{server.url}/dashboard/link/{token}", allow_redirects=False) as r:
+        if r.status == 403:
+            return None
+        assert r.status == 303
+        return cookie_of(r)
+
+
+async def revoke(db: asyncpg.Connection, tenant: Tenant, how: str) -> None:
+    """End the tenant's key: `shortlink account rotate-key`'s way, or that one key revoked."""
+    if how == "rotate":
+        assert await accounts.rotate_key(db, tenant.account_id) is not None
+    else:
+        key_id = await key_of(db, tenant)
+        await db.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", key_id)
+
+
+@pytest.mark.parametrize("how", ["rotate", "revoke"])
+async def test_a_link_and_its_sessions_end_with_the_key_it_was_made_under(
+    dashboard: RunningServer,
+    dashboard_env: dict[str, str],
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection,
+    tenant: Tenant,
+    how: str,
+) -> None:
+    """Rotating or revoking a link's API key ends the session it opened and voids the link."""
+    await tapped_campaign(db, tenant, "shared")
+    config = DashboardConfig.from_env(dashboard_env)
+    later = int(time.time()) + 3600
+    url = dashboard_link(config, Grant(tenant.account_id, await key_of(db, tenant), None, later))
+    cookie = await open_link(dashboard, http, url)
+    assert cookie is not None
+    assert await page_status(dashboard, http, "/dashboard/campaigns/shared", cookie) == (200, "")
+    async with http.get(
+        f"{dashboard.url}/v1/campaigns/shared/clicks.csv", headers={"Cookie": f"{COOKIE}={cookie}"}
+    ) as response:
+        assert response.status == 200
+    await revoke(db, tenant, how)
+    status, location = await page_status(dashboard, http, "/dashboard/campaigns/shared", cookie)
+    assert (status, location.split("?")[0]) == (303, "/dashboard/signin")
+    async with http.get(
+        f"{dashboard.url}/v1/campaigns/shared/clicks.csv", headers={"Cookie": f"{COOKIE}={cookie}"}
+    ) as response:
+        assert response.status == 401
+    assert await open_link(dashboard, http, url) is None
+    if how == "rotate":
+        fresh = Grant(tenant.account_id, await key_of(db, tenant), None, later)
+        assert await open_link(dashboard, http, dashboard_link(config, fresh)) is not None
+
+
+@pytest.mark.parametrize("how", ["rotate", "revoke"])
+async def test_a_key_sign_in_ends_with_its_key(
+    dashboard: RunningServer,
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection,
+    tenant: Tenant,
+    how: str,
+) -> None:
+    """A session signed in with an API key ends when that key is rotated away or revoked."""
+    cookie = await sign_in(dashboard, http, tenant.key)
+    assert await page_status(dashboard, http, "/dashboard/campaigns", cookie) == (200, "")
+    await revoke(db, tenant, how)
+    assert (await page_status(dashboard, http, "/dashboard/campaigns", cookie))[0] == 303
+
+
+async def test_links_and_cookies_that_name_no_key_are_refused(
+    dashboard: RunningServer, http: aiohttp.ClientSession, tenant: Tenant
+) -> None:
+    """A link or cookie of the old form, which names no API key, opens nothing."""
+    later = int(time.time()) + 3600
+    link = URLSafeSerializer(SECRET, salt="shortlink.dashboard.link")
+    token = str(link.dumps([tenant.account_id, None, later]))
+    assert await open_link(dashboard, http, f"/dashboard/link/{token}") is None
+    cookie = URLSafeSerializer(SECRET, salt="shortlink.dashboard.session")
+    old = str(cookie.dumps([tenant.account_id, None, None, later]))
+    assert (await page_status(dashboard, http, "/dashboard/campaigns", old))[0] == 303
+
+
 async def test_bad_expired_or_disabled_links_are_refused(
     dashboard: RunningServer,
     dashboard_env: dict[str, str],
@@ -236,10 +399,11 @@ async def test_bad_expired_or_disabled_links_are_refused(
 ) -> None:
     """A tampered or expired link, or one for a disabled account, sets no cookie (403)."""
     signer = Signer(SECRET)
-    good = signer.link_token(Grant(tenant.account_id, None, int(time.time()) + 3600))
-    expired = signer.link_token(Grant(tenant.account_id, None, int(time.time()) - 1))
+    key_id = await key_of(db, tenant)
+    good = signer.link_token(Grant(tenant.account_id, key_id, None, int(time.time()) + 3600))
+    expired = signer.link_token(Grant(tenant.account_id, key_id, None, int(time.time()) - 1))
     forged = Signer("another-secret-of-32-characters-or-more").link_token(
-        Grant(tenant.account_id, None, int(time.time()) + 3600)
+        Grant(tenant.account_id, key_id, None, int(time.time()) + 3600)
     )
     for token in (tamper(good), expired, forged):
         async with http.get(
