@@ -21,7 +21,8 @@ DATABASE_URL is set) and this client run on CPU 1.
    ASCII body, alternating, --runs times each: the ratio of the medians (target at
    most 1.2), and the latency of GET /v1/links/{token}, sent to the same worker 50
    times a second while the big requests run (target p99 under 100 ms), after one
-   untimed request and ANALYZE links. Also alone: --only-render.
+   untimed request and ANALYZE links. Run last (its 1.4 million links would change
+   what the parts above measure); also alone: --only-render.
 
 BENCH_API_ARGS passes options through make (`make bench-api BENCH_API_ARGS=--only-render`).
 """
@@ -602,7 +603,6 @@ def main() -> int:
                     raise RuntimeError(f"{path} answered {status}")
                 results[name].append(seconds)
                 print(f"run {run} {name}: {seconds:.2f} s ({size / 1e6:.1f} MB answer)", flush=True)
-        render_lines = render_report(base, key, database_url, args.render_recipients, args.runs)
         print(f"putting {args.clicks:,} clicks in the table ...", flush=True)
         fill_seconds = asyncio.run(fill_clicks(database_url, account_id, "bench", args.clicks))
         print(f"  took {fill_seconds:.0f} s", flush=True)
@@ -636,6 +636,8 @@ def main() -> int:
                 f"{what}.csv: {lines - 1:,} rows, {size / 1e6:.0f} MB, {seconds:.1f} s", flush=True
             )
         rss_after = peak_rss_mib(api.pid)
+        # Last, so that its 1.4 million links do not change what the parts above measure.
+        render_lines = render_report(base, key, database_url, args.render_recipients, args.runs)
     report = "\n".join(
         [
             f"## API benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
