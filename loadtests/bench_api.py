@@ -14,6 +14,17 @@ DATABASE_URL is set) and this client run on CPU 1.
    breakdowns, first recipients page), its recipients searched by phone number
    and its next recipients page; then both CSV files downloaded once each (time,
    size, and the API process's peak memory before and after).
+5. POST /v1/messages, first mode, 200,000 phone numbers as people write them
+   (also alone: --only-phones).
+6. Rendering (issue 21): POST /v1/messages, track mode, 200,000 recipients with a
+   470-character body holding an emoji against the same request with a 30-character
+   ASCII body, alternating, --runs times each: the ratio of the medians (target at
+   most 1.2), and the latency of GET /v1/links/{token}, sent to the same worker 50
+   times a second while the big requests run (target p99 under 100 ms), after one
+   untimed request and ANALYZE links. Run last (its 1.4 million links would change
+   what the parts above measure); also alone: --only-render.
+
+BENCH_API_ARGS passes options through make (`make bench-api BENCH_API_ARGS=--only-render`).
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import multiprocessing
 import os
 import platform
 import re
@@ -31,6 +43,8 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import aiohttp
@@ -240,6 +254,165 @@ async def download(url: str, key: str) -> tuple[float, int, int]:
     return time.perf_counter() - started, size, lines
 
 
+# Issue 21's pair: the same track-mode request, a 30-character ASCII body and a
+# 470-character one with an emoji (so UCS-2, with a surrogate pair to place in segments).
+RENDER_DIRECTIVE = '#track("https://ab.co/x")'
+RENDER_SHORT = "Sale " + RENDER_DIRECTIVE
+_FILLER = (
+    " Autumn sale: 30% off everything in store and online until Sunday night, with free"
+    " delivery on orders over 20 pounds and returns within 60 days."
+)
+RENDER_LONG = ("Hello \U0001f342 " + RENDER_DIRECTIVE + _FILLER * 4)[:469] + "."
+PROBE_EVERY = 0.02  # seconds between the small requests sent during a big one
+
+
+def probe_latencies(url: str, key: str, ready: Event, stop: Event, out: Connection) -> None:
+    """In a process of its own (so that reading the big answer does not delay it): GET `url`
+    every PROBE_EVERY seconds, one at a time, until `stop`; send back the milliseconds."""
+
+    async def run() -> list[float]:
+        latencies: list[float] = []
+        headers = {"Authorization": f"Bearer {key}"}
+        async with aiohttp.ClientSession() as session:
+            while not stop.is_set():
+                started = time.perf_counter()
+                async with session.get(url, headers=headers) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"{url} answered {response.status}")
+                latencies.append((time.perf_counter() - started) * 1000)
+                ready.set()
+                await asyncio.sleep(PROBE_EVERY)
+        return latencies
+
+    out.send(asyncio.run(run()))
+
+
+async def streamed_post(url: str, key: str, body: bytes) -> tuple[float, int, int]:
+    """Seconds, status and size of one POST whose answer is counted, not kept."""
+    size = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        started = time.perf_counter()
+        async with session.post(
+            url,
+            data=io.BytesIO(body),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        ) as response:
+            async for chunk in response.content.iter_chunked(1 << 20):
+                size += len(chunk)
+        return time.perf_counter() - started, response.status, size
+
+
+def post_with_probes(
+    url: str, key: str, body: bytes, probe_url: str
+) -> tuple[float, int, int, list[float]]:
+    """streamed_post, while another process sends GET `probe_url` (probe_latencies); also
+    the probes' milliseconds."""
+    spawn = multiprocessing.get_context("spawn")
+    ready, stop = spawn.Event(), spawn.Event()
+    receiver, sender = spawn.Pipe(duplex=False)
+    prober = spawn.Process(target=probe_latencies, args=(probe_url, key, ready, stop, sender))
+    prober.start()
+    sender.close()  # the child's copy is the only one: recv() fails if the child dies
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("the probe process did not start")
+        seconds, status, size = asyncio.run(streamed_post(url, key, body))
+    finally:
+        stop.set()
+    latencies: list[float] = receiver.recv()
+    prober.join()
+    return seconds, status, size, latencies
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The value below which `share` of the sorted `values` fall (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def analyze_links(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("ANALYZE links")
+    finally:
+        await conn.close()
+
+
+def render_report(base: str, key: str, database_url: str, recipients: int, runs: int) -> list[str]:
+    """Part 6: the long body against the short one, and small requests meanwhile.
+
+    One untimed request first, then ANALYZE links, as autovacuum does in service: with
+    the statistics of a nearly empty table, PostgreSQL's generic plan for the probe's
+    token lookup is a scan of the table, which a concurrent 200,000-row insert makes
+    20 to 200 ms (a young database's trait, not the API's)."""
+    probe_url = f"{base}/v1/links/{asyncio.run(probe_token(base, key))}"
+    phones = [f"4478{i:08d}" for i in range(recipients)]
+    bodies = {
+        name: orjson.dumps(
+            {"to": phones, "body": text, "mode": "track", "client_identifier": f"bench-{name}"}
+        )
+        for name, text in (("short", RENDER_SHORT), ("long", RENDER_LONG))
+    }
+    seconds, status, _ = asyncio.run(streamed_post(base + "/v1/messages", key, bodies["short"]))
+    if status != 201:
+        raise RuntimeError(f"/v1/messages answered {status}")
+    asyncio.run(analyze_links(database_url))
+    print(f"warm-up: {seconds:.2f} s, then ANALYZE links", flush=True)
+    times: dict[str, list[float]] = {"short": [], "long": []}
+    probes: dict[str, list[float]] = {"short": [], "long": []}
+    sizes: dict[str, int] = {}
+    for run in range(1, runs + 1):
+        for name in ("short", "long"):
+            seconds, status, size, latencies = post_with_probes(
+                base + "/v1/messages", key, bodies[name], probe_url
+            )
+            if status != 201:
+                raise RuntimeError(f"/v1/messages answered {status}")
+            times[name].append(seconds)
+            probes[name] += latencies
+            sizes[name] = size
+            print(
+                f"run {run} {name} body: {seconds:.2f} s ({size / 1e6:.0f} MB answer); "
+                f"GET p99 {percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms "
+                f"({len(latencies)} calls)",
+                flush=True,
+            )
+    ratio = statistics.median(times["long"]) / statistics.median(times["short"])
+    everything = probes["short"] + probes["long"]
+    return [
+        f"- **POST /v1/messages, track mode, {recipients:,} recipients, a 470-character body "
+        f"with an emoji against a 30-character ASCII one** (issue 21, target at most 1.2x): "
+        f"median **{statistics.median(times['long']):.2f} s** "
+        f"(runs: {', '.join(f'{s:.2f}' for s in times['long'])}; "
+        f"{sizes['long'] / 1e6:.0f} MB answer) against "
+        f"**{statistics.median(times['short']):.2f} s** "
+        f"(runs: {', '.join(f'{s:.2f}' for s in times['short'])}; "
+        f"{sizes['short'] / 1e6:.0f} MB answer): **{ratio:.2f}x**",
+        f"- **GET /v1/links/{{token}} to the same worker meanwhile** (every "
+        f"{PROBE_EVERY * 1000:.0f} ms, target p99 under 100 ms): p50 "
+        f"{percentile(everything, 0.5):.1f} ms, **p99 {percentile(everything, 0.99):.1f} ms**, "
+        f"max {max(everything):.1f} ms over {len(everything):,} calls (during the long "
+        f"bodies: p99 {percentile(probes['long'], 0.99):.1f} ms, max "
+        f"{max(probes['long']):.1f} ms)",
+    ]
+
+
+async def probe_token(base: str, key: str) -> str:
+    """The token of a fresh link of the account, for the probes to read."""
+    body = orjson.dumps({"url": "https://ab.co/probe", "recipients": [{}]})
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            base + "/v1/links",
+            data=body,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        ) as response:
+            if response.status != 201:
+                raise RuntimeError(f"/v1/links answered {response.status}")
+            made = orjson.loads(await response.read())
+    return str(made["links"][0]["token"])
+
+
 def written_phones(count: int) -> list[str]:
     """`count` phone numbers of four countries, in the formats people type."""
     shapes = (
@@ -302,6 +475,8 @@ def main() -> int:
     parser.add_argument("--clicks", type=int, default=10_000_000)
     parser.add_argument("--phone-recipients", type=int, default=200_000)
     parser.add_argument("--only-phones", action="store_true", help="run part 5 alone")
+    parser.add_argument("--render-recipients", type=int, default=200_000)
+    parser.add_argument("--only-render", action="store_true", help="run part 6 alone")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     python = sys.executable
@@ -359,6 +534,26 @@ def main() -> int:
         while not embedded.port_is_open("127.0.0.1", port):
             time.sleep(0.1)
         base = f"http://127.0.0.1:{port}"
+        if args.only_render:
+            render_lines = render_report(base, key, database_url, args.render_recipients, args.runs)
+            report = "\n".join(
+                [
+                    f"## API benchmark, rendering, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+                    "",
+                    f"`make bench-api` part 6 (`--only-render`) on {platform.node()} "
+                    f"({os.cpu_count()} CPUs, Python {platform.python_version()}): one API "
+                    f"worker on CPU {SERVER_CPU}, PostgreSQL (embedded) and the client on CPU "
+                    f"{LOAD_CPU}; {args.runs} runs each, seconds per request from sending to "
+                    "the last byte of the answer.",
+                    "",
+                    *render_lines,
+                    "",
+                ]
+            )
+            print(report)
+            if not args.no_write:
+                write_section(report)
+            return 0
         phone_lines = phones_report(base, key, args.phone_recipients)
         if args.only_phones:
             report = "\n".join(
@@ -441,6 +636,8 @@ def main() -> int:
                 f"{what}.csv: {lines - 1:,} rows, {size / 1e6:.0f} MB, {seconds:.1f} s", flush=True
             )
         rss_after = peak_rss_mib(api.pid)
+        # Last, so that its 1.4 million links do not change what the parts above measure.
+        render_lines = render_report(base, key, database_url, args.render_recipients, args.runs)
     report = "\n".join(
         [
             f"## API benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
@@ -457,6 +654,7 @@ def main() -> int:
             f"**{statistics.median(results['messages']):.2f} s** "
             f"(runs: {', '.join(f'{s:.2f}' for s in results['messages'])})",
             *phone_lines,
+            *render_lines,
             f"- **GET /v1/campaigns/{{id}}/stats with {args.clicks:,} clicks in the table**: "
             f"p50 **{latencies[len(latencies) // 2]:.1f} ms**, p99 {latencies[-1]:.1f} ms "
             f"over {len(latencies)} calls (counters, not a scan of clicks)",

@@ -46,8 +46,12 @@ async def notify_created(conn: Connection, ids: Iterable[int]) -> None:
 
 def id_ranges(ids: Iterable[int]) -> list[tuple[int, int]]:
     """Sorted ids as inclusive (first, last) runs of consecutive ids."""
+    ordered = sorted(ids)
+    if ordered and ordered == list(range(ordered[0], ordered[0] + len(ordered))):
+        # One run (a bulk insert that no other interleaved): compared in C, no loop in Python.
+        return [(ordered[0], ordered[-1])]
     spans: list[tuple[int, int]] = []
-    for link_id in sorted(ids):
+    for link_id in ordered:
         if spans and link_id <= spans[-1][1] + 1:
             spans[-1] = (spans[-1][0], max(spans[-1][1], link_id))
         else:

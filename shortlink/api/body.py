@@ -107,15 +107,24 @@ class Fields:
             return default
         return self.converted(field, value, validation.text, default)
 
-    def texts(self, field: str) -> list[str] | None:
-        """An array of strings that can be stored, or None when not given."""
+    def texts(self, field: str, *, max_items: int, max_length: int) -> list[str] | None:
+        """An array of at most `max_items` strings of at most `max_length` characters that can
+        be stored, or None when not given."""
         value = self.data.get(field)
         if value is None:
             return None
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             self.problems.add(self.name(field), "must be an array of strings")
             return None
+        if len(value) > max_items:
+            self.problems.add(self.name(field), f"must have at most {max_items:,} items")
+            return None
         for index, item in enumerate(value):
+            if len(item) > max_length:
+                self.problems.add(
+                    self.name(f"{field}[{index}]"), f"must be at most {max_length:,} characters"
+                )
+                return None
             if self.converted(f"{field}[{index}]", item, validation.text) is None:
                 return None
         return value

@@ -65,6 +65,7 @@ class ApiConfig:
     max_recipients: int
     max_links_per_request: int
     max_request_bytes: int
+    max_response_bytes: int
     shutdown_timeout: float
     dashboard: DashboardConfig
 
@@ -95,6 +96,13 @@ class ApiConfig:
             ),
             max_request_bytes=read.integer(
                 "MAX_REQUEST_BYTES", 64 << 20, minimum=1 << 10, maximum=1 << 31
+            ),
+            # What one links or messages request may make, counted before it is made: a
+            # 200,000-recipient campaign of 470-character messages answers about 140 MB; the
+            # answer is kept whole in memory (and in PostgreSQL under an Idempotency-Key,
+            # whose bytea holds at most 1 GiB).
+            max_response_bytes=read.integer(
+                "MAX_RESPONSE_BYTES", 256 << 20, minimum=1 << 10, maximum=1 << 30
             ),
             shutdown_timeout=read.number(
                 "SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0, maximum=600.0

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
+from shortlink.api import render
 from shortlink.api.errors import ApiError, ValidationFailed
 from shortlink.db import Connection
 from shortlink.pool import POOL
@@ -38,7 +39,7 @@ Action = Callable[[Connection], Awaitable[tuple[int, bytes]]]
 
 def _json(status: int, body: bytes, replayed: bool = False) -> web.Response:
     headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+    return render.json_response(status, body, headers)
 
 
 async def respond(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from shortlink import conversions, endpoints, links, tokens, validation
-from shortlink.api import idempotency
+from shortlink.api import idempotency, render
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.config import ApiConfig
@@ -19,6 +20,7 @@ from shortlink.api.errors import ApiError, ValidationFailed, not_found
 from shortlink.db import Connection, Executor
 from shortlink.links import NewLink
 from shortlink.pool import POOL
+from shortlink.serve import gc_held
 
 API_CONFIG = web.AppKey("api_config", ApiConfig)
 # How endpoint and callback hosts are looked up (the system's resolver; tests put their own).
@@ -125,9 +127,14 @@ def _token(request: web.Request) -> str:
 
 async def create(request: web.Request) -> web.Response:
     """POST /v1/links: one link per recipient, in request order."""
+    raw = await request.read()  # first: a client sending slowly must not hold the collector
+    with gc_held():  # a bulk request: see shortlink.serve.gc_held
+        return await _create(request, raw)
+
+
+async def _create(request: web.Request, raw: bytes) -> web.Response:
     config = request.app[API_CONFIG]
     account_id = request[ACCOUNT_ID]
-    raw = await request.read()
     data = await json_object(request)
     problems = Problems()
     fields = Fields(
@@ -154,8 +161,11 @@ async def create(request: web.Request) -> web.Response:
     with_scheme = fields.boolean("https", True)
     callback = callback_url(fields)
     recipients = fields.array("recipients", max_items=config.max_recipients)
-    people: list[tuple[str | None, str | None]] = []
+    phones: list[str | None] = []
+    refs: list[str | None] = []
     for index, recipient in enumerate(recipients or []):
+        if index % render.SLICE == render.SLICE - 1:
+            await asyncio.sleep(0)  # let other requests in
         if not isinstance(recipient, dict):
             problems.add(f"recipients[{index}]", "must be an object")
             continue
@@ -167,23 +177,29 @@ async def create(request: web.Request) -> web.Response:
             item.text("phone_number", max_length=validation.MAX_PHONE_LENGTH),
             validation.phone_number,
         )
-        people.append((phone, item.text("client_ref", max_length=MAX_TEXT)))
+        phones.append(phone)
+        refs.append(item.text("client_ref", max_length=MAX_TEXT))
     problems.check()
-    if not people:
-        people = [(None, None)]
-    check_link_count(len(people), config, "recipients")
+    if not phones:
+        phones, refs = [None], [None]
+    check_link_count(len(phones), config, "recipients")
+    prefix = short_url(config, "", with_scheme=with_scheme)
+    size = await render.links_size(prefix, config.service.token_length, phones, refs)
+    render.check_size(size, config, "recipients")
     destination = await callback_id(request, callback)
-    specs = [
-        NewLink(
-            target_url=url or "",
-            phone_number=phone,
-            client_ref=ref,
-            client_identifier=campaign,
-            unsafe=unsafe,
-            lifetime=timedelta(days=days),
-        )
-        for phone, ref in people
-    ]
+    lifetime = timedelta(days=days)
+    specs = []
+    for start in range(0, len(phones), render.SLICE):
+        if start:
+            await asyncio.sleep(0)
+        specs += [
+            NewLink(url or "", phone, ref, campaign, None, unsafe, lifetime)
+            for phone, ref in zip(
+                phones[start : start + render.SLICE],
+                refs[start : start + render.SLICE],
+                strict=True,
+            )
+        ]
 
     async def action(conn: Connection) -> tuple[int, bytes]:
         created = await links.create_links(
@@ -193,21 +209,7 @@ async def create(request: web.Request) -> web.Response:
             token_length=config.service.token_length,
             callback_id=destination,
         )
-        body = orjson.dumps(
-            {
-                "links": [
-                    {
-                        "tracking_url_id": link.id,
-                        "token": link.token,
-                        "short_url": short_url(config, link.token, with_scheme=with_scheme),
-                        "phone_number": spec.phone_number,
-                        "client_ref": spec.client_ref,
-                    }
-                    for link, spec in zip(created, specs, strict=True)
-                ]
-            }
-        )
-        return 201, body
+        return 201, await render.links_answer(prefix, phones, refs, created)
 
     return await idempotency.respond(request, account_id, raw, action)
 

@@ -3,18 +3,20 @@
 `to` is a list of phone numbers, or of objects `{"phone_number", "client_ref",
 "vars"}` for per-recipient message ids and template values. Every link of every
 recipient is created in one bulk insert; each message comes back with its
-links, its length in characters, its encoding and its number of SMS segments.
+links, its length in characters, its encoding and its number of SMS segments
+(shortlink.api.render: measured once per plan, the answer sized before any link
+is made).
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
-import orjson
 from aiohttp import web
 
 from shortlink import links, validation
-from shortlink.api import idempotency, rewrite, sms
+from shortlink.api import idempotency, render, rewrite
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError
@@ -28,15 +30,24 @@ from shortlink.api.links import (
 )
 from shortlink.db import Connection
 from shortlink.links import NewLink
+from shortlink.serve import gc_held
 
 MAX_BODY = 10_000  # characters: about 150 concatenated segments
+# A template value: the longest target URL; DLT variables are far shorter in practice.
+MAX_VALUE = validation.MAX_URL_LENGTH
+MAX_VALUES = MAX_BODY // len(rewrite.SLOT)  # no template of MAX_BODY has more slots
 
 
 async def create(request: web.Request) -> web.Response:
     """POST /v1/messages: rewrite a body per recipient."""
+    raw = await request.read()  # first: a client sending slowly must not hold the collector
+    with gc_held():  # a bulk request: see shortlink.serve.gc_held
+        return await _create(request, raw)
+
+
+async def _create(request: web.Request, raw: bytes) -> web.Response:
     config = request.app[API_CONFIG]
     account_id = request[ACCOUNT_ID]
-    raw = await request.read()
     data = await json_object(request)
     problems = Problems()
     fields = Fields(
@@ -64,13 +75,18 @@ async def create(request: web.Request) -> web.Response:
     campaign = fields.text("client_identifier", max_length=MAX_TEXT)
     days = fields.integer("expires_in_days", 90, minimum=1, maximum=3650)
     unsafe = fields.boolean("unsafe", False)
-    shared_vars = fields.texts("vars")
+    shared_vars = fields.texts("vars", max_items=MAX_VALUES, max_length=MAX_VALUE)
     callback = callback_url(fields)
     to = fields.array("to", max_items=config.max_recipients)
     if to is None and data.get("to") is None:
         problems.add("to", "is required")
-    recipients: list[tuple[str, str | None, list[str] | None]] = []
+    # The recipients as parallel lists: 200,000 of them make no tuple each.
+    phones: list[str] = []
+    refs: list[str | None] = []
+    values: list[list[str] | None] = []
     for index, entry in enumerate(to or []):
+        if index % render.SLICE == render.SLICE - 1:
+            await asyncio.sleep(0)  # let other requests in
         if isinstance(entry, str):
             entry = {"phone_number": entry}
         if not isinstance(entry, dict):
@@ -85,20 +101,22 @@ async def create(request: web.Request) -> web.Response:
             validation.phone_number,
         )
         ref = item.text("client_ref", max_length=MAX_TEXT) or shared_ref
-        own_vars = item.texts("vars")
+        own_vars = item.texts("vars", max_items=MAX_VALUES, max_length=MAX_VALUE)
         if phone is not None:
-            recipients.append((phone, ref, own_vars))
+            phones.append(phone)
+            refs.append(ref)
+            values.append(own_vars)
     if to is not None and not to:
         problems.add("to", "must name at least one recipient")
     problems.check()
     if body is None or mode is None:  # pragma: no cover - required fields, checked above
         raise ApiError(422, "validation_failed", "body and mode are required")
 
-    plans = _plans(body, mode, shared_vars, recipients, problems)
-    check_link_count(sum(len(plan.targets) for plan in plans), config, "to")
+    plans, distinct, link_count = await _plans(body, mode, shared_vars, values, problems)
+    check_link_count(link_count, config, "to")
     # Every target is checked once, even if many recipients share it.
     checked: dict[str, str] = {}
-    for index, plan in enumerate(plans):
+    for index, plan in distinct:
         for target in plan.targets:
             if target not in checked:
                 try:
@@ -108,81 +126,76 @@ async def create(request: web.Request) -> web.Response:
                     problems.add(where, f"the URL {target[:100]!r} {exc}")
                     checked[target] = ""
     problems.check()
+    forms = render.Forms(
+        short_url(config, "", with_scheme=with_scheme), config.service.token_length
+    )
+    render.check_size(await render.messages_size(forms, plans, phones, refs), config, "to")
     destination = await callback_id(request, callback)
 
-    specs = [
-        NewLink(checked[target], phone, ref, campaign, None, unsafe, timedelta(days=days))
-        for plan, (phone, ref, _) in zip(plans, recipients, strict=True)
-        for target in plan.targets
-    ]
+    lifetime = timedelta(days=days)
+    specs = []
+    for start in range(0, len(plans), render.SLICE):
+        if start:
+            await asyncio.sleep(0)
+        specs += [
+            NewLink(checked[target], phone, ref, campaign, None, unsafe, lifetime)
+            for plan, phone, ref in zip(
+                plans[start : start + render.SLICE],
+                phones[start : start + render.SLICE],
+                refs[start : start + render.SLICE],
+                strict=True,
+            )
+            for target in plan.targets
+        ]
 
     async def action(conn: Connection) -> tuple[int, bytes]:
-        created = iter(
-            await links.create_links(
-                conn,
-                account_id,
-                specs,
-                token_length=config.service.token_length,
-                callback_id=destination,
-            )
+        created = await links.create_links(
+            conn,
+            account_id,
+            specs,
+            token_length=config.service.token_length,
+            callback_id=destination,
         )
-        messages = []
-        for plan, (phone, ref, _) in zip(plans, recipients, strict=True):
-            made = [next(created) for _ in plan.targets]
-            urls = [short_url(config, link.token, with_scheme=with_scheme) for link in made]
-            text = plan.render(urls)
-            measured = sms.measure(text)
-            messages.append(
-                {
-                    "to": phone,
-                    "client_ref": ref,
-                    "body": text,
-                    "links": [
-                        {
-                            "tracking_url_id": link.id,
-                            "token": link.token,
-                            "short_url": url,
-                            "target_url": target,
-                        }
-                        for link, url, target in zip(made, urls, plan.targets, strict=True)
-                    ],
-                    "length": measured.length,
-                    "encoding": measured.encoding,
-                    "segments": measured.segments,
-                }
-            )
-        return 201, orjson.dumps({"messages": messages})
+        return 201, await render.messages_answer(forms, plans, phones, refs, created)
 
     return await idempotency.respond(request, account_id, raw, action)
 
 
-def _plans(
+async def _plans(
     body: str,
     mode: str,
     shared_vars: list[str] | None,
-    recipients: list[tuple[str, str | None, list[str] | None]],
+    values: list[list[str] | None],
     problems: Problems,
-) -> list[rewrite.Plan]:
-    """One plan per recipient (shared when the body and values are shared)."""
+) -> tuple[list[rewrite.Plan], list[tuple[int, rewrite.Plan]], int]:
+    """One plan per recipient (one object for all who share the body and values); each
+    different plan with the index of its first recipient; the number of links in all."""
     try:
         if mode != "template":
             shared = rewrite.plan(body, mode)
-            return [shared] * len(recipients)
+            return [shared] * len(values), [(0, shared)], len(values) * len(shared.targets)
         cache: dict[tuple[str, ...], rewrite.Plan] = {}
         plans = []
-        for index, (_, _, own_vars) in enumerate(recipients):
-            values = own_vars if own_vars is not None else shared_vars
-            if values is None:
+        distinct = []
+        link_count = 0
+        for index, own in enumerate(values):
+            if index % render.SLICE == render.SLICE - 1:
+                await asyncio.sleep(0)
+            given = own if own is not None else shared_vars
+            if given is None:
                 problems.add(
                     f"to[{index}].vars", "template mode needs vars (shared or per recipient)"
                 )
                 continue
-            key = tuple(values)
-            if key not in cache:
-                cache[key] = rewrite.plan_template(body, values)
-            plans.append(cache[key])
+            key = tuple(given)
+            plan = cache.get(key)
+            if plan is None:
+                plan = cache[key] = rewrite.plan_template(body, given)
+                distinct.append((index, plan))
+            plans.append(plan)
+            link_count += len(plan.targets)
         problems.check()
-        return plans
+        return plans, distinct, link_count
     except rewrite.NothingToTrack as exc:
         raise ApiError(
             422,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from shortlink import clickevent
 from shortlink.dev import embedded
 from shortlink.links import NewLink, create_links
+from shortlink.serve import gc_held
 from tests.infra import consume
 
 
@@ -190,3 +192,21 @@ def test_a_worker_whose_supervisor_is_already_gone_leaves_at_once(parent_is_ours
         assert (result.returncode, result.stdout) == (0, "still running\n")
     else:
         assert (result.returncode, result.stdout) == (1, "")
+
+
+def test_gc_is_held_until_the_last_bulk_request_is_done() -> None:
+    """Nested or overlapping holds keep the collector off until the last one ends; then it
+    is as it was before (left off if it was off)."""
+    assert gc.isenabled()
+    with gc_held():
+        with gc_held():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_held():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

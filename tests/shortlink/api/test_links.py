@@ -481,3 +481,27 @@ async def test_a_private_callback_url_is_refused_by_default(
             [detail] = answer.json["error"]["details"]
             assert detail["field"] == "callback_url"
             assert "ALLOW_PRIVATE_ENDPOINTS" in detail["message"]
+
+
+async def test_an_answer_over_a_configured_max_response_bytes_is_refused(
+    api_env: dict[str, str], tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    """With MAX_RESPONSE_BYTES=1024, nine links with 100-character client_refs are refused
+    (nothing is made); three pass and their answer is within the limit."""
+    config = ApiConfig.from_env({**api_env, "MAX_RESPONSE_BYTES": "1024"})
+    recipients = [
+        {"phone_number": f"+4477009000{i:02d}", "client_ref": "r" * 100} for i in range(9)
+    ]
+    url = "https://a.example/1"
+    async with running(create_api(config)) as server, aiohttp.ClientSession() as session:
+        api = Client(server, session, tenant.key)
+        refused = await api.post("/v1/links", {"url": url, "recipients": recipients})
+        assert (refused.status, refused.json["error"]["code"]) == (422, "response_too_large")
+        assert refused.json["error"]["details"][0]["field"] == "recipients"
+        count = await db.fetchval(
+            "SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id
+        )
+        assert count == 0
+        made = await api.post("/v1/links", {"url": url, "recipients": recipients[:3]})
+        assert made.status == 201
+        assert len(made.body) <= 1024

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import asyncpg
 import pytest
 
+from shortlink import validation
+from shortlink.api import rewrite, sms
 from shortlink.api.app import create_app
 from shortlink.api.config import ApiConfig
+from shortlink.api.messages import MAX_VALUE
 from tests.infra import running
 from tests.shortlink.api.conftest import SHORT_DOMAIN, Client, Tenant
 
@@ -234,3 +239,154 @@ async def test_an_impossible_phone_number_is_422_naming_it_and_nothing_is_made(
     assert "7, 9 or 10 digits" in details["to[1].phone_number"]
     count = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id)
     assert count == 0
+
+
+async def links_of(db: asyncpg.Connection, tenant: Tenant) -> int:
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id
+    )
+    return count
+
+
+async def test_the_issues_hostile_template_is_refused_at_once(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """Issue 21: a 1,000,000-character template value for 5,000 recipients (5 GB to render)
+    is a 422 naming the value, before anything is made."""
+    answer = await client.post(
+        "/v1/messages",
+        {
+            "to": [f"+4477009{i:05d}" for i in range(5_000)],
+            "body": "{#var#} {#var#}",
+            "mode": "template",
+            "vars": ["https://shop.example/a", "A" * 1_000_000],
+        },
+    )
+    assert (answer.status, answer.json["error"]["code"]) == (422, "validation_failed")
+    [detail] = answer.json["error"]["details"]
+    assert detail == {"field": "vars[1]", "message": f"must be at most {MAX_VALUE:,} characters"}
+    assert await links_of(db, tenant) == 0
+
+
+async def test_values_at_most_max_value_characters_each(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """A template value of MAX_VALUE characters is taken; one more is a 422 naming it."""
+    body = {"body": "{#var#} {#var#}", "mode": "template"}
+    long = "https://shop.example/" + "a" * (MAX_VALUE - len("https://shop.example/"))
+    to = [{"phone_number": "+447700900001", "vars": [long, "B" * MAX_VALUE]}]
+    assert (await client.post("/v1/messages", {**body, "to": to})).status == 201
+    to = [{"phone_number": "+447700900002", "vars": [long, "B" * (MAX_VALUE + 1)]}]
+    refused = await client.post("/v1/messages", {**body, "to": to})
+    assert refused.status == 422
+    assert refused.json["error"]["details"][0]["field"] == "to[0].vars[1]"
+    assert await links_of(db, tenant) == 1
+
+
+async def test_an_answer_over_max_response_bytes_is_refused_before_anything_is_made(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """Values within their limits, a body within MAX_REQUEST_BYTES, but 25,000 messages of
+    11 KB: the answer would pass MAX_RESPONSE_BYTES (256 MiB), so 422 response_too_large at
+    once and no link is made."""
+    answer = await client.post(
+        "/v1/messages",
+        {
+            "to": [f"+4477009{i:05d}" for i in range(25_000)],
+            "body": "{#var#} " + "y" * 9_000 + " {#var#}",
+            "mode": "template",
+            "vars": ["https://shop.example/a", "B" * MAX_VALUE],
+        },
+    )
+    assert (answer.status, answer.json["error"]["code"]) == (422, "response_too_large")
+    assert answer.json["error"]["details"][0]["field"] == "to"
+    assert "MAX_RESPONSE_BYTES" in answer.json["error"]["message"]
+    assert await links_of(db, tenant) == 0
+
+
+async def test_an_answer_over_a_configured_max_response_bytes_is_refused(
+    api_env: dict[str, str], tenant: Tenant, db: asyncpg.Connection
+) -> None:
+    """With MAX_RESPONSE_BYTES=1024, three 330-character messages are refused (nothing is
+    made), one passes and its answer is within the limit."""
+    config = ApiConfig.from_env({**api_env, "MAX_RESPONSE_BYTES": "1024"})
+    to = [f"+4477009000{i:02d}" for i in range(3)]
+    message = {"body": "x" * 300 + ' #track("https://a.example/1")'}
+    async with running(create_app(config)) as server, aiohttp.ClientSession() as session:
+        api = Client(server, session, tenant.key)
+        refused = await api.post("/v1/messages", {**message, "to": to})
+        assert (refused.status, refused.json["error"]["code"]) == (422, "response_too_large")
+        assert await links_of(db, tenant) == 0
+        made = await api.post("/v1/messages", {**message, "to": to[:1]})
+        assert made.status == 201
+        assert len(made.body) <= 1024
+
+
+@pytest.mark.parametrize("https", [True, False])
+@pytest.mark.parametrize(
+    ("mode", "body", "values"),
+    [
+        ("track", 'Sale #track("https://shop.example/a") now', None),
+        ("track", 'Only €5 [today] {now} ~ #track("https://shop.example/a") ' + "^" * 150, None),
+        ("track", 'Autumn \U0001f342 #track("https://shop.example/a") ' + "x" * 120, None),
+        ("first", "Buy at shop.example/a or https://b.example/2 \U0001f381", None),
+        ("last", "Buy at https://a.example/1 or https://shop.example/a. € " + "z" * 160, None),
+        ("template", "Dear {#var#}, see {#var#} \U0001f642", ["Asha", "https://shop.example/a"]),
+    ],
+)
+async def test_every_message_is_its_plan_rendered_and_measured(
+    client: Client, mode: str, body: str, values: list[str] | None, https: bool
+) -> None:
+    """Each mode, with and without https: each body is the plan with that recipient's short
+    URLs, and its length, encoding and segments are sms.measure's of that body."""
+    request = {"to": ["447700900001", "447700900002"], "body": body, "mode": mode, "https": https}
+    if values is not None:
+        request["vars"] = values
+    answer = await client.post("/v1/messages", request)
+    assert answer.status == 201, answer.json
+    plan = rewrite.plan_template(body, values) if values else rewrite.plan(body, mode)
+    tokens = set()
+    for message in answer.json["messages"]:
+        urls = [link["short_url"] for link in message["links"]]
+        assert urls == [
+            f"{'https://' if https else ''}{SHORT_DOMAIN}/{link['token']}"
+            for link in message["links"]
+        ]
+        assert message["body"] == plan.render(urls)
+        measured = sms.measure(message["body"])
+        assert (message["length"], message["encoding"], message["segments"]) == (
+            measured.length,
+            measured.encoding,
+            measured.segments,
+        )
+        tokens.update(link["token"] for link in message["links"])
+    assert len(tokens) == 2
+
+
+async def test_other_requests_are_answered_while_a_big_one_is_checked(
+    client: Client, db: asyncpg.Connection, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While 50,000 phone numbers are being checked, another request to the same server is
+    answered before the big one is (which is then a 422 for its last number)."""
+    checking = asyncio.Event()
+    check = validation.phone_number
+
+    def counted(value: str) -> str:
+        if value == "+447700912345":  # well inside the list: the big request is under way
+            checking.set()
+        return check(value)
+
+    monkeypatch.setattr(validation, "phone_number", counted)
+    to = [f"+4477009{i:05d}" for i in range(50_000)] + ["+44 7700 9001"]
+    big = asyncio.create_task(
+        client.post("/v1/messages", {"to": to, "body": '#track("https://shop.example/a")'})
+    )
+    await checking.wait()
+    other = await client.get("/v1/openapi.json")
+    assert other.status == 200
+    assert not big.done()
+    refused = await big
+    assert refused.status == 422
+    fields = [detail["field"] for detail in refused.json["error"]["details"]]
+    assert fields == ["to[50000].phone_number"]
+    assert await links_of(db, tenant) == 0
