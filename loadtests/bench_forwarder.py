@@ -207,6 +207,7 @@ def main() -> int:
         server_url = os.environ.get("DATABASE_URL")
         if server_url is None:
             server_url = embedded.ensure_postgres(work)
+            stack.callback(embedded.stop_postgres, work)  # before its folder is removed
             pids = subprocess.run(
                 ["pgrep", "-f", str(work / "postgres")], capture_output=True, text=True, check=False
             ).stdout.split()

@@ -418,7 +418,10 @@ def main() -> int:
 
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shortlink-bench-")))
-        server_url = os.environ.get("DATABASE_URL") or embedded.ensure_postgres(work)
+        server_url = os.environ.get("DATABASE_URL")
+        if server_url is None:
+            server_url = embedded.ensure_postgres(work)
+            stack.callback(embedded.stop_postgres, work)  # before its folder is removed
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         broker_pid = 0
         if bootstrap is None:

@@ -282,6 +282,7 @@ def main() -> int:
         postmaster: int | None = None
         if server_url is None:
             server_url = embedded.ensure_postgres(work)
+            stack.callback(embedded.stop_postgres, work)  # before its folder is removed
             postmaster = int((work / "postgres" / "postmaster.pid").read_text().split()[0])
         given_broker = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         database = f"shortlink_sysbench_{os.getpid()}"

