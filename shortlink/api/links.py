@@ -189,16 +189,10 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
     destination = await callback_id(request, callback)
     lifetime = timedelta(days=days)
     specs = []
-    for start in range(0, len(phones), render.SLICE):
-        if start:
-            await asyncio.sleep(0)
+    async for part in render.slices(len(phones)):
         specs += [
             NewLink(url or "", phone, ref, campaign, None, unsafe, lifetime)
-            for phone, ref in zip(
-                phones[start : start + render.SLICE],
-                refs[start : start + render.SLICE],
-                strict=True,
-            )
+            for phone, ref in zip(phones[part], refs[part], strict=True)
         ]
 
     async def action(conn: Connection) -> tuple[int, bytes]:

@@ -134,17 +134,10 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
 
     lifetime = timedelta(days=days)
     specs = []
-    for start in range(0, len(plans), render.SLICE):
-        if start:
-            await asyncio.sleep(0)
+    async for part in render.slices(len(plans)):
         specs += [
             NewLink(checked[target], phone, ref, campaign, None, unsafe, lifetime)
-            for plan, phone, ref in zip(
-                plans[start : start + render.SLICE],
-                phones[start : start + render.SLICE],
-                refs[start : start + render.SLICE],
-                strict=True,
-            )
+            for plan, phone, ref in zip(plans[part], phones[part], refs[part], strict=True)
             for target in plan.targets
         ]
 

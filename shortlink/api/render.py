@@ -24,7 +24,7 @@ to the worker are answered while a 200,000-recipient one is made.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -44,6 +44,15 @@ SLICE = 500
 WRITE_CHUNK = 1 << 20  # bytes of a large answer handed to the transport at a time
 MAX_ID_DIGITS = 19  # a bigint: sizes are counted before the ids exist
 _STAND_IN = "0"  # a token character: GSM basic alphabet, one unit in either encoding
+
+
+async def slices(count: int) -> AsyncIterator[slice]:
+    """Slices of SLICE items covering `count` items, with a turn of the event loop
+    between two of them."""
+    for start in range(0, count, SLICE):
+        if start:
+            await asyncio.sleep(0)
+        yield slice(start, start + SLICE)
 
 
 def json_text(value: str | None) -> bytes:
@@ -145,15 +154,8 @@ async def messages_size(
     """Most bytes of the answer of POST /v1/messages, before any link exists."""
     total = len(b'{"messages":[]}') + max(len(plans) - 1, 0)
     refs_json = _Refs()
-    for start in range(0, len(plans), SLICE):
-        if start:
-            await asyncio.sleep(0)
-        for plan, phone, ref in zip(
-            plans[start : start + SLICE],
-            phones[start : start + SLICE],
-            refs[start : start + SLICE],
-            strict=True,
-        ):
+    async for part in slices(len(plans)):
+        for plan, phone, ref in zip(plans[part], phones[part], refs[part], strict=True):
             total += forms[plan].size(json_text(phone), refs_json[ref], forms.token_length)
     return total
 
@@ -169,17 +171,11 @@ async def messages_answer(
     refs_json = _Refs()
     chunks = [b'{"messages":[']
     at = 0
-    for start in range(0, len(plans), SLICE):
-        if start:
-            await asyncio.sleep(0)
+    async for part in slices(len(plans)):
+        if part.start:
             chunks.append(b",")
         parts = []
-        for plan, phone, ref in zip(
-            plans[start : start + SLICE],
-            phones[start : start + SLICE],
-            refs[start : start + SLICE],
-            strict=True,
-        ):
+        for plan, phone, ref in zip(plans[part], phones[part], refs[part], strict=True):
             form = forms[plan]
             parts.append(
                 form.message(json_text(phone), refs_json[ref], created[at : at + form.links])
@@ -207,12 +203,8 @@ async def links_size(
     each = len(template % (0, b"", b"", b"", b"")) - 1 + 2 * token_length + MAX_ID_DIGITS
     total = len(b'{"links":[]}') + max(len(phones) - 1, 0) + each * len(phones)
     refs_json = _Refs()
-    for start in range(0, len(phones), SLICE):
-        if start:
-            await asyncio.sleep(0)
-        for phone, ref in zip(
-            phones[start : start + SLICE], refs[start : start + SLICE], strict=True
-        ):
+    async for part in slices(len(phones)):
+        for phone, ref in zip(phones[part], refs[part], strict=True):
             total += len(json_text(phone)) + len(refs_json[ref])
     return total
 
@@ -227,17 +219,11 @@ async def links_answer(
     template = _link_template(prefix)
     refs_json = _Refs()
     chunks = [b'{"links":[']
-    for start in range(0, len(phones), SLICE):
-        if start:
-            await asyncio.sleep(0)
+    async for part in slices(len(phones)):
+        if part.start:
             chunks.append(b",")
         parts = []
-        for link, phone, ref in zip(
-            created[start : start + SLICE],
-            phones[start : start + SLICE],
-            refs[start : start + SLICE],
-            strict=True,
-        ):
+        for link, phone, ref in zip(created[part], phones[part], refs[part], strict=True):
             token = link.token.encode()
             parts.append(template % (link.id, token, token, json_text(phone), refs_json[ref]))
         chunks.append(b",".join(parts))
