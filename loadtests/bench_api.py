@@ -21,7 +21,9 @@ DATABASE_URL is set) and this client run on CPU 1.
    ASCII body, alternating, --runs times each: the ratio of the medians (target at
    most 1.2), and the latency of GET /v1/links/{token}, sent to the same worker 50
    times a second while the big requests run (target p99 under 100 ms), after one
-   untimed request and ANALYZE links. Run last (its 1.4 million links would change
+   untimed request and ANALYZE links; then how fast the requests that must be refused
+   (413/422) are: a huge template value, an answer over MAX_RESPONSE_BYTES, a body
+   over MAX_REQUEST_BYTES. Run last (its 1.4 million links would change
    what the parts above measure); also alone: --only-render.
 
 BENCH_API_ARGS passes options through make (`make bench-api BENCH_API_ARGS=--only-render`).
@@ -380,6 +382,7 @@ def render_report(base: str, key: str, database_url: str, recipients: int, runs:
             )
     ratio = statistics.median(times["long"]) / statistics.median(times["short"])
     everything = probes["short"] + probes["long"]
+    refused = asyncio.run(refusals(base + "/v1/messages", key, recipients))
     return [
         f"- **POST /v1/messages, track mode, {recipients:,} recipients, a 470-character body "
         f"with an emoji against a 30-character ASCII one** (issue 21, target at most 1.2x): "
@@ -395,7 +398,55 @@ def render_report(base: str, key: str, database_url: str, recipients: int, runs:
         f"max {max(everything):.1f} ms over {len(everything):,} calls (during the long "
         f"bodies: p99 {percentile(probes['long'], 0.99):.1f} ms, max "
         f"{max(probes['long']):.1f} ms)",
+        "- **Refused at once** (target within a second; slowest of 3 each): "
+        + "; ".join(f"{what}: {status} in {seconds:.2f} s" for what, status, seconds in refused),
     ]
+
+
+async def refusals(url: str, key: str, recipients: int) -> list[tuple[str, int, float]]:
+    """The issue's requests that must be refused within a second: (what, status, slowest
+    of 3 seconds) for a 1,000,000-character template value for 5,000 recipients, values
+    within their limits whose answer would pass MAX_RESPONSE_BYTES, and a body over
+    MAX_REQUEST_BYTES."""
+    template = {"body": "{#var#} {#var#}", "mode": "template"}
+    cases = [
+        (
+            "a 1,000,000-character value, 5,000 recipients",
+            {
+                **template,
+                "to": [f"4478{i:08d}" for i in range(5_000)],
+                "vars": ["https://ab.co/a", "A" * 1_000_000],
+            },
+        ),
+        (
+            f"2,048-character values, {recipients:,} recipients (answer over 256 MiB)",
+            {
+                **template,
+                "to": [f"4478{i:08d}" for i in range(recipients)],
+                "vars": ["https://ab.co/a", "B" * 2_048],
+            },
+        ),
+        (
+            "a 65 MiB body",
+            {
+                **template,
+                "to": ["447800000001"],
+                "vars": ["https://ab.co/a"],
+                "padding": "C" * (65 << 20),
+            },
+        ),
+    ]
+    results = []
+    for what, request in cases:
+        body = orjson.dumps(request)
+        slowest, status = 0.0, 0
+        for _ in range(3):
+            seconds, status, _size = await timed_post(url, key, body)
+            slowest = max(slowest, seconds)
+        if status not in (413, 422):
+            raise RuntimeError(f"{what}: /v1/messages answered {status}")
+        results.append((what, status, slowest))
+    return results
 
 
 async def probe_token(base: str, key: str) -> str:
