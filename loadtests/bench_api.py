@@ -561,7 +561,6 @@ def main() -> int:
             "DATABASE_URL": database_url,
             "SHORT_DOMAIN": "tx1.in",
             "LOG_LEVEL": "WARNING",
-            "MAX_REQUEST_BYTES": str(256 << 20),
             "DASHBOARD_ENABLED": "true",
             "DASHBOARD_SECRET": "bench-only-dashboard-secret-0123456789",
         }
