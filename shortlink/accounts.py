@@ -84,9 +84,15 @@ async def current_key(conn: asyncpg.Connection | asyncpg.Pool, account_id: int) 
     return key_id
 
 
+def is_key_shaped(key: str) -> bool:
+    """Whether `key` has the form of an API key (sl_ and 43 URL-safe characters): only
+    such a string is hashed and looked up."""
+    return _KEY.fullmatch(key) is not None
+
+
 async def authenticate(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> int | None:
     """The account id behind an API key, or None when the key is unknown, revoked or disabled."""
-    if _KEY.fullmatch(key) is None:
+    if not is_key_shaped(key):
         return None
     account_id: int | None = await conn.fetchval(
         """

@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from itsdangerous import BadData, URLSafeSerializer
 
-from shortlink.accounts import KEY_PREFIX, hash_api_key
+from shortlink.accounts import hash_api_key, is_key_shaped
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.config import DashboardConfig
 from shortlink.api.errors import Handler
@@ -153,7 +153,7 @@ def dashboard_link(config: DashboardConfig, grant: Grant) -> str:
 
 async def sign_in_with_key(conn: Executor, key: str, *, now: float) -> Session | None:
     """A new session for the account behind a valid API key, or None."""
-    if not key.startswith(KEY_PREFIX):
+    if not is_key_shaped(key):  # also: text that is not even UTF-8 is never hashed
         return None
     row = await conn.fetchrow(
         """

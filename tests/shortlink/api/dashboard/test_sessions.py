@@ -199,6 +199,9 @@ def part(name: str, value: bytes, headers: bytes = b"") -> bytes:
         (MULTIPART, part("api_key", b"sl_x", b"Content-Type: text/plain; charset=bogus\r\n")),
         (MULTIPART, b"--zz\r\ngarbage without an end"),
         (MULTIPART, b"\xff" * 100),
+        # UTF-7 decodes to a lone surrogate: text that is not even UTF-8 (review of issue 21)
+        (f"{FORM}; charset=utf-7", b"api_key=sl_+2AA-"),
+        (MULTIPART, part("api_key", b"sl_+2AA-", b"Content-Type: text/plain; charset=utf-7\r\n")),
     ],
 )
 async def test_a_sign_in_form_that_cannot_be_read_is_a_4xx(
