@@ -50,6 +50,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,7 +64,7 @@ from .bench_redirect import RESULTS_DOC, ROOT, write_section
 from .bench_system import FIRST_TAPS, RANDOM_TAPS
 from .chaos_report import FIRST, HOSTILE, MALFORMED, REPEAT, Outcome, Setting, Window, render
 from .system import WARM_LINKS, Stack, alive, start_stack
-from .taps import malformed_taps, start_wrk, wrk_script
+from .taps import Tally, malformed_taps, start_wrk, wrk_script
 from .watch import Watcher, read_logs, worker_pids
 
 # Logs, per-second counts and probe samples of the last run, kept for reading.
@@ -243,6 +244,8 @@ async def exercise(
             arrivals = [(int(ms), float(at)) for ms, at in orjson.loads(await r.read())]
     (work / "samples.json").write_bytes(orjson.dumps([asdict(s) for s in watcher.samples]))
     (work / "windows.json").write_bytes(orjson.dumps([asdict(w) for w in windows]))
+    clicks = await _clicks_since(running.database_url, start)
+    (work / "seconds.json").write_bytes(orjson.dumps(per_second(tallies, clicks)))
     return Outcome(
         windows=windows,
         tallies=tallies,
@@ -252,7 +255,7 @@ async def exercise(
         api=hostility.answers,
         breakdown=await _breakdown_rows(running.database_url),
         samples=watcher.samples,
-        clicks=await _clicks_since(running.database_url, start),
+        clicks=clicks,
         arrivals=arrivals,
         sink=sink,
         drain_seconds=drain_seconds,
@@ -346,6 +349,25 @@ async def _retrying(session: aiohttp.ClientSession, running: Stack) -> bool:
         if line.startswith("forwarder_retry_queue "):
             return float(line.split()[1]) > 0
     return False
+
+
+def per_second(
+    tallies: dict[str, Tally], clicks: list[tuple[float, float | None, bool]]
+) -> list[tuple[int, int, int, int]]:
+    """Second by second: 302s answered, clicks recorded (by clicked_at) and the running
+    difference, which steps down for good in the second a click was lost (it wavers by a
+    few where answers and clicks fall either side of a second's edge)."""
+    answered: Counter[int] = Counter()
+    for tally in tallies.values():
+        for (second, status), n in tally.answers.items():
+            if status == 302:
+                answered[second] += n
+    recorded = Counter(int(clicked_at) for clicked_at, _, _ in clicks)
+    rows, balance = [], 0
+    for second in sorted(answered.keys() | recorded.keys()):
+        balance += recorded[second] - answered[second]
+        rows.append((second, answered[second], recorded[second], balance))
+    return rows
 
 
 async def _count_clicks(database_url: str) -> tuple[int, int]:
