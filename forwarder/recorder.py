@@ -513,6 +513,14 @@ async def _enqueue(
     return len(made)
 
 
+def _stored(
+    item: tuple[str, formats.Detail, datetime, bytes | None],
+) -> tuple[str, bytes, datetime]:
+    """A click of a batch as the outbox keeps it: its stored bytes, if it had them."""
+    event_id, detail, enqueued_at, stored = item
+    return event_id, stored if stored is not None else formats.encode_detail(detail), enqueued_at
+
+
 async def _batch(
     conn: Connection,
     endpoint_id: int,
@@ -530,20 +538,34 @@ async def _batch(
         endpoint_id,
         format,  # clicks waiting in another format are batched in it by forwarder.delivery
     )
-    pending: list[tuple[str, formats.Detail, datetime]] = [
-        (str(row["event_id"]), formats.decode_detail(row["detail"]), row["enqueued_at"])
-        for row in sorted(waiting, key=lambda r: r["id"])
+    # A waiting row this version cannot decode or render (written by another version,
+    # say) goes back to the outbox as it was: forwarder.outbox renders it on its own or
+    # keeps it as a dead letter. It must not fail the transaction that records clicks.
+    back: list[tuple[str, bytes, datetime]] = []
+    pending: list[tuple[str, formats.Detail, datetime, bytes | None]] = []
+    for row in sorted(waiting, key=lambda r: r["id"]):
+        try:
+            detail = formats.decode_detail(row["detail"])
+        except Exception:  # noqa: BLE001 - left to the outbox loop, which keeps the error
+            back.append((str(row["event_id"]), row["detail"], row["enqueued_at"]))
+            continue
+        pending.append((str(row["event_id"]), detail, row["enqueued_at"], row["detail"]))
+    pending += [
+        (event.event_id, formats.detail(event, client), now, None) for event, client in chosen
     ]
-    pending += [(event.event_id, formats.detail(event, client), now) for event, client in chosen]
     full = len(pending) - len(pending) % batch_size
     made = []
     for start in range(0, full, batch_size):
         group = pending[start : start + batch_size]
         request_id = str(uuid.uuid4())
-        body = formats.render(format, request_id, [item[1] for item in group])
+        try:
+            body = formats.render(format, request_id, [item[1] for item in group])
+        except Exception:  # noqa: BLE001 - the outbox loop renders them one by one
+            back += [_stored(item) for item in group]
+            continue
         made.append((request_id, endpoint_id, format, body, len(group), min(i[2] for i in group)))
-    rest = pending[full:]
-    if rest:
+    back += [_stored(item) for item in pending[full:]]
+    if back:
         await conn.execute(
             """
             INSERT INTO outbox (endpoint_id, format, event_id, detail, enqueued_at)
@@ -551,9 +573,9 @@ async def _batch(
             ON CONFLICT (endpoint_id, event_id) DO NOTHING
             """,
             endpoint_id,
-            [item[0] for item in rest],
-            [formats.encode_detail(item[1]) for item in rest],
-            [item[2] for item in rest],
+            [item[0] for item in back],
+            [item[1] for item in back],
+            [item[2] for item in back],
             format,
         )
     return made

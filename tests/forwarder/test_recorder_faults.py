@@ -20,7 +20,7 @@ from forwarder.recorder import Received, Recorder, record
 from shortlink import clickevent
 from shortlink.db import is_transient
 from shortlink.supervise import SUPERVISOR
-from tests.forwarder.conftest import clicks, make_links, publish
+from tests.forwarder.conftest import clicks, make_links, publish, set_endpoint
 from tests.infra import RunningServer, unique_name, wait_until
 
 
@@ -344,3 +344,37 @@ async def test_a_statement_error_is_not_blamed_on_the_events(
     finally:
         await pool.close()
     assert (recorder.dead, recorder.isolations) == (0, 0)
+
+
+async def test_a_waiting_click_this_version_cannot_render_does_not_stop_recording(
+    forwarder_env: dict[str, str], pool: asyncpg.Pool, db: asyncpg.Connection, account_id: int
+) -> None:
+    """A click in the outbox written by another version (a detail this one cannot read)
+    goes back to the outbox as it was; the new clicks are recorded and batched, none dead."""
+    await set_endpoint(db, account_id, "http://127.0.0.1:9/hook", format="json")
+    endpoint = await db.fetchval("SELECT id FROM endpoints WHERE account_id = $1", account_id)
+    old_id = str(uuid.uuid4())
+    await db.execute(
+        "INSERT INTO outbox (endpoint_id, event_id, detail, format) VALUES ($1, $2, $3, 'json')",
+        endpoint,
+        old_id,
+        b'{"Old":1}',
+    )
+    links = await make_links(db, account_id, 8)
+    values = clicks(links)
+    config = ForwarderConfig.from_env({**forwarder_env, "DELIVERY_BATCH_SIZE": "2"})
+    recorder = Recorder(config, pool, lambda: None)
+    outcome = await recorder._record_with_retries(received_of(values))
+    assert (outcome.recorded, recorder.dead, recorder.isolations) == (8, 0, 0)
+    batched = await db.fetchval(
+        "SELECT sum(clicks) FROM deliveries WHERE endpoint_id = $1", endpoint
+    )
+    waiting = {
+        str(row["event_id"]): row["detail"]
+        for row in await db.fetch(
+            "SELECT event_id, detail FROM outbox WHERE endpoint_id = $1", endpoint
+        )
+    }
+    assert waiting.pop(old_id) == b'{"Old":1}'
+    assert batched + len(waiting) == 8
+    assert batched >= 6
