@@ -45,7 +45,11 @@ _RECONNECT_STATES = frozenset({"25006", "57P01", "57P02", "57P03"})
 
 def is_transient(exc: BaseException) -> bool:
     """Whether a database operation that raised `exc` is worth trying again as it was."""
-    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
+    if isinstance(exc, asyncpg.InterfaceError):
+        # A lost or busy connection; but not asyncpg's client-side "invalid input for
+        # query argument" (a ValueError too), which some value caused.
+        return not isinstance(exc, ValueError)
+    if isinstance(exc, OSError | TimeoutError):
         return True
     if isinstance(exc, asyncpg.PostgresError):
         state = exc.sqlstate or ""

@@ -136,11 +136,7 @@ class ClickPublisher:
             self._spill_wakeup.set()
         elif size >= self._buffer_limit:
             # The spiller did not keep up: move it now, in the handler (a stall, no loss).
-            try:
-                self._spill()
-            except Exception:  # noqa: BLE001 - logged with its traceback by _lose
-                # Never a 500 for the phone: the clicks are counted as lost and said loudly.
-                self._lose(self._take(), "moving the click buffer to the spool failed")
+            self._spill()
 
     # -- state ----------------------------------------------------------------
 
@@ -253,10 +249,16 @@ class ClickPublisher:
         return records
 
     def _spill(self) -> None:
-        """The buffer hit its limit while a send is stuck: move it to disk now."""
+        """The buffer hit its limit while a send is stuck: move it to disk now. Never
+        raises (it runs in the handler: never a 500 for the phone); clicks an unexpected
+        error takes are counted as lost and said loudly."""
         self._spooling = True
-        self._spool_records(self._encode(self._take()))
         self._replay_wakeup.set()
+        batch = self._take()
+        try:
+            self._spool_records(self._encode(batch))
+        except Exception:  # noqa: BLE001 - logged with its traceback by _lose
+            self._lose(batch, "moving the click buffer to the spool failed")
 
     async def _spill_loop(self) -> None:
         """Half the buffer limit reached (a send is stuck): to the spool, a slice at a time."""
@@ -275,6 +277,9 @@ class ClickPublisher:
                     self._spool_records(records)
             except asyncio.CancelledError:
                 self._spool_records(self._encode(batch[done:]))
+                raise
+            except Exception:
+                self._lose(batch[done:], "moving the click buffer to the spool failed")
                 raise
             finally:
                 self._replay_wakeup.set()

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
+from asyncpg.exceptions._base import DataError as ClientDataError
 
 from forwarder.app import RECORDER
 from forwarder.config import ForwarderConfig
@@ -96,6 +97,8 @@ async def test_nul_in_a_user_agent_is_recorded_as_a_replacement_character(
         (asyncpg.CannotConnectNowError, True),
         (asyncpg.DeadlockDetectedError, True),
         (asyncpg.ConnectionDoesNotExistError, True),
+        (asyncpg.InterfaceError, True),
+        (ClientDataError, False),  # invalid input for a query argument: some value's fault
         (asyncpg.UniqueViolationError, False),
         (asyncpg.DataError, False),
         (asyncpg.UndefinedColumnError, False),

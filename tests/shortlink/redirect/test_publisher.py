@@ -247,6 +247,46 @@ async def test_undecodable_headers_spill_and_shut_down_into_the_spool(
     assert [clickevent.decode(r[2]).user_agent for r in records] == ["Mozilla/5.0 \ufffd\ufffd"] * 3
 
 
+async def test_clicks_an_error_takes_while_spilling_are_counted_as_lost(
+    database_url: str,
+    db: asyncpg.Connection,
+    account_id: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With Kafka away, a spill that fails unexpectedly (a bug) still answers 302 and
+    counts every click it took as lost: none goes missing uncounted."""
+    [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
+    config = RedirectConfig.from_env(
+        {
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{embedded.free_port()}",
+            "CLICK_TOPIC": TOPIC,
+            "SPOOL_DIR": str(tmp_path / "spool"),
+            "PUBLISH_BUFFER_EVENTS": "2",
+            "PUBLISH_LINGER_MS": "60000",
+            "KAFKA_REQUEST_TIMEOUT_MS": "200",
+        }
+    )
+    async with running(create_app(config), make_handler) as server:
+        publisher = server.app[PUBLISHER]
+
+        def broken(batch: object) -> list[object]:
+            raise RuntimeError("a bug in encoding")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(publisher, "_encode", broken)
+            statuses = [await raw_tap(server.port, f"/{link.token}", b"") for _ in range(5)]
+            assert statuses == [302] * 5
+            for _ in range(100):
+                if publisher.lost + publisher.buffered == 5:
+                    break
+                await asyncio.sleep(0.01)
+        assert publisher.spooled == 0
+        assert publisher.lost + publisher.buffered == 5
+        assert publisher.lost >= 4
+
+
 def broker_config(
     database_url: str, bootstrap: str, topic: str, tmp_path: Path, **settings: str
 ) -> RedirectConfig:
