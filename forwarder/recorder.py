@@ -706,7 +706,8 @@ class Recorder:
                             "offset": record.offset,
                         },
                     )
-                    dead.append(DeadEvent(where, record.value, f"not a click event: {exc}"))
+                    reason = f"not a click event: {exc}".replace("\x00", "\ufffd")
+                    dead.append(DeadEvent(where, record.value, reason[:MAX_ERROR_CHARS]))
         return events, dead
 
     async def _record_with_retries(self, received: list[Received], depth: int = 0) -> Outcome:
