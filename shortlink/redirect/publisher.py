@@ -272,9 +272,8 @@ class ClickPublisher:
                 while done < len(batch):
                     if done:
                         await asyncio.sleep(0)
-                    records = self._encode(batch[done : done + _SLICE])
+                    self._spool_records(self._encode(batch[done : done + _SLICE]))
                     done += _SLICE
-                    self._spool_records(records)
             except asyncio.CancelledError:
                 self._spool_records(self._encode(batch[done:]))
                 raise
