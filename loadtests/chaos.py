@@ -246,6 +246,10 @@ async def exercise(
     (work / "windows.json").write_bytes(orjson.dumps([asdict(w) for w in windows]))
     clicks = await _clicks_since(running.database_url, start)
     (work / "seconds.json").write_bytes(orjson.dumps(per_second(tallies, clicks)))
+    gaps = await _first_tap_gaps(running.database_url, running.fresh)
+    (work / "first-tap-gaps.json").write_bytes(orjson.dumps(gaps))
+    if gaps:
+        print(f"first-tap links with no click between two tapped ones: {gaps}", flush=True)
     return Outcome(
         windows=windows,
         tallies=tallies,
@@ -368,6 +372,33 @@ def per_second(
         balance += recorded[second] - answered[second]
         rows.append((second, answered[second], recorded[second], balance))
     return rows
+
+
+async def _first_tap_gaps(database_url: str, fresh: list[str]) -> list[tuple[str, float, float]]:
+    """First-tap links with no click although the links before and after them in the taps
+    file have one: each names a click answered and lost, with its neighbours' click times
+    (wrk taps the file in order, each link once; the untapped rest is one run at the end)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            """
+            SELECT l.token, min(extract(epoch FROM c.clicked_at))::float8 AS at
+            FROM links l LEFT JOIN clicks c ON c.link_id = l.id
+            WHERE l.token = ANY($1::text[]) GROUP BY l.token
+            """,
+            fresh,
+        )
+    finally:
+        await conn.close()
+    at = {row["token"]: row["at"] for row in rows}
+    times = [at.get(token) for token in fresh]
+    return [
+        (fresh[i], before, after)
+        for i in range(1, len(fresh) - 1)
+        if times[i] is None
+        and (before := times[i - 1]) is not None
+        and (after := times[i + 1]) is not None
+    ]
 
 
 async def _count_clicks(database_url: str) -> tuple[int, int]:
