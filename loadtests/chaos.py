@@ -54,16 +54,20 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shortlink import clickevent
 
 from . import faults, hostile
 from .bench_redirect import RESULTS_DOC, ROOT, write_section
 from .bench_system import FIRST_TAPS, RANDOM_TAPS
 from .chaos_report import FIRST, HOSTILE, MALFORMED, REPEAT, Outcome, Setting, Window, render
-from .system import WARM_LINKS, Stack, alive, start_stack
+from .system import TOPIC, WARM_LINKS, Stack, alive, start_stack
 from .taps import Tally, malformed_taps, start_wrk, wrk_script
 from .watch import Watcher, read_logs, worker_pids
 
@@ -246,6 +250,9 @@ async def exercise(
     (work / "windows.json").write_bytes(orjson.dumps([asdict(w) for w in windows]))
     clicks = await _clicks_since(running.database_url, start)
     (work / "seconds.json").write_bytes(orjson.dumps(per_second(tallies, clicks)))
+    census = await _topic_census(running)
+    (work / "topic.json").write_bytes(orjson.dumps(census))
+    print(f"topic census: {census}", flush=True)
     gaps = await _first_tap_gaps(running.database_url, running.fresh)
     (work / "first-tap-gaps.json").write_bytes(orjson.dumps(gaps))
     if gaps:
@@ -372,6 +379,46 @@ def per_second(
         balance += recorded[second] - answered[second]
         rows.append((second, answered[second], recorded[second], balance))
     return rows
+
+
+async def _topic_census(running: Stack) -> dict[str, Any]:
+    """The click topic read whole, against the clicks table: records, distinct event ids,
+    and those ids that are on the topic but not recorded (the consumer skipped them) or
+    recorded but not on the topic (cannot be). Tells a click never published from one
+    never consumed."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=running.bootstrap_servers, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    ids: set[str] = set()
+    records = 0
+    try:
+        await consumer.topics()  # metadata, so the topic's partitions are known
+        partitions = [TopicPartition(TOPIC, p) for p in consumer.partitions_for_topic(TOPIC) or ()]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for batch in (await consumer.getmany(timeout_ms=1000, max_records=10_000)).values():
+                for record in batch:
+                    records += 1
+                    with contextlib.suppress(Exception):
+                        ids.add(clickevent.decode(record.value).event_id)
+    finally:
+        await consumer.stop()
+    conn = await asyncpg.connect(running.database_url)
+    try:
+        recorded = {str(row[0]) for row in await conn.fetch("SELECT event_id FROM clicks")}
+    finally:
+        await conn.close()
+    return {
+        "records": records,
+        "distinct": len(ids),
+        "recorded": len(recorded),
+        "on_topic_not_recorded": sorted(ids - recorded)[:50],
+        "recorded_not_on_topic": len(recorded - ids),
+        "ends": {str(tp.partition): end for tp, end in ends.items()},
+    }
 
 
 async def _first_tap_gaps(database_url: str, fresh: list[str]) -> list[tuple[str, float, float]]:

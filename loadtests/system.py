@@ -64,6 +64,7 @@ class Stack:
     api_pid: int
     hostile_key: str  # the API key of the hostile client's account
     hostile_token: str  # a link of that account
+    bootstrap_servers: str
     warm: list[str]
     fresh: list[str]
     logs: dict[str, Path]
@@ -164,6 +165,7 @@ def start_stack(stack: contextlib.ExitStack, work: Path, fresh_links: int) -> St
         api_pid=api.pid,
         hostile_key=hostile_key,
         hostile_token=hostile_token,
+        bootstrap_servers=broker.bootstrap_servers,
         warm=tokens[:WARM_LINKS],
         fresh=tokens[WARM_LINKS:],
         logs=logs,
