@@ -235,11 +235,14 @@ async def exercise(
     finally:
         for task in background:
             task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        ended = await asyncio.gather(*background, return_exceptions=True)
         for run in runs:
             if run.process.returncode is None:
                 run.process.kill()
                 await run.process.wait()
+    for task, result in zip(background, ended, strict=True):
+        if isinstance(result, Exception):  # the watcher failed: its samples would be short
+            raise RuntimeError(f"{task.get_name()} failed") from result
     async with aiohttp.ClientSession() as session:
         watcher.samples.append(await watcher.sample(session))
         async with session.get(f"{running.sink_url}/stats") as r:

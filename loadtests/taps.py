@@ -234,6 +234,13 @@ class RawTaps:
         if self.rate <= 0:
             return
         pending: set[asyncio.Task[None]] = set()
+        failed: list[BaseException] = []
+
+        def finished(task: asyncio.Task[None]) -> None:
+            pending.discard(task)
+            if not task.cancelled() and (error := task.exception()) is not None:
+                failed.append(error)  # a tap that raised: the tally would be short
+
         due, sent = time.time(), 0
         while due < until:
             await asyncio.sleep(max(0.0, due - time.time()))
@@ -241,11 +248,13 @@ class RawTaps:
             name, request = self.make(sent)
             task = asyncio.create_task(self._tap(name, request))
             pending.add(task)
-            task.add_done_callback(pending.discard)
+            task.add_done_callback(finished)
             sent += 1
             due += 1 / self.rate
         if pending:
             await asyncio.wait(pending)
+        if failed:
+            raise RuntimeError(f"{len(failed)} taps failed") from failed[0]
 
     async def _tap(self, name: str, request: bytes) -> None:
         second = int(time.time())
