@@ -218,13 +218,10 @@ async def test_undecodable_headers_are_kept_and_the_flusher_lives_on(
     }
 
 
-async def test_undecodable_headers_spill_and_shut_down_into_the_spool(
-    database_url: str, db: asyncpg.Connection, account_id: int, tmp_path: Path
-) -> None:
-    """With Kafka away and the buffer at its limit, such taps still get 302 and are spooled,
-    and so is what is buffered at shutdown."""
-    [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
-    config = RedirectConfig.from_env(
+def broker_away_config(database_url: str, tmp_path: Path) -> RedirectConfig:
+    """A redirect server whose broker is not there, with a buffer of 2 clicks that only
+    spilling empties (a linger of a minute) and its spool under `tmp_path`."""
+    return RedirectConfig.from_env(
         {
             "DATABASE_URL": database_url,
             "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{embedded.free_port()}",
@@ -235,6 +232,15 @@ async def test_undecodable_headers_spill_and_shut_down_into_the_spool(
             "KAFKA_REQUEST_TIMEOUT_MS": "200",
         }
     )
+
+
+async def test_undecodable_headers_spill_and_shut_down_into_the_spool(
+    database_url: str, db: asyncpg.Connection, account_id: int, tmp_path: Path
+) -> None:
+    """With Kafka away and the buffer at its limit, such taps still get 302 and are spooled,
+    and so is what is buffered at shutdown."""
+    [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
+    config = broker_away_config(database_url, tmp_path)
     async with running(create_app(config), make_handler) as server:
         bad = b"User-Agent: %s\r\n" % BAD_AGENT
         statuses = [await raw_tap(server.port, f"/{link.token}", bad) for _ in range(3)]
@@ -257,17 +263,7 @@ async def test_clicks_an_error_takes_while_spilling_are_counted_as_lost(
     """With Kafka away, a spill that fails unexpectedly (a bug) still answers 302 and
     counts every click it took as lost: none goes missing uncounted."""
     [link] = await create_links(db, account_id, [NewLink("https://example.com/")])
-    config = RedirectConfig.from_env(
-        {
-            "DATABASE_URL": database_url,
-            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{embedded.free_port()}",
-            "CLICK_TOPIC": TOPIC,
-            "SPOOL_DIR": str(tmp_path / "spool"),
-            "PUBLISH_BUFFER_EVENTS": "2",
-            "PUBLISH_LINGER_MS": "60000",
-            "KAFKA_REQUEST_TIMEOUT_MS": "200",
-        }
-    )
+    config = broker_away_config(database_url, tmp_path)
     async with running(create_app(config), make_handler) as server:
         publisher = server.app[PUBLISHER]
 
