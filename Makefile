@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench bench-instructions bench-forwarder bench-api bench-system chaos load clean
+.PHONY: install run test lint format bench bench-instructions bench-forwarder bench-api bench-system broker-order chaos load clean
 
 install: $(STAMP)
 
@@ -52,6 +52,11 @@ bench-api: install
 bench-system: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PYTHON) -m loadtests.bench_system
+
+## Does the broker serve each partition's batches in offset order? Two consumers, one reading
+## as served and one through shortlink.kafka.contiguous, against concurrent producers.
+broker-order: install
+	$(PYTHON) -m loadtests.broker_order $(BROKER_ORDER_ARGS)
 
 ## Under steady taps (malformed ones too): hostile taps and API requests (loadtests/hostile.py),
 ## then faults: broker paused, PostgreSQL restarted and read-only, a failing endpoint, forwarder

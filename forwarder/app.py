@@ -171,6 +171,15 @@ def _families(app: web.Application, queued: dict[str, int]) -> list[Metric]:
             "forwarder_batches_made", "Delivery batches enqueued", deliverer.batches_made
         ),
     ]
+    holes = CounterMetricFamily(
+        "forwarder_offset_holes",
+        "Click topic offsets the broker served out of order: holes that filled while the"
+        " records after them were held back, and offsets stepped over after waiting",
+        labels=["outcome"],
+    )
+    holes.add_metric(["filled"], recorder.holes.filled)
+    holes.add_metric(["skipped"], recorder.holes.skipped)
+    found.append(holes)
     results = CounterMetricFamily(
         "forwarder_delivery_attempts", "POSTs to customer endpoints, by result", labels=["result"]
     )

@@ -35,7 +35,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from forwarder import formats
@@ -45,6 +45,7 @@ from forwarder.geoip import PACKAGED, Locator, Place
 from shortlink import stats
 from shortlink.clickevent import ClickEvent, InvalidClickEvent, decode
 from shortlink.db import Connection, is_statement_error, is_transient, needs_new_connections
+from shortlink.kafka import Holes, contiguous
 from shortlink.stats import first_click_bucket
 from shortlink.supervise import backoff
 
@@ -581,6 +582,19 @@ async def _batch(
     return made
 
 
+class _Revoked(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Forgets where revoked partitions were: their next owner moves them on."""
+
+    def __init__(self, holes: Holes) -> None:
+        self._holes = holes
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._holes.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass
+
+
 class Recorder:
     """The consume -> record -> commit loop of one forwarder process."""
 
@@ -602,6 +616,7 @@ class Recorder:
         self.isolations = 0  # batches split to find the events that made them fail
         self.batches = 0
         self.committed: dict[TopicPartition, int] = {}  # for the lag metric
+        self.holes = Holes()
 
     @property
     def consumer(self) -> AIOKafkaConsumer | None:
@@ -614,6 +629,7 @@ class Recorder:
                 batches = await consumer.getmany(
                     timeout_ms=500, max_records=self._config.consume_max_records
                 )
+                batches = await contiguous(consumer, batches, self.holes, grouped=True)
                 if not batches:
                     continue
                 events, dead = self._decode(batches)
@@ -641,7 +657,6 @@ class Recorder:
         attempt = 0
         while True:
             consumer = AIOKafkaConsumer(
-                service.click_topic,
                 bootstrap_servers=service.kafka_bootstrap_servers,
                 group_id=self._config.group_id,
                 client_id="shortlink-forwarder",
@@ -654,6 +669,7 @@ class Recorder:
                 # rebalance) also waits about half of it on tansu.
                 session_timeout_ms=int(self._config.session_timeout * 1000),
             )
+            consumer.subscribe([service.click_topic], listener=_Revoked(self.holes))
             try:
                 await consumer.start()
             except asyncio.CancelledError:

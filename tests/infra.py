@@ -21,6 +21,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
 from shortlink.endpoints import Resolver
+from shortlink.kafka import Holes, contiguous
 from shortlink.serve import Handler, serve
 
 
@@ -51,7 +52,8 @@ async def consume(
     """Read `topic` from the beginning until `count` records arrived (or `within` s passed).
 
     With `settle`, keep reading that long after reaching `count`, so a test can
-    also see records that should not be there.
+    also see records that should not be there. Read as the forwarder reads, through
+    shortlink.kafka.contiguous (the broker may serve a later batch first).
     """
     consumer = AIOKafkaConsumer(
         topic,
@@ -62,17 +64,20 @@ async def consume(
     )
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
+    holes = Holes()
+
+    async def more(timeout_ms: int) -> None:
+        batches = await consumer.getmany(timeout_ms=timeout_ms)
+        for batch in (await contiguous(consumer, batches, holes, grouped=False)).values():
+            records.extend(batch)
+
     try:
         deadline = time.monotonic() + within
         while len(records) < count and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=300)
-            for batch in batches.values():
-                records.extend(batch)
+            await more(300)
         settle_until = time.monotonic() + settle
         while time.monotonic() < settle_until:
-            batches = await consumer.getmany(timeout_ms=200)
-            for batch in batches.values():
-                records.extend(batch)
+            await more(200)
     finally:
         await consumer.stop()
     return records
