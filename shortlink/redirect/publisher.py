@@ -586,9 +586,19 @@ class _Outgoing:
         """Records not known to be acknowledged: open, in flight or refused."""
         pending = [r for _, taken in self._open.values() for r in taken]
         for future, sent in self._in_flight:
-            if not (future.done() and not future.cancelled() and future.exception() is None):
+            if not future.done():
+                # Spooled now; whatever the broker answers later is read and dropped
+                # (else asyncio logs "Future exception was never retrieved").
+                future.add_done_callback(_drop_outcome)
+                pending.extend(sent)
+            elif future.cancelled() or future.exception() is not None:
                 pending.extend(sent)
         return pending + self._unsent
+
+
+def _drop_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 PUBLISHER = web.AppKey("click_publisher", ClickPublisher)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -21,7 +22,7 @@ from shortlink.redirect.app import create_app, make_handler
 from shortlink.redirect.cache import CACHE
 from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.entries import LinkGroup
-from shortlink.redirect.publisher import PUBLISHER
+from shortlink.redirect.publisher import PUBLISHER, _Outgoing
 from shortlink.redirect.spool import Spool
 from shortlink.supervise import SUPERVISOR
 from tests.infra import RunningServer, consume, running
@@ -514,3 +515,24 @@ async def test_a_hand_over_that_never_returns_is_spooled_at_shutdown(
     spool.close()
     agents = {clickevent.decode(r[2]).user_agent for r in records}
     assert {f"held-{i}" for i in range(3_000)} <= agents
+
+
+async def test_a_send_spooled_while_in_flight_fails_later_without_an_unread_exception() -> None:
+    """A batch spooled while in flight may fail afterwards; its exception is read, not logged."""
+    loop = asyncio.get_running_loop()
+    unread: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: unread.append(context))
+    try:
+        outgoing = _Outgoing(None, TOPIC, 3, 1.0, None)  # type: ignore[arg-type]
+        future = loop.create_future()
+        record = (b"token", 0, b"{}")
+        outgoing._in_flight.append((future, [record]))
+        assert outgoing.unconfirmed() == [record]
+        future.set_exception(RuntimeError("node not ready"))
+        await asyncio.sleep(0)  # the done callbacks run
+        del future, outgoing
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert unread == []
