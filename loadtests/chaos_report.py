@@ -38,6 +38,7 @@ from .watch import (
 REPEAT, FIRST, MALFORMED, HOSTILE = "repeat taps", "first taps", "malformed taps", "hostile taps"
 TAP_KINDS = (REPEAT, FIRST, MALFORMED, HOSTILE)
 DEAD_EVENTS = "forwarder_dead_events_total"
+HOLES = "forwarder_offset_holes_total"
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,10 @@ def render(s: Setting, o: Outcome) -> tuple[str, bool]:
         name: a.statuses[NO_ANSWER] for name, a in o.api.items() if a.statuses[NO_ANSWER]
     }
     dead_events = counted(o.samples, "forwarder", DEAD_EVENTS)
+    holes = {
+        outcome: counted(o.samples, "forwarder", f'{HOLES}{{outcome="{outcome}"}}')
+        for outcome in ("filled", "skipped")
+    }
     problems = []
     if recorded != answered:
         problems.append(f"{answered - recorded:+,} clicks answered 302 but not recorded")
@@ -197,6 +202,12 @@ def render(s: Setting, o: Outcome) -> tuple[str, bool]:
         f"answered 5xx, {sum(api_unanswered.values()):,} not answered in time; "
         f"`{DEAD_EVENTS}` "
         + (f"{dead_events:,.0f}" if dead_events is not None else "not seen")
+        + (
+            f"; broker served a later batch first {holes['filled']:,.0f} times (read again), "
+            f"offsets stepped over {holes['skipped'] or 0:,.0f}"
+            if holes["filled"] is not None
+            else ""
+        )
         + f"; drained {o.drain_seconds:.0f} s after the taps "
         f"stopped. Tasks: {dead} dead and {restarted} restarted by the logs"
         + (
