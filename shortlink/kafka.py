@@ -103,6 +103,13 @@ class Holes:
     def take(self, tp: TopicPartition, records: Sequence[Any]) -> tuple[Sequence[Any], int | None]:
         """The records of `tp` to use now, and the offset to read it again from after a hole."""
         expected = self._next.get(tp)
+        if records and expected is not None and records[0].offset == expected:
+            last = records[-1].offset
+            if last == expected + len(records) - 1:  # offsets rise: none is missing
+                if self._since.pop(tp, None) is not None:
+                    self.filled += 1
+                self._next[tp] = last + 1
+                return records, None
         for index, record in enumerate(records):
             if expected is not None and record.offset > expected:
                 now = self._clock()
