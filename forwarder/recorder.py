@@ -42,11 +42,11 @@ from forwarder import formats
 from forwarder.config import ForwarderConfig
 from forwarder.enrich import Client, classify
 from forwarder.geoip import PACKAGED, Locator, Place
-from shortlink import stats
+from shortlink.campaigns import counters as stats
+from shortlink.campaigns.counters import first_click_bucket
 from shortlink.clickevent import ClickEvent, InvalidClickEvent, decode
 from shortlink.db import Connection, is_statement_error, is_transient, needs_new_connections
 from shortlink.kafka import Holes, contiguous
-from shortlink.stats import first_click_bucket
 from shortlink.supervise import backoff
 
 log = logging.getLogger(__name__)

@@ -479,7 +479,7 @@ async def _clicks_since(database_url: str, start: float) -> list[tuple[float, fl
 
 
 async def _breakdown_rows(database_url: str) -> dict[str, int]:
-    """Rows the bench campaign's breakdown keeps per dimension (capped: stats.VALUES_KEPT)."""
+    """Rows the bench campaign's breakdown keeps per dimension (capped: counters.VALUES_KEPT)."""
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch(

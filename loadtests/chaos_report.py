@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shortlink.stats import VALUES_KEPT
+from shortlink.campaigns.counters import VALUES_KEPT
 
 from .bench_redirect import ROOT, WrkResult
 from .hostile import API_ROUNDS, TAP_VARIANTS, ApiAnswers

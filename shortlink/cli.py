@@ -24,7 +24,6 @@ import orjson
 
 from shortlink import accounts, deliveries, endpoints, logs, schema, validation
 from shortlink.api.config import ApiConfig, DashboardConfig
-from shortlink.api.links import MAX_TEXT
 from shortlink.config import ServiceConfig
 from shortlink.db import require_database_url
 from shortlink.dev import embedded
@@ -225,8 +224,8 @@ def _checked_link(args: argparse.Namespace, env: dict[str, str]) -> tuple[str, s
 
 
 def _short_text(value: str) -> str:
-    if len(value) > MAX_TEXT:
-        raise validation.InvalidInput(f"must be at most {MAX_TEXT} characters")
+    if len(value) > validation.MAX_TEXT_LENGTH:
+        raise validation.InvalidInput(f"must be at most {validation.MAX_TEXT_LENGTH} characters")
     return value
 
 

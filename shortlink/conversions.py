@@ -37,6 +37,7 @@ import orjson
 
 from shortlink.db import Connection, Executor
 from shortlink.exceptions import AmbiguousClientRef, LinkNotFound
+from shortlink.timestamps import rfc3339
 from shortlink.validation import InvalidInput
 
 LINK_CLICK = "link_click"  # recorded on the first human tap; not for the enterprise to post
@@ -294,7 +295,7 @@ def public(link: asyncpg.Record, row: asyncpg.Record) -> dict[str, Any]:
         "disposition": row["disposition"],
         "value": row["value"],
         "currency": row["currency"],
-        "occurred_at": row["occurred_at"].astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "occurred_at": rfc3339(row["occurred_at"]),
         "seconds_since_first_click": seconds_since_first_click(
             row["occurred_at"], link["first_clicked_at"]
         ),

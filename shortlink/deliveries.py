@@ -13,6 +13,8 @@ from typing import Any
 
 import asyncpg
 
+from shortlink.timestamps import rfc3339
+
 STATUSES = ("pending", "delivered", "dead")
 MAX_ERROR_CHARS = 1_000
 # SQL condition on `endpoints e`: the endpoint is account $1's or one of its callbacks.
@@ -58,13 +60,13 @@ async def list_deliveries(
             "clicks": row["clicks"],
             "status": row["status"],
             "attempts": row["attempts"],
-            "next_attempt_at": row["next_attempt_at"].isoformat()
+            "next_attempt_at": rfc3339(row["next_attempt_at"])
             if row["status"] == "pending"
             else None,
             "last_error": row["last_error"],
             "last_status": row["last_status"],
-            "created_at": row["created_at"].isoformat(),
-            "delivered_at": row["delivered_at"].isoformat() if row["delivered_at"] else None,
+            "created_at": rfc3339(row["created_at"]),
+            "delivered_at": rfc3339(row["delivered_at"]),
             "callback_url": row["callback_url"],
         }
         for row in rows

@@ -46,6 +46,7 @@ from yarl import URL
 
 from shortlink import validation
 from shortlink.exceptions import ShortlinkError
+from shortlink.timestamps import rfc3339
 
 FORMATS = ("json", "xml", "clickthru")
 MODES = ("every", "first")
@@ -106,7 +107,7 @@ class Endpoint:
             "enabled": self.enabled,
             "conversions": self.conversions,
             "disabled_reason": self.disabled_reason,
-            "updated_at": self.updated_at.isoformat(),
+            "updated_at": rfc3339(self.updated_at),
         }
 
 

@@ -11,6 +11,7 @@ everything else surfaces as a clear message and a non-zero exit code.
     ├── TokenSpaceExhausted    token generation kept colliding (the token length is too short)
     ├── LinkNotFound           no link of the account has that token or client_ref
     ├── AmbiguousClientRef     a client_ref names several links where one is needed
+    ├── BadCursor              a pagination cursor this service did not make (a ValueError too)
     └── TaskFailedError        a background task kept failing; the process must be replaced
 """
 
@@ -55,6 +56,10 @@ class LinkNotFound(ShortlinkError):
 
 class AmbiguousClientRef(ShortlinkError):
     """A client_ref (message id) names more than one of the account's links."""
+
+
+class BadCursor(ShortlinkError, ValueError):
+    """A pagination cursor this service did not make; bad input, so a ValueError as well."""
 
 
 class TaskFailedError(ShortlinkError):

@@ -33,6 +33,7 @@ from yarl import URL
 from shortlink import phones
 
 MAX_URL_LENGTH = 2048
+MAX_TEXT_LENGTH = 200  # client_ref, client_identifier
 
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 

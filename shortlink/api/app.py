@@ -21,7 +21,7 @@ from shortlink.api.config import ApiConfig
 from shortlink.api.dashboard import routes as dashboard
 from shortlink.api.errors import HTTP_LOG, Handler, error_middleware
 from shortlink.api.exports import clicks_csv, recipients_csv
-from shortlink.api.links import API_CONFIG, RESOLVER
+from shortlink.api.keys import API_CONFIG, RESOLVER
 from shortlink.pool import POOL, pool_context
 from shortlink.supervise import SUPERVISOR, supervisor_context
 

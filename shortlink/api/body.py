@@ -20,6 +20,7 @@ from shortlink import validation
 from shortlink.api.errors import ApiError, ValidationFailed
 
 MAX_DETAILS = 100
+MAX_PAGE = 1000  # items per page of a listing (limit)
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -128,6 +129,22 @@ class Fields:
             if self.converted(f"{field}[{index}]", item, validation.text) is None:
                 return None
         return value
+
+    def page_limit(self, field: str = "limit", *, default: int = 100) -> int:
+        """A listing's page size: ASCII digits from 1 to MAX_PAGE (what every listing takes)."""
+        value = self.data.get(field)
+        if value is None:
+            return default
+        if not (
+            isinstance(value, str)
+            and len(value) <= 10  # leading zeros are fine; no int() of a huge text
+            and value.isascii()
+            and value.isdigit()
+            and 1 <= int(value) <= MAX_PAGE
+        ):
+            self.problems.add(self.name(field), f"must be an integer from 1 to {MAX_PAGE}")
+            return default
+        return int(value)
 
     def boolean(self, field: str, default: bool) -> bool:
         value = self.data.get(field)

@@ -1,24 +1,24 @@
-"""/v1/campaigns/{client_identifier}: statistics and the clicks behind them."""
+"""/v1/campaigns/{client_identifier}/stats and .../clicks: statistics and the clicks behind them."""
 
 from __future__ import annotations
 
 import orjson
 from aiohttp import web
 
-from shortlink import conversions, stats, validation
+from shortlink import conversions, validation
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems
 from shortlink.api.errors import not_found
-from shortlink.api.links import MAX_TEXT
+from shortlink.campaigns import clicks, stats
 from shortlink.pool import POOL
-
-MAX_PAGE = 1000
 
 
 def campaign_of_path(request: web.Request) -> str:
     """The {client_identifier} of the path, 422 when it could not be a campaign's name."""
     problems = Problems()
-    name = Fields(request.match_info, problems).text("client_identifier", max_length=MAX_TEXT)
+    name = Fields(request.match_info, problems).text(
+        "client_identifier", max_length=validation.MAX_TEXT_LENGTH
+    )
     problems.check()
     if name is None:  # pragma: no cover - a path part is never missing
         raise not_found("campaign")
@@ -46,18 +46,16 @@ async def list_clicks(request: web.Request) -> web.Response:
         query.text("phone_number", max_length=validation.MAX_PHONE_LENGTH),
         validation.phone_number,
     )
-    cursor = query.converted("cursor", query.text("cursor", max_length=100), stats.valid_cursor)
-    limit = query.text("limit", default="100", max_length=10)
-    if limit is None or not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
-        problems.add("limit", f"must be an integer from 1 to {MAX_PAGE}")
+    cursor = query.converted("cursor", query.text("cursor", max_length=100), clicks.CURSOR.checked)
+    limit = query.page_limit()
     problems.check()
-    items, next_cursor = await stats.campaign_clicks(
+    items, next_cursor = await clicks.campaign_clicks(
         request.app[POOL],
         request[ACCOUNT_ID],
         name,
         phone_number=phone,
         cursor=cursor,
-        limit=int(limit or "100"),
+        limit=limit,
     )
     return web.Response(
         body=orjson.dumps({"clicks": items, "next_cursor": next_cursor}),

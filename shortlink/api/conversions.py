@@ -14,12 +14,11 @@ from datetime import UTC, datetime
 import orjson
 from aiohttp import web
 
-from shortlink import conversions, tokens
+from shortlink import conversions, tokens, validation
 from shortlink.api import idempotency
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError, not_found
-from shortlink.api.links import MAX_TEXT
 from shortlink.conversions import NewConversion
 from shortlink.db import Connection
 from shortlink.exceptions import AmbiguousClientRef, LinkNotFound
@@ -48,7 +47,7 @@ async def create(request: web.Request) -> web.Response:
     token = fields.text("token", max_length=tokens.MAX_LENGTH)
     if token is not None and not tokens.is_token(token):
         problems.add("token", "is not a token (6 to 8 letters and digits)")
-    client_ref = fields.text("client_ref", min_length=1, max_length=MAX_TEXT)
+    client_ref = fields.text("client_ref", min_length=1, max_length=validation.MAX_TEXT_LENGTH)
     if fields.has("token") == fields.has("client_ref"):
         problems.add("token", "name the link by its token or by its client_ref (exactly one)")
     event = fields.converted(

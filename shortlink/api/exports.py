@@ -2,7 +2,7 @@
 
 `GET /v1/campaigns/{client_identifier}/clicks.csv` and `.../recipients.csv`
 take a Bearer key or the dashboard's session cookie. Rows are read a batch at a
-time by keyset (shortlink.api.insights) and written as they come, so memory
+time by keyset (shortlink.campaigns.exports) and written as they come, so memory
 stays the same at ten million clicks. RFC 4180: a header row, CRLF line ends,
 fields quoted when they hold a comma, a quote or a line break. A text field that
 a spreadsheet would take for a formula (it starts with `=`, `+`, `-`, `@`, a tab
@@ -22,13 +22,15 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from shortlink.api import insights
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.campaigns import campaign_of_path
 from shortlink.api.dashboard.sessions import CAMPAIGN_SCOPE
 from shortlink.api.errors import not_found
-from shortlink.api.links import API_CONFIG
+from shortlink.api.keys import API_CONFIG
+from shortlink.api.present import short_url
+from shortlink.campaigns import exports, summaries
 from shortlink.pool import POOL
+from shortlink.timestamps import rfc3339
 
 RECIPIENT_COLUMNS = (
     "tracking_url_id",
@@ -49,13 +51,13 @@ _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def cell(value: Any) -> Any:
-    """A value as the CSV file shows it (times in ISO 8601 UTC, formulas defused)."""
+    """A value as the CSV file shows it (times in RFC 3339 UTC, formulas defused)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
-        return value.isoformat()
+        return rfc3339(value)
     if isinstance(value, str):
         return "'" + value if value.startswith(_FORMULA_START) else value
     return str(value)
@@ -78,15 +80,7 @@ def _campaign(request: web.Request) -> str:
 
 
 async def _exists(request: web.Request, name: str) -> None:
-    found = await request.app[POOL].fetchval(
-        """
-        SELECT true FROM campaign_stats
-        WHERE account_id = $1 AND campaign = $2 AND campaign <> ''
-        """,
-        request[ACCOUNT_ID],
-        name,
-    )
-    if not found:
+    if not await summaries.exists(request.app[POOL], request[ACCOUNT_ID], name):
         raise not_found("campaign")
 
 
@@ -122,8 +116,8 @@ async def clicks_csv(request: web.Request) -> web.StreamResponse:
     """GET /v1/campaigns/{client_identifier}/clicks.csv: every click, oldest first."""
     name = _campaign(request)
     await _exists(request, name)
-    batches = insights.all_clicks(request.app[POOL], request[ACCOUNT_ID], name)
-    return await _stream(request, name, "clicks", insights.CLICK_COLUMNS, batches, lambda r: r)
+    batches = exports.all_clicks(request.app[POOL], request[ACCOUNT_ID], name)
+    return await _stream(request, name, "clicks", exports.CLICK_COLUMNS, batches, lambda r: r)
 
 
 async def recipients_csv(request: web.Request) -> web.StreamResponse:
@@ -131,11 +125,10 @@ async def recipients_csv(request: web.Request) -> web.StreamResponse:
     name = _campaign(request)
     await _exists(request, name)
     config = request.app[API_CONFIG]
-    prefix = f"{config.short_url_scheme}://{config.short_domain}/"
-    batches = insights.all_recipients(request.app[POOL], request[ACCOUNT_ID], name)
+    batches = exports.all_recipients(request.app[POOL], request[ACCOUNT_ID], name)
 
     def row(item: dict[str, Any]) -> list[Any]:
-        values = {**item, "short_url": prefix + item["token"]}
+        values = {**item, "short_url": short_url(config, item["token"])}
         return [values[column] for column in RECIPIENT_COLUMNS]
 
     return await _stream(request, name, "recipients", RECIPIENT_COLUMNS, batches, row)

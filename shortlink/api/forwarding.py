@@ -12,10 +12,9 @@ from shortlink import deliveries, endpoints, validation
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError, ValidationFailed, not_found
-from shortlink.api.links import API_CONFIG, RESOLVER
+from shortlink.api.keys import API_CONFIG, RESOLVER
 from shortlink.pool import POOL
 
-MAX_PAGE = 1000
 # A Standard Webhooks secret: whsec_ and the base64 of 24 to 64 bytes (the document's pattern).
 WHSEC_PATTERN = (
     r"^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)?"
@@ -90,12 +89,10 @@ async def list_deliveries(request: web.Request) -> web.Response:
     status = query.text("status", max_length=20)
     if status is not None and status not in deliveries.STATUSES:
         problems.add("status", f"must be one of {', '.join(deliveries.STATUSES)}")
-    limit = query.text("limit", default="100", max_length=10)
-    if limit is None or not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
-        problems.add("limit", f"must be an integer from 1 to {MAX_PAGE}")
+    limit = query.page_limit()
     problems.check()
     items = await deliveries.list_deliveries(
-        request.app[POOL], request[ACCOUNT_ID], status=status, limit=int(limit or "100")
+        request.app[POOL], request[ACCOUNT_ID], status=status, limit=limit
     )
     return _json({"deliveries": items})
 

@@ -3,119 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import orjson
 from aiohttp import web
 
-from shortlink import conversions, endpoints, links, tokens, validation
+from shortlink import conversions, links, tokens, validation
 from shortlink.api import idempotency, render
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
-from shortlink.api.config import ApiConfig
-from shortlink.api.errors import ApiError, ValidationFailed, not_found
-from shortlink.db import Connection, Executor
+from shortlink.api.callbacks import callback_id, callback_url
+from shortlink.api.errors import ApiError, not_found
+from shortlink.api.keys import API_CONFIG
+from shortlink.api.present import short_url, statuses
+from shortlink.db import Connection
 from shortlink.links import NewLink
 from shortlink.pool import POOL
 from shortlink.serve import gc_held
-
-API_CONFIG = web.AppKey("api_config", ApiConfig)
-# How endpoint and callback hosts are looked up (the system's resolver; tests put their own).
-RESOLVER = web.AppKey("endpoint_resolver", endpoints.Resolver)
-MAX_TEXT = 200  # client_ref, client_identifier
-
-
-def check_link_count(count: int, config: ApiConfig, field: str) -> None:
-    """422 when one request would create more links than MAX_LINKS_PER_REQUEST."""
-    if count > config.max_links_per_request:
-        message = (
-            f"this request would create {count:,} links; at most "
-            f"{config.max_links_per_request:,} per request (MAX_LINKS_PER_REQUEST)"
-        )
-        raise ApiError(
-            422, "too_many_links", f"{field}: {message}", [{"field": field, "message": message}]
-        )
-
-
-def short_url(config: ApiConfig, token: str, *, with_scheme: bool = True) -> str:
-    """`https://tx1.in/AbC12xY`, or `tx1.in/AbC12xY` to save SMS characters."""
-    bare = f"{config.short_domain}/{token}"
-    return f"{config.short_url_scheme}://{bare}" if with_scheme else bare
-
-
-def iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def status(
-    config: ApiConfig, row: asyncpg.Record, made: Sequence[asyncpg.Record] = ()
-) -> dict[str, Any]:
-    """A link as the status routes show it (seed 001's field names first), with its
-    conversions `made`."""
-    first_click = row["first_clicked_at"]
-    return {
-        "link": row["target_url"],
-        "shortlink": short_url(config, row["token"]),
-        "accessed": first_click is not None,
-        "accessed_on": iso(first_click),
-        "clicks": row["clicks"],
-        "unique_clicks": 1 if first_click is not None else 0,
-        "tracking_url_id": row["id"],
-        "token": row["token"],
-        "phone_number": row["phone_number"],
-        "client_ref": row["client_ref"],
-        "client_identifier": row["client_identifier"],
-        "created_at": iso(row["created_at"]),
-        "expires_at": iso(row["expires_at"]),
-        "unsafe": row["unsafe"],
-        "disabled": row["disabled_at"] is not None,
-        "callback_url": row["callback_url"],
-        "conversions": [conversions.public(row, conversion) for conversion in made],
-    }
-
-
-async def statuses(
-    conn: Executor, config: ApiConfig, rows: Sequence[asyncpg.Record]
-) -> list[dict[str, Any]]:
-    """The status of each link, its conversions read in one query for all."""
-    made = await conversions.of_links(conn, [row["id"] for row in rows])
-    return [status(config, row, made.get(row["id"], ())) for row in rows]
-
-
-async def callback_id(request: web.Request, url: str | None) -> int | None:
-    """The destination of a request's callback_url (seed 001), checked like an endpoint's
-    URL: 422 when it could not be one."""
-    if url is None:
-        return None
-    config = request.app[API_CONFIG]
-    try:
-        return await endpoints.callback_endpoint(
-            request.app[POOL],
-            request[ACCOUNT_ID],
-            url,
-            allow_private=config.service.allow_private_endpoints,
-            resolver=request.app[RESOLVER],
-            dns_timeout=config.service.endpoint_dns_timeout,
-        )
-    except endpoints.EndpointError as exc:
-        raise ValidationFailed([{"field": exc.field, "message": exc.message}]) from None
-
-
-def callback_url(fields: Fields) -> str | None:
-    """The callback_url field, if it has the form the document states."""
-    return fields.converted(
-        "callback_url",
-        fields.text("callback_url", max_length=endpoints.MAX_URL_LENGTH),
-        _endpoint_url,
-    )
-
-
-def _endpoint_url(value: str) -> str:
-    validation.endpoint_url(value)
-    return value
 
 
 def _token(request: web.Request) -> str:
@@ -155,7 +60,7 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
         fields.text("url", required=True, max_length=validation.MAX_URL_LENGTH),
         lambda value: validation.target_url(value, config.short_domain),
     )
-    campaign = fields.text("client_identifier", max_length=MAX_TEXT)
+    campaign = fields.text("client_identifier", max_length=validation.MAX_TEXT_LENGTH)
     days = fields.integer("expires_in_days", 90, minimum=1, maximum=3650)
     unsafe = fields.boolean("unsafe", False)
     with_scheme = fields.boolean("https", True)
@@ -178,11 +83,11 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
             validation.phone_number,
         )
         phones.append(phone)
-        refs.append(item.text("client_ref", max_length=MAX_TEXT))
+        refs.append(item.text("client_ref", max_length=validation.MAX_TEXT_LENGTH))
     problems.check()
     if not phones:
         phones, refs = [None], [None]
-    check_link_count(len(phones), config, "recipients")
+    render.check_link_count(len(phones), config, "recipients")
     prefix = short_url(config, "", with_scheme=with_scheme)
     size = await render.links_size(prefix, config.service.token_length, phones, refs)
     render.check_size(size, config, "recipients")
@@ -222,7 +127,9 @@ async def by_client_ref(request: web.Request) -> web.Response:
     """GET /v1/links?client_ref=...: the links of one message."""
     problems = Problems()
     query = Fields(request.query, problems)
-    client_ref = query.text("client_ref", required=True, min_length=1, max_length=MAX_TEXT)
+    client_ref = query.text(
+        "client_ref", required=True, min_length=1, max_length=validation.MAX_TEXT_LENGTH
+    )
     problems.check()
     if client_ref is None:  # pragma: no cover - required, checked above
         raise ApiError(422, "validation_failed", "client_ref: is required")

@@ -19,15 +19,10 @@ from shortlink import links, validation
 from shortlink.api import idempotency, render, rewrite
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
+from shortlink.api.callbacks import callback_id, callback_url
 from shortlink.api.errors import ApiError
-from shortlink.api.links import (
-    API_CONFIG,
-    MAX_TEXT,
-    callback_id,
-    callback_url,
-    check_link_count,
-    short_url,
-)
+from shortlink.api.keys import API_CONFIG
+from shortlink.api.present import short_url
 from shortlink.db import Connection
 from shortlink.links import NewLink
 from shortlink.serve import gc_held
@@ -71,8 +66,8 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
     if mode not in rewrite.MODES:
         problems.add("mode", f"must be one of {', '.join(rewrite.MODES)}")
     with_scheme = fields.boolean("https", True)
-    shared_ref = fields.text("client_ref", max_length=MAX_TEXT)
-    campaign = fields.text("client_identifier", max_length=MAX_TEXT)
+    shared_ref = fields.text("client_ref", max_length=validation.MAX_TEXT_LENGTH)
+    campaign = fields.text("client_identifier", max_length=validation.MAX_TEXT_LENGTH)
     days = fields.integer("expires_in_days", 90, minimum=1, maximum=3650)
     unsafe = fields.boolean("unsafe", False)
     shared_vars = fields.texts("vars", max_items=MAX_VALUES, max_length=MAX_VALUE)
@@ -100,7 +95,7 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
             item.text("phone_number", required=True, max_length=validation.MAX_PHONE_LENGTH),
             validation.phone_number,
         )
-        ref = item.text("client_ref", max_length=MAX_TEXT) or shared_ref
+        ref = item.text("client_ref", max_length=validation.MAX_TEXT_LENGTH) or shared_ref
         own_vars = item.texts("vars", max_items=MAX_VALUES, max_length=MAX_VALUE)
         if phone is not None:
             phones.append(phone)
@@ -113,7 +108,7 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
         raise ApiError(422, "validation_failed", "body and mode are required")
 
     plans, distinct, link_count = await _plans(body, mode, shared_vars, values, problems)
-    check_link_count(link_count, config, "to")
+    render.check_link_count(link_count, config, "to")
     # Every target is checked once, even if many recipients share it.
     checked: dict[str, str] = {}
     for index, plan in distinct:

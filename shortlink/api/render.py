@@ -239,6 +239,18 @@ async def _joined(chunks: list[bytes]) -> bytes:
     return await asyncio.to_thread(b"".join, chunks)
 
 
+def check_link_count(count: int, config: ApiConfig, field: str) -> None:
+    """422 when one request would create more links than MAX_LINKS_PER_REQUEST."""
+    if count > config.max_links_per_request:
+        message = (
+            f"this request would create {count:,} links; at most "
+            f"{config.max_links_per_request:,} per request (MAX_LINKS_PER_REQUEST)"
+        )
+        raise ApiError(
+            422, "too_many_links", f"{field}: {message}", [{"field": field, "message": message}]
+        )
+
+
 def check_size(size: int, config: ApiConfig, field: str) -> None:
     """422 when a request's answer would be larger than MAX_RESPONSE_BYTES."""
     if size > config.max_response_bytes:

@@ -10,15 +10,8 @@ import asyncpg
 from forwarder.geoip import Locator
 from forwarder.recorder import record
 from shortlink import clickevent
+from shortlink.campaigns.counters import OTHER, VALUES_KEPT, bucket_seconds, first_click_bucket
 from shortlink.links import LinkEntry
-from shortlink.stats import (
-    OTHER,
-    VALUES_KEPT,
-    VALUES_SHOWN,
-    bucket_seconds,
-    campaign,
-    first_click_bucket,
-)
 from tests.forwarder.conftest import clicks, make_links, set_endpoint
 
 
@@ -184,27 +177,6 @@ async def test_the_values_a_campaign_counts_per_dimension_are_capped(
     assert counts[OTHER] == 42  # one row is kept for Other: Safari and 198 made-up ones apart
     assert sum(counts.values()) == VALUES_KEPT + 40 + 5
     assert sum(1 for value in counts if value.startswith("Brand")) == VALUES_KEPT - 2
-
-
-async def test_statistics_show_the_values_with_most_clicks_and_sum_the_rest(
-    db: asyncpg.Connection, account_id: int
-) -> None:
-    """by_browser holds the VALUES_SHOWN browsers with most clicks and Other for the
-    rest, so a campaign's statistics stay small whatever taps arrived."""
-    links = await make_links(db, account_id, 4)
-    batch = events(clicks(links))  # Mobile Safari: 4 clicks
-    for n in range(VALUES_SHOWN + 10):
-        batch += events(clicks(links[: 1 + n % 3], user_agent=made_up_browser(n)))
-    await record(db, batch, batch_size=100)
-    found = await campaign(db, account_id, "spring-sale")
-    assert found is not None
-    browsers = found["by_browser"]
-    assert len(browsers) == VALUES_SHOWN + 1
-    assert browsers["Mobile Safari"] == 4
-    assert sum(browsers.values()) == found["total_clicks"] == len(batch)
-    shown = [count for value, count in browsers.items() if value != OTHER]
-    assert min(shown) >= 2  # every value shown has more clicks than any summed in Other
-    assert sorted(browsers.values(), reverse=True) == list(browsers.values())
 
 
 async def test_events_for_unknown_links_are_skipped(

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shortlink.api.insights import Point, Series
-from shortlink.stats import bucket_seconds
+from shortlink.campaigns.counters import bucket_seconds
+from shortlink.campaigns.series import Point, Series
 
 # Time from send to first tap, in these ranges (seconds, upper bound exclusive).
 FIRST_TAP_BINS: tuple[tuple[str, float], ...] = (
@@ -47,7 +47,7 @@ def bars(counts: dict[str, int], *, limit: int = 8) -> list[Bar]:
 
 
 def first_tap_bars(histogram: list[tuple[int, int]]) -> list[Bar]:
-    """The first-tap histogram (buckets ~5% wide, shortlink.stats) in human ranges."""
+    """The first-tap histogram (buckets ~5% wide, shortlink.campaigns.counters) in human ranges."""
     counts = dict.fromkeys((label for label, _ in FIRST_TAP_BINS), 0)
     for bucket, links in histogram:
         seconds = bucket_seconds(bucket)

@@ -11,11 +11,11 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from shortlink import stats
-from shortlink.api import insights
 from shortlink.api.dashboard import charts, sessions
 from shortlink.api.dashboard.render import page
-from shortlink.api.links import API_CONFIG
+from shortlink.api.keys import API_CONFIG
+from shortlink.campaigns import recipients, series, stats, summaries
+from shortlink.exceptions import BadCursor
 from shortlink.pool import POOL
 
 PAGE_SIZE = 50
@@ -131,7 +131,7 @@ async def campaigns(request: web.Request) -> web.Response:
     search = request.query.get("q", "").replace("\x00", "").strip()[:MAX_SEARCH]
     cursor = request.query.get("cursor") or None
     try:
-        items, next_cursor = await insights.campaigns(
+        items, next_cursor = await summaries.campaigns(
             request.app[POOL],
             session.account_id,
             search=search or None,
@@ -139,7 +139,7 @@ async def campaigns(request: web.Request) -> web.Response:
             limit=PAGE_SIZE,
             only=session.campaign,
         )
-    except insights.BadCursor:
+    except BadCursor:
         return _problem(request, 400, "Bad page", "That page link is not one this site made.")
     query = {"q": search} if search else {}
     next_url = (
@@ -177,7 +177,7 @@ async def campaign(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     pool = request.app[POOL]
     headline = (
-        await insights.campaign(pool, session.account_id, name)
+        await summaries.campaign(pool, session.account_id, name)
         if session.sees(name) and "\x00" not in name and _encodable(name)
         else None
     )
@@ -188,7 +188,7 @@ async def campaign(request: web.Request) -> web.Response:
     digits = re.sub(r"\D", "", phone_query)
     cursor = request.query.get("cursor") or None
     try:
-        recipients, next_cursor = await insights.recipients(
+        listed, next_cursor = await recipients.recipients(
             pool,
             session.account_id,
             name,
@@ -196,11 +196,11 @@ async def campaign(request: web.Request) -> web.Response:
             cursor=cursor,
             limit=PAGE_SIZE,
         )
-    except insights.BadCursor:
+    except BadCursor:
         return _problem(request, 400, "Bad page", "That page link is not one this site made.")
     now = datetime.now(UTC)
-    series = await insights.series(pool, session.account_id, name, headline["created_at"], now=now)
-    histogram = await insights.first_tap_histogram(pool, session.account_id, name)
+    taps = await series.series(pool, session.account_id, name, headline["created_at"], now=now)
+    histogram = await stats.first_tap_histogram(pool, session.account_id, name)
     last = headline["last_activity"]
     live = last is not None and now - last < LIVE_WINDOW
     context: dict[str, Any] = {
@@ -208,7 +208,7 @@ async def campaign(request: web.Request) -> web.Response:
         "campaign": headline,
         "median": breakdown["median_seconds_to_first_click"],
         "p90": breakdown["p90_seconds_to_first_click"],
-        "series": charts.series_data(series),
+        "series": charts.series_data(taps),
         "first_taps": charts.first_tap_bars(histogram),
         "breakdowns": [
             ("Device type", charts.bars(breakdown["by_device_type"])),
@@ -225,7 +225,7 @@ async def campaign(request: web.Request) -> web.Response:
                 if counts["positive"]
             }
         ),
-        "recipients": recipients,
+        "recipients": listed,
         "phone_query": phone_query,
         "phone_digits": digits,
         "next_url": campaign_url(name, phone=phone_query, cursor=next_cursor or "")

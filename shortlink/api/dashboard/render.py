@@ -18,6 +18,8 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from shortlink.timestamps import rfc3339
+
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'none'",
@@ -64,7 +66,7 @@ def _when(value: datetime | None) -> str:
 
 
 def _iso(value: datetime | None) -> str:
-    return "" if value is None else value.astimezone(UTC).isoformat()
+    return rfc3339(value) or ""
 
 
 def environment() -> jinja2.Environment:

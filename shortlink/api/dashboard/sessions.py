@@ -35,7 +35,7 @@ from shortlink.accounts import hash_api_key, is_key_shaped
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.config import DashboardConfig
 from shortlink.api.errors import Handler
-from shortlink.api.links import API_CONFIG
+from shortlink.api.keys import API_CONFIG
 from shortlink.db import Executor
 from shortlink.pool import POOL
 

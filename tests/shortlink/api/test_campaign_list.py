@@ -34,6 +34,8 @@ async def test_campaigns_newest_first_page_by_page(
         0.25,
     )
     assert older["first_activity"] <= older["last_activity"]
+    assert older["created_at"].endswith("Z")
+    assert older["last_activity"].endswith("Z")
     answer = await client.get("/v1/campaigns?q=SEC")
     assert [c["client_identifier"] for c in answer.json["campaigns"]] == ["second"]
 

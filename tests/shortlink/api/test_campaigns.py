@@ -109,6 +109,7 @@ async def test_clicks_are_listed_newest_first_with_cursors(
     assert len(seen) == 4
     times = [c["clicked_at"] for c in seen]
     assert times == sorted(times, reverse=True)
+    assert all(time.endswith("Z") for time in times)  # one timestamp format (docs/api.md)
     assert seen[0]["is_bot"] is True
     assert seen[1]["browser"] == "Mobile Safari"
     assert seen[1]["ip"] == "203.0.113.7"

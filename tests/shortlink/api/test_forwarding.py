@@ -10,7 +10,7 @@ import asyncpg
 from forwarder import formats
 from shortlink.api.app import create_app
 from shortlink.api.config import ApiConfig
-from shortlink.api.links import RESOLVER
+from shortlink.api.keys import RESOLVER
 from tests.infra import SilentResolver, running
 from tests.shortlink.api.conftest import Client, Tenant
 

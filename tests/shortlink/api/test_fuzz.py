@@ -38,7 +38,7 @@ import pytest
 
 from shortlink.api.app import create_app, openapi_document
 from shortlink.api.config import ApiConfig
-from shortlink.api.links import RESOLVER
+from shortlink.api.keys import RESOLVER
 from tests.infra import OfflineResolver, RunningServer, running
 from tests.shortlink.api.conftest import Tenant
 

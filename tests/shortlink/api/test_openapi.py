@@ -11,10 +11,11 @@ import orjson
 import pytest
 from openapi_spec_validator import validate
 
-from shortlink import conversions, stats, validation
-from shortlink.api import forwarding, idempotency, insights
+from shortlink import conversions, validation
+from shortlink.api import forwarding, idempotency
 from shortlink.api.app import create_app, openapi_document
 from shortlink.api.config import ApiConfig
+from shortlink.campaigns import clicks, summaries
 from tests.shortlink.api.conftest import SHORT_DOMAIN, Client
 
 DOCUMENT = Path(__file__).parents[3] / "shortlink" / "api" / "openapi.json"
@@ -98,8 +99,8 @@ def test_the_document_states_the_patterns_the_code_checks() -> None:
         validation.PHONE_PATTERN,
         idempotency.KEY_PATTERN,
         forwarding.WHSEC_PATTERN,
-        stats.CURSOR_PATTERN,
-        insights.CAMPAIGN_CURSOR_PATTERN,
+        clicks.CURSOR.pattern,
+        summaries.CURSOR.pattern,
         "^[0-9A-Za-z]{6,8}$",  # tokens (shortlink.tokens.is_token); others answer 404
     }
     patterns = _patterns(orjson.loads(openapi_document()))

@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from forwarder.recorder import record
-from shortlink.api import insights
 from shortlink.api.exports import RECIPIENT_COLUMNS, cell, encode_rows
+from shortlink.campaigns import exports
 from tests.forwarder.conftest import clicks, make_links
 from tests.infra import RunningServer
 from tests.shortlink.api.conftest import Tenant, new_tenant
@@ -43,7 +43,7 @@ async def test_clicks_csv_with_a_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Every click, oldest first, a header row, streamed over several batches."""
-    monkeypatch.setattr(insights, "EXPORT_BATCH", 2)
+    monkeypatch.setattr(exports, "EXPORT_BATCH", 2)
     made = await make_links(db, tenant.account_id, 5, client_identifier="export")
     start = made[0].created_at_ms / 1000
     batch = []
@@ -62,11 +62,12 @@ async def test_clicks_csv_with_a_key(
     assert 'filename="export-clicks.csv"' in headers["Content-Disposition"]
     assert body.count(b"\r\n") == 6
     rows = list(csv.reader(io.StringIO(body.decode(), newline="")))
-    assert rows[0] == list(insights.CLICK_COLUMNS)
+    assert rows[0] == list(exports.CLICK_COLUMNS)
     table = [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
     assert [int(row["tracking_url_id"]) for row in table] == [link.id for link in made]
     assert {row["user_agent"] for row in table} == {AWKWARD_AGENT}
     assert table[0]["clicked_at"] < table[-1]["clicked_at"]
+    assert all(row["clicked_at"].endswith("Z") for row in table)  # RFC 3339, as the API
 
 
 async def test_recipients_csv_with_the_session_cookie(
