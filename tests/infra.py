@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import re
 import subprocess
@@ -191,14 +192,37 @@ async def publish_events(
 
 
 async def wait_until(
-    condition: Callable[[], object], within: float = 30.0, step: float = 0.05
+    condition: Callable[[], object],
+    within: float = 30.0,
+    step: float = 0.05,
+    *,
+    what: str | None = None,
 ) -> None:
-    """Poll `condition` until it is true; AssertionError after `within` seconds."""
+    """Poll `condition` (a function, or a coroutine function) until it is true.
+
+    AssertionError after `within` seconds, naming `what` (or the condition's
+    source line) and the last value it returned.
+    """
     deadline = time.monotonic() + within
-    while not condition():
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return
         if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
+            raise AssertionError(
+                f"not met within {within:g} s: {what or _describe(condition)} (last: {value!r})"
+            )
         await asyncio.sleep(step)
+
+
+def _describe(condition: Callable[[], object]) -> str:
+    """The source line of the condition (a lambda shows itself), for a failure message."""
+    try:
+        return inspect.getsource(condition).strip().splitlines()[0]
+    except (OSError, TypeError, IndexError):
+        return getattr(condition, "__qualname__", repr(condition))
 
 
 def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
