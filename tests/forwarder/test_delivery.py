@@ -40,7 +40,8 @@ from shortlink.endpoints import set_endpoint as store_endpoint
 from shortlink.links import LinkEntry, fetch_entry
 from shortlink.pool import open_pool
 from shortlink.supervise import SUPERVISOR, Supervisor
-from tests.forwarder.conftest import Sink, clicks, make_links, publish, set_endpoint
+from tests.clicks import clicks, make_links, publish
+from tests.forwarder.endpoint import Sink, set_endpoint, settled
 from tests.forwarder.test_formats import SEED_DETAIL
 from tests.infra import RunningServer, metric_samples, running, wait_until
 
@@ -73,7 +74,7 @@ async def test_250_clicks_arrive_as_100_100_50_with_every_field(
     await wait_until(
         lambda: sum(len(orjson.loads(r.body)["ClickDetails"]) for r in sink.received) >= 250
     )
-    await asyncio.sleep(0.5)
+    await settled(forwarder, db, account_id, received=250)
     bodies = [orjson.loads(r.body) for r in sink.received]
     assert sorted((len(b["ClickDetails"]) for b in bodies), reverse=True) == [100, 100, 50]
     assert len({b["RequestIdentifier"] for b in bodies}) == 3
@@ -314,10 +315,10 @@ async def test_dead_letters_are_kept_and_can_be_sent_again(
     sink.status = 503
     env = {**forwarder_env, "DELIVERY_MAX_ATTEMPTS": "3", "DELIVERY_RETRY_BASE_SECONDS": "0.05"}
     await set_endpoint(db, account_id, sink.url)
-    async with running(create_app(ForwarderConfig.from_env(env))):
+    async with running(create_app(ForwarderConfig.from_env(env))) as forwarder:
         await publish(kafka_bootstrap, click_topic, clicks(await make_links(db, account_id, 2)))
         await wait_until(lambda: len(sink.received) == 3)
-        await asyncio.sleep(0.5)
+        await settled(forwarder, db, account_id, received=2)
         [dead] = await deliveries_of(db, account_id)
         assert (dead["status"], dead["attempts"], dead["last_status"]) == ("dead", 3, 503)
         assert dead["last_error"] == "HTTP 503"
@@ -692,7 +693,7 @@ async def test_a_malformed_retry_after_still_counts_the_attempt(
     sink.headers = {"Retry-After": "\u00b2"}
     env = {**forwarder_env, "DELIVERY_MAX_ATTEMPTS": "3", "DELIVERY_RETRY_BASE_SECONDS": "0.05"}
     await set_endpoint(db, account_id, sink.url)
-    async with running(create_app(ForwarderConfig.from_env(env))):
+    async with running(create_app(ForwarderConfig.from_env(env))) as forwarder:
         await publish(kafka_bootstrap, click_topic, clicks(await make_links(db, account_id, 1)))
         row = await wait_for_row(
             db,
@@ -702,7 +703,7 @@ async def test_a_malformed_retry_after_still_counts_the_attempt(
             """,
             account_id,
         )
-        await asyncio.sleep(0.3)
+        await settled(forwarder, db, account_id, received=1)
     assert (row["attempts"], row["last_status"], row["last_error"]) == (3, 503, "HTTP 503")
     assert len(sink.received) == 3
 
@@ -1046,7 +1047,7 @@ async def test_conversions_reach_an_endpoint_that_asked_for_them_signed_and_retr
     assert fields["occurred_at"].endswith("Z")
     assert payload["topic"] == "SCG-Message"
     assert tries[0].headers["Content-Type"] == "application/json; charset=utf-8"
-    await asyncio.sleep(0.5)
+    await settled(forwarder, db, other.account_id)
     assert quiet.received == []
 
 
@@ -1147,7 +1148,7 @@ async def test_a_callback_url_gets_each_first_tap_signed_apart_from_the_endpoint
     await wait_until(
         lambda: sum(len(orjson.loads(r.body)["ClickDetails"]) for r in endpoint.received) == 5
     )
-    await asyncio.sleep(1.0)
+    await settled(forwarder, db, account.account_id, received=7)
     assert len(callback.received) == 2
     events = [Webhook(SECRET).verify(r.body, r.headers) for r in callback.received]
     fields = [event["event"]["fld-val-list"] for event in events]

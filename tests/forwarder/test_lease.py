@@ -11,7 +11,7 @@ import pytest
 from forwarder.lease import STEPS_PER_LEASE, Lease, LeaseLost
 from shortlink.config import ServiceConfig
 from shortlink.pool import open_pool
-from tests.forwarder.conftest import set_endpoint
+from tests.forwarder.endpoint import set_endpoint
 
 
 @pytest.fixture

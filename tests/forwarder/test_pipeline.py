@@ -21,7 +21,8 @@ from shortlink.dev import embedded
 from shortlink.redirect.app import create_app as create_redirect
 from shortlink.redirect.app import make_handler
 from shortlink.redirect.config import RedirectConfig
-from tests.forwarder.conftest import IPHONE, Sink, clicks, make_links, publish, set_endpoint
+from tests.clicks import IPHONE, clicks, make_links, publish
+from tests.forwarder.endpoint import Sink, set_endpoint
 from tests.infra import running, wait_until
 
 

@@ -21,7 +21,8 @@ from forwarder.recorder import Received, Recorder, record
 from shortlink import clickevent
 from shortlink.db import is_transient
 from shortlink.supervise import SUPERVISOR
-from tests.forwarder.conftest import clicks, make_links, publish, set_endpoint
+from tests.clicks import clicks, make_links, publish
+from tests.forwarder.endpoint import set_endpoint
 from tests.infra import RunningServer, unique_name, wait_until
 
 

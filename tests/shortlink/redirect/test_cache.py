@@ -10,6 +10,7 @@ import pytest
 
 from shortlink.redirect.cache import LinkCache
 from shortlink.redirect.entries import group_index, unpack
+from tests.infra import wait_until
 
 
 def row(token: str, link_id: int = 1, campaign: str = "spring", **changes: Any) -> tuple[Any, ...]:
@@ -215,9 +216,10 @@ async def test_misses_gather_while_queries_are_out() -> None:
     cache = make(store, size=100, max_in_flight=1)
     store.gate.clear()
     first = asyncio.ensure_future(cache.lookup("Tok000"))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: len(store.queries) == 1, within=5)
     later = [asyncio.ensure_future(cache.lookup(f"Tok{i:03d}")) for i in range(1, 40)]
-    await asyncio.sleep(0.01)
+    # Every later miss was taken and the flush that would send them has run.
+    await wait_until(lambda: cache.misses == 40 and not cache._flush_scheduled, within=5)
     assert len(store.queries) == 1  # the rest wait for the slot
     store.gate.set()
     await asyncio.gather(first, *later)
@@ -263,7 +265,7 @@ async def test_an_invalidation_during_a_load_is_not_undone() -> None:
     cache = make(store)
     store.gate.clear()
     pending = asyncio.gather(cache.lookup("Change"), cache.lookup("Keep01"))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: len(store.queries) == 1, within=5)  # the lookup is out
     cache.invalidate("Change")
     store.gate.set()
     await pending
