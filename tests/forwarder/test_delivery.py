@@ -293,10 +293,7 @@ async def test_410_disables_the_endpoint(
         )
         return row is not None and not row["enabled"]
 
-    deadline = time.monotonic() + 10
-    while not await disabled():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await wait_until(disabled, within=10, what="the endpoint disabled")
     assert row is not None
     assert "410" in row["disabled_reason"]
     await asyncio.sleep(1)
@@ -385,10 +382,7 @@ async def test_delivery_refuses_a_private_address_at_send_time(
             rows = await deliveries_of(db, account_id)
             return bool(rows) and rows[0]["status"] == "dead"
 
-        deadline = time.monotonic() + 15
-        while not await dead():
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+        await wait_until(dead, within=15, step=0.1, what="the delivery dead")
     [row] = await deliveries_of(db, account_id)
     assert "not a public address" in row["last_error"]
     assert sink.received == []
@@ -448,10 +442,7 @@ async def test_tls_is_verified(
                 rows = await deliveries_of(db, bad)
                 return bool(rows) and rows[0]["status"] == "dead"
 
-            deadline = time.monotonic() + 15
-            while not await settled():
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.1)
+            await wait_until(settled, within=15, step=0.1, what="the delivery dead")
         [refused] = await deliveries_of(db, bad)
         assert refused["last_error"].startswith("TLS")
         assert untrusted.received == []
@@ -561,11 +552,14 @@ async def wait_for_row(
     db: asyncpg.Connection, query: str, *args: object, within: float = 30.0
 ) -> asyncpg.Record:
     """Poll `query` until it returns a row."""
-    deadline = time.monotonic() + within
-    while (row := await db.fetchrow(query, *args)) is None:
-        assert time.monotonic() < deadline, "no row in time"
-        await asyncio.sleep(0.05)
-    return row
+    found: list[asyncpg.Record] = []
+
+    async def row() -> bool:
+        found[:] = [r for r in [await db.fetchrow(query, *args)] if r is not None]
+        return bool(found)
+
+    await wait_until(row, within=within, what="a row")
+    return found[0]
 
 
 # -- point 8: the format a delivery was made in -----------------------------------
@@ -1089,9 +1083,10 @@ async def wait_for_rows(
     db: asyncpg.Connection, account_id: int, status: str, count: int = 1
 ) -> list[asyncpg.Record]:
     """Poll until the account has `count` deliveries (callbacks included) in `status`."""
-    deadline = time.monotonic() + 30
-    while True:
-        rows = await db.fetch(
+    rows: list[asyncpg.Record] = []
+
+    async def enough() -> bool:
+        rows[:] = await db.fetch(
             """
             SELECT d.* FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
             WHERE (e.account_id = $1 OR e.callback_account_id = $1) AND d.status = $2
@@ -1100,10 +1095,10 @@ async def wait_for_rows(
             account_id,
             status,
         )
-        if len(rows) >= count:
-            return rows
-        assert time.monotonic() < deadline, f"no {count} {status} deliveries in time"
-        await asyncio.sleep(0.05)
+        return len(rows) >= count
+
+    await wait_until(enough, what=f"{count} {status} deliveries")
+    return rows
 
 
 async def test_a_callback_url_gets_each_first_tap_signed_apart_from_the_endpoint(
