@@ -64,20 +64,24 @@ async def set_endpoint(
 async def settled(
     forwarder: RunningServer, db: asyncpg.Connection, account_id: int, *, received: int = 0
 ) -> None:
-    """Wait until the forwarder has read `received` click events and holds no delivery of the
-    account (its callbacks included) pending or in flight: from then on it sends the account
-    nothing unless something new happens, so a test may check that nothing more arrived."""
+    """Wait until the forwarder has read `received` click events and holds no click of the
+    account (its callbacks included) waiting for a batch, and no delivery of it pending or in
+    flight: from then on it sends the account nothing unless something new happens, so a test
+    may check that nothing more arrived. (An endpoint disabled with work left never settles.)"""
     recorder, deliverer = forwarder.app[RECORDER], forwarder.app[DELIVERER]
     await wait_until(lambda: recorder.totals.received >= received, what="events read")
 
     async def idle() -> bool:
-        pending = await db.fetchval(
+        waiting = await db.fetchval(
             """
-            SELECT count(*) FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
-            WHERE (e.account_id = $1 OR e.callback_account_id = $1) AND d.status = 'pending'
+            SELECT (SELECT count(*) FROM outbox o JOIN endpoints e ON e.id = o.endpoint_id
+                    WHERE e.account_id = $1 OR e.callback_account_id = $1)
+                 + (SELECT count(*) FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id
+                    WHERE (e.account_id = $1 OR e.callback_account_id = $1)
+                      AND d.status = 'pending')
             """,
             account_id,
         )
-        return pending == 0 and deliverer.in_flight == 0
+        return waiting == 0 and deliverer.in_flight == 0
 
-    await wait_until(idle, what="no delivery of the account pending or in flight")
+    await wait_until(idle, what="no click of the account waiting, no delivery pending or in flight")

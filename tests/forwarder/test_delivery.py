@@ -274,6 +274,7 @@ async def test_signatures_verify_with_standardwebhooks(
 async def test_410_disables_the_endpoint(
     forwarder: RunningServer,
     sink: Sink,
+    make_sink: Callable[[], Awaitable[Sink]],
     db: asyncpg.Connection,
     account_id: int,
     kafka_bootstrap: str,
@@ -296,7 +297,27 @@ async def test_410_disables_the_endpoint(
     await wait_until(disabled, within=10, what="the endpoint disabled")
     assert row is not None
     assert "410" in row["disabled_reason"]
-    await asyncio.sleep(1)
+
+    async def due_again() -> bool:
+        return bool(
+            await db.fetchval(
+                """
+                SELECT bool_and(d.next_attempt_at <= now()) FROM deliveries d
+                JOIN endpoints e ON e.id = d.endpoint_id
+                WHERE e.account_id = $1 AND d.status = 'pending'
+                """,
+                account_id,
+            )
+        )
+
+    await wait_until(due_again, what="the refused delivery due for another attempt")
+    # Another account's click, published now, is sent by a later pass of the delivery loop:
+    # one that would have sent the refused delivery again had the endpoint stayed enabled.
+    other, witness = (await create_account(db, "witness")).account_id, await make_sink()
+    await set_endpoint(db, other, witness.url)
+    await publish(kafka_bootstrap, click_topic, clicks(await make_links(db, other, 1)))
+    await wait_until(lambda: len(witness.received) == 1, what="the other account's click sent")
+    await settled(forwarder, db, other, received=3)
     assert len(sink.received) == 1
 
 

@@ -65,10 +65,7 @@ async def test_a_message_that_is_not_a_click_event_is_kept_in_dead_events(
     async def kept() -> list[asyncpg.Record]:
         return await db.fetch("SELECT value, error FROM dead_events WHERE topic = $1", click_topic)
 
-    for _ in range(100):
-        if await kept():
-            break
-        await asyncio.sleep(0.05)
+    await wait_until(kept, what="the message kept in dead_events")
     [row] = await kept()
     assert row["value"] == b"not an event"
     assert row["error"].startswith("not a click event")
