@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
-from asyncpg.exceptions._base import DataError as ClientDataError
 
 from forwarder.app import RECORDER
 from forwarder.config import ForwarderConfig
@@ -19,7 +18,6 @@ from forwarder.enrich import MAX_NAME
 from forwarder.geoip import PACKAGED, Locator, Place
 from forwarder.recorder import Received, Recorder, record
 from shortlink import clickevent
-from shortlink.db import is_transient
 from shortlink.supervise import SUPERVISOR
 from tests.clicks import clicks, make_links, publish
 from tests.forwarder.endpoint import set_endpoint
@@ -82,29 +80,6 @@ async def test_nul_in_a_user_agent_is_recorded_as_a_replacement_character(
     assert outcome.recorded == 1
     agent = await db.fetchval("SELECT user_agent FROM clicks WHERE event_id = $1", event.event_id)
     assert agent == "Mozilla/5.0 \ufffd evil"
-
-
-@pytest.mark.parametrize(
-    ("error", "transient"),
-    [
-        (asyncpg.AdminShutdownError, True),
-        (asyncpg.CrashShutdownError, True),
-        (asyncpg.TooManyConnectionsError, True),
-        (asyncpg.QueryCanceledError, True),
-        (asyncpg.ReadOnlySQLTransactionError, True),
-        (asyncpg.CannotConnectNowError, True),
-        (asyncpg.DeadlockDetectedError, True),
-        (asyncpg.ConnectionDoesNotExistError, True),
-        (asyncpg.InterfaceError, True),
-        (ClientDataError, False),  # invalid input for a query argument: some value's fault
-        (asyncpg.UniqueViolationError, False),
-        (asyncpg.DataError, False),
-        (asyncpg.UndefinedColumnError, False),
-    ],
-)
-def test_which_database_errors_are_worth_retrying(error: type[Exception], transient: bool) -> None:
-    """Restarts, failovers, overload and cancellations are transient; data and schema errors not."""
-    assert is_transient(error("x")) is transient
 
 
 async def test_a_failover_to_a_read_only_server_is_waited_out(
