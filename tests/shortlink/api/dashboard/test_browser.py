@@ -13,7 +13,7 @@ import asyncpg
 from playwright.async_api import BrowserContext, ConsoleMessage, Dialog, Page, expect
 
 from forwarder.recorder import record
-from tests.forwarder.conftest import clicks
+from tests.clicks import clicks
 from tests.infra import RunningServer
 from tests.shortlink.api.conftest import Tenant, new_tenant
 from tests.shortlink.api.dashboard.conftest import events, tapped_campaign
