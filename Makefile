@@ -66,7 +66,7 @@ chaos: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PYTHON) -m loadtests.chaos $(CHAOS_ARGS)
 
-## Locust, headless and bounded, against a running `make run` (see README: Load tests).
+## Locust, headless and bounded, against a running `make run` (docs/load-tests.md).
 load: install
 	$(PYTHON) -m loadtests.load
 

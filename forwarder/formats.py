@@ -1,7 +1,7 @@
 """What customers receive: ClickForward JSON and XML, and the first-click event.
 
-The contract is the click forwarding specification (../shared/seeds/
-004_229b6c62c6e6b911.txt); where a detail is open, its examples decide:
+The contract is the providers' click forwarding specification (seed 004, summarised
+in docs/design.md#contracts); where a detail is open, its examples decided:
 
 - JSON: `{"RequestIdentifier": uuid, "ClickDetails": [...]}`, each ClickDetail with
   the keys in the example's order; dates are `"\\/Date(<ms since epoch>)\\/"`

@@ -57,16 +57,9 @@ import phonenumbers
 from shortlink import accounts, schema, validation
 from shortlink.dev import embedded
 
-from .bench_redirect import (
-    LOAD_CPU,
-    RESULTS_DOC,
-    ROOT,
-    SERVER_CPU,
-    create_database,
-    drop_database,
-    process,
-    write_section,
-)
+from .databases import create_database, drop_database
+from .machine import LOAD_CPU, SERVER_CPU, process
+from .results import RESULTS_DOC, ROOT, write_section
 
 
 async def timed_post(url: str, key: str, body: bytes) -> tuple[float, int, int]:
@@ -589,7 +582,7 @@ def main() -> int:
             render_lines = render_report(base, key, database_url, args.render_recipients, args.runs)
             report = "\n".join(
                 [
-                    f"## API benchmark, rendering, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+                    f"## `make bench-api` (--only-render), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
                     "",
                     f"`make bench-api` part 6 (`--only-render`) on {platform.node()} "
                     f"({os.cpu_count()} CPUs, Python {platform.python_version()}): one API "
@@ -609,7 +602,7 @@ def main() -> int:
         if args.only_phones:
             report = "\n".join(
                 [
-                    f"## API benchmark, phone numbers, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+                    f"## `make bench-api` (--only-phones), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
                     "",
                     f"`make bench-api` part 5 (`--only-phones`) on {platform.node()} "
                     f"({os.cpu_count()} CPUs, Python {platform.python_version()}): one API "
@@ -691,7 +684,7 @@ def main() -> int:
         render_lines = render_report(base, key, database_url, args.render_recipients, args.runs)
     report = "\n".join(
         [
-            f"## API benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+            f"## `make bench-api`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
             "",
             f"`make bench-api` on {platform.node()} ({os.cpu_count()} CPUs, Python "
             f"{platform.python_version()}): one API worker on CPU {SERVER_CPU}, PostgreSQL "

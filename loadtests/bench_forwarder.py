@@ -41,18 +41,9 @@ from shortlink.endpoints import set_endpoint
 from shortlink.kafka import ensure_topic
 from shortlink.links import LinkEntry, NewLink, create_links, epoch_ms
 
-from .bench_redirect import (
-    LOAD_CPU,
-    RESULTS_DOC,
-    ROOT,
-    SERVER_CPU,
-    cpu_seconds,
-    create_database,
-    drop_database,
-    process,
-    start_profiler,
-    write_section,
-)
+from .databases import create_database, drop_database
+from .machine import LOAD_CPU, SERVER_CPU, cpu_seconds, process, start_profiler
+from .results import RESULTS_DOC, ROOT, write_section
 
 TOPIC = "bench-forwarder-clicks"
 USER_AGENTS = (
@@ -320,7 +311,7 @@ def _report(args: argparse.Namespace, t: dict[str, Any], latency: dict[str, Any]
     lat = latency["latency_ms"]
     return "\n".join(
         [
-            f"## Forwarder benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+            f"## `make bench-forwarder`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
             "",
             f"`make bench-forwarder` on {platform.node()} ({os.cpu_count()} CPUs, Python "
             f"{platform.python_version()}): one forwarder process on CPU {SERVER_CPU}; "

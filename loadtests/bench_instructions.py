@@ -31,8 +31,9 @@ from pathlib import Path
 from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
 
-from .bench_redirect import TOPIC, create_database, drop_database, seed
+from .databases import create_database, drop_database, seed
 
+TOPIC = "bench-clicks"
 REQUEST = b"GET /%s HTTP/1.1\r\nHost: bench\r\nUser-Agent: Mozilla/5.0 (iPhone) Safari\r\n\r\n"
 
 

@@ -28,7 +28,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -42,19 +41,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from shortlink import accounts, schema
-from shortlink.db import with_database
 from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
-from shortlink.links import NewLink, create_links
 
-SERVER_CPU = "0"
-LOAD_CPU = "1"
+from .databases import create_database, drop_database, seed_account
+from .machine import (
+    LOAD_CPU,
+    SERVER_CPU,
+    cpu_seconds,
+    metric,
+    process,
+    rss_kib,
+    start_profiler,
+    wait_ready,
+)
+from .results import RESULTS_DOC, ROOT, write_section
+from .wrk import WrkResult, run_wrk
+
 TOPIC = "bench-clicks"
 NO_METRICS = "shortlink, metrics off"
 WARMED = "first taps, warmed"
@@ -63,8 +70,6 @@ SCRAPED_302 = re.compile(
     r'^shortlink_redirect_responses_total\{status="302"\} (\S+)$', re.MULTILINE
 )
 CREATE_BATCH = 200_000  # recipients per POST /v1/links
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DOC = ROOT / "docs" / "benchmarks.md"
 WRK_SCRIPT = """
 local tokens = {}
 for line in io.lines("%s") do tokens[#tokens + 1] = line:match("^(%%S+)") end
@@ -89,20 +94,6 @@ delay = function() return %d end
 """
 PACED_SCRIPT = WRK_SCRIPT + PACED
 PACED_ONCE_SCRIPT = ONCE_SCRIPT + PACED
-
-
-@dataclass
-class WrkResult:
-    requests_per_second: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    errors: int
-    server_cpu: float = 0.0  # share of one core the server used during the run
-
-    @property
-    def cpu_us_per_request(self) -> float:
-        return self.server_cpu * 1e6 / self.requests_per_second
 
 
 @dataclass
@@ -158,13 +149,6 @@ class Scraper:
             stop.wait(self.interval)
 
 
-def metric(url: str, name: str) -> float:
-    """The sum of a metric's samples on a Prometheus page."""
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own URL
-        text = response.read().decode()
-    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
-
-
 def histogram(url: str, name: str) -> dict[float, float]:
     """The cumulative bucket counts of a histogram on a Prometheus page, by upper bound."""
     with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own URL
@@ -207,154 +191,6 @@ def create_through_api(api_url: str, key: str, count: int, campaign: str) -> lis
         with urllib.request.urlopen(request, timeout=300) as response:  # noqa: S310
             made += [link["token"] for link in orjson.loads(response.read())["links"]]
     return made
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def parse_duration_ms(text: str) -> float:
-    value = float(re.sub(r"[a-z]+$", "", text))
-    unit = re.sub(r"^[0-9.]+", "", text)
-    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
-
-
-def run_wrk(url: str, script: Path, seconds: int, connections: int, server_pid: int) -> WrkResult:
-    cpu_before, started = cpu_seconds(server_pid), time.monotonic()
-    out = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            LOAD_CPU,
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    result = parse_wrk(out)
-    result.server_cpu = (cpu_seconds(server_pid) - cpu_before) / (time.monotonic() - started)
-    return result
-
-
-def parse_wrk(out: str) -> WrkResult:
-    """req/s, p50/p99, requests and errors (socket errors and non-2xx/3xx) of wrk's output."""
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
-    requests = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
-    errors = sum(
-        int(n)
-        for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out)
-        + re.findall(r"Non-2xx or 3xx responses: (\d+)", out)
-    )
-    return WrkResult(
-        requests_per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),  # type: ignore[index]
-        p50_ms=parse_duration_ms(percentiles["50"]),
-        p99_ms=parse_duration_ms(percentiles["99"]),
-        requests=requests,
-        errors=errors,
-    )
-
-
-def start_profiler(pid: int, seconds: int, output: Path) -> subprocess.Popen[bytes]:
-    """py-spy recording collapsed stacks of `pid` for `seconds` (needs root or ptrace rights)."""
-    return subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "py-spy"),
-            "record",
-            "--pid",
-            str(pid),
-            "--duration",
-            str(seconds),
-            "--rate",
-            "250",
-            "--format",
-            "raw",
-            "--output",
-            str(output),
-            "--nonblocking",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def wait_ready(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own URL
-                if response.status == 200:
-                    return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready")
-
-
-@contextlib.contextmanager
-def process(
-    argv: list[str], env: dict[str, str] | None = None, log: Path | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process, stopped (SIGTERM, then SIGKILL) on exit; with `log`, its stdout and
-    stderr are appended to that file, else stdout is dropped and stderr inherited."""
-    with contextlib.ExitStack() as files:
-        output = files.enter_context(open(log, "ab")) if log is not None else None
-        child = subprocess.Popen(
-            argv,
-            env=env,
-            stdout=output or subprocess.DEVNULL,
-            stderr=output,
-        )
-    try:
-        yield child
-    finally:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-
-
-async def seed(database_url: str, count: int) -> list[tuple[str, str]]:
-    links, _ = await seed_account(database_url, count)
-    return links
-
-
-async def seed_account(database_url: str, count: int) -> tuple[list[tuple[str, str]], str]:
-    """A `bench` account with `count` links: their (token, target URL), and its API key."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        await schema.migrate(conn)
-        account = await accounts.create_account(conn, "bench")
-        specs = [
-            NewLink(
-                f"https://shop.example.com/offer?c=spring&r={i}",
-                phone_number=f"4477{i:08d}",
-                client_ref=f"msg-{i}",
-                client_identifier="bench",
-            )
-            for i in range(count)
-        ]
-        created = await create_links(conn, account.account_id, specs)
-    finally:
-        await conn.close()
-    return [(c.token, s.target_url) for c, s in zip(created, specs, strict=True)], account.api_key
 
 
 async def warm(base_url: str, tokens: list[str], concurrency: int = 64) -> float:
@@ -715,29 +551,6 @@ def _show(
     )
 
 
-def create_database(server_url: str, name: str) -> str:
-    async def create() -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    return with_database(server_url, name)
-
-
-def drop_database(server_url: str, name: str) -> None:
-    async def drop() -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
-
-
 def _report(args: argparse.Namespace, m: Measurements) -> str:
     def median(name: str, field: str) -> float:
         return float(statistics.median(getattr(r, field) for r in m.results[name]))
@@ -768,7 +581,7 @@ def _report(args: argparse.Namespace, m: Measurements) -> str:
         )
 
     lines = [
-        f"## Redirect benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"## `make bench`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"`make bench` on {platform.node()} ({os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}): servers on CPU {SERVER_CPU}, wrk, the broker and the "
@@ -852,14 +665,6 @@ def _report(args: argparse.Namespace, m: Measurements) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def write_section(report: str) -> None:
-    """Add a report to docs/benchmarks.md, newest first, keeping the history."""
-    header = "# Benchmarks\n\nFigures from the project's own benchmark commands.\n\n"
-    existing = RESULTS_DOC.read_text() if RESULTS_DOC.exists() else header
-    body = existing[len(header) :] if existing.startswith(header) else existing
-    RESULTS_DOC.write_text(header + report + "\n" + body)
 
 
 if __name__ == "__main__":

@@ -50,20 +50,10 @@ from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
 
 from .bench_forwarder import count_clicks, setup_account, sink_reset, sink_stats
-from .bench_redirect import (
-    RESULTS_DOC,
-    ROOT,
-    WrkResult,
-    cpu_seconds,
-    create_database,
-    drop_database,
-    metric,
-    parse_wrk,
-    process,
-    start_profiler,
-    wait_ready,
-    write_section,
-)
+from .databases import create_database, drop_database
+from .machine import cpu_seconds, metric, process, start_profiler, wait_ready
+from .results import RESULTS_DOC, ROOT, write_section
+from .wrk import WrkResult, parse_wrk
 
 TOPIC = "bench-system-clicks"
 PHONE = (
@@ -579,7 +569,7 @@ def _report(
     floor: dict[int, WrkResult],
 ) -> str:
     lines = [
-        f"## Whole system, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"## `make bench-system`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"`make bench-system` on {platform.node()} ({os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}): PostgreSQL, the tansu broker, one redirect worker, "

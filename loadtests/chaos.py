@@ -64,9 +64,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from shortlink import clickevent
 
 from . import faults, hostile
-from .bench_redirect import RESULTS_DOC, ROOT, write_section
 from .bench_system import FIRST_TAPS, RANDOM_TAPS
 from .chaos_report import FIRST, HOSTILE, MALFORMED, REPEAT, Outcome, Setting, Window, render
+from .results import RESULTS_DOC, ROOT, write_section
 from .system import TOPIC, WARM_LINKS, Stack, alive, start_stack
 from .taps import Tally, malformed_taps, start_wrk, wrk_script
 from .watch import Watcher, read_logs, worker_pids

@@ -20,8 +20,8 @@ from typing import Any
 
 from shortlink.campaigns.counters import VALUES_KEPT
 
-from .bench_redirect import ROOT, WrkResult
 from .hostile import API_ROUNDS, TAP_VARIANTS, ApiAnswers
+from .results import ROOT
 from .taps import NO_ANSWER, VARIANTS, Tally
 from .watch import (
     RESTART_METRICS,
@@ -34,6 +34,7 @@ from .watch import (
     longest_flat,
     summarise,
 )
+from .wrk import WrkResult
 
 REPEAT, FIRST, MALFORMED, HOSTILE = "repeat taps", "first taps", "malformed taps", "hostile taps"
 TAP_KINDS = (REPEAT, FIRST, MALFORMED, HOSTILE)
@@ -140,7 +141,7 @@ def render(s: Setting, o: Outcome) -> tuple[str, bool]:
         problems.append(f"{o.sink['invalid']} POSTs broke the contract")
     commit = _commit()
     lines = [
-        f"## Fault benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"## `make chaos` ({s.mode}), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"`make chaos` ({s.mode}) on {platform.node()} ({os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}), commit {commit}; load average {s.load_before:.2f} "

@@ -34,9 +34,10 @@ from shortlink.links import NewLink, create_links
 
 from . import faults
 from .bench_forwarder import setup
-from .bench_redirect import create_database, process, wait_ready
 from .bench_system import wait_drained
+from .databases import create_database
 from .hostile import CAMPAIGN as HOSTILE_CAMPAIGN
+from .machine import process, wait_ready
 
 TOPIC = "chaos-clicks"
 WARM_LINKS = 1_000

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bench_redirect import WrkResult, parse_wrk
 from .bench_system import PHONE, SCRIPT_HEAD, paced_connections
+from .wrk import WrkResult, parse_wrk
 
 NO_ANSWER = 0  # the status of a tap that got no answer (reset, refused, timed out)
 # After the stop second each connection idles; wrk runs this much longer so the

@@ -144,7 +144,8 @@ def _phone_problem(raw: str) -> str:
 def target_url(raw: str, short_domain: str) -> str:
     """A normalised http(s) target URL, or InvalidInput."""
     url = http_url(raw)
-    if (url.host or "").lower().rstrip(".") == short_domain_host(short_domain):
+    host, ports = short_domain_address(short_domain)
+    if (url.host or "").lower().rstrip(".") == host and url.port in ports:
         raise InvalidInput("must not point at the short domain itself")
     return str(url)
 
@@ -212,22 +213,33 @@ def _international(raw: str) -> bool:
     return host.startswith("[") or not host.isascii() or "xn--" in host.lower()
 
 
-def short_host_pattern(host: str) -> str | None:
-    """The pattern of the http(s) URLs on `host` (a name or IPv4 address, lower case), in
-    any case and on any port: the targets `target_url` refuses for that short domain.
-    None for a host no target pattern can name (an IPv6 address)."""
+def short_domain_pattern(short_domain: str) -> str | None:
+    """The pattern of the http(s) URLs on SHORT_DOMAIN's host and port (the host in any
+    case): the targets `target_url` refuses for that short domain. None for a host no
+    target pattern can name (an IPv6 address)."""
+    host, ports = short_domain_address(short_domain)
     if re.fullmatch(r"[a-z0-9.-]+", host) is None:
         return None
     letters = "".join(
         f"[{c.upper()}{c}]" if c.isalpha() else "\\." if c == "." else c for c in host
     )
-    return f"^{_SCHEME}{letters}\\.?(?:[:/?#]|$)"
+    on_host = f"{letters}\\.?"
+    alternatives = [f"{_SCHEME}{on_host}:(?:{'|'.join(str(p) for p in sorted(ports))})"]
+    if 80 in ports:  # no port given: the scheme's own
+        alternatives.append(f"[Hh][Tt][Tt][Pp]://{on_host}")
+    if 443 in ports:
+        alternatives.append(f"[Hh][Tt][Tt][Pp][Ss]://{on_host}")
+    return f"^(?:{'|'.join(alternatives)})(?:[/?#]|$)"
 
 
-def short_domain_host(short_domain: str) -> str:
-    """The host part of SHORT_DOMAIN (which may carry a port)."""
-    return (
-        short_domain.rsplit(":", 1)[0].lower()
-        if not short_domain.startswith("[")
-        else (short_domain[1 : short_domain.index("]")].lower())
-    )
+def short_domain_address(short_domain: str) -> tuple[str, frozenset[int]]:
+    """The host of SHORT_DOMAIN (lower case) and the ports its short URLs are opened on:
+    the port it names, or, when it names none, 80 and 443 (a short URL sent without its
+    scheme may be opened over either; so is one whose port is not a number, which no
+    short URL can be opened on)."""
+    if short_domain.startswith("["):
+        end = short_domain.index("]")
+        host, port = short_domain[1:end], short_domain[end + 1 :].removeprefix(":")
+    else:
+        host, _, port = short_domain.partition(":")
+    return host.lower(), frozenset({int(port)} if port.isdigit() else {80, 443})

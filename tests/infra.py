@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
@@ -41,18 +45,23 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
+END_KEY = b"tests.infra:end"
+
+
 async def consume(
     bootstrap_servers: str,
     topic: str,
     count: int,
     *,
     within: float = 30.0,
-    settle: float = 0.0,
+    to_end: bool = False,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read `topic` from the beginning until `count` records arrived (or `within` s passed).
 
-    With `settle`, keep reading that long after reaching `count`, so a test can
-    also see records that should not be there. Read as the forwarder reads, through
+    With `to_end`, then put an end marker on every partition and read on until each
+    marker is back: the records returned are all that the broker held before them, so
+    a test sees records that should not be there without waiting a fixed time (the
+    producers must be done first). Read as the forwarder reads, through
     shortlink.kafka.contiguous (the broker may serve a later batch first).
     """
     consumer = AIOKafkaConsumer(
@@ -64,23 +73,46 @@ async def consume(
     )
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
+    ends = 0
     holes = Holes()
 
     async def more(timeout_ms: int) -> None:
+        nonlocal ends
         batches = await consumer.getmany(timeout_ms=timeout_ms)
         for batch in (await contiguous(consumer, batches, holes, grouped=False)).values():
-            records.extend(batch)
+            for record in batch:
+                if record.key == END_KEY:
+                    ends += 1
+                else:
+                    records.append(record)
 
     try:
         deadline = time.monotonic() + within
         while len(records) < count and time.monotonic() < deadline:
             await more(300)
-        settle_until = time.monotonic() + settle
-        while time.monotonic() < settle_until:
-            await more(200)
+        if to_end:
+            partitions = await put_end_markers(bootstrap_servers, topic)
+            end_deadline = time.monotonic() + 30
+            while ends < partitions:
+                if time.monotonic() > end_deadline:
+                    raise AssertionError(f"the end markers of {topic} did not come back")
+                await more(200)
     finally:
         await consumer.stop()
     return records
+
+
+async def put_end_markers(bootstrap_servers: str, topic: str) -> int:
+    """One END_KEY record on every partition of `topic`; how many partitions it has."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+        sent = [await producer.send(topic, value=b"", key=END_KEY, partition=p) for p in partitions]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    return len(partitions)
 
 
 @dataclass
@@ -170,6 +202,33 @@ async def exchange(server: RunningServer, data: bytes) -> list[int]:
     return statuses_of(received)
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A urllib handler that hands redirects back instead of following them."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def status_of(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, str | None]:
+    """The status and Location of a GET of `url` from a process's server, not followed."""
+    opener = urllib.request.build_opener(NoRedirect)
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - our server
+    try:
+        with opener.open(request, timeout=5) as response:
+            return int(response.status), response.headers["Location"]
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Location"]
+
+
+async def tap(server: RunningServer, token: str, **headers: str) -> int:
+    """Tap a short link as a phone would (one GET, redirect not followed); the status."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(
+            f"{server.url}/{token}", headers=headers, allow_redirects=False
+        ) as response:
+            return response.status
+
+
 def env_for(base: Mapping[str, str], **overrides: Any) -> dict[str, str]:
     """An environment mapping: `base` plus overrides rendered as strings."""
     return {**base, **{key: str(value) for key, value in overrides.items()}}
@@ -191,14 +250,48 @@ async def publish_events(
 
 
 async def wait_until(
-    condition: Callable[[], object], within: float = 30.0, step: float = 0.05
+    condition: Callable[[], object],
+    within: float = 30.0,
+    step: float = 0.05,
+    *,
+    what: str | None = None,
 ) -> None:
-    """Poll `condition` until it is true; AssertionError after `within` seconds."""
+    """Poll `condition` (a function, or a coroutine function) until it is true.
+
+    AssertionError after `within` seconds, naming `what` (or the condition's
+    source line) and the last value it returned.
+    """
     deadline = time.monotonic() + within
-    while not condition():
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return
         if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
+            raise AssertionError(
+                f"not met within {within:g} s: {what or _describe(condition)} (last: {value!r})"
+            )
         await asyncio.sleep(step)
+
+
+def _describe(condition: Callable[[], object]) -> str:
+    """The source line of the condition (a lambda shows itself), for a failure message."""
+    try:
+        return inspect.getsource(condition).strip().splitlines()[0]
+    except (OSError, TypeError, IndexError):
+        return getattr(condition, "__qualname__", repr(condition))
+
+
+async def all_published(server: RunningServer) -> None:
+    """Wait until the redirect server's publisher has sent every click it was given."""
+    from shortlink.redirect.publisher import PUBLISHER
+
+    publisher = server.app[PUBLISHER]
+    await wait_until(
+        lambda: publisher.published == publisher.submitted,
+        what="every submitted click published",
+    )
 
 
 def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -216,7 +309,7 @@ class DatabaseProxy:
     `freeze()` stops forwarding on every connection open at that moment (the
     sockets stay open: the peer hears nothing, as after a failover or a NAT
     timeout); later connections work. With `refusing`, new connections are
-    closed at once. `url` is the database URL through the proxy.
+    closed at once (counted in `refused`). `url` is the database URL through the proxy.
     """
 
     def __init__(self, database_url: str) -> None:
@@ -230,6 +323,7 @@ class DatabaseProxy:
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
         self.refusing = False
+        self.refused = 0  # connections closed at once because of `refusing`
         self.url = ""
         self._server: asyncio.Server | None = None
 
@@ -249,6 +343,7 @@ class DatabaseProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.refusing:
+            self.refused += 1
             writer.close()
             return
         up_reader, up_writer = await self._upstream()

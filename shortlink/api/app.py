@@ -41,9 +41,9 @@ def openapi_document() -> bytes:
 def served_document(config: ApiConfig) -> bytes:
     """The contract as this API serves it: the repository's document, with the one rule
     that depends on configuration stated as a schema too: a target URL is not on
-    SHORT_DOMAIN's host (a `not` pattern on the links' `url`)."""
+    SHORT_DOMAIN's host and port (a `not` pattern on the links' `url`)."""
     document = orjson.loads(openapi_document())
-    pattern = validation.short_host_pattern(validation.short_domain_host(config.short_domain))
+    pattern = validation.short_domain_pattern(config.short_domain)
     if pattern is not None:
         schemas = document["components"]["schemas"]
         for name in TARGET_SCHEMAS:

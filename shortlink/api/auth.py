@@ -1,4 +1,5 @@
-"""Bearer API keys: every /v1 route but the OpenAPI document needs one.
+"""Bearer API keys: every /v1 route but the OpenAPI document and /v1/docs needs one
+(the CSV routes take the dashboard's session cookie instead, signed in before this).
 
 A key is looked up by its SHA-256 (shortlink.accounts); a missing, unknown,
 revoked or disabled key is a 401. The account found is the only one the

@@ -2,7 +2,7 @@
 
 A body is cut into fixed text and link slots; each recipient's message is the
 text with a short URL of their own in every slot. Modes (from the providers'
-documents in ../shared/seeds):
+documents the project started from, summarised in docs/design.md#contracts):
 
 - `track`:    every `#track("URL")` directive (quotes may arrive escaped, `\\"`) is
               replaced by the short URL.

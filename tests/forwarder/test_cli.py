@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import orjson
 from forwarder.app import create_app
 from forwarder.config import ForwarderConfig
 from shortlink.serve import EXIT_CONFIG
-from tests.infra import running, shortlink
+from tests.infra import running, shortlink, wait_until
 
 
 def test_endpoint_set_show_and_refusals(database_url: str, account_id: int) -> None:
@@ -101,10 +100,13 @@ async def test_health_and_readiness(forwarder_env: dict[str, str]) -> None:
     ):
         async with session.get(f"{server.url}/healthz") as health:
             assert health.status == 200
-        for _ in range(300):
-            async with session.get(f"{server.url}/readyz") as ready:
-                body = await ready.json()
-                if ready.status == 200:
-                    break
-            await asyncio.sleep(0.1)
+        body: object = None
+
+        async def ready() -> bool:
+            nonlocal body
+            async with session.get(f"{server.url}/readyz") as response:
+                body = await response.json()
+                return response.status == 200
+
+        await wait_until(ready, step=0.1, what="/readyz answering 200")
         assert body == {"database": "ok", "consumer": "ok"}

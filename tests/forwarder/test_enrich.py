@@ -7,11 +7,8 @@ from ua_parser import parse
 
 from forwarder import previews
 from forwarder.enrich import classify
+from tests.clicks import IPHONE
 
-IPHONE = (
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
-    "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"
-)
 GALAXY = (
     "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/120.0.6099.144 Mobile Safari/537.36"
@@ -156,13 +153,6 @@ def test_a_phone_maker_named_like_a_bot_is_a_person() -> None:
     assert client.device_type == "mobile"
 
 
-def test_rules_are_lower_case_substrings() -> None:
-    """The rule table is easy to extend: lower-case needles, matched case-insensitively."""
-    assert all(needle == needle.lower() for needle, _ in previews.RULES)
-    assert previews.match("Mozilla/5.0 WHATSAPP/2.0") == "WhatsApp preview"
-    assert previews.match(IPHONE) is None
-
-
 @pytest.mark.parametrize("name", sorted(PHONES))
 def test_phone_browsers_and_in_app_browsers_are_people(name: str) -> None:
     """Phone browsers and the in-app browsers of Instagram, Facebook, Snapchat, TikTok and
@@ -210,10 +200,3 @@ def test_crawlers_of_the_maintained_list_are_bots(user_agent: str, listed_as: st
     client = classify(user_agent, "GET")
     assert client.is_bot is True
     assert client.device_type == "bot"
-
-
-def test_the_list_is_loaded_whole() -> None:
-    """Every pattern of the packaged list is used (RE2, or re for any RE2 cannot read)."""
-    assert previews.LISTED_PATTERNS > 1000
-    assert previews.listed("Mozilla/5.0 (compatible; GPTBot/1.2; +https://openai.com/gptbot)")
-    assert previews.listed("\ud800 broken") is None

@@ -11,7 +11,8 @@ import pytest
 from forwarder.lease import STEPS_PER_LEASE, Lease, LeaseLost
 from shortlink.config import ServiceConfig
 from shortlink.pool import open_pool
-from tests.forwarder.conftest import set_endpoint
+from tests.forwarder.endpoint import set_endpoint
+from tests.infra import wait_until
 
 
 @pytest.fixture
@@ -91,18 +92,25 @@ async def test_a_renewal_that_finds_the_lease_gone_cuts_what_runs_under_it(
             pass
 
 
-async def test_the_lease_is_kept_while_a_request_runs(pool: asyncpg.Pool, endpoint_id: int) -> None:
+async def test_the_lease_is_kept_while_a_request_runs(
+    pool: asyncpg.Pool, db: asyncpg.Connection, endpoint_id: int
+) -> None:
     """keep() renews the lease, so no other process takes it past its first expiry."""
     lease = Lease(pool, endpoint_id, "me", 3)
     other = Lease(pool, endpoint_id, "other", 3)
     assert await lease.take()
+    first_expiry = await db.fetchval("SELECT lease_until FROM endpoints WHERE id = $1", endpoint_id)
     keeper = asyncio.create_task(lease.keep())
     try:
-        # Past the lease's length: without renewals it would have expired.
-        for _ in range(10):
-            await asyncio.sleep(0.4)
+        # The lease must outlive its first expiry, a wall-clock time the database measures:
+        # this waits the lease's length (3 s), trying to take the lease all along.
+        async def past_first_expiry() -> bool:
             assert not await other.take()
             assert lease.remaining > 0
+            return bool(await db.fetchval("SELECT now() > $1", first_expiry))
+
+        await wait_until(past_first_expiry, within=30, step=0.2, what="the first expiry passed")
+        assert not await other.take()
     finally:
         keeper.cancel()
         with pytest.raises(asyncio.CancelledError):

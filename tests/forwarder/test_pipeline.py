@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -21,8 +20,9 @@ from shortlink.dev import embedded
 from shortlink.redirect.app import create_app as create_redirect
 from shortlink.redirect.app import make_handler
 from shortlink.redirect.config import RedirectConfig
-from tests.forwarder.conftest import IPHONE, Sink, clicks, make_links, publish, set_endpoint
-from tests.infra import running, wait_until
+from tests.clicks import IPHONE, clicks, make_links, publish
+from tests.forwarder.endpoint import Sink, set_endpoint, settled
+from tests.infra import all_published, running, wait_until
 
 
 async def test_first_click_is_notified_once_for_twenty_parallel_taps(
@@ -37,7 +37,7 @@ async def test_first_click_is_notified_once_for_twenty_parallel_taps(
     [link] = await make_links(db, account_id, 1)
     redirect = create_redirect(RedirectConfig.from_env(redirect_env))
     async with (
-        running(create_forwarder(ForwarderConfig.from_env(forwarder_env))),
+        running(create_forwarder(ForwarderConfig.from_env(forwarder_env))) as forwarder,
         running(redirect, make_handler) as server,
         aiohttp.ClientSession() as session,
     ):
@@ -50,7 +50,8 @@ async def test_first_click_is_notified_once_for_twenty_parallel_taps(
 
         assert await asyncio.gather(*(tap() for _ in range(20))) == [302] * 20
         await wait_until(lambda: len(sink.received) == 1)
-        await asyncio.sleep(1.5)
+        await all_published(server)
+        await settled(forwarder, db, account_id, received=20)
     assert len(sink.received) == 1
     event = orjson.loads(sink.received[0].body)
     assert event["attempt"] == 1
@@ -73,7 +74,7 @@ async def test_a_preview_bot_never_triggers_the_first_click(
     [link] = await make_links(db, account_id, 1)
     redirect = create_redirect(RedirectConfig.from_env(redirect_env))
     async with (
-        running(create_forwarder(ForwarderConfig.from_env(forwarder_env))),
+        running(create_forwarder(ForwarderConfig.from_env(forwarder_env))) as forwarder,
         running(redirect, make_handler) as server,
         aiohttp.ClientSession() as session,
     ):
@@ -85,14 +86,13 @@ async def test_a_preview_bot_never_triggers_the_first_click(
         async with session.head(url, headers={"User-Agent": IPHONE}, allow_redirects=False):
             pass
 
-        async def recorded() -> int:
-            return int(await db.fetchval("SELECT count(*) FROM clicks WHERE link_id = $1", link.id))
+        async def both_recorded() -> bool:
+            return bool(
+                await db.fetchval("SELECT count(*) FROM clicks WHERE link_id = $1", link.id) >= 2
+            )
 
-        deadline = time.monotonic() + 20
-        while await recorded() < 2:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.5)
+        await wait_until(both_recorded, within=20, what="both fetches recorded")
+        await settled(forwarder, db, account_id, received=2)
         assert sink.received == []
         assert (
             await db.fetchval("SELECT clicked_at FROM first_clicks WHERE link_id = $1", link.id)
@@ -122,6 +122,7 @@ async def test_two_forwarders_share_the_work_and_never_overlap_on_an_endpoint(
         nonlocal in_flight, most
         in_flight += 1
         most = max(most, in_flight)
+        # Each request takes a while, so that a second one sent meanwhile would overlap it.
         await asyncio.sleep(0.05)
         received.append(await request.read())
         in_flight -= 1
@@ -180,18 +181,19 @@ async def test_a_killed_forwarder_loses_nothing_and_counts_nothing_twice(
                 await db.fetchval("SELECT count(*) FROM clicks WHERE account_id = $1", account_id)
             )
 
-        deadline = time.monotonic() + 60
-        while await recorded() < 600:
-            assert time.monotonic() < deadline, "the forwarder recorded nothing"
-            await asyncio.sleep(0.02)
+        async def recorded_at_least(count: int) -> bool:
+            return await recorded() >= count
+
+        await wait_until(
+            lambda: recorded_at_least(600), within=60, step=0.02, what="600 clicks recorded"
+        )
         process.send_signal(signal.SIGKILL)
         process.wait()
         assert await recorded() < 3000, "killed too late to prove anything"
         process = start()
-        deadline = time.monotonic() + 90
-        while await recorded() < 3000:
-            assert time.monotonic() < deadline, "clicks were lost"
-            await asyncio.sleep(0.2)
+        await wait_until(
+            lambda: recorded_at_least(3000), within=90, step=0.2, what="every click recorded"
+        )
 
         def delivered() -> set[int]:
             return {
@@ -255,13 +257,12 @@ async def test_a_tap_through_a_trusted_proxy_is_placed_by_its_client_ip(
             ) as response:
                 assert response.status == 302
 
-        async def recorded() -> int:
-            return int(await db.fetchval("SELECT count(*) FROM clicks WHERE link_id = $1", link.id))
+        async def both_recorded() -> bool:
+            return bool(
+                await db.fetchval("SELECT count(*) FROM clicks WHERE link_id = $1", link.id) >= 2
+            )
 
-        deadline = time.monotonic() + 20
-        while await recorded() < 2:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+        await wait_until(both_recorded, within=20, what="both taps recorded")
     rows = await db.fetch(
         "SELECT host(client_ip) AS ip, country, region FROM clicks WHERE link_id = $1 ORDER BY 1",
         link.id,

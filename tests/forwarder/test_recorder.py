@@ -9,14 +9,10 @@ import asyncpg
 
 from forwarder.geoip import Locator
 from forwarder.recorder import record
-from shortlink import clickevent
 from shortlink.campaigns.counters import OTHER, VALUES_KEPT, bucket_seconds, first_click_bucket
 from shortlink.links import LinkEntry
-from tests.forwarder.conftest import clicks, make_links, set_endpoint
-
-
-def events(values: list[tuple[str, bytes]]) -> list[clickevent.ClickEvent]:
-    return [clickevent.decode(value) for _, value in values]
+from tests.clicks import clicks, events, make_links
+from tests.forwarder.endpoint import set_endpoint
 
 
 async def stats(db: asyncpg.Connection, account_id: int) -> asyncpg.Record:

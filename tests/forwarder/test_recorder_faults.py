@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
-from asyncpg.exceptions._base import DataError as ClientDataError
 
 from forwarder.app import RECORDER
 from forwarder.config import ForwarderConfig
@@ -19,9 +18,9 @@ from forwarder.enrich import MAX_NAME
 from forwarder.geoip import PACKAGED, Locator, Place
 from forwarder.recorder import Received, Recorder, record
 from shortlink import clickevent
-from shortlink.db import is_transient
 from shortlink.supervise import SUPERVISOR
-from tests.forwarder.conftest import clicks, make_links, publish, set_endpoint
+from tests.clicks import clicks, make_links, publish
+from tests.forwarder.endpoint import set_endpoint
 from tests.infra import RunningServer, unique_name, wait_until
 
 
@@ -64,10 +63,7 @@ async def test_a_message_that_is_not_a_click_event_is_kept_in_dead_events(
     async def kept() -> list[asyncpg.Record]:
         return await db.fetch("SELECT value, error FROM dead_events WHERE topic = $1", click_topic)
 
-    for _ in range(100):
-        if await kept():
-            break
-        await asyncio.sleep(0.05)
+    await wait_until(kept, what="the message kept in dead_events")
     [row] = await kept()
     assert row["value"] == b"not an event"
     assert row["error"].startswith("not a click event")
@@ -84,29 +80,6 @@ async def test_nul_in_a_user_agent_is_recorded_as_a_replacement_character(
     assert outcome.recorded == 1
     agent = await db.fetchval("SELECT user_agent FROM clicks WHERE event_id = $1", event.event_id)
     assert agent == "Mozilla/5.0 \ufffd evil"
-
-
-@pytest.mark.parametrize(
-    ("error", "transient"),
-    [
-        (asyncpg.AdminShutdownError, True),
-        (asyncpg.CrashShutdownError, True),
-        (asyncpg.TooManyConnectionsError, True),
-        (asyncpg.QueryCanceledError, True),
-        (asyncpg.ReadOnlySQLTransactionError, True),
-        (asyncpg.CannotConnectNowError, True),
-        (asyncpg.DeadlockDetectedError, True),
-        (asyncpg.ConnectionDoesNotExistError, True),
-        (asyncpg.InterfaceError, True),
-        (ClientDataError, False),  # invalid input for a query argument: some value's fault
-        (asyncpg.UniqueViolationError, False),
-        (asyncpg.DataError, False),
-        (asyncpg.UndefinedColumnError, False),
-    ],
-)
-def test_which_database_errors_are_worth_retrying(error: type[Exception], transient: bool) -> None:
-    """Restarts, failovers, overload and cancellations are transient; data and schema errors not."""
-    assert is_transient(error("x")) is transient
 
 
 async def test_a_failover_to_a_read_only_server_is_waited_out(

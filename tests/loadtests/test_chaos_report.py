@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-from loadtests.bench_redirect import WrkResult
 from loadtests.chaos_report import (
     DEAD_EVENTS,
     FIRST,
@@ -19,6 +18,7 @@ from loadtests.chaos_report import (
 from loadtests.hostile import ApiAnswers
 from loadtests.taps import Tally
 from loadtests.watch import LogEntry, Sample
+from loadtests.wrk import WrkResult
 
 T0 = 1796119200.0
 SETTING = Setting("quick", 10, 4, 0.1, 0.01, 150, 1000, 0.5, 0.7)

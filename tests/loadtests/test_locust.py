@@ -16,7 +16,7 @@ from loadtests.shape import burst_users
 from shortlink import accounts, clickevent
 from shortlink.api.app import create_app as create_api
 from shortlink.api.config import ApiConfig
-from tests.infra import RunningServer, consume, running
+from tests.infra import RunningServer, all_published, consume, running
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,7 +92,8 @@ async def test_smoke_run_against_redirect_server_and_api(
         "GET": int(stats["tap"]["requests"]),
         "HEAD": int(stats["preview (HEAD)"]["requests"]),
     }
-    records = await consume(kafka_bootstrap, click_topic, sum(counted.values()), settle=1.0)
+    await all_published(redirect_server)
+    records = await consume(kafka_bootstrap, click_topic, sum(counted.values()), to_end=True)
     methods = Counter(clickevent.decode(r.value).method for r in records)
     assert set(methods) == {"GET", "HEAD"}
     # Every answered request is one event. Locust cannot count a request whose user

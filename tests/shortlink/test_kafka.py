@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shortlink.kafka import Holes, contiguous, ensure_topic
-from tests.infra import unique_name
+from tests.infra import unique_name, wait_until
 
 TP = TopicPartition("clicks", 0)
 
@@ -119,11 +118,14 @@ async def test_contiguous_reads_a_partition_again_from_its_hole(kafka_bootstrap:
     try:
         await consumer.getmany(timeout_ms=100)  # assigned
         consumer.seek(tp, 5)  # as a broker that served a later batch first would leave it
-        deadline = time.monotonic() + 15
-        while len(read) < 10 and time.monotonic() < deadline:
+
+        async def all_read() -> bool:
             batches = await consumer.getmany(timeout_ms=300)
             for records in (await contiguous(consumer, batches, holes, grouped=False)).values():
-                read += offsets(records)
+                read.extend(offsets(records))
+            return len(read) >= 10
+
+        await wait_until(all_read, within=15, step=0, what="the ten records read")
     finally:
         await consumer.stop()
     assert read == list(range(10))

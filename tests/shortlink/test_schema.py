@@ -10,9 +10,7 @@ import asyncpg
 import pytest
 
 from shortlink import schema
-from shortlink.config import ServiceConfig
-from shortlink.exceptions import SchemaBehindError, SchemaError
-from shortlink.pool import open_pool
+from shortlink.exceptions import SchemaError
 from shortlink.serve import EXIT_CONFIG
 
 
@@ -58,14 +56,6 @@ async def test_concurrent_migrations_apply_once(empty_database_url: str) -> None
     finally:
         for conn in conns:
             await conn.close()
-
-
-async def test_service_pool_refuses_a_schema_behind(empty_database_url: str) -> None:
-    """Opening a service pool on an unmigrated database raises SchemaBehindError."""
-    config = ServiceConfig.from_env({"DATABASE_URL": empty_database_url})
-    with pytest.raises(SchemaBehindError, match="shortlink migrate"):
-        async with open_pool(config):
-            pass
 
 
 def test_redirect_server_refuses_to_start_on_a_schema_behind(

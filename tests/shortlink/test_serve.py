@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,11 +17,11 @@ from shortlink import clickevent
 from shortlink.dev import embedded
 from shortlink.links import NewLink, create_links
 from shortlink.serve import gc_held
-from tests.infra import consume
+from tests.infra import consume, status_of, wait_until
 
 
-def start_redirect(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
+def spawn_redirect(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -36,18 +34,27 @@ def start_redirect(env: dict[str, str], port: int, workers: int) -> subprocess.P
         ],
         env={**os.environ, **env},
     )
-    deadline = time.monotonic() + 60
-    while True:
+
+
+async def start_redirect(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
+    """The redirect command line with `workers` workers on `port`, once it is ready."""
+    process = spawn_redirect(env, port, workers)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the redirect server exited with {process.returncode}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return process
+                return bool(r.status == 200)
         except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(process)
-            raise AssertionError("the redirect server did not become ready")
-        time.sleep(0.1)
+            return False
+
+    try:
+        await wait_until(ready, within=60, step=0.1, what="the redirect server ready")
+    except AssertionError:
+        stop(process)
+        raise
+    return process
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -75,18 +82,8 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None
-
-
-def status_of(url: str) -> int:
-    opener = urllib.request.build_opener(NoRedirect)
-    try:
-        with opener.open(url, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
+def status(url: str) -> int:
+    return status_of(url)[0]
 
 
 @pytest.fixture
@@ -102,15 +99,15 @@ async def test_sigterm_flushes_buffered_clicks(
     port = embedded.free_port()
     # A ten-minute linger: without the flush on shutdown, none of these would be sent.
     env = {**redirect_env, "PUBLISH_LINGER_MS": "600000"}
-    process = start_redirect(env, port, workers=1)
+    process = await start_redirect(env, port, workers=1)
     try:
-        assert [status_of(f"http://127.0.0.1:{port}/{token}") for _ in range(10)] == [302] * 10
+        assert [status(f"http://127.0.0.1:{port}/{token}") for _ in range(10)] == [302] * 10
         assert await consume(kafka_bootstrap, click_topic, 1, within=1.0) == []
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     finally:
         stop(process)
-    records = await consume(kafka_bootstrap, click_topic, 10, settle=0.5)
+    records = await consume(kafka_bootstrap, click_topic, 10, to_end=True)
     assert len(records) == 10
     assert {clickevent.decode(r.value).token for r in records} == {token}
 
@@ -120,14 +117,14 @@ async def test_workers_share_the_port_and_stop_together(
 ) -> None:
     """Two workers serve one port; SIGTERM stops both cleanly and every click is published."""
     port = embedded.free_port()
-    process = start_redirect(redirect_env, port, workers=2)
+    process = await start_redirect(redirect_env, port, workers=2)
     try:
-        assert [status_of(f"http://127.0.0.1:{port}/{token}") for _ in range(40)] == [302] * 40
+        assert [status(f"http://127.0.0.1:{port}/{token}") for _ in range(40)] == [302] * 40
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
     finally:
         stop(process)
-    records = await consume(kafka_bootstrap, click_topic, 40, settle=0.5)
+    records = await consume(kafka_bootstrap, click_topic, 40, to_end=True)
     assert len(records) == 40
     assert not embedded.port_is_open("127.0.0.1", port)
 
@@ -135,19 +132,18 @@ async def test_workers_share_the_port_and_stop_together(
 async def test_a_crashed_worker_is_replaced(redirect_env: dict[str, str], token: str) -> None:
     """When a worker dies, the supervisor starts another and the port keeps answering."""
     port = embedded.free_port()
-    process = start_redirect(redirect_env, port, workers=2)
+    process = await start_redirect(redirect_env, port, workers=2)
     try:
         workers = workers_of(process)
         assert len(workers) == 2
         os.kill(workers[0], signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while True:
+
+        def replaced() -> bool:
             now = workers_of(process)
-            if len(now) == 2 and workers[0] not in now:
-                break
-            assert time.monotonic() < deadline, "no replacement worker"
-            await asyncio.sleep(0.2)
-        assert status_of(f"http://127.0.0.1:{port}/{token}") == 302
+            return len(now) == 2 and workers[0] not in now
+
+        await wait_until(replaced, step=0.2, what="a replacement worker")
+        assert status(f"http://127.0.0.1:{port}/{token}") == 302
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
     finally:
@@ -157,15 +153,14 @@ async def test_a_crashed_worker_is_replaced(redirect_env: dict[str, str], token:
 async def test_workers_exit_when_the_supervisor_is_killed(redirect_env: dict[str, str]) -> None:
     """Workers do not outlive a supervisor killed with SIGKILL."""
     port = embedded.free_port()
-    process = start_redirect(redirect_env, port, workers=2)
+    process = await start_redirect(redirect_env, port, workers=2)
     workers = workers_of(process)
     assert len(workers) == 2
     process.kill()
     process.wait()
-    deadline = time.monotonic() + 30
-    while any(alive(pid) for pid in workers):
-        assert time.monotonic() < deadline, "workers outlived their supervisor"
-        await asyncio.sleep(0.1)
+    await wait_until(
+        lambda: not any(alive(pid) for pid in workers), what="workers exit with their supervisor"
+    )
 
 
 ORPHAN_CHECK = """

@@ -11,6 +11,7 @@ from shortlink.validation import (
     InvalidInput,
     endpoint_url,
     phone_number,
+    short_domain_pattern,
     target_url,
     text,
 )
@@ -108,7 +109,7 @@ def test_international_hosts_and_address_literals_are_accepted(raw: str) -> None
         "https://u:p@example.com/",
         "https:///path",
         "https://example.com/a b",
-        "https://sl.test/AbC1234",
+        "https://sl.test:8080/AbC1234",
         "//example.com/",
         "",
         "  https://example.com/a  ",
@@ -128,6 +129,36 @@ def test_unusable_urls_are_refused(raw: str) -> None:
     """Only http(s) with a host, without credentials or spaces, never our own domain."""
     with pytest.raises(InvalidInput):
         target_url(raw, "sl.test:8080")
+
+
+@pytest.mark.parametrize(
+    ("raw", "short_domain", "refused"),
+    [
+        ("https://sl.test/AbC1234", "sl.test", True),
+        ("HTTP://SL.TEST:443/x", "sl.test", True),
+        ("http://sl.test.", "sl.test", True),
+        ("https://sl.test:8443/x", "sl.test", False),
+        ("http://127.0.0.1:8080/AbC1234", "127.0.0.1:8080", True),
+        ("http://127.0.0.1:8083/hook", "127.0.0.1:8080", False),
+        ("http://127.0.0.1/", "127.0.0.1:8080", False),
+        ("http://sl.test/", "sl.test:80", True),
+        ("https://sl.test:80/", "sl.test:80", True),
+        ("https://sl.test/", "sl.test:80", False),
+        ("http://[::1]:8080/", "[::1]:8080", True),
+        ("http://[::1]:8081/", "[::1]:8080", False),
+    ],
+)
+def test_the_short_domain_is_a_host_and_a_port(raw: str, short_domain: str, refused: bool) -> None:
+    """A target on SHORT_DOMAIN's host and port (80 and 443 when it names none) is refused,
+    as its pattern says; another port of that host is a target like any other."""
+    pattern = short_domain_pattern(short_domain)
+    if pattern is not None:
+        assert (re.search(pattern, raw) is not None) is refused
+    if refused:
+        with pytest.raises(InvalidInput, match="short domain itself"):
+            target_url(raw, short_domain)
+    else:
+        assert target_url(raw, short_domain).startswith(raw[:7].lower())
 
 
 @pytest.mark.parametrize(

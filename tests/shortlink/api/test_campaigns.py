@@ -10,7 +10,7 @@ import pytest
 from forwarder.recorder import record
 from shortlink import clickevent
 from shortlink.links import LinkEntry
-from tests.forwarder.conftest import IPHONE, clicks
+from tests.forwarder.conftest import clicks
 from tests.shortlink.api.conftest import Client, Tenant
 
 WINDOWS_CHROME = (
@@ -154,11 +154,6 @@ async def test_clicks_of_one_phone_number(
     assert bad.status == 422
     assert (await client.get("/v1/campaigns/autumn/clicks?cursor=garbage")).status == 422
     assert (await client.get("/v1/campaigns/autumn/clicks?limit=5000")).status == 422
-
-
-def test_iphone_user_agent_is_the_default() -> None:
-    """The clicks helper taps with an iPhone user agent unless told otherwise."""
-    assert "iPhone" in IPHONE
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ import pytest
 from forwarder.recorder import record
 from shortlink import clickevent
 from shortlink.links import LinkEntry, fetch_entry
-from tests.forwarder.conftest import clicks
+from tests.clicks import clicks
 from tests.shortlink.api.conftest import Client, Tenant, new_tenant
 
 
-async def make_links(client: Client, count: int, campaign: str = "winter") -> list[str]:
+async def post_links(client: Client, count: int, campaign: str = "winter") -> list[str]:
     """`count` links of one campaign, each its own message (client_ref m0, m1, ...); tokens."""
     answer = await client.post(
         "/v1/links",
@@ -37,7 +37,7 @@ async def entry(db: asyncpg.Connection, token: str) -> LinkEntry:
     return found
 
 
-async def tap(db: asyncpg.Connection, token: str, at: float) -> None:
+async def record_tap(db: asyncpg.Connection, token: str, at: float) -> None:
     """A person's tap on the link at `at` (Unix seconds), recorded as the forwarder would."""
     link = await entry(db, token)
     events = [clickevent.decode(value) for _, value in clicks([link], at=at)]
@@ -49,7 +49,7 @@ async def test_a_conversion_is_recorded_and_answered_in_full(
 ) -> None:
     """A purchase posted by token is 201 with every field; a link never tapped has no time
     since its first click."""
-    [token] = await make_links(client, 1)
+    [token] = await post_links(client, 1)
     answer = await client.post(
         "/v1/conversions",
         {
@@ -86,9 +86,9 @@ async def test_seconds_since_the_first_tap_and_the_default_time(
 ) -> None:
     """After a tap, the answer says how long after it the conversion happened; without
     occurred_at it happened now."""
-    [token] = await make_links(client, 1)
+    [token] = await post_links(client, 1)
     first = datetime.now(UTC) - timedelta(minutes=10)
-    await tap(db, token, first.timestamp())
+    await record_tap(db, token, first.timestamp())
     before = datetime.now(UTC)
     answer = await client.post(
         "/v1/conversions", {"token": token, "event": "signup", "disposition": "positive"}
@@ -105,13 +105,13 @@ async def test_seconds_since_the_first_tap_and_the_default_time(
 
 async def test_client_ref_must_name_exactly_one_link(client: Client) -> None:
     """A message id naming one link records; naming two is 409; naming none is 404."""
-    await make_links(client, 1, campaign="one")
+    await post_links(client, 1, campaign="one")
     answer = await client.post(
         "/v1/conversions", {"client_ref": "m0", "event": "refusal", "disposition": "negative"}
     )
     assert answer.status == 201
     assert answer.json["client_ref"] == "m0"
-    await make_links(client, 1, campaign="two")  # a second link with client_ref m0
+    await post_links(client, 1, campaign="two")  # a second link with client_ref m0
     twice = await client.post(
         "/v1/conversions", {"client_ref": "m0", "event": "refusal", "disposition": "negative"}
     )
@@ -127,7 +127,7 @@ async def test_another_accounts_token_is_404(
     client: Client, db: asyncpg.Connection, tenant: Tenant
 ) -> None:
     """A token of another account's link is not found, and nothing is recorded."""
-    [token] = await make_links(client, 1)
+    [token] = await post_links(client, 1)
     other = Client(client.server, client.session, (await new_tenant(db)).key)
     answer = await other.post(
         "/v1/conversions", {"token": token, "event": "purchase", "disposition": "positive"}
@@ -200,7 +200,7 @@ async def test_bad_input_is_422_naming_the_field(
     client: Client, db: asyncpg.Connection, body: dict[str, object], field: str
 ) -> None:
     """A bad disposition, event, currency, value, time or metadata is 422 and records nothing."""
-    [token] = await make_links(client, 1)
+    [token] = await post_links(client, 1)
     answer = await client.post("/v1/conversions", {"token": token, **body})
     assert answer.status == 422, answer.json
     assert [d["field"] for d in answer.json["error"]["details"]] == [field]
@@ -210,7 +210,7 @@ async def test_bad_input_is_422_naming_the_field(
 
 async def test_the_link_is_named_by_token_or_client_ref_exactly(client: Client) -> None:
     """Neither, both, or a malformed token is 422."""
-    [token] = await make_links(client, 1)
+    [token] = await post_links(client, 1)
     for named in ({}, {"token": token, "client_ref": "m0"}, {"token": "no!"}):
         answer = await client.post(
             "/v1/conversions", {**named, "event": "purchase", "disposition": "positive"}
@@ -233,7 +233,7 @@ async def test_the_link_is_named_by_token_or_client_ref_exactly(client: Client) 
 
 async def test_metadata_of_4_kib_is_kept_as_posted(client: Client) -> None:
     """Metadata of exactly 4,096 bytes as JSON (NUL included) is accepted and shown back."""
-    [token] = await make_links(client, 1)
+    [token] = await post_links(client, 1)
     metadata = {"note": "a\u0000b", "pad": ""}
     metadata["pad"] = "x" * (4096 - len(b'{"note":"a\\u0000b","pad":""}'))
     answer = await client.post(
@@ -249,7 +249,7 @@ async def test_metadata_of_4_kib_is_kept_as_posted(client: Client) -> None:
 @pytest.mark.parametrize("depth", [33, 300, 1000])
 async def test_metadata_nested_deeper_than_32_levels_is_a_422(client: Client, depth: int) -> None:
     """Metadata nested past 32 levels is a 422 naming metadata (300 levels was a 500)."""
-    [token] = await make_links(client, 1)
+    [token] = await post_links(client, 1)
     base = f'{{"token":"{token}","event":"purchase","disposition":"positive","metadata":'
     for levels, status in ((depth, 422), (32, 201)):
         nested = '{"a":' * (levels - 1) + "[1]" + "}" * (levels - 1)
@@ -267,7 +267,7 @@ async def test_an_idempotency_key_returns_the_first_result_and_counts_once(
     client: Client,
 ) -> None:
     """A retry with the same key returns the first conversion; the campaign counts it once."""
-    [token] = await make_links(client, 1, campaign="idem")
+    [token] = await post_links(client, 1, campaign="idem")
     body = {
         "token": token,
         "event": "purchase",
@@ -292,10 +292,10 @@ async def test_the_link_lists_its_conversions_link_click_first(
 ) -> None:
     """The first human tap records link_click once (later taps do not); posted conversions
     follow in time order, in the link's status and its message's listing."""
-    [token] = await make_links(client, 1)
+    [token] = await post_links(client, 1)
     tapped = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-    await tap(db, token, tapped.timestamp())
-    await tap(db, token, tapped.timestamp() + 60)
+    await record_tap(db, token, tapped.timestamp())
+    await record_tap(db, token, tapped.timestamp() + 60)
     for event, minutes in (("purchase", 30), ("signup", 5)):
         answer = await client.post(
             "/v1/conversions",
@@ -327,8 +327,8 @@ async def test_campaign_statistics_count_enterprise_conversions(
 ) -> None:
     """Positive and negative per event, positive values per currency, converted links once
     each and the conversion rate; link_click conversions are not counted there."""
-    tokens = await make_links(client, 4, campaign="stats")
-    await tap(db, tokens[0], datetime.now(UTC).timestamp() - 60)
+    tokens = await post_links(client, 4, campaign="stats")
+    await record_tap(db, tokens[0], datetime.now(UTC).timestamp() - 60)
     posted = [
         (tokens[0], "purchase", "positive", 19.99, "EUR"),
         (tokens[0], "purchase", "positive", 0.01, "EUR"),
@@ -361,7 +361,7 @@ async def test_campaign_statistics_count_enterprise_conversions(
 
 async def test_a_campaign_without_conversions_has_zeros(client: Client) -> None:
     """The conversions block is there, empty, before anything is posted."""
-    await make_links(client, 2, campaign="quiet")
+    await post_links(client, 2, campaign="quiet")
     stats = (await client.get("/v1/campaigns/quiet/stats")).json
     assert stats["conversions"] == {
         "positive": 0,

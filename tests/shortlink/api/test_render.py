@@ -198,15 +198,17 @@ async def test_long_renders_give_the_loop_turns() -> None:
     forms = render.Forms("https://sl.test/", 7)
     created = made_links(count, 7)
     turns = 0
+    started = asyncio.Event()
 
     async def other() -> None:
         nonlocal turns
+        started.set()
         while True:
             turns += 1
             await asyncio.sleep(0)
 
     ticker = asyncio.create_task(other())
-    await asyncio.sleep(0)  # the ticker starts
+    await started.wait()
     for work in (
         render.messages_size(forms, plans, phones, refs),
         render.messages_answer(forms, plans, phones, refs, created),

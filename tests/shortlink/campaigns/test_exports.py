@@ -6,8 +6,7 @@ import asyncpg
 
 from forwarder.recorder import record
 from shortlink.campaigns import exports
-from tests.forwarder.conftest import clicks, make_links
-from tests.shortlink.api.dashboard.conftest import events
+from tests.clicks import clicks, events, make_links
 
 
 async def test_all_clicks_in_batches_oldest_first(db: asyncpg.Connection, account_id: int) -> None:

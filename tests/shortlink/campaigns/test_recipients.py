@@ -6,8 +6,7 @@ import asyncpg
 
 from forwarder.recorder import record
 from shortlink.campaigns import recipients
-from tests.forwarder.conftest import clicks, make_links
-from tests.shortlink.api.dashboard.conftest import events
+from tests.clicks import clicks, events, make_links
 
 
 async def test_recipients_pages_cover_each_link_once(

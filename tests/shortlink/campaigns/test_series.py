@@ -8,8 +8,7 @@ import asyncpg
 
 from forwarder.recorder import record
 from shortlink.campaigns.series import series
-from tests.forwarder.conftest import clicks, make_links
-from tests.shortlink.api.dashboard.conftest import events
+from tests.clicks import clicks, events, make_links
 
 
 async def test_series_per_minute_then_per_hour(db: asyncpg.Connection, account_id: int) -> None:

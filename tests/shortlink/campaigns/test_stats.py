@@ -7,8 +7,8 @@ import asyncpg
 from forwarder.recorder import record
 from shortlink.campaigns.counters import OTHER, VALUES_SHOWN
 from shortlink.campaigns.stats import campaign
-from tests.forwarder.conftest import clicks, make_links
-from tests.forwarder.test_recorder import events, made_up_browser
+from tests.clicks import clicks, events, make_links
+from tests.forwarder.test_recorder import made_up_browser
 
 
 async def test_statistics_show_the_values_with_most_clicks_and_sum_the_rest(

@@ -7,7 +7,7 @@ import pytest
 
 from shortlink.campaigns import summaries
 from shortlink.exceptions import BadCursor
-from tests.forwarder.conftest import make_links
+from tests.clicks import make_links
 
 
 async def test_campaigns_page_newest_first_with_a_cursor(

@@ -14,13 +14,9 @@ import urllib.request
 from pathlib import Path
 
 from shortlink.dev import embedded
+from tests.infra import status_of, wait_until
 
 PHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148"
-
-
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None
 
 
 def read_until(process: subprocess.Popen[bytes], output: str, text: str, within: float) -> str:
@@ -51,28 +47,24 @@ def start_stack(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
 def demo_status(output: str) -> tuple[int, str]:
     url = re.search(r"curl -i -A '[^']+' (http://127\.0\.0\.1:\d+/[0-9A-Za-z]{7}) ", output)
     assert url, output
-    opener = urllib.request.build_opener(NoRedirect)
-    request = urllib.request.Request(url[1], headers={"User-Agent": PHONE})  # noqa: S310
-    try:
-        opener.open(request, timeout=5)
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers["Location"]
-    raise AssertionError("the demo link did not redirect")
+    found = status_of(url[1], {"User-Agent": PHONE})
+    assert found[0] != 200, "the demo link did not redirect"
+    return found[0], found[1] or ""
 
 
-def wait_for_metric(url: str, sample: str, within: float = 10.0) -> float:
-    """The value of one sample on a /metrics page, once it is above zero (or 0.0)."""
-    deadline = time.monotonic() + within
+def metric_value(url: str, sample: str) -> float:
+    """The value of one sample on a /metrics page (0.0 when it is not there)."""
     value = 0.0
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our server
-            for line in response.read().decode().splitlines():
-                if line.startswith(sample + " "):
-                    value = float(line.rsplit(" ", 1)[1])
-        if value > 0:
-            return value
-        time.sleep(0.3)
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our server
+        for line in response.read().decode().splitlines():
+            if line.startswith(sample + " "):
+                value = float(line.rsplit(" ", 1)[1])
     return value
+
+
+async def wait_for_metric(url: str, sample: str, within: float = 10.0) -> None:
+    """Wait until one sample on a /metrics page is above zero."""
+    await wait_until(lambda: metric_value(url, sample) > 0, within, 0.3, what=f"{sample} > 0")
 
 
 def interrupt(process: subprocess.Popen[bytes]) -> int:
@@ -87,7 +79,7 @@ def interrupt(process: subprocess.Popen[bytes]) -> int:
             process.stdout.close()
 
 
-def test_stack_on_given_servers_serves_the_demo_link_and_stops_cleanly(
+async def test_stack_on_given_servers_serves_the_demo_link_and_stops_cleanly(
     database_url: str, kafka_bootstrap: str, click_topic: str, tmp_path: Path
 ) -> None:
     """With both servers given, a demo tap redirects and is forwarded; Ctrl-C stops all."""
@@ -113,11 +105,11 @@ def test_stack_on_given_servers_serves_the_demo_link_and_stops_cleanly(
         redirect_metrics = f"http://127.0.0.1:{env['REDIRECT_METRICS_PORT']}/metrics"
         assert redirect_metrics in output
         sample = 'shortlink_redirect_responses_total{status="302"}'
-        assert wait_for_metric(redirect_metrics, sample) >= 1
+        await wait_for_metric(redirect_metrics, sample)
         forwarder_metrics = f"http://127.0.0.1:{env['FORWARDER_PORT']}/metrics"
-        assert wait_for_metric(forwarder_metrics, "forwarder_clicks_recorded_total") >= 1
+        await wait_for_metric(forwarder_metrics, "forwarder_clicks_recorded_total")
         delivered = 'forwarder_delivery_attempts_total{result="delivered"}'
-        assert wait_for_metric(forwarder_metrics, delivered) >= 1
+        await wait_for_metric(forwarder_metrics, delivered)
     finally:
         code = interrupt(process)
     assert code == 0
@@ -134,7 +126,9 @@ def test_stack_on_given_servers_serves_the_demo_link_and_stops_cleanly(
         assert interrupt(process) == 0
 
 
-def test_stack_with_no_configuration_starts_and_stops_embedded_servers(tmp_path: Path) -> None:
+async def test_stack_with_no_configuration_starts_and_stops_embedded_servers(
+    tmp_path: Path,
+) -> None:
     """With nothing configured, embedded PostgreSQL and tansu start, serve, and stop on Ctrl-C."""
     port = embedded.free_port()
     env = {
@@ -160,10 +154,8 @@ def test_stack_with_no_configuration_starts_and_stops_embedded_servers(tmp_path:
         code = interrupt(process)
     assert code == 0
     assert not embedded.port_is_open("127.0.0.1", port)
-    deadline = time.monotonic() + 30
-    while (tmp_path / "postgres" / "postmaster.pid").exists():
-        assert time.monotonic() < deadline, "the embedded PostgreSQL is still running"
-        time.sleep(0.2)
+    pid_file = tmp_path / "postgres" / "postmaster.pid"
+    await wait_until(lambda: not pid_file.exists(), what="the embedded PostgreSQL stopped")
     if not broker_was_running:
         assert not embedded.port_is_open("127.0.0.1", embedded.DEV_BROKER_PORT)
     assert (tmp_path / "postgres" / "PG_VERSION").exists()  # data kept for the next run

@@ -10,6 +10,7 @@ import pytest
 
 from shortlink.redirect.cache import LinkCache
 from shortlink.redirect.entries import group_index, unpack
+from tests.infra import wait_until
 
 
 def row(token: str, link_id: int = 1, campaign: str = "spring", **changes: Any) -> tuple[Any, ...]:
@@ -117,40 +118,6 @@ async def test_a_campaign_shares_one_group_and_freed_groups_are_reused() -> None
     assert len(cache.groups.items) == 2  # the freed slot was taken again
 
 
-def test_a_groups_header_and_event_bytes_are_kept_from_its_second_tap() -> None:
-    """A group tapped once keeps no Location or event bytes (most links of a client that
-    makes one link per request are tapped once); from the second tap both are kept, and
-    every tap gets the same bytes."""
-    cache = make(Store(set()), size=10)
-    cache.store_rows([row("Solo01", 1, campaign="solo")], 0)
-    found = cache.find("Solo01")
-    assert found is not None
-    group = found[0]
-    taps = []
-    for _ in range(3):
-        taps.append((group.location_bytes(), group.encoded_fields()))
-        if len(taps) == 1:
-            assert (group.location, group.event_fields) == (None, None)
-    assert taps[0] == taps[1] == taps[2]
-    assert taps[0][0] == b"https://example.com/solo"
-    assert group.location is taps[2][0]  # kept
-    assert group.event_fields is taps[2][1]
-
-
-def test_groups_share_one_client_identifier_string() -> None:
-    """Groups with the same client_identifier (read as a new string per row) keep one string,
-    until the last of them is freed."""
-    cache = make(Store(set()), size=10)
-    rows = [row(f"Solo{i:02d}", i, target_url=f"https://example.com/{i}") for i in range(3)]
-    rows = [(*r[:6], "".join(["spr", "ing"]), *r[7:]) for r in rows]
-    cache.store_rows(rows, 0)
-    groups = [cache.find(f"Solo{i:02d}") for i in range(3)]
-    assert len({id(found[0].client_identifier) for found in groups if found}) == 1
-    for i in range(3):
-        cache.invalidate(f"Solo{i:02d}")
-    assert cache.groups._texts == {}  # the last group using it let it go
-
-
 async def test_interleaved_campaigns_in_one_store_count_every_link_of_each_group() -> None:
     """Rows of two groups, in runs and alternating, a row that cannot be packed among them:
     each group lives exactly as long as its last link, and the bad row counts for none."""
@@ -215,9 +182,10 @@ async def test_misses_gather_while_queries_are_out() -> None:
     cache = make(store, size=100, max_in_flight=1)
     store.gate.clear()
     first = asyncio.ensure_future(cache.lookup("Tok000"))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: len(store.queries) == 1, within=5)
     later = [asyncio.ensure_future(cache.lookup(f"Tok{i:03d}")) for i in range(1, 40)]
-    await asyncio.sleep(0.01)
+    # Every later miss was taken and the flush that would send them has run.
+    await wait_until(lambda: cache.misses == 40 and not cache._flush_scheduled, within=5)
     assert len(store.queries) == 1  # the rest wait for the slot
     store.gate.set()
     await asyncio.gather(first, *later)
@@ -263,7 +231,7 @@ async def test_an_invalidation_during_a_load_is_not_undone() -> None:
     cache = make(store)
     store.gate.clear()
     pending = asyncio.gather(cache.lookup("Change"), cache.lookup("Keep01"))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: len(store.queries) == 1, within=5)  # the lookup is out
     cache.invalidate("Change")
     store.gate.set()
     await pending

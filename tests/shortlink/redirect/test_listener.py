@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 
@@ -19,14 +18,8 @@ from shortlink.redirect import listener as listener_module
 from shortlink.redirect.app import create_app, make_handler
 from shortlink.redirect.cache import CACHE, LinkCache
 from shortlink.redirect.config import RedirectConfig
-from shortlink.redirect.listener import LinkListener
-from tests.infra import DatabaseProxy, RunningServer, running, wait_until
-
-
-async def tap(server: RunningServer, token: str) -> int:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{server.url}/{token}", allow_redirects=False) as response:
-            return response.status
+from shortlink.redirect.listener import LISTENER, LinkListener
+from tests.infra import DatabaseProxy, RunningServer, running, tap, wait_until
 
 
 async def test_links_created_after_start_are_cached_before_their_first_tap(
@@ -92,8 +85,15 @@ async def test_with_warming_off_nothing_is_loaded_ahead(
     cold_redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
 ) -> None:
     """WARM_ON_CREATE=false: a created link is read only when it is first tapped."""
-    [link] = await create_links(db, account_id, [NewLink("https://example.com/cold")])
-    await asyncio.sleep(0.5)
+    listener = cold_redirect_server.app[LISTENER]
+    await asyncio.wait_for(listener.ready.wait(), 10)
+    [link, other] = await create_links(
+        db, account_id, [NewLink("https://example.com/cold"), NewLink("https://example.com/x")]
+    )
+    # A change notified after the creation: once it is applied, so was the creation.
+    invalidated = listener.invalidated
+    assert await links.disable(db, account_id, other.token)
+    await wait_until(lambda: listener.invalidated > invalidated)
     cache = cold_redirect_server.app[CACHE]
     assert cache.get(link.token) is None
     assert await tap(cold_redirect_server, link.token) == 302
@@ -155,12 +155,20 @@ async def test_a_silently_dead_connection_is_noticed_and_missed_changes_caught_u
         await asyncio.wait_for(listener.ready.wait(), 10)
         [link] = await create_links(db, account_id, [NewLink("https://example.com/a")])
         await wait_until(lambda: cache.get(link.token) is not None, within=10)
+        dropped_after_reconnects: list[int] = []
+        invalidate = cache.invalidate
+
+        def noting(token: str) -> None:
+            if token == link.token:
+                dropped_after_reconnects.append(listener.reconnects)
+            invalidate(token)
+
+        cache.invalidate = noting  # type: ignore[method-assign]
         proxy.freeze()
         assert await links.disable(db, account_id, link.token)
-        await asyncio.sleep(0.2)
-        assert cache.get(link.token) is not None  # the notification never arrived
         await wait_until(lambda: cache.get(link.token) is None, within=10)
-        assert listener.reconnects >= 1
+        # The notification never arrived: the link was dropped by the catch-up after a reconnect.
+        assert dropped_after_reconnects[0] >= 1
 
 
 async def test_changes_before_the_first_listen_are_applied(
@@ -173,7 +181,7 @@ async def test_changes_before_the_first_listen_are_applied(
     async with listening(database_url, proxy.url, poll_every=3600) as (listener, cache):
         cache.store_rows(await fetch_rows(db, [link.token]), cache.generation)
         assert await links.disable(db, account_id, link.token)
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: proxy.refused >= 1, what="the listener tried to connect")
         assert not listener.ready.is_set()
         assert cache.get(link.token) is not None
         proxy.refusing = False

@@ -25,7 +25,7 @@ from shortlink.redirect.entries import LinkGroup
 from shortlink.redirect.publisher import PUBLISHER, _Outgoing
 from shortlink.redirect.spool import Spool
 from shortlink.supervise import SUPERVISOR
-from tests.infra import RunningServer, consume, running
+from tests.infra import RunningServer, consume, running, wait_until
 
 TOPIC = "clicks"
 
@@ -37,14 +37,6 @@ def own_broker(tmp_path: Path) -> Iterator[embedded.Broker]:
     broker.start()
     yield broker
     broker.stop()
-
-
-async def wait_for(condition: object, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def click(session: aiohttp.ClientSession, url: str, agent: str) -> int:
@@ -77,22 +69,22 @@ async def test_broker_outage_loses_no_click(
         url = f"{server.url}/{link.token}"
         async with aiohttp.ClientSession() as session:
             assert await click(session, url, "before") == 302
-            await wait_for(lambda: publisher.published == 1)
+            await wait_until(lambda: publisher.published == 1)
 
             own_broker.stop()
             statuses = [await click(session, url, f"outage-{i}") for i in range(30)]
             assert statuses == [302] * 30  # redirects never wait for Kafka
-            await wait_for(lambda: publisher.spooled == 30)
+            await wait_until(lambda: publisher.spooled == 30)
             assert publisher.spooling
             assert (tmp_path / "spool" / "redirect-0.spool").stat().st_size > 0
 
             own_broker.start()  # an in-memory broker: it comes back empty
             await ensure_topic(own_broker.bootstrap_servers, TOPIC, 3)
-            await wait_for(lambda: not publisher.spooling, within=60)
+            await wait_until(lambda: not publisher.spooling, within=60)
             assert publisher.replayed == 30
             assert await click(session, url, "after") == 302
 
-    records = await consume(own_broker.bootstrap_servers, TOPIC, 31, settle=0.5)
+    records = await consume(own_broker.bootstrap_servers, TOPIC, 31, to_end=True)
     agents = sorted(clickevent.decode(r.value).user_agent or "" for r in records)
     assert agents == sorted([f"outage-{i}" for i in range(30)] + ["after"])
     assert len({clickevent.decode(r.value).event_id for r in records}) == 31
@@ -120,7 +112,7 @@ async def test_broker_down_at_start_spools_then_replays(
             async with aiohttp.ClientSession() as session:
                 for i in range(5):
                     assert await click(session, f"{server.url}/{link.token}", f"early-{i}") == 302
-            await wait_for(lambda: publisher.spooled == 5)
+            await wait_until(lambda: publisher.spooled == 5)
             # Not ready while the broker is down, unless the probe says it is optional.
             async with aiohttp.ClientSession() as session:
                 async with session.get(f"{server.url}/readyz") as strict:
@@ -131,8 +123,8 @@ async def test_broker_down_at_start_spools_then_replays(
                     assert (await lenient.json())["spooling"] is True
             broker.start()
             await ensure_topic(broker.bootstrap_servers, TOPIC, 3)
-            await wait_for(lambda: publisher.replayed == 5, within=60)
-        records = await consume(broker.bootstrap_servers, TOPIC, 5, settle=0.5)
+            await wait_until(lambda: publisher.replayed == 5, within=60)
+        records = await consume(broker.bootstrap_servers, TOPIC, 5, to_end=True)
         assert sorted(clickevent.decode(r.value).user_agent or "" for r in records) == [
             f"early-{i}" for i in range(5)
         ]
@@ -167,7 +159,7 @@ async def test_full_spool_is_loud_and_redirects_go_on(
             url = f"{server.url}/{link.token}"
             statuses = [await click(session, url, f"agent-{i}") for i in range(20)]
         assert statuses == [302] * 20
-        await wait_for(lambda: publisher.spooled + publisher.dropped == 20)
+        await wait_until(lambda: publisher.spooled + publisher.dropped == 20)
         assert publisher.dropped > 0
         assert publisher.spool_bytes <= 1024
     assert any("spool is full" in r.getMessage() for r in caplog.records)
@@ -275,12 +267,8 @@ async def test_clicks_an_error_takes_while_spilling_are_counted_as_lost(
             patch.setattr(publisher, "_encode", broken)
             statuses = [await raw_tap(server.port, f"/{link.token}", b"") for _ in range(5)]
             assert statuses == [302] * 5
-            for _ in range(100):
-                if publisher.lost + publisher.buffered == 5:
-                    break
-                await asyncio.sleep(0.01)
+            await wait_until(lambda: publisher.lost + publisher.buffered == 5, within=5)
         assert publisher.spooled == 0
-        assert publisher.lost + publisher.buffered == 5
         assert publisher.lost >= 4
 
 
@@ -304,7 +292,7 @@ async def first_tap(server: RunningServer, token: str) -> tuple[LinkGroup, bytes
     publisher = server.app[PUBLISHER]
     async with aiohttp.ClientSession() as session:
         assert await click(session, f"{server.url}/{token}", "first") == 302
-    await wait_for(lambda: publisher.published == 1)
+    await wait_until(lambda: publisher.published == 1)
     cached = server.app[CACHE].find(token)
     assert cached is not None
     return cached
@@ -348,7 +336,7 @@ async def test_a_burst_goes_to_the_broker_in_one_round_trip(
 
         producer.send_batch = counted  # type: ignore[method-assign]
         burst(server, link.token, cached, "burst", 3_000)  # one loop tick: one flush
-        await wait_for(lambda: publisher.published == 3_001)
+        await wait_until(lambda: publisher.published == 3_001)
         # One key, one partition: ~1.2 MB of events make two full record batches (1 MiB each),
         # where a batch per slice of 256 was 12 sends, each awaited before the next.
         assert calls <= 3
@@ -384,7 +372,8 @@ async def test_shutdown_with_a_stalled_broker_spools_every_unacknowledged_click(
             cached = await first_tap(server, link.token)
             own_broker.process.send_signal(signal.SIGSTOP)
             burst(server, link.token, cached, "stalled", 3_000)
-            await asyncio.sleep(0.5)  # the flush is waiting for the stopped broker
+            # The flusher took the burst and waits for the stopped broker: nothing is published.
+            await wait_until(lambda: publisher.buffered == 0, within=10)
             assert publisher.published == 1
     finally:
         own_broker.process.send_signal(signal.SIGCONT)
@@ -423,14 +412,14 @@ async def test_half_a_full_buffer_goes_to_the_spool_outside_the_handler(
         try:
             # A first flush gets stuck on the stopped broker...
             publisher.submit(link.token, *cached, time.time(), "stuck", None, None, "GET", False)
-            await asyncio.sleep(0.2)
+            await wait_until(lambda: publisher.buffered == 0, what="the flusher took 'stuck'")
             burst(server, link.token, cached, "held", 2_500)
             assert (publisher.spooled, publisher.buffered) == (0, 2_500)  # the handler's share
-            await wait_for(lambda: publisher.spooled == 2_500, within=5)
+            await wait_until(lambda: publisher.spooled == 2_500, within=5)
             assert publisher.spooling
         finally:
             own_broker.process.send_signal(signal.SIGCONT)
-        await wait_for(lambda: publisher.published >= 2_502 and not publisher.spooling)
+        await wait_until(lambda: publisher.published >= 2_502 and not publisher.spooling)
 
 
 async def test_an_unexpected_error_handing_over_a_batch_loses_no_click(
@@ -465,7 +454,7 @@ async def test_an_unexpected_error_handing_over_a_batch_loses_no_click(
         producer.send_batch = fails_once  # type: ignore[method-assign]
         # One key: ~1.2 MB of events fill a whole record batch mid-flush, whose hand-over fails.
         burst(server, link.token, cached, "unplanned", 3_000)
-        await wait_for(lambda: publisher.published == 3_001 and not publisher.spooling)
+        await wait_until(lambda: publisher.published == 3_001 and not publisher.spooling)
         assert server.app[SUPERVISOR].restarts["click-flusher"] == 1
         assert publisher.spooled == 3_000
         assert publisher.lost == 0

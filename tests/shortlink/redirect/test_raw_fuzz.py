@@ -21,8 +21,8 @@ import asyncpg
 import pytest
 
 from shortlink import clickevent
-from shortlink.links import NewLink, create_links
-from tests.infra import RunningServer, consume, exchange
+from tests.clicks import make_links
+from tests.infra import RunningServer, all_published, consume, exchange
 
 TARGET = "https://example.com/landing"
 PHONE = b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) Safari/604.1"
@@ -36,7 +36,7 @@ def redirect_env(redirect_env: dict[str, str]) -> dict[str, str]:
     return {**redirect_env, "TRUSTED_PROXIES": "127.0.0.1/32"}
 
 
-def tap(
+def req(
     token: str,
     *headers: bytes,
     method: bytes = b"GET",
@@ -75,84 +75,95 @@ def raw_path_tap(token: str) -> bytes:
 CASES = [
     Case(
         "user agent invalid UTF-8",
-        lambda t: tap(t, b"User-Agent: " + PHONE + b" \xff\xfe"),
+        lambda t: req(t, b"User-Agent: " + PHONE + b" \xff\xfe"),
         "user_agent",
         kept(PHONE.decode() + " "),
     ),
     Case(
         "referer invalid UTF-8",
-        lambda t: tap(t, b"User-Agent: " + PHONE, b"Referer: https://sms.example/\xc3\x28"),
+        lambda t: req(t, b"User-Agent: " + PHONE, b"Referer: https://sms.example/\xc3\x28"),
         "referer",
         kept("https://sms.example/") + r"\(",
     ),
     Case(
         "user agent Latin-1",
-        lambda t: tap(t, b"User-Agent: " + PHONE + b" caf\xe9"),
+        lambda t: req(t, b"User-Agent: " + PHONE + b" caf\xe9"),
         "user_agent",
         kept(PHONE.decode() + " caf"),
     ),
     Case(
         "x-forwarded-for invalid UTF-8",
-        lambda t: tap(t, b"User-Agent: " + PHONE, b"X-Forwarded-For: 203.0.113.9, \xff\xfe"),
+        lambda t: req(t, b"User-Agent: " + PHONE, b"X-Forwarded-For: 203.0.113.9, \xff\xfe"),
         "client_ip",
         re.escape("127.0.0.1"),  # the last hop is not an address: the peer it is
     ),
     Case(
         "x-forwarded-for garbage",
-        lambda t: tap(
+        lambda t: req(
             t, b"User-Agent: " + PHONE, b"X-Forwarded-For: not-an-ip, 999.1.1.1, [::1, ::::, ,"
         ),
         "client_ip",
         re.escape("127.0.0.1"),
     ),
-    Case("user agent NUL", lambda t: tap(t, b"User-Agent: Mozilla/5.0 \x00 (iPhone)")),
-    Case("referer NUL", lambda t: tap(t, b"User-Agent: " + PHONE, b"Referer: https://a\x00b/")),
+    Case("user agent NUL", lambda t: req(t, b"User-Agent: Mozilla/5.0 \x00 (iPhone)")),
+    Case(
+        "referer NUL",
+        lambda t: req(t, b"User-Agent: " + PHONE, b"Referer: https://a\x00b/"),
+    ),
     Case(
         "x-forwarded-for NUL",
-        lambda t: tap(t, b"User-Agent: " + PHONE, b"X-Forwarded-For: 203.0.113.9\x00"),
+        lambda t: req(t, b"User-Agent: " + PHONE, b"X-Forwarded-For: 203.0.113.9\x00"),
     ),
     Case(
         "user agent 8,000 bytes: cut to MAX_USER_AGENT characters",
-        lambda t: tap(t, b"User-Agent: " + PHONE + b"A" * (8000 - len(PHONE))),
+        lambda t: req(t, b"User-Agent: " + PHONE + b"A" * (8000 - len(PHONE))),
         "user_agent",
         re.escape(PHONE.decode() + "A" * (clickevent.MAX_USER_AGENT - len(PHONE))),
     ),
     Case(
-        "user agent 8 KiB", lambda t: tap(t, b"User-Agent: " + PHONE + b"A" * (8192 - len(PHONE)))
+        "user agent 8 KiB",
+        lambda t: req(t, b"User-Agent: " + PHONE + b"A" * (8192 - len(PHONE))),
     ),
-    Case("header 100 KiB", lambda t: tap(t, b"User-Agent: " + PHONE, b"X-Junk: " + b"B" * 102_400)),
-    Case("200 headers", lambda t: tap(t, *(b"X-H%d: v" % i for i in range(200)))),
-    Case("header line without colon", lambda t: tap(t, b"User-Agent: " + PHONE, b"no colon here")),
-    Case("unknown method BREW", lambda t: tap(t, method=b"BREW")),
-    Case("unknown method PROPFIND", lambda t: tap(t, method=b"PROPFIND")),
-    Case("lower-case method", lambda t: tap(t, method=b"get")),
-    Case("method with NUL", lambda t: tap(t, method=b"GE\x00T")),
-    Case("bare LF line ends", lambda t: tap(t, b"User-Agent: " + PHONE, eol=b"\n")),
+    Case(
+        "header 100 KiB",
+        lambda t: req(t, b"User-Agent: " + PHONE, b"X-Junk: " + b"B" * 102_400),
+    ),
+    Case("200 headers", lambda t: req(t, *(b"X-H%d: v" % i for i in range(200)))),
+    Case(
+        "header line without colon",
+        lambda t: req(t, b"User-Agent: " + PHONE, b"no colon here"),
+    ),
+    Case("unknown method BREW", lambda t: req(t, method=b"BREW")),
+    Case("unknown method PROPFIND", lambda t: req(t, method=b"PROPFIND")),
+    Case("lower-case method", lambda t: req(t, method=b"get")),
+    Case("method with NUL", lambda t: req(t, method=b"GE\x00T")),
+    Case("bare LF line ends", lambda t: req(t, b"User-Agent: " + PHONE, eol=b"\n")),
     Case("HTTP/0.9 request line", lambda t: b"GET /" + t.encode() + b"\r\n\r\n"),
-    Case("HTTP/9.9", lambda t: tap(t, version=b"HTTP/9.9")),
-    Case("junk after the version", lambda t: tap(t, version=b"HTTP/1.1 junk")),
+    Case("HTTP/9.9", lambda t: req(t, version=b"HTTP/9.9")),
+    Case("junk after the version", lambda t: req(t, version=b"HTTP/1.1 junk")),
     Case(
         "junk request line", lambda t: b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03junk\r\n\r\n"
     ),
     Case("raw non-ASCII path", raw_path_tap),
-    Case("percent-encoded invalid UTF-8 path", lambda t: tap("%ff%fe%00" + t)),
-    Case("absolute-form target", lambda t: tap(t).replace(b"GET /", b"GET http://127.0.0.1/", 1)),
+    Case("percent-encoded invalid UTF-8 path", lambda t: req("%ff%fe%00" + t)),
+    Case(
+        "absolute-form target",
+        lambda t: req(t).replace(b"GET /", b"GET http://127.0.0.1/", 1),
+    ),
     Case(
         "huge Content-Length",
-        lambda t: tap(t, b"Content-Length: 99999999999999999999999", close=True),
+        lambda t: req(t, b"Content-Length: 99999999999999999999999", close=True),
     ),
     Case(
         "chunked garbage body",
-        lambda t: tap(t, b"Transfer-Encoding: chunked", close=True)[:-2] + b"zz\r\n\r\n",
+        lambda t: req(t, b"Transfer-Encoding: chunked", close=True)[:-2] + b"zz\r\n\r\n",
     ),
 ]
 
 
-async def make_links(db: asyncpg.Connection, account_id: int, count: int) -> list[str]:
-    created = await create_links(
-        db, account_id, [NewLink(TARGET, phone_number="447700900123")] * count
-    )
-    return [link.token for link in created]
+async def make_tokens(db: asyncpg.Connection, account_id: int, count: int) -> list[str]:
+    links = await make_links(db, account_id, count, target_url=TARGET, phone_number="447700900123")
+    return [link.token for link in links]
 
 
 def assert_storable(event: clickevent.ClickEvent) -> None:
@@ -169,12 +180,12 @@ async def test_no_malformed_request_gets_a_5xx_and_the_server_keeps_answering(
 ) -> None:
     """Every malformed request is answered below 500 (or the connection closed), and a plain
     tap right after each one is still a 302."""
-    tokens = await make_links(db, account_id, 2 * len(CASES))
+    tokens = await make_tokens(db, account_id, 2 * len(CASES))
     answered: dict[str, list[int]] = {}
     after: dict[str, list[int]] = {}
     for case, token, plain in zip(CASES, tokens[::2], tokens[1::2], strict=True):
         answered[case.name] = await exchange(redirect_server, case.request(token))
-        after[case.name] = await exchange(redirect_server, tap(plain, b"User-Agent: " + PHONE))
+        after[case.name] = await exchange(redirect_server, req(plain, b"User-Agent: " + PHONE))
     server_errors = {name: s for name, s in answered.items() if any(x >= 500 for x in s)}
     assert server_errors == {}
     assert {name: s for name, s in after.items() if s != [302]} == {}
@@ -190,16 +201,19 @@ async def test_every_redirected_tap_becomes_exactly_one_clean_click_event(
     """Each tap answered 302, malformed or plain, is one click event on Kafka; the taps whose
     only fault is undecodable header text are redirected, their bad bytes kept as U+FFFD or
     \\xNN escapes after the valid text."""
-    tokens = await make_links(db, account_id, 2 * len(CASES))
+    tokens = await make_tokens(db, account_id, 2 * len(CASES))
     redirected: Counter[str] = Counter()
     case_of: dict[str, Case] = {}
     for case, token, plain in zip(CASES, tokens[::2], tokens[1::2], strict=True):
         case_of[token] = case
-        for each, data in ((token, case.request(token)), (plain, tap(plain))):
+        for each, data in ((token, case.request(token)), (plain, req(plain))):
             redirected[each] += (await exchange(redirect_server, data)).count(302)
     not_kept = [c.name for t, c in case_of.items() if c.field is not None and redirected[t] != 1]
     assert not_kept == []
-    records = await consume(kafka_bootstrap, click_topic, redirected.total(), within=10, settle=1)
+    await all_published(redirect_server)
+    records = await consume(
+        kafka_bootstrap, click_topic, redirected.total(), within=10, to_end=True
+    )
     events = [clickevent.decode(record.value) for record in records]
     assert Counter(event.token for event in events) == +redirected, (
         f"{len(events)} click events for {redirected.total()} redirects"
@@ -221,18 +235,19 @@ async def test_pipelined_requests_are_answered_in_order_and_each_is_one_click(
 ) -> None:
     """Five requests written at once on one connection, one of them malformed in its headers,
     get five answers in order; each redirect is one click event."""
-    first, second, third, fourth = await make_links(db, account_id, 4)
+    first, second, third, fourth = await make_tokens(db, account_id, 4)
     pipeline = b"".join(
         [
-            tap(first, b"User-Agent: " + PHONE, close=False),
-            tap(second, b"User-Agent: " + PHONE + b" \xff", close=False),
-            tap("NoSuch12", close=False),
-            tap(third, method=b"HEAD", close=False),
-            tap(fourth, b"Referer: https://sms.example/\xfe"),
+            req(first, b"User-Agent: " + PHONE, close=False),
+            req(second, b"User-Agent: " + PHONE + b" \xff", close=False),
+            req("NoSuch12", close=False),
+            req(third, method=b"HEAD", close=False),
+            req(fourth, b"Referer: https://sms.example/\xfe"),
         ]
     )
     assert await exchange(redirect_server, pipeline) == [302, 302, 404, 302, 302]
-    records = await consume(kafka_bootstrap, click_topic, 4, within=10, settle=1)
+    await all_published(redirect_server)
+    records = await consume(kafka_bootstrap, click_topic, 4, within=10, to_end=True)
     events = [clickevent.decode(record.value) for record in records]
     assert sorted(event.token for event in events) == sorted([first, second, third, fourth])
     for event in events:
@@ -248,11 +263,11 @@ async def test_http10_and_closing_taps_are_redirected_by_aiohttps_own_response(
 ) -> None:
     """Taps the ready-made head does not cover (HTTP/1.0, with and without keep-alive, and
     Connection: close) get the same Location, aiohttp's Connection handling, and a click each."""
-    tokens = await make_links(db, account_id, 3)
+    tokens = await make_tokens(db, account_id, 3)
     requests = [
-        tap(tokens[0], version=b"HTTP/1.0", close=False),
-        tap(tokens[1], b"Connection: keep-alive", version=b"HTTP/1.0", close=False),
-        tap(tokens[2]),
+        req(tokens[0], version=b"HTTP/1.0", close=False),
+        req(tokens[1], b"Connection: keep-alive", version=b"HTTP/1.0", close=False),
+        req(tokens[2]),
     ]
     heads = []
     for data in requests:
@@ -268,7 +283,8 @@ async def test_http10_and_closing_taps_are_redirected_by_aiohttps_own_response(
         assert b"\r\nCache-Control: private, max-age=0\r\n" in head
     assert b"\r\nConnection: keep-alive\r\n" in heads[1]
     assert b"\r\nConnection: close\r\n" in heads[2]
-    records = await consume(kafka_bootstrap, click_topic, 3, within=10, settle=1)
+    await all_published(redirect_server)
+    records = await consume(kafka_bootstrap, click_topic, 3, within=10, to_end=True)
     assert sorted(clickevent.decode(r.value).token for r in records) == sorted(tokens)
 
 
@@ -277,7 +293,7 @@ async def test_a_connect_target_is_never_taken_for_a_token(
 ) -> None:
     """CONNECT's authority-form target has no "/": "x" + a token, or + healthz, is not a
     path of ours (404, no lookup), though dropping its first character would make one."""
-    [token] = await make_links(db, account_id, 1)
+    [token] = await make_tokens(db, account_id, 1)
     for target in (f"x{token}", "xhealthz", "xreadyz"):
         request = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
         assert await exchange(redirect_server, request.encode()) == [404]

@@ -12,11 +12,10 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, async_playwright
 
 from forwarder.recorder import record
-from shortlink import clickevent
 from shortlink.api.app import create_app
 from shortlink.api.config import ApiConfig
 from shortlink.links import LinkEntry
-from tests.forwarder.conftest import clicks, make_links
+from tests.clicks import clicks, events, make_links
 from tests.infra import RunningServer, running
 from tests.shortlink.api.conftest import Tenant
 
@@ -61,10 +60,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A client that follows no redirects and keeps no cookies unless told."""
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
         yield session
-
-
-def events(values: list[tuple[str, bytes]]) -> list[clickevent.ClickEvent]:
-    return [clickevent.decode(value) for _, value in values]
 
 
 @dataclass

@@ -13,7 +13,7 @@ import asyncpg
 from playwright.async_api import BrowserContext, ConsoleMessage, Dialog, Page, expect
 
 from forwarder.recorder import record
-from tests.forwarder.conftest import clicks
+from tests.clicks import clicks
 from tests.infra import RunningServer
 from tests.shortlink.api.conftest import Tenant, new_tenant
 from tests.shortlink.api.dashboard.conftest import events, tapped_campaign
@@ -181,6 +181,8 @@ async def test_api_docs_render_offline(dashboard: RunningServer, context: Browse
     title = page.locator(".swagger-ui .info .title")
     await title.wait_for()
     assert "shortlink" in (await title.inner_text()).lower()
+    description = await page.locator(".swagger-ui .info .description").inner_text()
+    assert "Authorization: Bearer <api key>" in description  # not swallowed as HTML
     await page.locator(".opblock-summary-path", has_text="/v1/campaigns").first.wait_for()
     assert outside == []
     assert watch.problems == []

@@ -12,7 +12,7 @@ import pytest
 from forwarder.recorder import record
 from shortlink.api.dashboard import pages
 from shortlink.api.dashboard.render import CONTENT_SECURITY_POLICY
-from tests.forwarder.conftest import clicks, make_links
+from tests.clicks import clicks, make_links
 from tests.infra import RunningServer
 from tests.shortlink.api.conftest import Tenant, raw_request
 from tests.shortlink.api.dashboard.conftest import events, tapped_campaign
