@@ -41,10 +41,11 @@ CLICK_COLUMNS = (
 
 
 async def all_clicks(
-    conn: Executor, account_id: int, name: str, *, batch: int = EXPORT_BATCH
+    conn: Executor, account_id: int, name: str, *, batch: int | None = None
 ) -> AsyncIterator[list[tuple[Any, ...]]]:
-    """Every click of the campaign, oldest first, as rows of CLICK_COLUMNS, a batch at a
-    time (keyset on clicks_campaign)."""
+    """Every click of the campaign, oldest first, as rows of CLICK_COLUMNS, `batch` (by
+    default EXPORT_BATCH, read at each call) at a time (keyset on clicks_campaign)."""
+    batch = batch or EXPORT_BATCH
     after: tuple[datetime, Any] | None = None
     while True:
         rows = await conn.fetch(
