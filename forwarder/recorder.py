@@ -42,7 +42,7 @@ from forwarder import formats
 from forwarder.config import ForwarderConfig
 from forwarder.enrich import Client, classify
 from forwarder.geoip import PACKAGED, Locator, Place
-from shortlink.campaigns import counters as stats
+from shortlink.campaigns import counters
 from shortlink.campaigns.counters import first_click_bucket
 from shortlink.clickevent import ClickEvent, InvalidClickEvent, decode
 from shortlink.db import Connection, is_statement_error, is_transient, needs_new_connections
@@ -323,8 +323,8 @@ async def _count(
             totals[(*campaign, "bot")] += count
             continue
         totals[(*campaign, "total")] += count
-        breakdown[(*campaign, "browser", client.browser or stats.OTHER)] += count
-        breakdown[(*campaign, "os", client.os or stats.OTHER)] += count
+        breakdown[(*campaign, "browser", client.browser or counters.OTHER)] += count
+        breakdown[(*campaign, "os", client.os or counters.OTHER)] += count
         breakdown[(*campaign, "device_type", client.device_type)] += count
         breakdown[(*campaign, "country", country or "unknown")] += count
     histogram: Counter[tuple[int, str, int]] = Counter()
@@ -394,8 +394,8 @@ async def _count(
             [k[2] for k in keys],
             [k[3] for k in keys],
             [breakdown[k] for k in keys],
-            stats.VALUES_KEPT,
-            stats.OTHER,
+            counters.VALUES_KEPT,
+            counters.OTHER,
         )
     if histogram:
         keys_h = sorted(histogram)
