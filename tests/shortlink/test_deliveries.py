@@ -86,10 +86,10 @@ async def test_the_listing_is_newest_first_with_every_field(
         "clicks": 1,
         "status": "pending",
         "attempts": 2,
-        "next_attempt_at": (T0 + timedelta(minutes=5)).isoformat(),
+        "next_attempt_at": "2026-03-01T12:05:00Z",
         "last_error": "HTTP 503",
         "last_status": 503,
-        "created_at": (T0 + timedelta(minutes=1)).isoformat(),
+        "created_at": "2026-03-01T12:01:00Z",
         "delivered_at": None,
         "callback_url": None,
     }
