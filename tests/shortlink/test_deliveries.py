@@ -94,7 +94,7 @@ async def test_the_listing_is_newest_first_with_every_field(
         "callback_url": None,
     }
     assert listed[1]["next_attempt_at"] is None  # only a pending delivery is tried again
-    assert listed[1]["delivered_at"] == (T0 + timedelta(seconds=1)).isoformat()
+    assert listed[1]["delivered_at"] == "2026-03-01T12:00:01Z"
     assert listed[1]["clicks"] == 100
 
 
