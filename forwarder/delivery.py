@@ -59,7 +59,8 @@ from yarl import URL
 
 from forwarder import formats, signing
 from forwarder.config import ForwarderConfig
-from forwarder.lease import DATABASE_ERRORS, HELD, STEPS_PER_LEASE, Lease, LeaseLost, Target
+from forwarder.exceptions import LeaseLost, RefusedAddress
+from forwarder.lease import DATABASE_ERRORS, HELD, STEPS_PER_LEASE, Lease, Target
 from forwarder.outbox import Outbox
 from shortlink.db import is_transient
 from shortlink.deliveries import last_error_text
@@ -77,10 +78,6 @@ _PURGE_EVERY = 3_600.0
 # so the number of series stays bounded whatever the number of customers.
 MAX_LATENCY_LABELS = 50
 MAX_RESPONSE_BYTES = 64 * 1024  # of a customer's answer's body, read then dropped
-
-
-class RefusedAddress(OSError):
-    """The endpoint resolved to an address we must not connect to."""
 
 
 class GuardedResolver(AbstractResolver):

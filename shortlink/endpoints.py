@@ -45,7 +45,10 @@ import asyncpg
 from yarl import URL
 
 from shortlink import validation
-from shortlink.exceptions import ShortlinkError
+
+# Defined in shortlink.exceptions; callers may name them endpoints.EndpointError, ...
+from shortlink.exceptions import EndpointError as EndpointError
+from shortlink.exceptions import PrivateAddressError as PrivateAddressError
 
 FORMATS = ("json", "xml", "clickthru")
 MODES = ("every", "first")
@@ -67,19 +70,6 @@ _REFUSED_V6 = tuple(
 )
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known prefix (RFC 6052)
 DNS_TIMEOUT = 5.0  # seconds a host check waits for the resolver (ENDPOINT_DNS_TIMEOUT_SECONDS)
-
-
-class EndpointError(ShortlinkError):
-    """An endpoint setting that cannot be used; `field` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
-class PrivateAddressError(EndpointError):
-    """The endpoint's host resolves to an address that is not public."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ from yarl import URL
 
 from shortlink import phones
 
+# Defined in shortlink.exceptions; callers may name it here too.
+from shortlink.exceptions import InvalidInput as InvalidInput
+
 MAX_URL_LENGTH = 2048
 
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
@@ -75,10 +78,6 @@ _URL = re.compile(URL_PATTERN)
 _ENDPOINT_URL = re.compile(ENDPOINT_URL_PATTERN)
 # The hosts accepted beyond the pattern: internationalised names and IPv6 literals.
 _ANY_HOST = re.compile(f"^{_SCHEME}(?P<host>\\[[0-9A-Fa-f:.]+\\]|[^/?#@:\\[\\]]+){_AFTER_HOST}")
-
-
-class InvalidInput(ValueError):
-    """A value that cannot be used; the message says why, for the client."""
 
 
 def text(raw: str) -> str:

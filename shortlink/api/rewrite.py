@@ -30,6 +30,9 @@ from dataclasses import dataclass
 
 from shortlink.api import linkfind
 
+# Defined in shortlink.exceptions; callers may name it here too.
+from shortlink.exceptions import NothingToTrack as NothingToTrack
+
 MODES = ("track", "first", "last", "template")
 SLOT = "{#var#}"
 
@@ -38,10 +41,6 @@ SLOT = "{#var#}"
 # for every unclosed directive: quadratic, 80 ms for a 10,000-character body of them.
 _TRACK_OPEN = re.compile(r'#track\(\s*(\\?["\'])')
 _TRACK_CLOSE = {q: re.compile(re.escape(q) + r"\s*\)") for q in ('"', "'", '\\"', "\\'")}
-
-
-class NothingToTrack(ValueError):
-    """The body has no link to track in the chosen mode."""
 
 
 @dataclass(frozen=True)
