@@ -27,28 +27,13 @@ from shortlink.api.config import ApiConfig, DashboardConfig
 from shortlink.api.links import MAX_TEXT
 from shortlink.config import ServiceConfig
 from shortlink.db import require_database_url
-from shortlink.dev import embedded
+from shortlink.dev.embedded import resolve_service
 from shortlink.exceptions import ConfigError, ShortlinkError
 from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
 from shortlink.metrics import serve_worker_metrics
 from shortlink.redirect.config import RedirectConfig
 from shortlink.serve import EXIT_CONFIG, run_in_process, run_workers
-
-
-def resolve_service(service: ServiceConfig, *, kafka: bool) -> ServiceConfig:
-    """Fill in the embedded servers for whatever the environment leaves unset."""
-    database_url = service.database_url or embedded.ensure_postgres(service.data_dir)
-    bootstrap = service.kafka_bootstrap_servers
-    if kafka and bootstrap is None:
-        bootstrap, broker = embedded.ensure_broker(service.data_dir)
-        if broker is not None:
-            asyncio.run(
-                ensure_topic(bootstrap, service.click_topic, service.click_topic_partitions)
-            )
-    return dataclasses.replace(
-        service, database_url=database_url, kafka_bootstrap_servers=bootstrap
-    )
 
 
 async def _with_connection(
