@@ -23,7 +23,7 @@ import asyncpg
 import orjson
 
 from shortlink import accounts, deliveries, endpoints, logs, schema, validation
-from shortlink.api.config import ApiConfig, DashboardConfig
+from shortlink.api.config import ApiConfig, DashboardConfig, PublicAddresses
 from shortlink.api.links import MAX_TEXT
 from shortlink.config import ServiceConfig
 from shortlink.db import require_database_url
@@ -193,7 +193,7 @@ def _not_found(account_id: int) -> int:
 def _checked_link(args: argparse.Namespace, env: dict[str, str]) -> tuple[str, str | None]:
     """The target URL and phone number as POST /v1/links takes them (the same checks,
     SHORT_DOMAIN from the environment when set), or InvalidInput naming the option."""
-    short_domain = env.get("SHORT_DOMAIN", "").lower()
+    short_domain = PublicAddresses.from_env(env).short_domain or ""
     checked: dict[str, str | None] = {}
     checks: list[tuple[str, str | None, Callable[[str], str]]] = [
         ("--url", args.url, lambda value: validation.target_url(value, short_domain)),
