@@ -12,7 +12,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 
-import orjson
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
@@ -20,7 +19,7 @@ from forwarder.config import ForwarderConfig
 from forwarder.delivery import HTTP_SESSION, Deliverer, session_context
 from forwarder.geoip import PACKAGED, Locator
 from forwarder.recorder import Recorder
-from shortlink import metrics
+from shortlink import health, metrics
 from shortlink.pool import POOL, pool_context
 from shortlink.supervise import SUPERVISOR, supervisor_context
 
@@ -44,7 +43,7 @@ def create_app(config: ForwarderConfig) -> web.Application:
     app.cleanup_ctx.append(session_context(config))
     app.cleanup_ctx.append(_deliverer_context(config))
     app.cleanup_ctx.append(_recorder_context(config))
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
     return app
@@ -81,30 +80,12 @@ def _recorder_context(config: ForwarderConfig) -> Callable[[web.Application], As
     return context
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """Alive unless a background task could not recover (the process should be replaced)."""
-    supervisor = request.app[SUPERVISOR]
-    return web.json_response(supervisor.health(), status=200 if supervisor.healthy else 503)
-
-
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the database answers and the Kafka consumer has started."""
-    database = True
-    try:
-        async with asyncio.timeout(1.0):
-            await request.app[POOL].fetchval("SELECT 1")
-    except Exception:  # noqa: BLE001 - any failure means not ready
-        database = False
+    database = await health.database_reachable(request.app[POOL])
     consuming = request.app[RECORDER].consumer is not None
-    body = {
-        "database": "ok" if database else "unreachable",
-        "consumer": "ok" if consuming else "not started",
-    }
-    return web.Response(
-        status=200 if database and consuming else 503,
-        body=orjson.dumps(body),
-        content_type="application/json",
-    )
+    body = {"database": health.state(database), "consumer": health.state(consuming, "not started")}
+    return health.answer(body, database and consuming)
 
 
 async def metrics_page(request: web.Request) -> web.Response:

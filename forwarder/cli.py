@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from forwarder.config import ForwarderConfig
 from shortlink import logs
-from shortlink.cli import resolve_service
+from shortlink.dev.embedded import resolve_service
 from shortlink.exceptions import ShortlinkError
 from shortlink.serve import EXIT_CONFIG, run_in_process, run_workers
 

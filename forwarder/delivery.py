@@ -40,7 +40,6 @@ import email.utils
 import functools
 import logging
 import os
-import random
 import socket
 import ssl
 import time
@@ -59,13 +58,16 @@ from yarl import URL
 
 from forwarder import formats, signing
 from forwarder.config import ForwarderConfig
-from forwarder.lease import DATABASE_ERRORS, HELD, STEPS_PER_LEASE, Lease, LeaseLost, Target
+from forwarder.exceptions import LeaseLost, RefusedAddress
+from forwarder.lease import DATABASE_ERRORS, HELD, STEPS_PER_LEASE, Lease, Target
 from forwarder.outbox import Outbox
 from shortlink.db import is_transient
 from shortlink.deliveries import last_error_text
-from shortlink.endpoints import EndpointError, is_public, literal_address
+from shortlink.endpoints import is_public, literal_address
+from shortlink.exceptions import EndpointError
 from shortlink.metrics import DELIVERY_BUCKETS, Buckets
-from shortlink.supervise import Supervisor, backoff
+from shortlink.retry import Backoff, Retry
+from shortlink.supervise import RESTART, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +75,13 @@ USER_AGENT = "shortlink-forwarder/0.1"
 _PREFETCH = 20  # due deliveries read per query
 _MAX_ENDPOINT_TASKS = 1_000
 _PURGE_EVERY = 3_600.0
+# Waits of the delivery loop after a transient database error: 0.5 to 1 s each time
+# (the next tick retries anyway; jittered, so the processes do not retry in step).
+_LOOP_RETRY = Backoff(first=1.0, cap=1.0)
 # Delivery latency is labelled by endpoint id for this many endpoints (then "other"),
 # so the number of series stays bounded whatever the number of customers.
 MAX_LATENCY_LABELS = 50
 MAX_RESPONSE_BYTES = 64 * 1024  # of a customer's answer's body, read then dropped
-
-
-class RefusedAddress(OSError):
-    """The endpoint resolved to an address we must not connect to."""
 
 
 class GuardedResolver(AbstractResolver):
@@ -119,8 +120,7 @@ def retry_delay(
     failed_attempts: int, base: float, cap: float, retry_after: float | None = None
 ) -> float:
     """Seconds to wait after the `failed_attempts`-th failure (see the module docstring)."""
-    jitter = random.uniform(0.5, 1.0)  # noqa: S311 - spreads retries; not a secret
-    delay = float(min(cap, base * 2 ** (failed_attempts - 1)) * jitter)
+    delay = Backoff(first=min(base, cap), cap=cap).delay(failed_attempts)
     if retry_after is not None:
         delay = max(delay, min(retry_after, cap))
     return delay
@@ -216,19 +216,21 @@ class Deliverer:
         that cannot be rendered or stored and a delivery that cannot be sent become dead
         letters, or wait apart; see forwarder.outbox).
         """
+        retry = Retry(_LOOP_RETRY, on=is_transient)
         try:
             while True:
                 try:
                     await self._outbox.make_batches()
                     await self._dispatch()
                     await self._purge()
+                    retry.succeeded()
                 except Exception as exc:
                     # Named transient failures are waited out here; anything else (a
                     # missing migration, a bug) is the supervisor's to count and restart.
-                    if not is_transient(exc):
+                    if not retry.transient(exc):
                         raise
                     log.warning("delivery loop: database error", extra={"error": repr(exc)})
-                    await asyncio.sleep(1.0)
+                    await retry.wait()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._tick)
                 self._wakeup.clear()
@@ -282,7 +284,7 @@ class Deliverer:
             self._backoff.pop(endpoint_id, None)
             return
         failures = self._backoff.get(endpoint_id, (0, 0.0))[0] + 1
-        delay = backoff(failures)
+        delay = RESTART.delay(failures)
         self._backoff[endpoint_id] = (failures, time.monotonic() + delay)
         extra = {"endpoint_id": endpoint_id, "error": repr(error), "retry_in": round(delay, 2)}
         if isinstance(error, DATABASE_ERRORS):

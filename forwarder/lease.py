@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from forwarder.exceptions import LeaseLost
+
 log = logging.getLogger(__name__)
 
 STEPS_PER_LEASE = 6  # a database step takes at most a sixth of the lease
@@ -44,10 +46,6 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
 )
 # SQL condition on `endpoints e`: the lease is held by $owner and has not expired.
 HELD = "e.lease_owner = {owner} AND e.lease_until > now()"
-
-
-class LeaseLost(Exception):
-    """This process no longer holds the endpoint's lease: stop sending to it."""
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,13 @@ from forwarder.config import ForwarderConfig
 from forwarder.lease import STEPS_PER_LEASE
 from shortlink.db import Connection, is_statement_error, is_transient
 from shortlink.deliveries import last_error_text
-from shortlink.supervise import backoff
+from shortlink.retry import Backoff
 
 log = logging.getLogger(__name__)
+
+# Waits before trying again to store the clicks of an endpoint that cannot be
+# stored even as dead letters: 1 s doubling, at most 5 min (jittered).
+_HOLD_BACK = Backoff(first=1.0, cap=300.0)
 
 
 @dataclass(frozen=True)
@@ -204,7 +208,7 @@ class Outbox:
             self._held.pop(key, None)
             return
         failures = self._held.get(key, (0, 0.0))[0] + 1
-        delay = backoff(failures, base=1.0, cap=300.0)
+        delay = _HOLD_BACK.delay(failures)
         self._held[key] = (failures, time.monotonic() + delay)
         log.error(
             "waiting clicks cannot be stored even as dead letters; holding them back",

@@ -44,14 +44,20 @@ from forwarder.enrich import Client, classify
 from forwarder.geoip import PACKAGED, Locator, Place
 from shortlink.campaigns import counters
 from shortlink.campaigns.counters import first_click_bucket
-from shortlink.clickevent import ClickEvent, InvalidClickEvent, decode
+from shortlink.clickevent import ClickEvent, decode
 from shortlink.db import Connection, is_statement_error, is_transient, needs_new_connections
+from shortlink.exceptions import InvalidClickEvent
 from shortlink.kafka import Holes, contiguous
-from shortlink.supervise import backoff
+from shortlink.retry import Backoff, Retry
 
 log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Waits before starting the Kafka consumer again: 0.5 s doubling, at most 5 s.
+_CONSUMER_START = Backoff(first=0.5, cap=5.0)
+# Waits before writing a batch (or its dead events) again after a transient database
+# error: 0.1 s doubling, at most 5 s.
+_RECORD_RETRY = Backoff(first=0.1, cap=5.0)
 
 
 def to_datetime(ms: int) -> datetime:
@@ -654,7 +660,7 @@ class Recorder:
 
     async def _start_consumer(self) -> AIOKafkaConsumer:
         service = self._config.service
-        attempt = 0
+        retry = Retry(_CONSUMER_START, on=(KafkaError,))
         while True:
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=service.kafka_bootstrap_servers,
@@ -677,12 +683,11 @@ class Recorder:
                 raise
             except KafkaError as exc:
                 await consumer.stop()
-                delay = min(5.0, 0.5 * 2**attempt)
-                if attempt % 10 == 0:
+                delay = retry.failed()
+                if retry.failures % 10 == 1:
                     log.warning(
                         "Kafka is not available", extra={"error": repr(exc), "retry_in": delay}
                     )
-                attempt += 1
                 await asyncio.sleep(delay)
                 continue
             self._consumer = consumer
@@ -741,7 +746,7 @@ class Recorder:
         about 2 log2(n) more transactions; the rest of its batch is recorded and the
         offsets move on.
         """
-        attempt = 0
+        retry = Retry(_RECORD_RETRY, on=is_transient)
         events = [item.event for item in received]
         while True:
             try:
@@ -752,14 +757,13 @@ class Recorder:
             except Exception as exc:
                 if is_statement_error(exc):
                     raise
-                if not is_transient(exc):
+                if not retry.transient(exc):
                     return await self._isolate(received, exc, depth)
                 if needs_new_connections(exc):
                     # A restart or a failover: the pool's connections may lead to a server
                     # that is gone, or is now a standby.
                     await self._pool.expire_connections()
-                delay = backoff(attempt + 1, base=0.1, cap=5.0)
-                attempt += 1
+                delay = retry.failed()
                 log.warning(
                     "recording a batch failed; trying again",
                     extra={"error": repr(exc), "events": len(events), "retry_in": delay},
@@ -792,7 +796,7 @@ class Recorder:
 
     async def _keep_dead(self, dead: list[DeadEvent]) -> None:
         """Store messages that cannot be recorded, with why (retried until it works)."""
-        attempt = 0
+        retry = Retry(_RECORD_RETRY, on=is_transient)
         while True:
             try:
                 await self._pool.executemany(
@@ -804,10 +808,9 @@ class Recorder:
                 )
                 return
             except Exception as exc:
-                if not is_transient(exc):
+                if not retry.transient(exc):
                     raise
-                attempt += 1
-                await asyncio.sleep(backoff(attempt, base=0.1, cap=5.0))
+                await retry.wait()
 
     def _add(self, outcome: Outcome) -> None:
         self.batches += 1

@@ -23,31 +23,16 @@ import asyncpg
 import orjson
 
 from shortlink import accounts, deliveries, endpoints, logs, schema, validation
-from shortlink.api.config import ApiConfig, DashboardConfig
+from shortlink.api.config import ApiConfig, DashboardConfig, PublicAddresses
 from shortlink.config import ServiceConfig
 from shortlink.db import require_database_url
-from shortlink.dev import embedded
-from shortlink.exceptions import ConfigError, ShortlinkError
+from shortlink.dev.embedded import resolve_service
+from shortlink.exceptions import ConfigError, EndpointError, InvalidInput, ShortlinkError
 from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
 from shortlink.metrics import serve_worker_metrics
 from shortlink.redirect.config import RedirectConfig
 from shortlink.serve import EXIT_CONFIG, run_in_process, run_workers
-
-
-def resolve_service(service: ServiceConfig, *, kafka: bool) -> ServiceConfig:
-    """Fill in the embedded servers for whatever the environment leaves unset."""
-    database_url = service.database_url or embedded.ensure_postgres(service.data_dir)
-    bootstrap = service.kafka_bootstrap_servers
-    if kafka and bootstrap is None:
-        bootstrap, broker = embedded.ensure_broker(service.data_dir)
-        if broker is not None:
-            asyncio.run(
-                ensure_topic(bootstrap, service.click_topic, service.click_topic_partitions)
-            )
-    return dataclasses.replace(
-        service, database_url=database_url, kafka_bootstrap_servers=bootstrap
-    )
 
 
 async def _with_connection(
@@ -207,7 +192,7 @@ def _not_found(account_id: int) -> int:
 def _checked_link(args: argparse.Namespace, env: dict[str, str]) -> tuple[str, str | None]:
     """The target URL and phone number as POST /v1/links takes them (the same checks,
     SHORT_DOMAIN from the environment when set), or InvalidInput naming the option."""
-    short_domain = env.get("SHORT_DOMAIN", "").lower()
+    short_domain = PublicAddresses.from_env(env).short_domain or ""
     checked: dict[str, str | None] = {}
     checks: list[tuple[str, str | None, Callable[[str], str]]] = [
         ("--url", args.url, lambda value: validation.target_url(value, short_domain)),
@@ -218,21 +203,21 @@ def _checked_link(args: argparse.Namespace, env: dict[str, str]) -> tuple[str, s
     for option, value, check in checks:
         try:
             checked[option] = None if value is None else check(validation.text(value))
-        except validation.InvalidInput as exc:
-            raise validation.InvalidInput(f"{option}: {exc}") from None
+        except InvalidInput as exc:
+            raise InvalidInput(f"{option}: {exc}") from None
     return checked["--url"] or "", checked["--phone-number"]
 
 
 def _short_text(value: str) -> str:
     if len(value) > validation.MAX_TEXT_LENGTH:
-        raise validation.InvalidInput(f"must be at most {validation.MAX_TEXT_LENGTH} characters")
+        raise InvalidInput(f"must be at most {validation.MAX_TEXT_LENGTH} characters")
     return value
 
 
 def cmd_link(args: argparse.Namespace, env: dict[str, str]) -> int:
     try:
         url, phone = _checked_link(args, env)
-    except validation.InvalidInput as exc:
+    except InvalidInput as exc:
         sys.stderr.write(f"shortlink: {exc}\n")
         return 2
     if not 1 <= args.expires_in_days <= 3650:
@@ -451,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         logs.configure(ServiceConfig.from_env(env).log_level)
         return HANDLERS[args.command](args, env)
-    except endpoints.EndpointError as exc:
+    except EndpointError as exc:
         sys.stderr.write(f"shortlink: {exc}\n")
         return 2
     except (ConfigError, ShortlinkError) as exc:

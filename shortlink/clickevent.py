@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from shortlink.exceptions import InvalidClickEvent
 from shortlink.links import LinkEntry
 
 VERSION = 1
@@ -48,10 +49,6 @@ MAX_REFERER = 2048
 MAX_CLIENT_IP = 64  # an IPv6 address with a zone id; anything longer is not an address
 # Lone surrogates: what aiohttp makes of header bytes that are not UTF-8.
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-class InvalidClickEvent(ValueError):
-    """A message on the click topic that is not a click event this code understands."""
 
 
 class ClickEvent(NamedTuple):

@@ -2,9 +2,12 @@
 
 Each service has one frozen dataclass, read once from the environment in its
 entry point: RedirectConfig (shortlink.redirect.config), ApiConfig
-(shortlink.api.config), ForwarderConfig (forwarder.config). Every setting is read
-in one of those four modules and nowhere else. An invalid value raises ConfigError
-naming the variable, so a service refuses to start instead of guessing.
+(shortlink.api.config, with PublicAddresses, which the API, its dashboard and the
+`shortlink` commands share), ForwarderConfig (forwarder.config), and StackConfig
+(shortlink.dev.config) for `make run`. Every setting is read in one of those five
+modules and nowhere else; docs/configuration.md lists them all (a test keeps the
+two equal). An invalid value raises ConfigError naming the variable, so a service
+refuses to start instead of guessing.
 """
 
 from __future__ import annotations

@@ -36,9 +36,8 @@ import iso4217
 import orjson
 
 from shortlink.db import Connection, Executor
-from shortlink.exceptions import AmbiguousClientRef, LinkNotFound
+from shortlink.exceptions import AmbiguousClientRef, InvalidInput, LinkNotFound
 from shortlink.timestamps import rfc3339
-from shortlink.validation import InvalidInput
 
 LINK_CLICK = "link_click"  # recorded on the first human tap; not for the enterprise to post
 DISPOSITIONS = ("positive", "negative")

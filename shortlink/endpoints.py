@@ -45,7 +45,7 @@ import asyncpg
 from yarl import URL
 
 from shortlink import validation
-from shortlink.exceptions import ShortlinkError
+from shortlink.exceptions import EndpointError, PrivateAddressError
 from shortlink.timestamps import rfc3339
 
 FORMATS = ("json", "xml", "clickthru")
@@ -68,19 +68,6 @@ _REFUSED_V6 = tuple(
 )
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known prefix (RFC 6052)
 DNS_TIMEOUT = 5.0  # seconds a host check waits for the resolver (ENDPOINT_DNS_TIMEOUT_SECONDS)
-
-
-class EndpointError(ShortlinkError):
-    """An endpoint setting that cannot be used; `field` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
-class PrivateAddressError(EndpointError):
-    """The endpoint's host resolves to an address that is not public."""
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,23 @@
 """Errors raised by the shortlink package.
 
-Domain errors turn into HTTP errors only at the edge (the request handlers);
-everything else surfaces as a clear message and a non-zero exit code.
+Every domain error of the package is defined here. Domain errors turn into HTTP
+errors only at the edge (the request handlers; HTTP-layer errors live in
+shortlink.api.errors); everything else surfaces as a clear message and a non-zero
+exit code. The forwarder's own errors (forwarder.exceptions) extend this tree. An
+error marked "a ValueError too" (or an OSError) also keeps that standard base, so
+code that catches the standard exception, ours or a library's, still sees it.
 
     ShortlinkError
     ├── ConfigError            a setting is missing or invalid; the service does not start
     ├── SchemaError            the database schema cannot be used
     │   └── SchemaBehindError  migrations are pending; run `shortlink migrate`
     ├── EmbeddedServerError    the local PostgreSQL or broker could not be started
+    ├── InvalidInput           a value a client sent cannot be used (a ValueError too)
+    ├── NothingToTrack         a message body has no link to track in its mode (a ValueError too)
+    ├── InvalidClickEvent      a message on the click topic is not a click event (a ValueError too)
+    ├── EndpointError          an endpoint or callback setting cannot be used; `field` names it
+    │   └── PrivateAddressError  the endpoint's host resolves to an address that is not public
+    ├── SpoolLocked            another process holds the click spool file (an OSError too)
     ├── TokenSpaceExhausted    token generation kept colliding (the token length is too short)
     ├── LinkNotFound           no link of the account has that token or client_ref
     ├── AmbiguousClientRef     a client_ref names several links where one is needed
@@ -44,6 +54,39 @@ class SchemaBehindError(SchemaError):
 
 class EmbeddedServerError(ShortlinkError):
     """A local development server (PostgreSQL or the Kafka-protocol broker) failed."""
+
+
+class InvalidInput(ShortlinkError, ValueError):
+    """A value that cannot be used; the message says why, for the client.
+
+    A ValueError as well, so code that parses with the standard library and ours alike
+    catches both the same way.
+    """
+
+
+class NothingToTrack(ShortlinkError, ValueError):
+    """The body has no link to track in the chosen mode."""
+
+
+class InvalidClickEvent(ShortlinkError, ValueError):
+    """A message on the click topic that is not a click event this code understands."""
+
+
+class EndpointError(ShortlinkError):
+    """An endpoint setting that cannot be used; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class PrivateAddressError(EndpointError):
+    """The endpoint's host resolves to an address that is not public."""
+
+
+class SpoolLocked(ShortlinkError, OSError):
+    """Another process holds this spool file (an OSError, as the lock is the file system's)."""
 
 
 class TokenSpaceExhausted(ShortlinkError):

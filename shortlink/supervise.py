@@ -5,11 +5,11 @@ Kafka connection, the link-change listener, the metrics writer, the recorder,
 the deliverer, ...) is started through its app's `Supervisor`. When a task
 raises anything but a cancellation, the supervisor logs the error with its
 traceback, counts it (`<service>_task_restarts_total{task}`) and runs the task
-again after a capped, jittered backoff. A task that keeps failing right after
-each restart (RESTARTS_BEFORE_FAILED times in a row, none of them running for
-STABLE_SECONDS) cannot run: the supervisor marks the process unhealthy
-(`/healthz` answers 503) and asks it to stop, so the process supervisor
-(`run_workers`, Kubernetes) replaces it with a fresh one. A task that returns
+again after a capped, jittered backoff (RESTART, a shortlink.retry schedule). A
+task that keeps failing right after each restart (RESTARTS_BEFORE_FAILED times in
+a row, none of them running for STABLE_SECONDS) cannot run: the supervisor marks
+the process unhealthy (`/healthz` answers 503) and asks it to stop, so the process
+supervisor (`run_workers`, Kubernetes) replaces it with a fresh one. A task that returns
 normally has finished its job (for example the Kafka connection once made).
 
 Each resource's cleanup context starts its own tasks and stops them (cancel and
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -30,19 +29,16 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily
 
+from shortlink.retry import Backoff
+
 log = logging.getLogger(__name__)
 
 RESTARTS_BEFORE_FAILED = 5
 STABLE_SECONDS = 30.0  # a run this long resets the count of quick failures
-BACKOFF_BASE = 0.1
-BACKOFF_MAX = 10.0
+# Waits before restarting a task that failed: 0.1 s doubling, at most 10 s (jittered).
+RESTART = Backoff(first=0.1, cap=10.0)
 
 TaskFactory = Callable[[], Coroutine[Any, Any, None]]
-
-
-def backoff(failures: int, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_MAX) -> float:
-    """Seconds to wait before restart number `failures` (1-based): doubling, capped, jittered."""
-    return float(min(cap, base * 2 ** (failures - 1)) * random.uniform(0.5, 1.0))  # noqa: S311
 
 
 class Supervised:
@@ -76,7 +72,7 @@ class Supervised:
                     )
                     supervisor.fail(self.name)
                     return
-                delay = backoff(self.failures)
+                delay = RESTART.delay(self.failures)
                 log.error(
                     "background task failed; restarting it",
                     exc_info=True,

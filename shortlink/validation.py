@@ -31,6 +31,7 @@ import re
 from yarl import URL
 
 from shortlink import phones
+from shortlink.exceptions import InvalidInput
 
 MAX_URL_LENGTH = 2048
 MAX_TEXT_LENGTH = 200  # client_ref, client_identifier
@@ -76,10 +77,6 @@ _URL = re.compile(URL_PATTERN)
 _ENDPOINT_URL = re.compile(ENDPOINT_URL_PATTERN)
 # The hosts accepted beyond the pattern: internationalised names and IPv6 literals.
 _ANY_HOST = re.compile(f"^{_SCHEME}(?P<host>\\[[0-9A-Fa-f:.]+\\]|[^/?#@:\\[\\]]+){_AFTER_HOST}")
-
-
-class InvalidInput(ValueError):
-    """A value that cannot be used; the message says why, for the client."""
 
 
 def text(raw: str) -> str:

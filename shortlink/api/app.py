@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from shortlink import endpoints, metrics, validation
+from shortlink import endpoints, health, metrics, validation
 from shortlink.api import campaigns, conversions, forwarding, idempotency, links, messages
 from shortlink.api.auth import auth_middleware
 from shortlink.api.campaign_list import list_campaigns
@@ -69,7 +68,7 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     app[METRICS] = metrics.registry_of(lambda: _families(app))
     app.cleanup_ctx.append(metrics.writer_context(METRICS, worker_index))
     add = app.router.add_route
-    add("GET", "/healthz", healthz)
+    add("GET", "/healthz", health.healthz)
     add("GET", "/readyz", readyz)
     add("GET", "/v1/openapi.json", openapi)
     add("POST", "/v1/links", links.create)
@@ -127,16 +126,7 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """Alive unless a background task could not recover (the process should be replaced)."""
-    supervisor = request.app[SUPERVISOR]
-    return web.json_response(supervisor.health(), status=200 if supervisor.healthy else 503)
-
-
 async def readyz(request: web.Request) -> web.Response:
-    try:
-        async with asyncio.timeout(1.0):
-            await request.app[POOL].fetchval("SELECT 1")
-    except Exception:  # noqa: BLE001 - any failure means not ready
-        return web.json_response({"database": "unreachable"}, status=503)
-    return web.json_response({"database": "ok"})
+    """Ready when the database answers."""
+    database = await health.database_reachable(request.app[POOL])
+    return health.answer({"database": health.state(database)}, database)

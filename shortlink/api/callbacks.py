@@ -15,6 +15,7 @@ from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields
 from shortlink.api.errors import ValidationFailed
 from shortlink.api.keys import API_CONFIG, RESOLVER
+from shortlink.exceptions import EndpointError
 from shortlink.pool import POOL
 
 
@@ -33,7 +34,7 @@ async def callback_id(request: web.Request, url: str | None) -> int | None:
             resolver=request.app[RESOLVER],
             dns_timeout=config.service.endpoint_dns_timeout,
         )
-    except endpoints.EndpointError as exc:
+    except EndpointError as exc:
         raise ValidationFailed([{"field": exc.field, "message": exc.message}]) from None
 
 

@@ -13,6 +13,28 @@ MIN_SECRET_LENGTH = 32
 
 
 @dataclass(frozen=True)
+class PublicAddresses:
+    """Where the API and its short URLs are reached: the settings that the API, its
+    dashboard and the `shortlink` commands share, read here once for all of them."""
+
+    short_domain: str | None  # lower case; the API itself requires it (ApiConfig)
+    short_url_scheme: str
+    api_port: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> PublicAddresses:
+        read = EnvReader(env)
+        short_domain = read.optional_text("SHORT_DOMAIN")
+        if short_domain is not None and ("/" in short_domain or " " in short_domain):
+            raise ConfigError(f"SHORT_DOMAIN={short_domain!r}: a host (and port), not a URL")
+        return cls(
+            short_domain=None if short_domain is None else short_domain.lower(),
+            short_url_scheme=read.choice("SHORT_URL_SCHEME", "https", ("https", "http")),
+            api_port=read.integer("API_PORT", 8081, minimum=0, maximum=65_535),
+        )
+
+
+@dataclass(frozen=True)
 class DashboardConfig:
     """Settings of the dashboard pages (shortlink.api.dashboard) and `shortlink dashboard-link`."""
 
@@ -23,8 +45,17 @@ class DashboardConfig:
     refresh_seconds: int
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], *, require_secret: bool = False) -> DashboardConfig:
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        addresses: PublicAddresses | None = None,
+        *,
+        require_secret: bool = False,
+    ) -> DashboardConfig:
+        """The dashboard's settings; `addresses` when the caller has read them already."""
         read = EnvReader(env)
+        if addresses is None:
+            addresses = PublicAddresses.from_env(env)
         enabled = read.flag("DASHBOARD_ENABLED", False)
         secret = read.optional_text("DASHBOARD_SECRET")
         if secret is None and (enabled or require_secret):
@@ -37,9 +68,10 @@ class DashboardConfig:
             raise ConfigError(
                 f"DASHBOARD_SECRET: {len(secret)} characters, at least {MIN_SECRET_LENGTH} needed"
             )
-        https = read.choice("SHORT_URL_SCHEME", "https", ("https", "http")) == "https"
-        port = read.integer("API_PORT", 8081, minimum=0, maximum=65_535)
-        public_url = read.text("DASHBOARD_PUBLIC_URL", f"http://127.0.0.1:{port}").rstrip("/")
+        https = addresses.short_url_scheme == "https"
+        public_url = read.text(
+            "DASHBOARD_PUBLIC_URL", f"http://127.0.0.1:{addresses.api_port}"
+        ).rstrip("/")
         if not public_url.startswith(("http://", "https://")):
             raise ConfigError(f"DASHBOARD_PUBLIC_URL={public_url!r}: an http(s) URL")
         return cls(
@@ -72,22 +104,20 @@ class ApiConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiConfig:
         read = EnvReader(env)
-        short_domain = read.optional_text("SHORT_DOMAIN")
-        if short_domain is None:
+        addresses = PublicAddresses.from_env(env)
+        if addresses.short_domain is None:
             raise ConfigError(
                 "SHORT_DOMAIN is not set: the public host of the redirect server, "
                 "for example tx1.in (short URLs are https://SHORT_DOMAIN/<token>)"
             )
-        if "/" in short_domain or " " in short_domain:
-            raise ConfigError(f"SHORT_DOMAIN={short_domain!r}: a host (and port), not a URL")
         return cls(
             service=ServiceConfig.from_env(env),
             host=read.text("API_HOST", "127.0.0.1"),
-            port=read.integer("API_PORT", 8081, minimum=0, maximum=65_535),
+            port=addresses.api_port,
             metrics_port=read.integer("API_METRICS_PORT", 9102, minimum=0, maximum=65_535),
             workers=read.integer("API_WORKERS", os.cpu_count() or 1, minimum=1, maximum=256),
-            short_domain=short_domain.lower(),
-            short_url_scheme=read.choice("SHORT_URL_SCHEME", "https", ("https", "http")),
+            short_domain=addresses.short_domain,
+            short_url_scheme=addresses.short_url_scheme,
             max_recipients=read.integer("MAX_RECIPIENTS", 200_000, minimum=1, maximum=10_000_000),
             # Links one links or messages request may create (directives x recipients):
             # far above a real campaign, far below a transaction that never ends.
@@ -107,5 +137,5 @@ class ApiConfig:
             shutdown_timeout=read.number(
                 "SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0, maximum=600.0
             ),
-            dashboard=DashboardConfig.from_env(env),
+            dashboard=DashboardConfig.from_env(env, addresses),
         )

@@ -21,8 +21,7 @@ from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError, not_found
 from shortlink.conversions import NewConversion
 from shortlink.db import Connection
-from shortlink.exceptions import AmbiguousClientRef, LinkNotFound
-from shortlink.validation import InvalidInput
+from shortlink.exceptions import AmbiguousClientRef, InvalidInput, LinkNotFound
 
 _FIELDS = {
     "token",

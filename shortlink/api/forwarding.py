@@ -13,6 +13,7 @@ from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError, ValidationFailed, not_found
 from shortlink.api.keys import API_CONFIG, RESOLVER
+from shortlink.exceptions import EndpointError
 from shortlink.pool import POOL
 
 # A Standard Webhooks secret: whsec_ and the base64 of 24 to 64 bytes (the document's pattern).
@@ -65,7 +66,7 @@ async def put_endpoint(request: web.Request) -> web.Response:
             resolver=request.app[RESOLVER],
             dns_timeout=request.app[API_CONFIG].service.endpoint_dns_timeout,
         )
-    except endpoints.EndpointError as exc:
+    except EndpointError as exc:
         raise ValidationFailed([{"field": exc.field, "message": exc.message}]) from None
     return _json(endpoint.public())
 

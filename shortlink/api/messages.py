@@ -24,6 +24,7 @@ from shortlink.api.errors import ApiError
 from shortlink.api.keys import API_CONFIG
 from shortlink.api.present import short_url
 from shortlink.db import Connection
+from shortlink.exceptions import InvalidInput, NothingToTrack
 from shortlink.links import NewLink
 from shortlink.serve import gc_held
 
@@ -116,7 +117,7 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
             if target not in checked:
                 try:
                     checked[target] = validation.target_url(target, config.short_domain)
-                except validation.InvalidInput as exc:
+                except InvalidInput as exc:
                     where = "body" if mode != "template" else f"to[{index}].vars"
                     problems.add(where, f"the URL {target[:100]!r} {exc}")
                     checked[target] = ""
@@ -184,7 +185,7 @@ async def _plans(
             link_count += len(plan.targets)
         problems.check()
         return plans, distinct, link_count
-    except rewrite.NothingToTrack as exc:
+    except NothingToTrack as exc:
         raise ApiError(
             422,
             "nothing_to_track",

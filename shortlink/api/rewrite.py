@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from shortlink.api import linkfind
+from shortlink.exceptions import NothingToTrack
 
 MODES = ("track", "first", "last", "template")
 SLOT = "{#var#}"
@@ -38,10 +39,6 @@ SLOT = "{#var#}"
 # for every unclosed directive: quadratic, 80 ms for a 10,000-character body of them.
 _TRACK_OPEN = re.compile(r'#track\(\s*(\\?["\'])')
 _TRACK_CLOSE = {q: re.compile(re.escape(q) + r"\s*\)") for q in ('"', "'", '\\"', "\\'")}
-
-
-class NothingToTrack(ValueError):
-    """The body has no link to track in the chosen mode."""
 
 
 @dataclass(frozen=True)

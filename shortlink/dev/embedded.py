@@ -13,7 +13,9 @@ stopped only by the process that started it).
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import dataclasses
 import logging
 import socket
 import subprocess
@@ -22,12 +24,31 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shortlink.config import ServiceConfig
 from shortlink.exceptions import EmbeddedServerError
+from shortlink.kafka import ensure_topic
 
 log = logging.getLogger(__name__)
 
 DEV_BROKER_HOST = "127.0.0.1"
 DEV_BROKER_PORT = 19092
+
+
+def resolve_service(service: ServiceConfig, *, kafka: bool) -> ServiceConfig:
+    """`service` with the embedded servers filled in for whatever the environment leaves
+    unset: the embedded PostgreSQL, and the development broker (with the click topic)
+    if `kafka`. What every entry point (`shortlink`, `forwarder`) does first."""
+    database_url = service.database_url or ensure_postgres(service.data_dir)
+    bootstrap = service.kafka_bootstrap_servers
+    if kafka and bootstrap is None:
+        bootstrap, broker = ensure_broker(service.data_dir)
+        if broker is not None:
+            asyncio.run(
+                ensure_topic(bootstrap, service.click_topic, service.click_topic_partitions)
+            )
+    return dataclasses.replace(
+        service, database_url=database_url, kafka_bootstrap_servers=bootstrap
+    )
 
 
 def ensure_postgres(data_dir: Path) -> str:

@@ -30,11 +30,11 @@ import asyncpg
 from shortlink import accounts, endpoints, schema
 from shortlink.api.config import DashboardConfig
 from shortlink.api.dashboard.sessions import Grant, dashboard_link
-from shortlink.config import EnvReader, ServiceConfig
+from shortlink.config import ServiceConfig
 from shortlink.dev import embedded
+from shortlink.dev.config import StackConfig
 from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
-from shortlink.redirect.config import RedirectConfig
 from shortlink.serve import exit_with_parent
 
 log = logging.getLogger(__name__)
@@ -182,17 +182,15 @@ def _wait_until_healthy(url: str, stack: Stack, timeout: float = 60.0) -> None:
 
 def run_stack(env: Mapping[str, str]) -> int:
     """Run everything until Ctrl-C; return the exit code."""
-    service = ServiceConfig.from_env(env)
-    redirect_port = RedirectConfig.from_env(env).port
+    config = StackConfig.from_env(env)
+    service = config.service
+    redirect_port = config.redirect_port
     redirect_url = f"http://127.0.0.1:{redirect_port}"
-    forwarder_port = EnvReader(env).integer("FORWARDER_PORT", 8082, minimum=1, maximum=65_535)
-    api_port = EnvReader(env).integer("API_PORT", 8081, minimum=1, maximum=65_535)
+    forwarder_port = config.forwarder_port
+    api_port = config.api_port
     api_url = f"http://127.0.0.1:{api_port}"
-    sink_port = EnvReader(env).integer("DEMO_ENDPOINT_PORT", 8083, minimum=1, maximum=65_535)
-    metrics_ports = (
-        RedirectConfig.from_env(env).metrics_port,
-        EnvReader(env).integer("API_METRICS_PORT", 9102, minimum=0, maximum=65_535),
-    )
+    sink_port = config.demo_endpoint_port
+    metrics_ports = (config.redirect_metrics_port, config.api_metrics_port)
     stack = Stack()
     stopping = False
 
@@ -224,8 +222,8 @@ def run_stack(env: Mapping[str, str]) -> int:
         )
         api_env = {
             **child_env,
-            "DASHBOARD_ENABLED": env.get("DASHBOARD_ENABLED") or "true",
-            "DASHBOARD_SECRET": env.get("DASHBOARD_SECRET") or dashboard_secret(service.data_dir),
+            "DASHBOARD_ENABLED": config.dashboard_enabled,
+            "DASHBOARD_SECRET": config.dashboard_secret or dashboard_secret(service.data_dir),
         }
         stack.spawn(
             "api",
@@ -233,8 +231,8 @@ def run_stack(env: Mapping[str, str]) -> int:
             {
                 **api_env,
                 # Local short URLs point at the local redirect server, over plain http.
-                "SHORT_DOMAIN": env.get("SHORT_DOMAIN") or f"127.0.0.1:{redirect_port}",
-                "SHORT_URL_SCHEME": env.get("SHORT_URL_SCHEME") or "http",
+                "SHORT_DOMAIN": config.short_domain,
+                "SHORT_URL_SCHEME": config.short_url_scheme,
             },
         )
         stack.spawn(
@@ -247,7 +245,7 @@ def run_stack(env: Mapping[str, str]) -> int:
             [sys.executable, "-m", "shortlink.cli", "redirect", "--port", str(redirect_port)],
             # Locally a curl on this machine may play the load balancer: its
             # X-Forwarded-For gives the client IP the forwarder places.
-            {**child_env, "TRUSTED_PROXIES": env.get("TRUSTED_PROXIES") or "127.0.0.1/32,::1"},
+            {**child_env, "TRUSTED_PROXIES": config.trusted_proxies},
         )
         _wait_until_healthy(f"{redirect_url}/healthz", stack)
         _wait_until_healthy(f"http://127.0.0.1:{forwarder_port}/healthz", stack)

@@ -19,12 +19,11 @@ from collections import Counter
 from collections.abc import Iterator
 
 import asyncpg
-import orjson
 from aiohttp import HttpVersion11, web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from shortlink import logs, metrics
+from shortlink import health, logs, metrics
 from shortlink.pool import POOL, pool_context
 from shortlink.redirect import pages
 from shortlink.redirect.cache import CACHE, cache_context
@@ -35,7 +34,7 @@ from shortlink.redirect.listener import LISTENER, listener_context
 from shortlink.redirect.publisher import PUBLISHER, publisher_context
 from shortlink.redirect.response import CACHE_CONTROL, Heads, Redirect
 from shortlink.serve import HTTP_LOG, Handler
-from shortlink.supervise import SUPERVISOR, Supervisor, supervisor_context
+from shortlink.supervise import SUPERVISOR, supervisor_context
 from shortlink.tokens import is_token
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,6 @@ STATUSES = web.AppKey("redirect_statuses", Counter[int])
 
 _JSON = "application/json"
 _LOOKUP_ERRORS = (asyncpg.PostgresError, OSError, TimeoutError)
-_READY_TIMEOUT = 1.0
 _HEALTHZ = "healthz"  # liveness: the process answers
 _READYZ = "readyz"  # readiness: the database and the broker answer too
 
@@ -276,24 +274,18 @@ def make_handler(app: web.Application) -> Handler:
 
     async def readyz(request: web.BaseRequest) -> web.StreamResponse:
         database, broker = await asyncio.gather(
-            _database_reachable(pool), publisher.broker_reachable()
+            health.database_reachable(pool), publisher.broker_reachable()
         )
         body = {
-            "database": "ok" if database else "unreachable",
-            "broker": "ok" if broker else "unreachable",
+            "database": health.state(database),
+            "broker": health.state(broker),
             "spooling": publisher.spooling,
             "listening": listener.listening,
         }
         # ?broker=optional: redirects go on while Kafka is down (clicks spool), so a
         # load balancer may keep such an instance in rotation.
         broker_needed = request.query.get("broker") != "optional"
-        ready = database and (broker or not broker_needed)
-        return web.Response(
-            status=200 if ready else 503,
-            body=orjson.dumps(body),
-            content_type=_JSON,
-            headers={"Cache-Control": "no-store"},
-        )
+        return health.answer(body, database and (broker or not broker_needed))
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         # The raw path is the path whenever it is "/" and a token (letters and digits:
@@ -309,7 +301,7 @@ def make_handler(app: web.Application) -> Handler:
                 if group is not None:
                     return respond(request, token, group, packed)
             if token == _HEALTHZ:
-                return _health(supervisor)
+                return health.liveness(supervisor)
             if token == _READYZ:
                 return await readyz(request)
             return await miss(request, token)
@@ -318,30 +310,12 @@ def make_handler(app: web.Application) -> Handler:
     return handle
 
 
-async def _database_reachable(pool: asyncpg.Pool) -> bool:
-    try:
-        await asyncio.wait_for(pool.fetchval("SELECT 1"), _READY_TIMEOUT)
-    except (*_LOOKUP_ERRORS, asyncpg.InterfaceError):
-        return False
-    return True
-
-
 def _page(status: int, body: bytes) -> web.Response:
     return web.Response(status=status, body=body, headers=pages.HTML_HEADERS)
 
 
 def _method_not_allowed() -> web.Response:
     return web.Response(status=405, headers={"Allow": "GET, HEAD"}, text="method not allowed")
-
-
-def _health(supervisor: Supervisor) -> web.Response:
-    """Liveness: 200 unless a background task could not recover (replace this process)."""
-    return web.Response(
-        status=200 if supervisor.healthy else 503,
-        body=orjson.dumps(supervisor.health()),
-        content_type=_JSON,
-        headers={"Cache-Control": "no-store"},
-    )
 
 
 def _other(path: str) -> web.StreamResponse:

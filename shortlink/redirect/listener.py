@@ -40,6 +40,7 @@ from shortlink.metrics import Buckets
 from shortlink.pool import POOL
 from shortlink.redirect.cache import CACHE, EVICT_FRACTION, LinkCache
 from shortlink.redirect.config import RedirectConfig
+from shortlink.retry import Backoff, Retry
 from shortlink.supervise import SUPERVISOR
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,10 @@ POLL_EVERY = 10.0
 MARGIN = timedelta(seconds=60)
 WARM_SLICE = 500  # links read and stored per stretch of the event loop (~2 ms)
 WARM_READS_AHEAD = 2  # slices being read while one is stored
-_RETRY = 1.0
+# Waits before listening or warming again after a database error: 0.5 to 1 s each
+# time, so a worker is back in step soon after the database is (jittered, so the
+# workers do not reconnect in step).
+_RETRY = Backoff(first=1.0, cap=1.0)
 WARM_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -107,6 +111,7 @@ class LinkListener:
     # -- link-listener ----------------------------------------------------------
 
     async def listen(self) -> None:
+        retry = Retry(_RETRY, on=_DB_ERRORS)
         while True:
             try:
                 conn = await asyncpg.connect(
@@ -116,8 +121,9 @@ class LinkListener:
                 )
             except _DB_ERRORS as exc:
                 log.warning("cannot listen for link changes", extra={"error": repr(exc)})
-                await asyncio.sleep(_RETRY)
+                await retry.wait()
                 continue
+            retry.succeeded()
             try:
                 await self._listen_on(conn)
             except _DB_ERRORS as exc:
@@ -127,7 +133,7 @@ class LinkListener:
                 with contextlib.suppress(*_DB_ERRORS):
                     await conn.close(timeout=2)
             self.reconnects += 1
-            await asyncio.sleep(_RETRY)
+            await retry.wait()
 
     async def _listen_on(self, conn: asyncpg.Connection) -> None:
         closed = asyncio.Event()
@@ -198,6 +204,7 @@ class LinkListener:
     # -- link-warmer -------------------------------------------------------------
 
     async def warm(self) -> None:
+        retry = Retry(_RETRY, on=_DB_ERRORS)
         while True:
             item = await self._queue.get()
             while True:
@@ -207,10 +214,11 @@ class LinkListener:
                         self.warm_seconds.observe(time.perf_counter() - item.noticed)
                     else:
                         await self._warm_since(item.moment)
+                    retry.succeeded()
                     break
                 except _DB_ERRORS as exc:
                     log.warning("warming the link cache failed", extra={"error": repr(exc)})
-                    await asyncio.sleep(_RETRY)
+                    await retry.wait()
 
     async def _warm_since(self, since: datetime) -> None:
         """Warm the links created at or after `since`, the newest `capacity` of them."""

@@ -32,6 +32,7 @@ from shortlink.kafka import partition_for
 from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.entries import LINK_FIELDS_AT, LinkGroup
 from shortlink.redirect.spool import Record, open_own, orphans
+from shortlink.retry import Backoff, Retry
 from shortlink.supervise import SUPERVISOR, Supervised, Supervisor
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ Buffered = tuple[str, LinkGroup, bytes, float, str | None, str | None, str | Non
 SEND_ERRORS = (KafkaError, TimeoutError, OSError)
 _REPLAY_BATCH = 5_000
 _MAX_BATCH_BYTES = 1 << 20
-_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
+# Waits before connecting to the broker, or sending spooled clicks, again: 0.5 s
+# doubling, at most 5 s (jittered, so the workers of a host do not retry in step).
+_RETRY = Backoff(first=0.5, cap=5.0)
 _LOUD_EVERY = 10.0  # seconds between repeated "spool is full" errors
 _PROBE_TIMEOUT = 1.0
 _SLICE = 256  # clicks encoded and sent per stretch of the event loop
@@ -314,7 +317,7 @@ class ClickPublisher:
 
     async def _connect(self) -> None:
         """Start the producer, retrying until the broker and the topic are there."""
-        attempt = 0
+        retry = Retry(_RETRY, on=SEND_ERRORS)
         while True:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self._bootstrap_servers,
@@ -338,13 +341,12 @@ class ClickPublisher:
             except SEND_ERRORS as exc:
                 with contextlib.suppress(*SEND_ERRORS):
                     await producer.stop()
-                delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
-                if attempt == 0 or attempt % 20 == 0:
+                delay = retry.failed()
+                if retry.failures % 20 == 1:
                     log.warning(
                         "Kafka is not available; clicks go to the spool",
                         extra={"error": repr(exc), "retry_in": delay},
                     )
-                attempt += 1
                 self._spooling = True
                 await asyncio.sleep(delay)
                 continue
@@ -474,16 +476,16 @@ class ClickPublisher:
         return True
 
     async def _replay_loop(self) -> None:
-        attempt = 0
+        retry = Retry(_RETRY, on=SEND_ERRORS)
         while True:
             await self._replay_wakeup.wait()
             await asyncio.to_thread(self._spool.sync)
             if self._producer is None:
-                await asyncio.sleep(_RETRY_DELAYS[0])
+                # The connection task is retrying: look again after its first wait.
+                await asyncio.sleep(_RETRY.first)
                 continue
             if self._metadata_stale and not await self._refresh_partitions():
-                await asyncio.sleep(_RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)])
-                attempt += 1
+                await retry.wait()
                 continue
             spool = self._adopted[0] if self._adopted else self._spool
             records, offset = spool.read(_REPLAY_BATCH)
@@ -500,11 +502,9 @@ class ClickPublisher:
                 continue
             failed = await self._send(records)
             if failed:
-                delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
-                attempt += 1
-                await asyncio.sleep(delay)
+                await retry.wait()
                 continue
-            attempt = 0
+            retry.succeeded()
             spool.commit(offset)
             self.replayed += len(records)
             self.published += len(records)

@@ -21,6 +21,8 @@ import os
 from collections.abc import Container, Iterator, Sequence
 from pathlib import Path
 
+from shortlink.exceptions import SpoolLocked
+
 _READ_CHUNK = 1 << 20
 _PUNCH_EVERY = 16 << 20
 _FALLOC_FL_KEEP_SIZE = 0x01
@@ -30,10 +32,6 @@ _FALLOC_FL_PUNCH_HOLE = 0x02
 # (key, timestamp_ms, value): the Kafka key is the token, as bytes. A plain tuple,
 # because the flusher builds one per click.
 Record = tuple[bytes, int, bytes]
-
-
-class SpoolLocked(OSError):
-    """Another process holds this spool file."""
 
 
 class Spool:

@@ -35,8 +35,8 @@ from forwarder.delivery import (
 from shortlink import clickevent
 from shortlink.accounts import create_account
 from shortlink.deliveries import list_deliveries, retry_dead
-from shortlink.endpoints import PrivateAddressError
 from shortlink.endpoints import set_endpoint as store_endpoint
+from shortlink.exceptions import PrivateAddressError
 from shortlink.links import LinkEntry, fetch_entry
 from shortlink.pool import open_pool
 from shortlink.supervise import SUPERVISOR, Supervisor

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from forwarder.lease import STEPS_PER_LEASE, Lease, LeaseLost
+from forwarder.exceptions import LeaseLost
+from forwarder.lease import STEPS_PER_LEASE, Lease
 from shortlink.config import ServiceConfig
 from shortlink.pool import open_pool
 from tests.forwarder.endpoint import set_endpoint

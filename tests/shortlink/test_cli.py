@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
+from pathlib import Path
 
 import asyncpg
 import orjson
@@ -62,3 +64,17 @@ async def test_link_create_refuses_what_the_api_refuses(
     assert says in refused.stderr
     count = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", account_id)
     assert count == 0
+
+
+def test_no_module_imports_the_cli() -> None:
+    """The services and the forwarder's command share code through modules, never the CLI."""
+    root = Path(__file__).parents[2]
+    importers = []
+    for path in [*(root / "shortlink").rglob("*.py"), *(root / "forwarder").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            ) + ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            if "shortlink.cli" in names:
+                importers.append(str(path.relative_to(root)))
+    assert importers == []

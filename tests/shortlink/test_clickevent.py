@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from shortlink import clickevent
+from shortlink.exceptions import InvalidClickEvent
 from shortlink.links import LinkEntry
 
 LINK = LinkEntry(
@@ -103,7 +104,7 @@ def test_event_ids_are_unique_uuid7_and_time_ordered() -> None:
 )
 def test_invalid_messages_are_rejected(value: bytes, reason: str) -> None:
     """Anything that is not a valid version-1 click event raises InvalidClickEvent."""
-    with pytest.raises(clickevent.InvalidClickEvent, match=reason):
+    with pytest.raises(InvalidClickEvent, match=reason):
         clickevent.decode(value)
 
 

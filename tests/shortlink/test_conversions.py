@@ -10,7 +10,7 @@ import pytest
 
 from shortlink import conversions
 from shortlink.api.app import openapi_document
-from shortlink.validation import InvalidInput
+from shortlink.exceptions import InvalidInput
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -8,6 +8,7 @@ import phonenumbers
 import pytest
 
 from shortlink import phones, validation
+from shortlink.exceptions import InvalidInput
 
 
 @pytest.mark.parametrize(
@@ -37,7 +38,7 @@ def test_lengths_agree_with_libphonenumber(number: str) -> None:
     try:
         validation.phone_number(number)
         accepted = True
-    except validation.InvalidInput:
+    except InvalidInput:
         accepted = False
     assert accepted == (reason == phonenumbers.ValidationResult.IS_POSSIBLE), (digits, reason)
 

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from shortlink.api.rewrite import NothingToTrack, directives, plan, plan_template
+from shortlink.api.rewrite import directives, plan, plan_template
+from shortlink.exceptions import NothingToTrack
 
 
 def fill(body: str, mode: str) -> tuple[str, tuple[str, ...]]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shortlink.redirect.spool import Record, Spool, SpoolLocked, open_own, orphans
+from shortlink.exceptions import SpoolLocked
+from shortlink.redirect.spool import Record, Spool, open_own, orphans
 
 
 def records(n: int, start: int = 0) -> list[Record]:
