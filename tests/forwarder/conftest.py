@@ -12,12 +12,8 @@ from aiohttp.test_utils import TestServer
 
 from forwarder.app import create_app
 from forwarder.config import ForwarderConfig
-from tests.clicks import IPHONE, clicks, make_links, publish
-from tests.forwarder.endpoint import Received, Sink, set_endpoint
+from tests.forwarder.endpoint import Sink
 from tests.infra import RunningServer, running, unique_name
-
-# Re-exported for test modules that still import them from here; defined in the modules above.
-__all__ = ["IPHONE", "Received", "Sink", "clicks", "make_links", "publish", "set_endpoint"]
 
 SinkFactory = Callable[[], "asyncio.Future[Sink]"]
 

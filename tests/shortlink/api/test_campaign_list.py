@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from forwarder.recorder import record
-from tests.forwarder.conftest import clicks, make_links
+from tests.clicks import clicks, make_links
 from tests.shortlink.api.conftest import Client, Tenant, new_tenant
 from tests.shortlink.api.dashboard.conftest import events
 

@@ -8,9 +8,8 @@ import asyncpg
 import pytest
 
 from forwarder.recorder import record
-from shortlink import clickevent
 from shortlink.links import LinkEntry
-from tests.forwarder.conftest import clicks
+from tests.clicks import clicks, events
 from tests.shortlink.api.conftest import Client, Tenant
 
 WINDOWS_CHROME = (
@@ -54,10 +53,6 @@ async def campaign_links(
         )
         for m in made
     ]
-
-
-def events(values: list[tuple[str, bytes]]) -> list[clickevent.ClickEvent]:
-    return [clickevent.decode(v) for _, v in values]
 
 
 async def test_stats_count_people_and_bots_apart(

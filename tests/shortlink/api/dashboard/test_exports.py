@@ -12,7 +12,7 @@ import pytest
 from forwarder.recorder import record
 from shortlink.api.exports import RECIPIENT_COLUMNS, cell, encode_rows
 from shortlink.campaigns import exports
-from tests.forwarder.conftest import clicks, make_links
+from tests.clicks import clicks, make_links
 from tests.infra import RunningServer
 from tests.shortlink.api.conftest import Tenant, new_tenant
 from tests.shortlink.api.dashboard.conftest import events
