@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from forwarder.config import ForwarderConfig
 from shortlink import logs
 from shortlink.dev.embedded import resolve_service
-from shortlink.exceptions import ShortlinkError
+from shortlink.exceptions import STARTUP_ERRORS
 from shortlink.serve import EXIT_CONFIG, run_in_process, run_workers
 
 
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=config.port if args.port is None else args.port,
             workers=args.workers or config.workers,
         )
-    except ShortlinkError as exc:
+    except STARTUP_ERRORS as exc:
         sys.stderr.write(f"forwarder: {exc}\n")
         return EXIT_CONFIG
     if config.workers == 1:

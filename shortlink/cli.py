@@ -27,7 +27,7 @@ from shortlink.api.config import ApiConfig, DashboardConfig, PublicAddresses
 from shortlink.config import ServiceConfig
 from shortlink.db import require_database_url
 from shortlink.dev.embedded import resolve_service
-from shortlink.exceptions import ConfigError, EndpointError, InvalidInput, ShortlinkError
+from shortlink.exceptions import STARTUP_ERRORS, EndpointError, InvalidInput, ShortlinkError
 from shortlink.kafka import ensure_topic
 from shortlink.links import NewLink, create_links
 from shortlink.metrics import serve_worker_metrics
@@ -436,13 +436,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         logs.configure(ServiceConfig.from_env(env).log_level)
         return HANDLERS[args.command](args, env)
-    except EndpointError as exc:
+    except (EndpointError, InvalidInput) as exc:  # what the command was given
         sys.stderr.write(f"shortlink: {exc}\n")
         return 2
-    except (ConfigError, ShortlinkError) as exc:
+    except STARTUP_ERRORS as exc:
         sys.stderr.write(f"shortlink: {exc}\n")
         return EXIT_CONFIG
-    except (OSError, asyncpg.PostgresError) as exc:
+    except (OSError, asyncpg.PostgresError, ShortlinkError) as exc:
         sys.stderr.write(f"shortlink: {exc}\n")
         return 1
     except KeyboardInterrupt:

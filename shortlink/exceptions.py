@@ -56,6 +56,11 @@ class EmbeddedServerError(ShortlinkError):
     """A local development server (PostgreSQL or the Kafka-protocol broker) failed."""
 
 
+# What an operator must fix before a service can start: a restart cannot help, so
+# these (and only these) end a service or command with EXIT_CONFIG (shortlink.serve).
+STARTUP_ERRORS = (ConfigError, SchemaError, EmbeddedServerError)
+
+
 class InvalidInput(ShortlinkError, ValueError):
     """A value that cannot be used; the message says why, for the client.
 

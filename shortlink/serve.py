@@ -29,7 +29,7 @@ import uvloop
 from aiohttp import web
 
 from shortlink import logs
-from shortlink.exceptions import ShortlinkError, TaskFailedError
+from shortlink.exceptions import STARTUP_ERRORS, TaskFailedError
 from shortlink.supervise import STOP, SUPERVISOR
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ def run_in_process(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
     except TaskFailedError as exc:
         log.critical(str(exc), extra={"error": type(exc).__name__, "task": exc.task})
         return EXIT_SOFTWARE
-    except ShortlinkError as exc:
+    except STARTUP_ERRORS as exc:
         log.critical(str(exc), extra={"error": type(exc).__name__})
         return EXIT_CONFIG
     return 0

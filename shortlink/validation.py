@@ -239,4 +239,5 @@ def short_domain_address(short_domain: str) -> tuple[str, frozenset[int]]:
         host, port = short_domain[1:end], short_domain[end + 1 :].removeprefix(":")
     else:
         host, _, port = short_domain.partition(":")
-    return host.lower(), frozenset({int(port)} if port.isdigit() else {80, 443})
+    numeric = port.isascii() and port.isdigit()
+    return host.lower(), frozenset({int(port)} if numeric else {80, 443})

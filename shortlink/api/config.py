@@ -27,11 +27,22 @@ class PublicAddresses:
         short_domain = read.optional_text("SHORT_DOMAIN")
         if short_domain is not None and ("/" in short_domain or " " in short_domain):
             raise ConfigError(f"SHORT_DOMAIN={short_domain!r}: a host (and port), not a URL")
+        if short_domain is not None and not _port_ok(short_domain):
+            raise ConfigError(f"SHORT_DOMAIN={short_domain!r}: its port must be 1 to 65535")
         return cls(
             short_domain=None if short_domain is None else short_domain.lower(),
             short_url_scheme=read.choice("SHORT_URL_SCHEME", "https", ("https", "http")),
             api_port=read.integer("API_PORT", 8081, minimum=0, maximum=65_535),
         )
+
+
+def _port_ok(short_domain: str) -> bool:
+    """Whether the port SHORT_DOMAIN names, if any, is a number from 1 to 65535."""
+    host_end = short_domain.rfind("]") + 1  # an IPv6 literal: [::1]:8080
+    _, colon, port = short_domain[host_end:].rpartition(":")
+    if not colon:
+        return True
+    return port.isascii() and port.isdigit() and 1 <= int(port) <= 65_535
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ import logging
 import aiohttp
 import pytest
 
-from shortlink.exceptions import TaskFailedError
+from shortlink.exceptions import ConfigError, SpoolLocked, TaskFailedError
 from shortlink.metrics import render
 from shortlink.redirect.app import METRICS, create_app, make_handler
 from shortlink.redirect.config import RedirectConfig
-from shortlink.serve import EXIT_SOFTWARE, run_in_process
+from shortlink.serve import EXIT_CONFIG, EXIT_SOFTWARE, run_in_process
 from shortlink.supervise import RESTARTS_BEFORE_FAILED, SUPERVISOR, Supervisor
 from tests.infra import metric_samples, running
 
@@ -94,6 +94,20 @@ def test_a_failed_task_exits_with_ex_software() -> None:
         raise TaskFailedError("click-flusher")
 
     assert run_in_process(main) == EXIT_SOFTWARE
+
+
+def test_only_a_start_up_error_exits_with_ex_config() -> None:
+    """A setting or schema problem exits 78 (not restarted); another domain error is a crash."""
+
+    async def misconfigured() -> None:
+        raise ConfigError("SHORT_DOMAIN is not set")
+
+    async def locked() -> None:
+        raise SpoolLocked("spool in use")
+
+    assert run_in_process(misconfigured) == EXIT_CONFIG
+    with pytest.raises(SpoolLocked):  # exit 1: run_workers restarts the worker
+        run_in_process(locked)
 
 
 async def test_restarts_are_a_metric_of_the_redirect_worker(

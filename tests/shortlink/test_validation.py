@@ -6,11 +6,12 @@ import re
 
 import pytest
 
+from shortlink.exceptions import InvalidInput
 from shortlink.validation import (
     ENDPOINT_URL_PATTERN,
-    InvalidInput,
     endpoint_url,
     phone_number,
+    short_domain_address,
     short_domain_pattern,
     target_url,
     text,
@@ -185,3 +186,19 @@ def test_endpoint_urls_read_digits_and_dots_as_an_ipv4_address(raw: str, accepte
     else:
         with pytest.raises(InvalidInput):
             endpoint_url(raw)
+
+
+@pytest.mark.parametrize(
+    ("short_domain", "address"),
+    [
+        ("Tx1.IN", ("tx1.in", {80, 443})),
+        ("tx1.in:8080", ("tx1.in", {8080})),
+        ("[::1]:8443", ("::1", {8443})),
+        ("tx1.in:\u00b2", ("tx1.in", {80, 443})),  # "²".isdigit(), but no port
+    ],
+)
+def test_the_short_domain_address_is_its_host_and_ports(
+    short_domain: str, address: tuple[str, set[int]]
+) -> None:
+    """The host in lower case and the port named, else 80 and 443; never a crash."""
+    assert short_domain_address(short_domain) == address

@@ -30,3 +30,18 @@ def test_a_short_domain_that_is_a_url_is_refused() -> None:
     """SHORT_DOMAIN is a host (and port): a scheme or a path is a ConfigError."""
     with pytest.raises(ConfigError, match="not a URL"):
         PublicAddresses.from_env({"SHORT_DOMAIN": "https://tx1.in"})
+
+
+@pytest.mark.parametrize(
+    "short_domain", ["tx1.in:abc", "tx1.in:²", "tx1.in:0", "tx1.in:65536", "[::1]:x"]
+)
+def test_a_short_domain_port_that_is_not_a_port_is_refused(short_domain: str) -> None:
+    """A port in SHORT_DOMAIN must be ASCII digits from 1 to 65535: else a ConfigError."""
+    with pytest.raises(ConfigError, match="port"):
+        PublicAddresses.from_env({"SHORT_DOMAIN": short_domain})
+
+
+@pytest.mark.parametrize("short_domain", ["tx1.in", "tx1.in:8080", "[::1]", "[::1]:8080"])
+def test_a_short_domain_with_or_without_a_port_is_taken(short_domain: str) -> None:
+    """A host, an IPv6 literal, with or without a valid port, is a SHORT_DOMAIN."""
+    assert PublicAddresses.from_env({"SHORT_DOMAIN": short_domain}).short_domain == short_domain
