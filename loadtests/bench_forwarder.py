@@ -39,7 +39,7 @@ from shortlink import accounts, clickevent, schema
 from shortlink.dev import embedded
 from shortlink.endpoints import set_endpoint
 from shortlink.kafka import ensure_topic
-from shortlink.links import LinkEntry, NewLink, create_links, epoch_ms
+from shortlink.links import LinkEntry, NewLink, create_links
 
 from .databases import create_database, drop_database
 from .machine import LOAD_CPU, SERVER_CPU, cpu_seconds, process, start_profiler
@@ -110,22 +110,7 @@ async def setup(database_url: str, links: int, sink_url: str) -> list[LinkEntry]
         created = await create_links(conn, account_id, specs)
     finally:
         await conn.close()
-    return [
-        LinkEntry(
-            c.id,
-            c.token,
-            account_id,
-            s.target_url,
-            s.phone_number,
-            s.client_ref,
-            s.client_identifier,
-            epoch_ms(c.created_at),
-            c.expires_at.timestamp(),
-            False,
-            False,
-        )
-        for c, s in zip(created, specs, strict=True)
-    ]
+    return [LinkEntry.made(account_id, c, s) for c, s in zip(created, specs, strict=True)]
 
 
 async def produce(bootstrap: str, links: list[LinkEntry], count: int, rate: float | None) -> float:

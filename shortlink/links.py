@@ -61,6 +61,23 @@ class LinkEntry:
             disabled=row[10],
         )
 
+    @classmethod
+    def made(cls, account_id: int, created: CreatedLink, spec: NewLink) -> LinkEntry:
+        """The entry of a link create_links just made from `spec` (not disabled)."""
+        return cls(
+            id=created.id,
+            token=created.token,
+            account_id=account_id,
+            target_url=spec.target_url,
+            phone_number=spec.phone_number,
+            client_ref=spec.client_ref,
+            client_identifier=spec.client_identifier,
+            created_at_ms=epoch_ms(created.created_at),
+            expires_at=created.expires_at.timestamp(),
+            unsafe=spec.unsafe,
+            disabled=False,
+        )
+
 
 # What the redirect server reads of a link, with the times as epoch numbers so no
 # datetime is made per row (floor: the same truncation as epoch_ms).

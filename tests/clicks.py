@@ -7,7 +7,7 @@ import time
 import asyncpg
 
 from shortlink import clickevent
-from shortlink.links import LinkEntry, NewLink, create_links, epoch_ms
+from shortlink.links import LinkEntry, NewLink, create_links
 from tests.infra import publish_events
 
 IPHONE = (
@@ -30,22 +30,7 @@ async def make_links(
         for i in range(count)
     ]
     created = await create_links(db, account_id, specs)
-    return [
-        LinkEntry(
-            c.id,
-            c.token,
-            account_id,
-            s.target_url,
-            s.phone_number,
-            s.client_ref,
-            s.client_identifier,
-            epoch_ms(c.created_at),
-            c.expires_at.timestamp(),
-            False,
-            False,
-        )
-        for c, s in zip(created, specs, strict=True)
-    ]
+    return [LinkEntry.made(account_id, c, s) for c, s in zip(created, specs, strict=True)]
 
 
 _IDS = clickevent.EventIds()

@@ -10,7 +10,7 @@ import pytest
 
 from shortlink import links, tokens
 from shortlink.exceptions import TokenSpaceExhausted
-from shortlink.links import NewLink, create_links, fetch_entry
+from shortlink.links import LinkEntry, NewLink, create_links, fetch_entry
 
 
 async def test_bulk_create_returns_links_in_input_order(
@@ -109,6 +109,8 @@ async def test_fetch_entry_reads_what_a_click_needs(
     assert entry.expires_at == expires.timestamp()
     assert entry.unsafe is True
     assert entry.disabled is False
+    spec = NewLink("https://example.com/e", "447700900001", "ref", "camp", expires, unsafe=True)
+    assert LinkEntry.made(account_id, created, spec) == entry  # what the cache reads back
 
 
 def test_epoch_ms_is_exact() -> None:
