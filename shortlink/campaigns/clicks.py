@@ -58,12 +58,10 @@ async def campaign_clicks(
         after_id,
         limit + 1,
     )
-    items = [_click(row) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = CURSOR.encode(to_micros(last["clicked_at"]), last["event_id"].bytes)
-    return items, next_cursor
+    page, next_cursor = CURSOR.page(
+        rows, limit, lambda last: (to_micros(last["clicked_at"]), last["event_id"].bytes)
+    )
+    return [_click(row) for row in page], next_cursor
 
 
 def _click(row: Any) -> dict[str, Any]:

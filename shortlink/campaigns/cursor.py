@@ -17,12 +17,15 @@ BadCursor, never a failed query.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from shortlink.exceptions import BadCursor
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+_Row = TypeVar("_Row")
 
 
 class CursorForm:
@@ -44,6 +47,18 @@ class CursorForm:
             raise BadCursor("is not a cursor this API returned (next_cursor)")
         number, _, key = cursor.partition("-")
         return int(number), bytes.fromhex(key)
+
+    def page(
+        self,
+        rows: Sequence[_Row],
+        limit: int,
+        position: Callable[[_Row], tuple[int, bytes]],
+    ) -> tuple[Sequence[_Row], str | None]:
+        """The page in `rows` (read with LIMIT limit + 1) and the next page's cursor: the
+        position of its last row when there are more, else None."""
+        if len(rows) <= limit:
+            return rows, None
+        return rows[:limit], self.encode(*position(rows[limit - 1]))
 
     def checked(self, cursor: str) -> str:
         """`cursor` if this listing can read it, or BadCursor (a ValueError, for Fields)."""

@@ -111,10 +111,11 @@ async def recipients(
             after_id,
             limit + 1 - len(rows),
         )
-    items = [_recipient(row) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        phone = last["phone_number"]
-        next_cursor = CURSOR.encode(last["id"], b"" if phone is None else b"+" + phone.encode())
-    return items, next_cursor
+    page, next_cursor = CURSOR.page(rows, limit, _position_of)
+    return [_recipient(row) for row in page], next_cursor
+
+
+def _position_of(row: Any) -> tuple[int, bytes]:
+    """A recipient's keyset position: its link id, and "+" and its phone number (or nothing)."""
+    phone = row["phone_number"]
+    return row["id"], b"" if phone is None else b"+" + phone.encode()

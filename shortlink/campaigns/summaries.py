@@ -86,12 +86,10 @@ async def campaigns(
         after_name,
         limit + 1,
     )
-    items = [_summary(row) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = CURSOR.encode(to_micros(last["created_at"]), last["campaign"].encode())
-    return items, next_cursor
+    page, next_cursor = CURSOR.page(
+        rows, limit, lambda last: (to_micros(last["created_at"]), last["campaign"].encode())
+    )
+    return [_summary(row) for row in page], next_cursor
 
 
 async def campaign(conn: Executor, account_id: int, name: str) -> dict[str, Any] | None:

@@ -48,3 +48,13 @@ def test_a_made_up_key_reads_as_text_that_can_be_queried() -> None:
     """Bytes that are not UTF-8 and NUL become U+FFFD instead of failing the query."""
     assert text(b"ok\x00\xff") == "ok\ufffd\ufffd"
     assert text("名前".encode()) == "名前"
+
+
+def test_a_page_has_a_next_cursor_only_when_more_rows_came() -> None:
+    """Read with LIMIT limit + 1: the extra row means a next page, from the page's last row."""
+    form = CursorForm(r"\d+-[0-9a-f]*")
+    rows = [(n, bytes([n])) for n in range(1, 5)]
+    assert form.page(rows[:3], 3, lambda row: row) == (rows[:3], None)
+    page, cursor = form.page(rows, 3, lambda row: row)
+    assert (page, cursor) == (rows[:3], "3-03")
+    assert form.decode(cursor) == rows[2]
