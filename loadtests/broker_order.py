@@ -87,13 +87,17 @@ async def measure(bootstrap: str, args: argparse.Namespace) -> None:
         asyncio.create_task(read(bootstrap, "as-served", None, stop)),
     ]
     until = time.monotonic() + args.seconds
-    sent = set().union(
-        *await asyncio.gather(
-            *(produce(bootstrap, w, args.partitions, until) for w in range(args.producers))
+    try:
+        sent = set().union(
+            *await asyncio.gather(
+                *(produce(bootstrap, w, args.partitions, until) for w in range(args.producers))
+            )
         )
-    )
-    stop.set()
-    guarded, as_served = await asyncio.gather(*readers)
+        stop.set()
+        guarded, as_served = await asyncio.gather(*readers)
+    finally:  # a producer that failed leaves no reader running
+        for reader in readers:
+            reader.cancel()
     print(
         f"{args.producers} producers, {args.partitions} partitions, {args.seconds:.0f} s: "
         f"{len(sent):,} records sent"
