@@ -44,10 +44,9 @@ class Sink:
         return web.Response(status=step, headers=self.headers)
 
 
-async def set_endpoint(
-    db: asyncpg.Connection, account_id: int, url: str, **options: object
-) -> None:
-    """Point the account's endpoint at `url` (private addresses allowed: the sink is local)."""
+async def set_endpoint(db: asyncpg.Connection, account_id: int, url: str, **options: object) -> int:
+    """Point the account's endpoint at `url` (private addresses allowed: the sink is local);
+    its id."""
     await store(
         db,
         account_id,
@@ -59,6 +58,8 @@ async def set_endpoint(
         allow_private=True,
         conversions=bool(options.get("conversions", False)),
     )
+    found: int = await db.fetchval("SELECT id FROM endpoints WHERE account_id = $1", account_id)
+    return found
 
 
 async def settled(

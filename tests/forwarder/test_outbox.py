@@ -33,9 +33,7 @@ async def outbox(forwarder_env: dict[str, str]) -> AsyncIterator[Outbox]:
 @pytest.fixture
 async def endpoint(db: asyncpg.Connection, account_id: int) -> int:
     """The id of a json endpoint of a fresh account."""
-    await set_endpoint(db, account_id, "http://127.0.0.1:9/hook")
-    found: int = await db.fetchval("SELECT id FROM endpoints WHERE account_id = $1", account_id)
-    return found
+    return await set_endpoint(db, account_id, "http://127.0.0.1:9/hook")
 
 
 async def wait(

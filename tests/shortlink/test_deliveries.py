@@ -25,9 +25,7 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 async def endpoint_of(db: asyncpg.Connection, account_id: int) -> int:
     """The id of the account's endpoint, made for the test."""
-    await set_endpoint(db, account_id, "http://127.0.0.1:9/hook")
-    found: int = await db.fetchval("SELECT id FROM endpoints WHERE account_id = $1", account_id)
-    return found
+    return await set_endpoint(db, account_id, "http://127.0.0.1:9/hook")
 
 
 async def add(
