@@ -155,7 +155,7 @@ async def record(
     async with conn.transaction():
         inserted = await _insert_clicks(conn, unique, clients, places)
         fresh = [(e, c) for e, c in zip(unique, clients, strict=True) if e.event_id in inserted]
-        not_inserted = [e.event_id for e in unique if e.event_id not in inserted]
+        not_inserted = [e for e in unique if e.event_id not in inserted]
         already = await _already_recorded(conn, not_inserted)
         outcome.recorded = len(fresh)
         outcome.duplicates = len(events) - len(unique) + already
@@ -230,8 +230,9 @@ async def _insert_clicks(
                             device_name, device_manufacturer, is_bot, target_url, phone_number,
                             client_ref, client_identifier, shortened_at, country, region)
         SELECT e.* FROM (SELECT {_CLICK_ROW} FROM jsonb_array_elements($1::jsonb) AS r) AS e
-        JOIN links l ON l.id = e.link_id AND l.account_id = e.account_id
-        ON CONFLICT (event_id) DO NOTHING
+        JOIN links l ON l.id = e.link_id AND l.period = (e.link_id >> 40)::int
+                    AND l.account_id = e.account_id
+        ON CONFLICT (event_id, clicked_at) DO NOTHING
         RETURNING event_id
         """,
         rows,
@@ -239,12 +240,20 @@ async def _insert_clicks(
     return {str(row["event_id"]) for row in inserted}
 
 
-async def _already_recorded(conn: Connection, event_ids: list[str]) -> int:
-    """How many of these events were recorded before (replays)."""
-    if not event_ids:
+async def _already_recorded(conn: Connection, events: list[ClickEvent]) -> int:
+    """How many of these events were recorded before (replays): looked up with their
+    clicked_at, made as the insert makes it, so only their partition is read."""
+    if not events:
         return 0
     count: int = await conn.fetchval(
-        "SELECT count(*) FROM clicks WHERE event_id = ANY($1::uuid[])", event_ids
+        """
+        SELECT count(*) FROM clicks
+        WHERE (event_id, clicked_at) IN (
+            SELECT id, to_timestamp(ms / 1000.0) FROM unnest($1::uuid[], $2::int8[]) AS u(id, ms)
+        )
+        """,
+        [e.event_id for e in events],
+        [e.clicked_at_ms for e in events],
     )
     return count
 
@@ -274,7 +283,8 @@ async def _first_clicks(
         WITH candidate AS MATERIALIZED (
             SELECT l.id, l.callback_id, to_timestamp((r->>1)::bigint / 1000.0) AS clicked_at
             FROM jsonb_array_elements($1::jsonb) AS r
-            JOIN links l ON l.id = (r->>0)::bigint AND l.first_clicked_at IS NULL
+            JOIN links l ON l.id = (r->>0)::bigint AND l.period = ((r->>0)::bigint >> 40)::int
+                        AND l.first_clicked_at IS NULL
         ), won AS (
             INSERT INTO first_clicks (link_id, clicked_at)
             SELECT id, clicked_at FROM candidate

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from shortlink import partitions
 from shortlink.db import Connection
 
 CHANNEL = "link_changes"
@@ -61,7 +62,14 @@ def id_ranges(ids: Iterable[int]) -> list[tuple[int, int]]:
 
 def created_payload(spans: Sequence[tuple[int, int]]) -> str:
     if len(spans) > _MAX_RANGES:
-        spans = [(spans[0][0], spans[-1][1])]
+        # One covering range per period: ids carry their period (shortlink.partitions),
+        # and a range across periods would span 2**40 ids.
+        covering: dict[int, tuple[int, int]] = {}
+        for first, last in spans:
+            period = partitions.period_of_id(first)
+            low, high = covering.get(period, (first, last))
+            covering[period] = (min(low, first), max(high, last))
+        spans = sorted(covering.values())
     return CREATED + ",".join(f"{first}:{last}" for first, last in spans)
 
 

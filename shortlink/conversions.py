@@ -35,6 +35,7 @@ import asyncpg
 import iso4217
 import orjson
 
+from shortlink import partitions
 from shortlink.db import Connection, Executor
 from shortlink.exceptions import AmbiguousClientRef, InvalidInput, LinkNotFound
 from shortlink.timestamps import rfc3339
@@ -164,7 +165,10 @@ async def find_link(
     exactly one link: AmbiguousClientRef otherwise); LinkNotFound if there is none."""
     if token is not None:
         rows = await conn.fetch(
-            f"{_LINK} WHERE l.token = $1 AND l.account_id = $2", token, account_id
+            f"{_LINK} WHERE l.token = $1 AND l.account_id = $2 AND l.period = ANY($3)",
+            token,
+            account_id,
+            partitions.token_periods(token, datetime.now(UTC)),
         )
     else:
         rows = await conn.fetch(

@@ -19,6 +19,7 @@ code that catches the standard exception, ours or a library's, still sees it.
     │   └── PrivateAddressError  the endpoint's host resolves to an address that is not public
     ├── SpoolLocked            another process holds the click spool file (an OSError too)
     ├── TokenSpaceExhausted    token generation kept colliding (the token length is too short)
+    ├── PartitionError         a time partition of links or clicks cannot be made or read
     ├── LinkNotFound           no link of the account has that token or client_ref
     ├── AmbiguousClientRef     a client_ref names several links where one is needed
     ├── BadCursor              a pagination cursor this service did not make (a ValueError too)
@@ -34,6 +35,10 @@ class ShortlinkError(Exception):
 
 class ConfigError(ShortlinkError):
     """A setting is missing or has a value the service cannot use."""
+
+
+class PartitionError(ShortlinkError):
+    """A time partition of links or clicks cannot be made, or its bounds cannot be read."""
 
 
 class SchemaError(ShortlinkError):

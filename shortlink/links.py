@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from shortlink import changes, tokens
+from shortlink import changes, partitions, tokens
 from shortlink.db import Connection, Executor
 from shortlink.exceptions import TokenSpaceExhausted
 
@@ -96,9 +96,14 @@ async def fetch_entry(pool: Executor, token: str) -> LinkEntry | None:
 
 
 async def fetch_rows(conn: Executor, tokens: Sequence[str]) -> list[asyncpg.Record]:
-    """The rows (ENTRY_COLUMNS) of those of `tokens` that exist, in one query."""
+    """The rows (ENTRY_COLUMNS) of those of `tokens` that exist, in one query: each token is
+    looked for in its tag's partition and the legacy one (shortlink.partitions)."""
+    now = datetime.now(UTC)
+    periods = {period for token in tokens for period in partitions.token_periods(token, now)}
     return await conn.fetch(
-        f"SELECT {ENTRY_COLUMNS} FROM links WHERE token = ANY($1::text[])", list(tokens)
+        f"SELECT {ENTRY_COLUMNS} FROM links WHERE token = ANY($1::text[]) AND period = ANY($2)",
+        list(tokens),
+        list(periods),
     )
 
 
@@ -110,9 +115,14 @@ async def fetch_id_range(conn: Executor, first: int, last: int) -> list[asyncpg.
     over the rest of the range was planned as a scan of all of it per slice.
     """
     return await conn.fetch(
-        f"SELECT {ENTRY_COLUMNS} FROM links WHERE id BETWEEN $1 AND $2 AND disabled_at IS NULL",
+        f"""
+        SELECT {ENTRY_COLUMNS} FROM links
+        WHERE id BETWEEN $1 AND $2 AND period BETWEEN $3 AND $4 AND disabled_at IS NULL
+        """,
         first,
         last,
+        partitions.period_of_id(first),
+        partitions.period_of_id(last),
     )
 
 
@@ -121,19 +131,32 @@ async def first_id_since(conn: Executor, since: datetime) -> int | None:
 
     A binary search over the primary key (ids grow with creation time; links have
     no index on created_at, and a scan of the table would take seconds): a few
-    dozen single-row lookups whatever the table's size.
+    dozen single-row lookups whatever the table's size. The search starts in the
+    period of `since` (ids carry their period), so older partitions are not read.
     """
-    bounds = await conn.fetchrow("SELECT min(id) AS low, max(id) AS high FROM links")
+    floor = partitions.period_of(since)
+    bounds = await conn.fetchrow(
+        "SELECT min(id) AS low, max(id) AS high FROM links WHERE period >= $1", floor
+    )
     if bounds is None or bounds["high"] is None:
         return None
     low, high = bounds["low"], bounds["high"]
-    newest = await conn.fetchval("SELECT created_at FROM links WHERE id = $1", high)
+    newest = await conn.fetchval(
+        "SELECT created_at FROM links WHERE id = $1 AND period = $2",
+        high,
+        partitions.period_of_id(high),
+    )
     if newest is None or newest < since:
         return None
     while low < high:
         middle = (low + high) // 2
         row = await conn.fetchrow(
-            "SELECT id, created_at FROM links WHERE id >= $1 ORDER BY id LIMIT 1", middle
+            """
+            SELECT id, created_at FROM links WHERE id >= $1 AND period >= $2
+            ORDER BY id LIMIT 1
+            """,
+            middle,
+            partitions.period_of_id(middle),
         )
         if row is not None and row["created_at"] < since:
             low = row["id"] + 1  # everything up to this row is older
@@ -203,6 +226,7 @@ async def create_links(
     if not links:
         return []
     now = datetime.now(UTC)
+    period = partitions.period_of(now)
     results: list[CreatedLink | None] = [None] * len(links)
     pending = list(range(len(links)))
     async with conn.transaction():
@@ -217,25 +241,33 @@ async def create_links(
             """
         )
         for _ in range(_MAX_ROUNDS):
-            fresh = await _unique_tokens(len(pending), token_length)
+            fresh = await _unique_tokens(len(pending), token_length, partitions.tag(period))
             by_token = dict(zip(fresh, pending, strict=True))
             await conn.copy_records_to_table(
                 "link_import", columns=_IMPORT_COLUMNS, records=_import_rows(links, by_token, now)
             )
+            # The id carries the period (shortlink.partitions). A token is unique within
+            # its period by the constraint, against the other live periods by its tag,
+            # and against the links made before partitioning (never written again) by
+            # NOT EXISTS.
             rows = await conn.fetch(
                 """
-                INSERT INTO links (token, account_id, target_url, phone_number, client_ref,
-                                   client_identifier, created_at, expires_at, unsafe, callback_id)
-                SELECT token, $1, target_url, phone_number, client_ref, client_identifier,
-                       $2, expires_at, unsafe, $3
-                FROM link_import
+                INSERT INTO links (id, period, token, account_id, target_url, phone_number,
+                                   client_ref, client_identifier, created_at, expires_at,
+                                   unsafe, callback_id)
+                SELECT $4::int8 | nextval('links_sequence'), $5, token, $1, target_url,
+                       phone_number, client_ref, client_identifier, $2, expires_at, unsafe, $3
+                FROM link_import i
+                WHERE NOT EXISTS (SELECT 1 FROM links l WHERE l.period = 0 AND l.token = i.token)
                 ORDER BY position
-                ON CONFLICT (token) DO NOTHING
+                ON CONFLICT (token, period) DO NOTHING
                 RETURNING id, token
                 """,
                 account_id,
                 now,
                 callback_id,
+                partitions.first_id(period),
+                period,
             )
             await conn.execute("TRUNCATE link_import")
             for start in range(0, len(rows), _SLICE):
@@ -246,9 +278,7 @@ async def create_links(
                     spec = links[position]
                     # The times are the ones just written: asyncpg took 1.2 us a row
                     # to read them back, most of the cost of 200,000 returned rows.
-                    results[position] = CreatedLink(
-                        link_id, token, now, spec.expires_at or now + spec.lifetime
-                    )
+                    results[position] = CreatedLink(link_id, token, now, _expiry(spec, now))
             pending = sorted(by_token.values())
             if not pending:
                 await _count_campaign_links(conn, account_id, links)
@@ -279,9 +309,16 @@ async def _import_rows(
             link.phone_number,
             link.client_ref,
             link.client_identifier,
-            link.expires_at or now + link.lifetime,
+            _expiry(link, now),
             link.unsafe,
         )
+
+
+def _expiry(link: NewLink, now: datetime) -> datetime:
+    """When `link` expires: never later than MAX_LIFETIME_DAYS after it is made, so its
+    whole life fits its token's tag (shortlink.partitions)."""
+    longest = now + timedelta(days=partitions.MAX_LIFETIME_DAYS)
+    return min(link.expires_at or now + link.lifetime, longest)
 
 
 async def _count_campaign_links(
@@ -306,13 +343,13 @@ async def _count_campaign_links(
     )
 
 
-async def _unique_tokens(count: int, length: int) -> list[str]:
+async def _unique_tokens(count: int, length: int, tag: str) -> list[str]:
     """`count` distinct fresh tokens, made _SLICE at a time."""
     chosen: dict[str, None] = {}
     while len(chosen) < count:
         if chosen:
             await asyncio.sleep(0)
-        chosen.update(dict.fromkeys(tokens.generate(min(count - len(chosen), _SLICE), length)))
+        chosen.update(dict.fromkeys(tokens.generate(min(count - len(chosen), _SLICE), length, tag)))
     return list(chosen)
 
 
@@ -323,7 +360,9 @@ _VIEW = """
                (SELECT f.clicked_at FROM first_clicks f WHERE f.link_id = l.id),
                l.first_clicked_at
            ) AS first_clicked_at,
-           (SELECT count(*) FROM clicks c WHERE c.link_id = l.id AND NOT c.is_bot) AS clicks,
+           -- clicked_at >= created_at: the clicks partitions before the link's are not read.
+           (SELECT count(*) FROM clicks c
+            WHERE c.link_id = l.id AND c.clicked_at >= l.created_at AND NOT c.is_bot) AS clicks,
            (SELECT e.url FROM endpoints e WHERE e.id = l.callback_id) AS callback_url
     FROM links l
 """
@@ -332,8 +371,15 @@ _VIEW = """
 async def find(conn: Executor, account_id: int, token: str) -> asyncpg.Record | None:
     """One of the account's links by token, with its human click count."""
     return await conn.fetchrow(
-        f"{_VIEW} WHERE l.token = $1 AND l.account_id = $2", token, account_id
+        f"{_VIEW} WHERE l.token = $1 AND l.account_id = $2 AND l.period = ANY($3)",
+        token,
+        account_id,
+        _periods(token),
     )
+
+
+def _periods(token: str) -> list[int]:
+    return partitions.token_periods(token, datetime.now(UTC))
 
 
 async def find_by_client_ref(
@@ -362,16 +408,20 @@ async def update(
         status = await conn.execute(
             """
             UPDATE links SET target_url = coalesce($3, target_url),
-                             expires_at = coalesce($4, expires_at),
+                             expires_at = least(coalesce($4, expires_at),
+                                                created_at + $7::interval),
                              unsafe = coalesce($5, unsafe),
                              updated_at = now()
-            WHERE token = $1 AND account_id = $2
+            WHERE token = $1 AND account_id = $2 AND period = ANY($6)
             """,
             token,
             account_id,
             target_url,
             expires_at,
             unsafe,
+            _periods(token),
+            # No link outlives its partition's token tag (shortlink.partitions).
+            timedelta(days=partitions.MAX_LIFETIME_DAYS),
         )
         if status != "UPDATE 1":
             return False
@@ -385,10 +435,11 @@ async def disable(conn: Connection, account_id: int, token: str) -> bool:
         status = await conn.execute(
             """
             UPDATE links SET disabled_at = coalesce(disabled_at, now()), updated_at = now()
-            WHERE token = $1 AND account_id = $2
+            WHERE token = $1 AND account_id = $2 AND period = ANY($3)
             """,
             token,
             account_id,
+            _periods(token),
         )
         if status != "UPDATE 1":
             return False

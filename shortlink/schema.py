@@ -15,11 +15,13 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
+from shortlink import partitions
 from shortlink.db import Connection
 from shortlink.exceptions import SchemaBehindError, SchemaError
 
 # Arbitrary constant: the key of the advisory lock that serialises migrations.
 _MIGRATION_LOCK_KEY = 0x5EED_11C4
+_PARTITIONED = 12  # the migration that partitions links and clicks
 _FILENAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -67,7 +69,8 @@ async def _ensure_table(conn: Connection) -> None:
 
 
 async def migrate(conn: Connection) -> list[Migration]:
-    """Apply the pending migrations in order; return those applied."""
+    """Apply the pending migrations in order, then make the time partitions needed now
+    and ahead (shortlink.partitions); return the migrations applied."""
     migrations = load_migrations()
     applied_now: list[Migration] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
@@ -92,6 +95,8 @@ async def migrate(conn: Connection) -> list[Migration]:
                     migration.checksum,
                 )
             applied_now.append(migration)
+        if migrations and migrations[-1].version >= _PARTITIONED:
+            await partitions.ensure(conn)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
     return applied_now

@@ -6,8 +6,11 @@ away, so every character is exactly uniform (rejection sampling, no modulo bias)
 Uniqueness is the database's job: links.token is UNIQUE and writers retry with
 fresh tokens on a conflict, never read-then-write.
 
-Guessing odds (docs/tokens.md has the table): with N live links of length L, one
-random guess hits a link with probability N / 62**L.
+The first character of a token is its period's tag (shortlink.partitions), so a
+lookup probes one partition; the other L - 1 characters are random. Guessing odds
+(docs/tokens.md has the table): with N live links of length L made over P weeks, a
+guess that picks one of the P live tags hits a link with probability
+N / (P * 62**(L - 1)).
 """
 
 from __future__ import annotations
@@ -60,21 +63,25 @@ def _random_characters(count: int) -> str:
     return out[:count].decode("ascii")
 
 
-def generate(count: int, length: int = DEFAULT_LENGTH) -> list[str]:
-    """`count` fresh random tokens of `length` characters, none of them reserved.
+def generate(count: int, length: int = DEFAULT_LENGTH, tag: str = "") -> list[str]:
+    """`count` fresh tokens of `length` characters, none of them reserved: `tag` (the
+    period's character, shortlink.partitions.tag), then random characters.
 
     Duplicates inside the batch are possible (the database rejects them; callers
     retry those), but astronomically rare at realistic sizes.
     """
     if not MIN_LENGTH <= length <= MAX_LENGTH:
         raise ValueError(f"token length must be {MIN_LENGTH}..{MAX_LENGTH}, got {length}")
+    if len(tag) > 1 or tag not in ALPHABET:
+        raise ValueError(f"a token's tag is one character of the alphabet, got {tag!r}")
+    size = length - len(tag)
     tokens: list[str] = []
     while len(tokens) < count:
         missing = count - len(tokens)
-        chars = _random_characters(missing * length)
+        chars = _random_characters(missing * size)
         tokens.extend(
             token
-            for token in (chars[i : i + length] for i in range(0, len(chars), length))
+            for token in (tag + chars[i : i + size] for i in range(0, len(chars), size))
             if token not in RESERVED
         )
     return tokens

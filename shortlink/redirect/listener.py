@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from aiohttp import web
 
-from shortlink import changes
+from shortlink import changes, partitions
 from shortlink.db import require_database_url
 from shortlink.links import changed_since, fetch_id_range, first_id_since
 from shortlink.metrics import Buckets
@@ -228,7 +228,12 @@ class LinkListener:
         last: int = await self._pool.fetchval("SELECT max(id) FROM links")
         # Room for the misses looked up meanwhile: a cache that overflows drops a
         # slice of itself, which must not be the window's newest (see _warm_ids).
-        first = max(first, last - (self._capacity - self._capacity // EVICT_FRACTION) + 1)
+        room = self._capacity - self._capacity // EVICT_FRACTION
+        if partitions.period_of_id(first) == partitions.period_of_id(last):
+            first = max(first, last - room + 1)
+        else:  # the same on the sequence numbers (partitions.id_windows)
+            skip = (last & partitions.SEQUENCE_MASK) - room + 1 - (first & partitions.SEQUENCE_MASK)
+            first += max(0, skip)
         started = time.perf_counter()
         loaded = await self._warm_ids(first, last, newest_first=True)
         log.info(
@@ -247,11 +252,8 @@ class LinkListener:
         the links stored longest ago first: the window's newest must go last)."""
         loaded = 0
         stored: list[list[str]] = []
-        lows = range(first, last + 1, WARM_SLICE)
-        slices = (
-            (low, min(last, low + WARM_SLICE - 1))
-            for low in (reversed(lows) if newest_first else lows)
-        )
+        windows = partitions.id_windows(first, last, WARM_SLICE)
+        slices = iter(reversed(windows) if newest_first else windows)
         # The next slices are read while this one is stored: PostgreSQL works on them
         # (on another core) while we work on this one.
         reads: deque[asyncio.Task[tuple[int, list[asyncpg.Record]]]] = deque()

@@ -66,11 +66,11 @@ async def test_first_click_is_set_once_and_counted_once(
 ) -> None:
     """Twenty clicks on a link record the earliest as its first click and count one unique click."""
     [link] = await make_links(db, account_id, 1)
-    batch = [event for i in range(20) for event in events(clicks([link], at=1_900_000_000 + i))]
+    batch = [event for i in range(20) for event in events(clicks([link], at=1_750_000_000 + i))]
     outcome = await record(db, list(reversed(batch)), batch_size=100)
     assert outcome.first_clicks == 1
     first = await db.fetchval("SELECT clicked_at FROM first_clicks WHERE link_id = $1", link.id)
-    assert first.timestamp() == 1_900_000_000
+    assert first.timestamp() == 1_750_000_000
     row = await stats(db, account_id)
     assert (row["total_clicks"], row["unique_clicks"], row["bot_clicks"]) == (20, 1, 0)
 
@@ -267,13 +267,13 @@ async def test_the_first_human_tap_records_one_link_click_conversion(
     [link, other] = await make_links(db, account_id, 2)
     await record(db, events(clicks([link], user_agent="WhatsApp/2.23.20.0 A")), batch_size=100)
     assert await link_clicks(db, link.id) == []
-    batch = events(clicks([link], at=1_900_000_000)) + events(clicks([link], at=1_900_000_100))
+    batch = events(clicks([link], at=1_750_000_000)) + events(clicks([link], at=1_750_000_100))
     await record(db, batch, batch_size=100)
     await record(db, batch, batch_size=100)  # a Kafka replay
     await record(db, events(clicks([link])), batch_size=100)
     [row] = await link_clicks(db, link.id)
     assert (row["event"], row["disposition"]) == ("link_click", "positive")
-    assert row["occurred_at"].timestamp() == 1_900_000_000
+    assert row["occurred_at"].timestamp() == 1_750_000_000
     conns = [await asyncpg.connect(database_url) for _ in range(2)]
     try:
         await asyncio.gather(

@@ -44,20 +44,21 @@ async def test_colliding_tokens_are_retried(
     """A token that already exists is not reused: the row gets a fresh one."""
     [existing] = await create_links(db, account_id, [NewLink("https://example.com/a")])
     real = tokens.generate
-    rounds = iter([[existing.token, "Fresh01"]])
+    fresh = existing.token[0] + "resh01"  # the same period's tag
+    rounds = iter([[existing.token, fresh]])
 
-    def rigged(count: int, length: int = 7) -> list[str]:
+    def rigged(count: int, length: int = 7, tag: str = "") -> list[str]:
         try:
             return next(rounds)[:count]
         except StopIteration:
-            return real(count, length)
+            return real(count, length, tag)
 
     monkeypatch.setattr(links.tokens, "generate", rigged)
     created = await create_links(
         db, account_id, [NewLink("https://example.com/b"), NewLink("https://example.com/c")]
     )
     assert existing.token not in {c.token for c in created}
-    assert "Fresh01" in {c.token for c in created}
+    assert fresh in {c.token for c in created}
     assert (await fetch_entry_target(db, existing.token)) == "https://example.com/a"
 
 
@@ -70,7 +71,7 @@ async def test_exhausted_token_space_creates_nothing(
 ) -> None:
     """If every fresh token keeps colliding, the call fails and no link of it is kept."""
     [existing] = await create_links(db, account_id, [NewLink("https://example.com/a")])
-    monkeypatch.setattr(links.tokens, "generate", lambda count, length=7: [existing.token] * count)
+    monkeypatch.setattr(links.tokens, "generate", lambda count, length=7, tag="": [existing.token] * count)
     before = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", account_id)
     with pytest.raises(TokenSpaceExhausted):
         await create_links(db, account_id, [NewLink("https://example.com/x")])
@@ -82,7 +83,7 @@ async def test_fetch_entry_reads_what_a_click_needs(
     database_url: str, db: asyncpg.Connection, account_id: int
 ) -> None:
     """fetch_entry returns the link's fields with times as epoch values."""
-    expires = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+    expires = datetime.now(UTC).replace(microsecond=0) + timedelta(days=100)
     [created] = await create_links(
         db,
         account_id,
