@@ -21,6 +21,7 @@ from forwarder.geoip import PACKAGED, Locator
 from forwarder.recorder import Recorder
 from shortlink import health, metrics
 from shortlink.pool import POOL, pool_context
+from shortlink.purge import purge_context
 from shortlink.supervise import SUPERVISOR, supervisor_context
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def create_app(config: ForwarderConfig) -> web.Application:
     app.cleanup_ctx.append(session_context(config))
     app.cleanup_ctx.append(_deliverer_context(config))
     app.cleanup_ctx.append(_recorder_context(config))
+    app.cleanup_ctx.append(purge_context(config.retention))
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)

@@ -10,6 +10,7 @@ import maxminddb
 
 from shortlink.config import EnvReader, ServiceConfig
 from shortlink.exceptions import ConfigError
+from shortlink.purge import Retention
 
 MAX_BATCH = 100  # ClickDetails per POST, by contract
 
@@ -31,8 +32,8 @@ class ForwarderConfig:
     retry_max: float
     endpoint_concurrency: int
     ca_file: Path | None
-    retention_days: int
     session_timeout: float
+    retention: Retention
     shutdown_timeout: float
     geoip_database: Path | None = None  # a MaxMind DB (.mmdb): country and region by IP
 
@@ -81,7 +82,6 @@ class ForwarderConfig:
             ),
             endpoint_concurrency=read.integer("ENDPOINT_CONCURRENCY", 1, minimum=1, maximum=100),
             ca_file=Path(ca_file) if ca_file else None,
-            retention_days=read.integer("DELIVERY_RETENTION_DAYS", 7, minimum=1, maximum=3650),
             session_timeout=read.integer(
                 "KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=6_000, maximum=300_000
             )
@@ -90,6 +90,7 @@ class ForwarderConfig:
                 "SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0, maximum=600.0
             ),
             geoip_database=Path(geoip) if geoip else None,
+            retention=Retention.from_env(env),
         )
 
 

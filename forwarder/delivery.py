@@ -46,7 +46,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import aiohttp
 import asyncpg
@@ -74,7 +74,6 @@ log = logging.getLogger(__name__)
 USER_AGENT = "shortlink-forwarder/0.1"
 _PREFETCH = 20  # due deliveries read per query
 _MAX_ENDPOINT_TASKS = 1_000
-_PURGE_EVERY = 3_600.0
 # Waits of the delivery loop after a transient database error: 0.5 to 1 s each time
 # (the next tick retries anyway; jittered, so the processes do not retry in step).
 _LOOP_RETRY = Backoff(first=1.0, cap=1.0)
@@ -189,7 +188,6 @@ class Deliverer:
         self._tick = max(0.02, min(0.25, config.linger / 4))
         self._step = config.lease / STEPS_PER_LEASE  # bound of one database statement
         self._outbox = Outbox(config, pool, on_error=self._unexpected)
-        self._last_purge = 0.0
         self.sent = 0
         self.delivered = 0
         self.failed = 0
@@ -209,7 +207,8 @@ class Deliverer:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """The loop: batch, start endpoint tasks, purge; until cancelled.
+        """The loop: batch, start endpoint tasks; until cancelled (shortlink.purge removes
+        what was delivered).
 
         Transient database failures are waited out here; anything else reaches the
         supervisor, which restarts the loop (no row can make it fail for ever: a click
@@ -222,7 +221,6 @@ class Deliverer:
                 try:
                     await self._outbox.make_batches()
                     await self._dispatch()
-                    await self._purge()
                     retry.succeeded()
                 except Exception as exc:
                     # Named transient failures are waited out here; anything else (a
@@ -545,21 +543,6 @@ class Deliverer:
         if status.split()[-1] == "0":
             lease.lose()
             raise LeaseLost(f"endpoint {lease.endpoint_id}: the lease was lost mid-request")
-
-    async def _purge(self) -> None:
-        """Forget delivered deliveries after DELIVERY_RETENTION_DAYS (dead ones are kept)."""
-        now = time.monotonic()
-        if now - self._last_purge < _PURGE_EVERY:
-            return
-        self._last_purge = now
-        async with asyncio.timeout(self._step):
-            await self._pool.execute(
-                """
-                DELETE FROM deliveries
-                WHERE status = 'delivered' AND delivered_at < now() - $1::interval
-                """,
-                timedelta(days=self._config.retention_days),
-            )
 
 
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-from shortlink import accounts, deliveries, endpoints, logs, schema, validation
+from shortlink import accounts, deliveries, endpoints, logs, purge, schema, validation
 from shortlink.api.config import ApiConfig, DashboardConfig, PublicAddresses
 from shortlink.config import ServiceConfig
 from shortlink.db import require_database_url
@@ -33,6 +33,7 @@ from shortlink.links import NewLink, create_links
 from shortlink.metrics import serve_worker_metrics
 from shortlink.redirect.config import RedirectConfig
 from shortlink.serve import EXIT_CONFIG, run_in_process, run_workers
+from shortlink.timestamps import rfc3339
 
 
 async def _with_connection(
@@ -280,6 +281,31 @@ def cmd_endpoint(args: argparse.Namespace, env: dict[str, str]) -> int:
     return result
 
 
+def cmd_purge(args: argparse.Namespace, env: dict[str, str]) -> int:
+    service = resolve_service(ServiceConfig.from_env(env), kafka=False)
+    policy = purge.Policy(
+        args.as_of or datetime.now(UTC), purge.Retention.from_env(env), dry_run=args.dry_run
+    )
+
+    async def action(conn: asyncpg.Connection) -> int:
+        await schema.check_schema(conn)
+        report = await purge.purge(conn, policy)
+        _print_json({"as_of": rfc3339(policy.as_of), "dry_run": policy.dry_run, **report.as_json()})
+        return 0
+
+    result: int = asyncio.run(_with_connection(service, action))
+    return result
+
+
+def _instant(text: str) -> datetime:
+    """An ISO 8601 instant for --as-of; one without an offset is UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 instant: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def cmd_deliveries(args: argparse.Namespace, env: dict[str, str]) -> int:
     service = resolve_service(ServiceConfig.from_env(env), kafka=False)
 
@@ -413,6 +439,14 @@ def build_parser() -> argparse.ArgumentParser:
     share.add_argument("--campaign", help="open this campaign's page; the link sees no other")
     share.add_argument("--hours", type=float, default=24.0, help="valid this long (default 24)")
 
+    cleanup = commands.add_parser(
+        "purge", help="remove what the retention settings no longer keep; prints JSON counts"
+    )
+    cleanup.add_argument(
+        "--as-of", type=_instant, help="act as at this ISO 8601 instant (default: now)"
+    )
+    cleanup.add_argument("--dry-run", action="store_true", help="count, remove nothing")
+
     commands.add_parser("dev", help="run the whole stack locally (what `make run` does)")
     return parser
 
@@ -425,6 +459,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
     "link": cmd_link,
     "endpoint": cmd_endpoint,
     "deliveries": cmd_deliveries,
+    "purge": cmd_purge,
     "dashboard-link": cmd_dashboard_link,
     "dev": cmd_dev,
 }

@@ -325,7 +325,7 @@ async def callback_endpoint(
         INSERT INTO endpoints (callback_account_id, url, format, mode)
         VALUES ($1, $2, 'clickthru', 'first')
         ON CONFLICT (callback_account_id, md5(url)) WHERE callback_account_id IS NOT NULL
-        DO UPDATE SET enabled = true, disabled_reason = NULL,
+        DO UPDATE SET enabled = true, disabled_reason = NULL, used_at = now(),
             updated_at = CASE WHEN endpoints.enabled THEN endpoints.updated_at ELSE now() END
         RETURNING id
         """,

@@ -139,6 +139,16 @@ async def cold_redirect_server(redirect_env: dict[str, str]) -> AsyncIterator[Ru
 
 
 @pytest.fixture
+async def own_database_url(server_url: str) -> AsyncIterator[str]:
+    """A migrated database of the test's own, dropped after it: for tests that drop
+    partitions or act as at another moment, which the session's database must not see."""
+    name = unique_name("shortlink_own")
+    await _create_database(server_url, name)
+    yield with_database(server_url, name)
+    await _drop_database(server_url, name)
+
+
+@pytest.fixture
 async def empty_database_url(server_url: str) -> AsyncIterator[str]:
     """A new database with no migrations applied, dropped after the test."""
     name = unique_name("shortlink_empty")

@@ -71,7 +71,9 @@ async def test_exhausted_token_space_creates_nothing(
 ) -> None:
     """If every fresh token keeps colliding, the call fails and no link of it is kept."""
     [existing] = await create_links(db, account_id, [NewLink("https://example.com/a")])
-    monkeypatch.setattr(links.tokens, "generate", lambda count, length=7, tag="": [existing.token] * count)
+    monkeypatch.setattr(
+        links.tokens, "generate", lambda count, length=7, tag="": [existing.token] * count
+    )
     before = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", account_id)
     with pytest.raises(TokenSpaceExhausted):
         await create_links(db, account_id, [NewLink("https://example.com/x")])

@@ -1,0 +1,250 @@
+"""The purge: whole partitions dropped once expired, batches elsewhere, counts reported."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from shortlink import accounts, partitions
+from shortlink.links import NewLink, create_links
+from shortlink.purge import Policy, PurgeJob, Retention, purge
+from tests.infra import shortlink, wait_until
+
+
+@pytest.fixture
+async def conn(own_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to a database of the test's own."""
+    connection = await asyncpg.connect(own_database_url)
+    yield connection
+    await connection.close()
+
+
+async def _account(conn: asyncpg.Connection, retention_days: int | None = None) -> int:
+    account = await accounts.create_account(conn, "purged")
+    if retention_days is not None:
+        await conn.execute(
+            "UPDATE accounts SET click_retention_days = $2 WHERE id = $1",
+            account.account_id,
+            retention_days,
+        )
+    return account.account_id
+
+
+async def _click(conn: asyncpg.Connection, link_id: int, account_id: int, at: datetime) -> None:
+    await conn.execute(
+        """
+        INSERT INTO clicks (event_id, link_id, account_id, clicked_at, method)
+        VALUES ($1, $2, $3, $4, 'GET')
+        """,
+        uuid.uuid4(),
+        link_id,
+        account_id,
+        at,
+    )
+
+
+async def test_nothing_live_is_removed(conn: asyncpg.Connection) -> None:
+    """Purging now removes no link, click or conversion that is still kept."""
+    account = await _account(conn)
+    made = await create_links(conn, account, [NewLink(f"https://e.example/{i}") for i in range(5)])
+    await _click(conn, made[0].id, account, datetime.now(UTC))
+    report = await purge(conn, Policy(datetime.now(UTC)))
+    assert report.rows["links"] == report.rows["clicks"] == 0
+    assert report.partitions in ([], ["links_legacy"])  # empty, so it goes
+    assert await conn.fetchval("SELECT count(*) FROM links") == 5
+    assert await conn.fetchval("SELECT count(*) FROM clicks") == 1
+
+
+async def test_expired_weeks_are_dropped_whole_with_their_links_rows(
+    conn: asyncpg.Connection,
+) -> None:
+    """Once the grace after a week's last expiry has passed, its partition goes, with the
+    first clicks and conversions marks of its links; a dry run counts the same first."""
+    account = await _account(conn)
+    made = await create_links(conn, account, [NewLink(f"https://e.example/{i}") for i in range(7)])
+    await conn.execute(
+        "INSERT INTO first_clicks (link_id, clicked_at) SELECT unnest($1::int8[]), now()",
+        [link.id for link in made[:3]],
+    )
+    await conn.execute(
+        "INSERT INTO converted_links (link_id, converted_at) VALUES ($1, now())", made[0].id
+    )
+    week = partitions.link_partition_name(partitions.period_of_id(made[0].id))
+    too_soon = made[0].expires_at + timedelta(days=29)
+    assert week not in (await purge(conn, Policy(too_soon))).partitions
+
+    after = made[0].expires_at + timedelta(days=31) + partitions.WEEK
+    dry = await purge(conn, Policy(after, dry_run=True))
+    assert week in dry.partitions
+    assert (dry.rows["links"], dry.rows["first_clicks"], dry.rows["converted_links"]) == (7, 3, 1)
+    assert await conn.fetchval("SELECT count(*) FROM links") == 7
+
+    report = await purge(conn, Policy(after))
+    assert week in report.partitions
+    assert (report.rows["links"], report.rows["first_clicks"]) == (7, 3)
+    assert report.rows["converted_links"] == 1
+    assert await conn.fetchval("SELECT count(*) FROM links") == 0
+    assert await conn.fetchval("SELECT count(*) FROM first_clicks") == 0
+    assert await conn.fetchval("SELECT to_regclass($1)", week) is None
+    # The partitions ahead of that moment were made.
+    current = partitions.period_of(after)
+    names = {p.name for p in await partitions.partitions(conn, "links")}
+    assert partitions.link_partition_name(current + partitions.LINK_WEEKS_AHEAD) in names
+
+
+async def test_a_link_still_alive_keeps_its_week(conn: asyncpg.Connection) -> None:
+    """One link with a long lifetime keeps its whole week's partition until it expires."""
+    account = await _account(conn)
+    short, long = await create_links(
+        conn,
+        account,
+        [
+            NewLink("https://e.example/short"),
+            NewLink("https://e.example/long", lifetime=timedelta(days=200)),
+        ],
+    )
+    week = partitions.link_partition_name(partitions.period_of_id(short.id))
+    between = short.expires_at + timedelta(days=60)
+    assert week not in (await purge(conn, Policy(between))).partitions
+    assert await conn.fetchval("SELECT count(*) FROM links") == 2
+    later = long.expires_at + timedelta(days=31)
+    assert week in (await purge(conn, Policy(later))).partitions
+
+
+async def test_clicks_follow_the_longest_retention_and_shorter_ones_go_in_batches(
+    conn: asyncpg.Connection,
+) -> None:
+    """An account keeping clicks 30 days loses older ones in batches; the others stay
+    until their month's partition ends longer ago than the longest retention."""
+    keeper, brief = await _account(conn), await _account(conn, retention_days=30)
+    [kept] = await create_links(conn, keeper, [NewLink("https://e.example/k")])
+    [gone] = await create_links(conn, brief, [NewLink("https://e.example/b")])
+    now = datetime.now(UTC)
+    for i in range(250):
+        await _click(conn, gone.id, brief, now - timedelta(minutes=i))
+    await _click(conn, kept.id, keeper, now)
+    retention = Retention(batch=100)
+    report = await purge(conn, Policy(now + timedelta(days=40), retention))
+    assert report.rows["clicks"] == 250
+    assert await conn.fetchval("SELECT count(*) FROM clicks") == 1
+
+    much_later = now + timedelta(days=400 + 62)
+    report = await purge(conn, Policy(much_later, retention))
+    assert report.rows["clicks"] == 1
+    assert "clicks_legacy" in report.partitions
+    assert await conn.fetchval("SELECT count(*) FROM clicks") == 0
+
+
+async def test_other_tables_are_bounded(conn: asyncpg.Connection) -> None:
+    """Old dead events, deliveries, outbox rows of disabled endpoints, idempotency keys and
+    unused callback endpoints go; recent ones stay."""
+    account = await _account(conn)
+    old = datetime.now(UTC) - timedelta(days=500)
+    await conn.execute(
+        """
+        INSERT INTO dead_events (topic, partition, "offset", error, received_at)
+        VALUES ('clicks', 0, 1, 'bad', $1), ('clicks', 0, 2, 'bad', now())
+        """,
+        old,
+    )
+    endpoint = await conn.fetchval(
+        """
+        INSERT INTO endpoints (account_id, url, format, mode, enabled, updated_at)
+        VALUES ($1, 'https://hooks.example/x', 'json', 'every', false, $2) RETURNING id
+        """,
+        account,
+        old,
+    )
+    await conn.executemany(
+        """
+        INSERT INTO deliveries (request_identifier, endpoint_id, format, body, clicks,
+                                oldest_click_at, status, created_at, delivered_at)
+        VALUES ($1, $2, 'json', '', 1, now(), $3, $4, $5)
+        """,
+        [
+            (uuid.uuid4(), endpoint, "delivered", old, old),
+            (uuid.uuid4(), endpoint, "dead", old, None),
+            (uuid.uuid4(), endpoint, "pending", old, None),
+            (uuid.uuid4(), endpoint, "delivered", datetime.now(UTC), datetime.now(UTC)),
+        ],
+    )
+    await conn.execute(
+        "INSERT INTO outbox (endpoint_id, event_id, detail, format) VALUES ($1, $2, '', 'json')",
+        endpoint,
+        uuid.uuid4(),
+    )
+    await conn.execute(
+        """
+        INSERT INTO idempotency_keys (account_id, key, request_hash, status, response, created_at)
+        VALUES ($1, 'old', '', 201, '', $2), ($1, 'new', '', 201, '', now())
+        """,
+        account,
+        old,
+    )
+    await conn.execute(
+        """
+        INSERT INTO endpoints (callback_account_id, url, format, mode, used_at)
+        VALUES ($1, 'https://cb.example/old', 'clickthru', 'first', $2),
+               ($1, 'https://cb.example/new', 'clickthru', 'first', now())
+        """,
+        account,
+        old,
+    )
+    report = await purge(conn, Policy(datetime.now(UTC)))
+    assert report.rows["dead_events"] == 1
+    assert report.rows["deliveries"] == 3
+    assert report.rows["outbox"] == 1
+    assert report.rows["idempotency_keys"] == 1
+    assert report.rows["endpoints"] == 1
+    assert await conn.fetchval("SELECT count(*) FROM deliveries") == 1
+    assert await conn.fetchval("SELECT count(*) FROM idempotency_keys") == 1
+    assert await conn.fetchval(
+        "SELECT array_agg(url) FROM endpoints WHERE callback_account_id IS NOT NULL"
+    ) == ["https://cb.example/new"]
+
+
+async def test_one_purge_at_a_time(conn: asyncpg.Connection, own_database_url: str) -> None:
+    """A purge that finds another running does nothing and says so by an empty report."""
+    await conn.execute("SELECT pg_advisory_lock(x'5EED9A26'::int8)")
+    other = await asyncpg.connect(own_database_url)
+    try:
+        report = await purge(other, Policy(datetime.now(UTC) + timedelta(days=900)))
+        assert report.partitions == []
+        assert not report.rows
+    finally:
+        await other.close()
+        await conn.execute("SELECT pg_advisory_unlock(x'5EED9A26'::int8)")
+
+
+async def test_the_job_purges_on_its_own(own_database_url: str) -> None:
+    """The forwarder's purge job runs at once and then every interval."""
+    pool = await asyncpg.create_pool(own_database_url, min_size=1, max_size=2)
+    job = PurgeJob(pool, Retention(interval=0.05))
+    task = asyncio.create_task(job.run())
+    try:
+        await wait_until(lambda: job.runs >= 2, within=30, what="two purge runs")
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await pool.close()
+
+
+def test_the_command_prints_counts_as_json(own_database_url: str) -> None:
+    """`shortlink purge --as-of ... --dry-run` prints what it would remove, as JSON."""
+    env = {"DATABASE_URL": own_database_url}
+    done = shortlink(env, "purge", "--dry-run", "--as-of", "2031-01-01T00:00Z")
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["as_of"] == "2031-01-01T00:00:00Z"
+    assert printed["dry_run"] is True
+    assert "links_legacy" in printed["partitions_dropped"]
+    bad = shortlink(env, "purge", "--as-of", "next tuesday")
+    assert bad.returncode == 2
+    assert "ISO 8601" in bad.stderr
