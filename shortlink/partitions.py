@@ -175,14 +175,18 @@ def click_partition_name(month: datetime) -> str:
     return f"clicks_m{month:%Y%m}"
 
 
-async def ensure(conn: Connection, now: datetime | None = None) -> list[str]:
-    """Make the partitions needed from last week (links) or last month (clicks) to the
-    ones ahead; the names of those made. Idempotent, and safe beside a concurrent run."""
+async def ensure(
+    conn: Connection, now: datetime | None = None, *, since: datetime | None = None
+) -> list[str]:
+    """Make the partitions needed from last week (links) or last month (clicks), or from
+    `since` (data loaded with past times), to the ones ahead; the names of those made.
+    Idempotent, and safe beside a concurrent run."""
     now = now or datetime.now(UTC)
     made = []
     current = period_of(now)
+    first = period_of(since) if since else current - 1
     existing = {p.name for p in await partitions(conn, "links")}
-    for period in range(current - 1, current + LINK_WEEKS_AHEAD + 1):
+    for period in range(first, current + LINK_WEEKS_AHEAD + 1):
         name = link_partition_name(period)
         if name in existing:
             continue
@@ -195,13 +199,12 @@ async def ensure(conn: Connection, now: datetime | None = None) -> list[str]:
             made.append(name)
     clicks = await partitions(conn, "clicks")
     names = {p.name for p in clicks}
-    covered = max((p.high for p in clicks if isinstance(p.high, datetime)), default=None)
-    month = add_months(month_start(now), -1)
+    month = month_start(since) if since else add_months(month_start(now), -1)
     last = add_months(month_start(now), CLICK_MONTHS_AHEAD)
     while month <= last:
         name = click_partition_name(month)
-        # Months below the highest bound are covered already (the legacy partition).
-        if name not in names and (covered is None or month >= covered):
+        # A month inside another partition (the legacy one) is covered already.
+        if name not in names and not any(_covers(p, month) for p in clicks):
             high = add_months(month, 1)
             if await _attach(
                 conn, "clicks", name, f"'{month.isoformat()}'", f"'{high.isoformat()}'"
@@ -209,6 +212,13 @@ async def ensure(conn: Connection, now: datetime | None = None) -> list[str]:
                 made.append(name)
         month = add_months(month, 1)
     return made
+
+
+def _covers(partition: Partition, moment: datetime) -> bool:
+    low, high = partition.low, partition.high
+    return (low is None or (isinstance(low, datetime) and low <= moment)) and (
+        high is None or (isinstance(high, datetime) and moment < high)
+    )
 
 
 async def _attach(conn: Connection, table: str, name: str, low: str, high: str) -> bool:
