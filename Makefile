@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench bench-instructions bench-forwarder bench-api bench-system broker-order chaos load clean
+.PHONY: install run test lint format bench bench-instructions bench-forwarder bench-api bench-system bench-data broker-order chaos load clean
 
 install: $(STAMP)
 
@@ -47,6 +47,11 @@ bench-forwarder: install
 ## a 470-character body against a 30-character one (BENCH_API_ARGS=--only-render: that alone).
 bench-api: install
 	$(PYTHON) -m loadtests.bench_api $(BENCH_API_ARGS)
+
+## Storage at scale: 20M links and 20M clicks over 150 simulated days, bytes per row, cold
+## lookups at 1M and 20M links, then the purge (BENCH_DATA_ARGS=--links N --clicks N --days N).
+bench-data: install
+	$(PYTHON) -m loadtests.bench_data $(BENCH_DATA_ARGS)
 
 ## Whole system on this machine: highest click rate with redirect p99 <= 10 ms and no loss.
 bench-system: install

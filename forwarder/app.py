@@ -21,7 +21,7 @@ from forwarder.geoip import PACKAGED, Locator
 from forwarder.recorder import Recorder
 from shortlink import health, metrics
 from shortlink.pool import POOL, pool_context
-from shortlink.purge import purge_context
+from shortlink.purge import PURGE, purge_context
 from shortlink.supervise import SUPERVISOR, supervisor_context
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,14 @@ def _families(app: web.Application, queued: dict[str, int]) -> list[Metric]:
     holes.add_metric(["filled"], recorder.holes.filled)
     holes.add_metric(["skipped"], recorder.holes.skipped)
     found.append(holes)
+    job = app[PURGE]
+    found.append(metrics.counter("forwarder_purge_runs", "Runs of the purge job", job.runs))
+    purged = CounterMetricFamily(
+        "forwarder_purged_rows", "Rows the purge removed, by table", labels=["table"]
+    )
+    for table, rows in sorted(job.removed.items()):
+        purged.add_metric([table], rows)
+    found.append(purged)
     results = CounterMetricFamily(
         "forwarder_delivery_attempts", "POSTs to customer endpoints, by result", labels=["result"]
     )

@@ -191,6 +191,7 @@ async def test_retries_keep_the_request_identifier(
     assert found["forwarder_consumer_lag", ()] == 0
     assert ("forwarder_dead_letters", ()) in found
     assert ("forwarder_retry_queue", ()) in found
+    assert ("forwarder_purge_runs_total", ()) in found
 
 
 async def test_a_slow_endpoint_is_timed_out_and_retried(
