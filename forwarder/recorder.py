@@ -28,7 +28,7 @@ import logging
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,6 +42,7 @@ from forwarder import formats
 from forwarder.config import ForwarderConfig
 from forwarder.enrich import Client, classify
 from forwarder.geoip import PACKAGED, Locator, Place
+from shortlink import partitions
 from shortlink.campaigns import counters
 from shortlink.campaigns.counters import first_click_bucket
 from shortlink.clickevent import ClickEvent, decode
@@ -231,13 +232,21 @@ async def _insert_clicks(
                             client_ref, client_identifier, shortened_at, country, region)
         SELECT e.* FROM (SELECT {_CLICK_ROW} FROM jsonb_array_elements($1::jsonb) AS r) AS e
         JOIN links l ON l.id = e.link_id AND l.period = (e.link_id >> 40)::int
-                    AND l.account_id = e.account_id
+                    AND l.period = ANY($2::int[]) AND l.account_id = e.account_id
         ON CONFLICT (event_id, clicked_at) DO NOTHING
         RETURNING event_id
         """,
         rows,
+        _periods(e.link_id for e in events),
     )
     return {str(row["event_id"]) for row in inserted}
+
+
+def _periods(link_ids: Iterable[int]) -> list[int]:
+    """The links partitions these links are in (ids carry their period). A parameter: the
+    forwarder's plans are made for their values (plan_cache_mode), so the plan reads only
+    those partitions."""
+    return sorted({partitions.period_of_id(link_id) for link_id in link_ids})
 
 
 async def _already_recorded(conn: Connection, events: list[ClickEvent]) -> int:
@@ -284,7 +293,7 @@ async def _first_clicks(
             SELECT l.id, l.callback_id, to_timestamp((r->>1)::bigint / 1000.0) AS clicked_at
             FROM jsonb_array_elements($1::jsonb) AS r
             JOIN links l ON l.id = (r->>0)::bigint AND l.period = ((r->>0)::bigint >> 40)::int
-                        AND l.first_clicked_at IS NULL
+                        AND l.period = ANY($2::int[]) AND l.first_clicked_at IS NULL
         ), won AS (
             INSERT INTO first_clicks (link_id, clicked_at)
             SELECT id, clicked_at FROM candidate
@@ -301,6 +310,7 @@ async def _first_clicks(
         JOIN endpoints callback ON callback.id = c.callback_id AND callback.enabled
         """,
         orjson.dumps([(i, earliest[i][0].clicked_at_ms) for i in link_ids]).decode(),
+        _periods(link_ids),
     )
     # Winners come with no callback; candidates with an enabled callback with it. (Joining
     # won to candidate instead was planned as a nested loop of the two: quadratic.)

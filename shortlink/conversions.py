@@ -164,11 +164,13 @@ async def find_link(
     """The account's link named by its token or by its message id (which must name
     exactly one link: AmbiguousClientRef otherwise); LinkNotFound if there is none."""
     if token is not None:
+        periods = partitions.periods_in(
+            "l.period", partitions.token_periods(token, datetime.now(UTC))
+        )
         rows = await conn.fetch(
-            f"{_LINK} WHERE l.token = $1 AND l.account_id = $2 AND l.period = ANY($3)",
+            f"{_LINK} WHERE l.token = $1 AND l.account_id = $2 AND {periods}",
             token,
             account_id,
-            partitions.token_periods(token, datetime.now(UTC)),
         )
     else:
         rows = await conn.fetch(

@@ -101,9 +101,11 @@ async def fetch_rows(conn: Executor, tokens: Sequence[str]) -> list[asyncpg.Reco
     now = datetime.now(UTC)
     periods = {period for token in tokens for period in partitions.token_periods(token, now)}
     return await conn.fetch(
-        f"SELECT {ENTRY_COLUMNS} FROM links WHERE token = ANY($1::text[]) AND period = ANY($2)",
+        f"""
+        SELECT {ENTRY_COLUMNS} FROM links
+        WHERE token = ANY($1::text[]) AND {partitions.periods_in("period", periods)}
+        """,
         list(tokens),
-        list(periods),
     )
 
 
@@ -371,15 +373,16 @@ _VIEW = """
 async def find(conn: Executor, account_id: int, token: str) -> asyncpg.Record | None:
     """One of the account's links by token, with its human click count."""
     return await conn.fetchrow(
-        f"{_VIEW} WHERE l.token = $1 AND l.account_id = $2 AND l.period = ANY($3)",
+        f"{_VIEW} WHERE l.token = $1 AND l.account_id = $2 AND {_partition_of('l', token)}",
         token,
         account_id,
-        _periods(token),
     )
 
 
-def _periods(token: str) -> list[int]:
-    return partitions.token_periods(token, datetime.now(UTC))
+def _partition_of(alias: str, token: str) -> str:
+    """The SQL condition naming the partitions `token` may be in (partitions.periods_in)."""
+    periods = partitions.token_periods(token, datetime.now(UTC))
+    return partitions.periods_in(f"{alias}.period", periods)
 
 
 async def find_by_client_ref(
@@ -406,20 +409,19 @@ async def update(
     """Change a link's target, expiry or unsafe flag and tell the redirect workers."""
     async with conn.transaction():
         status = await conn.execute(
-            """
-            UPDATE links SET target_url = coalesce($3, target_url),
+            f"""
+            UPDATE links l SET target_url = coalesce($3, target_url),
                              expires_at = least(coalesce($4, expires_at),
-                                                created_at + $7::interval),
+                                                created_at + $6::interval),
                              unsafe = coalesce($5, unsafe),
                              updated_at = now()
-            WHERE token = $1 AND account_id = $2 AND period = ANY($6)
+            WHERE token = $1 AND account_id = $2 AND {_partition_of("l", token)}
             """,
             token,
             account_id,
             target_url,
             expires_at,
             unsafe,
-            _periods(token),
             # No link outlives its partition's token tag (shortlink.partitions).
             timedelta(days=partitions.MAX_LIFETIME_DAYS),
         )
@@ -433,13 +435,12 @@ async def disable(conn: Connection, account_id: int, token: str) -> bool:
     """Disable a link (it answers 410 from now on) and tell the redirect workers."""
     async with conn.transaction():
         status = await conn.execute(
-            """
-            UPDATE links SET disabled_at = coalesce(disabled_at, now()), updated_at = now()
-            WHERE token = $1 AND account_id = $2 AND period = ANY($3)
+            f"""
+            UPDATE links l SET disabled_at = coalesce(disabled_at, now()), updated_at = now()
+            WHERE token = $1 AND account_id = $2 AND {_partition_of("l", token)}
             """,
             token,
             account_id,
-            _periods(token),
         )
         if status != "UPDATE 1":
             return False

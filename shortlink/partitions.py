@@ -27,6 +27,7 @@ refused rather than kept where no purge would find it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -105,6 +106,14 @@ def token_periods(token: str, now: datetime) -> list[int]:
         return [LEGACY]
     newest = period_of(now) + 1
     return [newest - (newest - index) % TAGS, LEGACY]
+
+
+def periods_in(column: str, periods: Iterable[int]) -> str:
+    """`column IN (p, ...)`: the periods written into the statement, so the plan names the
+    partitions to read. (A generic plan with `= ANY($n)` reads every partition: PostgreSQL
+    prunes with array parameters only in a plan made for their values.) Integers only."""
+    listed = ", ".join(str(int(period)) for period in sorted(set(periods)))
+    return f"{column} IN ({listed})"
 
 
 def month_start(moment: datetime) -> datetime:
