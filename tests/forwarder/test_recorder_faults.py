@@ -53,6 +53,32 @@ async def test_an_event_postgresql_refuses_is_kept_apart_and_the_rest_is_recorde
     await wait_until(lambda: forwarder.app[RECORDER].totals.recorded == 6)
 
 
+async def test_a_click_dated_outside_every_partition_is_kept_apart(
+    forwarder: RunningServer,
+    db: asyncpg.Connection,
+    account_id: int,
+    kafka_bootstrap: str,
+    click_topic: str,
+) -> None:
+    """A click dated years ahead (a redirect server whose clock is wrong) has no clicks
+    partition: it goes to dead_events with the reason; the rest of its batch is recorded."""
+    links = await make_links(db, account_id, 4)
+    good = clicks(links[:3])
+    [(token, value)] = clicks(links[3:])
+    event = clickevent.decode(value)
+    ahead = clickevent.encode(
+        event.event_id,
+        (*event[1:9], event.clicked_at_ms + 10 * 365 * 86_400_000, *event[10:]),
+    )
+    await publish(kafka_bootstrap, click_topic, [*good[:2], (token, ahead), *good[2:]])
+    await wait_until(
+        lambda: forwarder.app[RECORDER].totals.recorded == 3 and forwarder.app[RECORDER].dead == 1
+    )
+    [dead] = await db.fetch("SELECT value, error FROM dead_events WHERE topic = $1", click_topic)
+    assert dead["value"] == ahead
+    assert "partition" in dead["error"]
+
+
 async def test_a_message_that_is_not_a_click_event_is_kept_in_dead_events(
     forwarder: RunningServer, db: asyncpg.Connection, kafka_bootstrap: str, click_topic: str
 ) -> None:
