@@ -282,15 +282,21 @@ def cmd_endpoint(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 
 def cmd_purge(args: argparse.Namespace, env: dict[str, str]) -> int:
+    now = datetime.now(UTC)
+    if args.as_of and args.as_of > now and not args.dry_run:
+        # It would remove what is still kept now: live links, this week's partition.
+        sys.stderr.write("shortlink: --as-of: a moment ahead only with --dry-run\n")
+        return 2
     service = resolve_service(ServiceConfig.from_env(env), kafka=False)
-    policy = purge.Policy(
-        args.as_of or datetime.now(UTC), purge.Retention.from_env(env), dry_run=args.dry_run
-    )
+    policy = purge.Policy(args.as_of or now, purge.Retention.from_env(env), dry_run=args.dry_run)
 
     async def action(conn: asyncpg.Connection) -> int:
         await schema.check_schema(conn)
         report = await purge.purge(conn, policy)
         _print_json({"as_of": rfc3339(policy.as_of), "dry_run": policy.dry_run, **report.as_json()})
+        if not report.ran:
+            sys.stderr.write("shortlink: another purge is running; nothing done\n")
+            return 1
         return 0
 
     result: int = asyncio.run(_with_connection(service, action))

@@ -134,11 +134,14 @@ async def first_id_since(conn: Executor, since: datetime) -> int | None:
     A binary search over the primary key (ids grow with creation time; links have
     no index on created_at, and a scan of the table would take seconds): a few
     dozen single-row lookups whatever the table's size. The search starts in the
-    period of `since` (ids carry their period), so older partitions are not read.
+    period of `since` (ids carry their period), so older partitions are not read, but
+    for the legacy one.
     """
     floor = partitions.period_of(since)
+    # The links made before partitioning (period 0) may be that recent too.
     bounds = await conn.fetchrow(
-        "SELECT min(id) AS low, max(id) AS high FROM links WHERE period >= $1", floor
+        "SELECT min(id) AS low, max(id) AS high FROM links WHERE period >= $1 OR period = 0",
+        floor,
     )
     if bounds is None or bounds["high"] is None:
         return None
@@ -154,7 +157,7 @@ async def first_id_since(conn: Executor, since: datetime) -> int | None:
         middle = (low + high) // 2
         row = await conn.fetchrow(
             """
-            SELECT id, created_at FROM links WHERE id >= $1 AND period >= $2
+            SELECT id, created_at FROM links WHERE id >= $1 AND (period >= $2 OR period = 0)
             ORDER BY id LIMIT 1
             """,
             middle,
@@ -362,9 +365,11 @@ _VIEW = """
                (SELECT f.clicked_at FROM first_clicks f WHERE f.link_id = l.id),
                l.first_clicked_at
            ) AS first_clicked_at,
-           -- clicked_at >= created_at: the clicks partitions before the link's are not read.
+           -- The clicks partitions before the link's are not read (a day's margin: a redirect
+           -- server's clock may be behind the API's).
            (SELECT count(*) FROM clicks c
-            WHERE c.link_id = l.id AND c.clicked_at >= l.created_at AND NOT c.is_bot) AS clicks,
+            WHERE c.link_id = l.id AND c.clicked_at >= l.created_at - interval '1 day'
+              AND NOT c.is_bot) AS clicks,
            (SELECT e.url FROM endpoints e WHERE e.id = l.callback_id) AS callback_url
     FROM links l
 """
@@ -411,8 +416,8 @@ async def update(
         status = await conn.execute(
             f"""
             UPDATE links l SET target_url = coalesce($3, target_url),
-                             expires_at = least(coalesce($4, expires_at),
-                                                created_at + $6::interval),
+                             expires_at = CASE WHEN $4::timestamptz IS NULL THEN expires_at
+                                          ELSE least($4, created_at + $6::interval) END,
                              unsafe = coalesce($5, unsafe),
                              updated_at = now()
             WHERE token = $1 AND account_id = $2 AND {_partition_of("l", token)}

@@ -20,8 +20,9 @@ supervised task; one process at a time, by an advisory lock) and by hand with
   with nothing left to send.
 
 Rows go in batches of `batch` (default 5,000), each its own short transaction;
-partitions are detached with a lock timeout and tried again at the next run when
-busy, so no statement holds a lock that readers wait on for long.
+partitions are detached CONCURRENTLY (no lock that reads or writes wait for) and
+finished by the next run when that takes too long, so no statement holds a lock that
+readers wait on.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 # The advisory lock one purge holds while it runs (arbitrary constant).
 _LOCK_KEY = 0x5EED_9A26
 _BUSY = (asyncpg.LockNotAvailableError, asyncpg.QueryCanceledError)
+# The longest a detach waits for the transactions that may still see its partition.
+DETACH_TIMEOUT = "60s"
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,11 @@ class Report:
     partitions: list[str] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)  # partitions left for the next run
     longest_step: float = 0.0
+    ran: bool = True  # False: another purge was running, this one did nothing
 
     def as_json(self) -> dict[str, object]:
         return {
+            "ran": self.ran,
             "rows": dict(sorted(self.rows.items())),
             "partitions_dropped": self.partitions,
             "partitions_busy": self.busy,
@@ -108,20 +113,24 @@ class Report:
 
 async def purge(conn: Connection, policy: Policy) -> Report:
     """Remove what `policy` no longer keeps; make the partitions needed ahead. Returns the
-    counts; an empty report if another purge is running."""
+    counts; a report that did not run (`ran` false) if another purge is running."""
     report = Report()
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
         log.info("another purge is running")
+        report.ran = False
         return report
     try:
         retention = await _longest_retention(conn)
+        await _sweep(conn, policy, report)
         await _links(conn, policy, report)
         await _clicks(conn, policy, retention, report)
         await _shorter_retentions(conn, policy, retention, report)
         await _by_link_age(conn, policy, retention, report)
         await _other_tables(conn, policy, retention, report)
         if not policy.dry_run:
-            await partitions.ensure(conn, policy.as_of)
+            # Those needed now, or at the later moment a test acts as at (the command
+            # refuses a moment ahead without --dry-run: it would drop live links).
+            await partitions.ensure(conn, max(policy.as_of, datetime.now(UTC)))
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return report
@@ -143,6 +152,17 @@ _SUMMARIZE = """
 """
 
 
+async def _live(conn: Connection, name: str, cutoff: datetime, *, summarize: bool) -> bool:
+    """Whether links partition `name` holds a link expiring after `cutoff`: read off its
+    BRIN index on expires_at, not its rows, once its new pages are summarised."""
+    if summarize:
+        await conn.execute(_SUMMARIZE, name)
+    live: bool = await conn.fetchval(
+        f"SELECT EXISTS (SELECT 1 FROM {name} WHERE expires_at > $1)", cutoff
+    )
+    return live
+
+
 async def _links(conn: Connection, policy: Policy, report: Report) -> None:
     current = partitions.period_of(policy.as_of)
     cutoff = policy.as_of - policy.retention.grace
@@ -150,61 +170,106 @@ async def _links(conn: Connection, policy: Policy, report: Report) -> None:
         if not isinstance(partition.high, int) or partition.high >= current:
             continue  # last week's (an API clock behind ours), this week's and those ahead stay
         started = time.perf_counter()
-        name = partition.name
-        # The BRIN index on expires_at answers without reading the rows of a week whose
-        # links have all expired (once its new pages are summarised).
-        if not policy.dry_run:
-            await conn.execute(_SUMMARIZE, name)
-        live = await conn.fetchval(
-            f"SELECT EXISTS (SELECT 1 FROM {name} WHERE expires_at > $1)", cutoff
-        )
+        live = await _live(conn, partition.name, cutoff, summarize=not policy.dry_run)
         await _timed(report, started)
-        if live:
-            continue
-        low = partitions.first_id(partition.low if isinstance(partition.low, int) else 0)
-        high = partitions.first_id(partition.high)
-        for table in ("first_clicks", "converted_links"):
-            report.rows[table] += await _batched(
-                conn,
-                policy,
-                report,
-                table,
-                "link_id >= $1 AND link_id < $2",
-                low,
-                high,
-                key="link_id",
-            )
-        await _drop(conn, policy, report, "links", name)
+        if not live:
+            await _drop(conn, policy, report, "links", partition.name)
 
 
 async def _drop(conn: Connection, policy: Policy, report: Report, table: str, name: str) -> None:
-    """Count and drop one partition: detached under a short lock timeout (DETACH takes an
-    ACCESS EXCLUSIVE lock on the parent, and a waiting lock blocks every query behind it),
-    then dropped on its own (no lock on the parent)."""
-    started = time.perf_counter()
-    rows = await conn.fetchval(f"SELECT count(*) FROM {name}")
-    await _timed(report, started)
+    """Detach one partition without blocking its readers, then settle it (_settle).
+
+    DETACH ... CONCURRENTLY takes a SHARE UPDATE EXCLUSIVE lock on the parent, which
+    reads and writes do not wait for, and waits for the transactions that may still see
+    the partition; DETACH_TIMEOUT bounds that wait. A detach cut short stays pending and
+    is finished by the next run (_sweep)."""
     if policy.dry_run:
-        report.rows[table] += rows
+        started = time.perf_counter()
+        report.rows[table] += await conn.fetchval(f"SELECT count(*) FROM {name}")
         report.partitions.append(name)
+        await _timed(report, started)
+        if table == "links":
+            await _link_rows_elsewhere(conn, policy, report, name)
         return
     started = time.perf_counter()
     try:
-        async with conn.transaction():
-            await conn.execute(f"SET LOCAL lock_timeout = '{partitions.LOCK_TIMEOUT}'")
-            await conn.execute(f"ALTER TABLE {table} DETACH PARTITION {name}")
-    except _BUSY:
-        log.warning("partition busy; dropped at the next run", extra={"partition": name})
+        await conn.execute(f"SET statement_timeout = '{DETACH_TIMEOUT}'")
+        await conn.execute(f"ALTER TABLE {table} DETACH PARTITION {name} CONCURRENTLY")
+    except (*_BUSY, asyncpg.ObjectNotInPrerequisiteStateError):
+        # Busy, or another detach of the table is pending (one at a time): the next run.
+        log.warning(
+            "partition detach not finished; the next run goes on", extra={"partition": name}
+        )
         report.busy.append(name)
         return
     finally:
+        await conn.execute("RESET statement_timeout")
         await _timed(report, started)
+    await _settle(conn, policy, report, table, name)
+
+
+async def _settle(conn: Connection, policy: Policy, report: Report, table: str, name: str) -> None:
+    """A detached partition: attached again if a link in it was made live meanwhile (a
+    PATCH between the check and the detach); else its links' rows elsewhere deleted, its
+    rows counted, and the table dropped."""
+    if table == "links":
+        period = partitions.link_partition_period(name)
+        cutoff = policy.as_of - policy.retention.grace
+        if await _live(conn, name, cutoff, summarize=True):
+            await conn.execute(
+                f"ALTER TABLE links ATTACH PARTITION {name} FOR VALUES FROM ({period}) TO "
+                f"({period + 1})"
+            )
+            log.warning(
+                "a link of a detached week was live: attached again", extra={"partition": name}
+            )
+            return
+        await _link_rows_elsewhere(conn, policy, report, name)
     started = time.perf_counter()
+    rows: int = await conn.fetchval(f"SELECT count(*) FROM {name}")
     await conn.execute(f"DROP TABLE {name}")
     await _timed(report, started)
     report.rows[table] += rows
     report.partitions.append(name)
     log.info("partition dropped", extra={"partition": name, "rows": rows})
+
+
+async def _link_rows_elsewhere(conn: Connection, policy: Policy, report: Report, name: str) -> None:
+    """The first_clicks and converted_links rows of links partition `name`'s links (ranges
+    of ids: ids carry their period)."""
+    period = partitions.link_partition_period(name)
+    low, high = partitions.first_id(period), partitions.first_id(period + 1)
+    for side in ("first_clicks", "converted_links"):
+        report.rows[side] += await _batched(
+            conn,
+            policy,
+            report,
+            side,
+            "link_id >= $1 AND link_id < $2",
+            low,
+            high,
+            key="link_id",
+        )
+
+
+async def _sweep(conn: Connection, policy: Policy, report: Report) -> None:
+    """Finish what an earlier run left: detaches cut short, tables detached but not dropped."""
+    if policy.dry_run:
+        return
+    for table in ("links", "clicks"):
+        pending, orphans = await partitions.detached(conn, table)
+        for name in pending:
+            try:
+                await conn.execute(f"SET statement_timeout = '{DETACH_TIMEOUT}'")
+                await conn.execute(f"ALTER TABLE {table} DETACH PARTITION {name} FINALIZE")
+            except _BUSY:
+                report.busy.append(name)
+                continue
+            finally:
+                await conn.execute("RESET statement_timeout")
+            await _settle(conn, policy, report, table, name)
+        for name in orphans:
+            await _settle(conn, policy, report, table, name)
 
 
 async def _clicks(conn: Connection, policy: Policy, retention: timedelta, report: Report) -> None:
@@ -240,7 +305,8 @@ async def _by_link_age(
     conn: Connection, policy: Policy, retention: timedelta, report: Report
 ) -> None:
     """conversions by the week their link was made, kept as long as the longest click
-    retention; those of the links made before partitioning go with the legacy clicks."""
+    retention; those of the links made before partitioning once both the legacy links
+    and the legacy clicks are gone."""
     oldest = partitions.period_of(policy.as_of - retention)
     report.rows["conversions"] += await _batched(
         conn,
@@ -252,8 +318,10 @@ async def _by_link_age(
         partitions.first_id(oldest),
         key="(link_id, id)",
     )
-    legacy = [p for p in await partitions.partitions(conn, "clicks") if p.low is None]
-    if not legacy:  # the clicks of before partitioning are gone: so are their conversions
+    names = {p.name for p in await partitions.partitions(conn, "clicks")}
+    names |= {p.name for p in await partitions.partitions(conn, "links")}
+    if not names & {"clicks_legacy", "links_legacy"}:
+        # The links and clicks of before partitioning are gone: so go their conversions.
         report.rows["conversions"] += await _batched(
             conn,
             policy,
@@ -332,6 +400,8 @@ async def _other_tables(
            AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.endpoint_id = endpoints.id)
            AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.endpoint_id = endpoints.id)""",
         unused,
+        # A request naming the URL meanwhile sets used_at: that endpoint stays.
+        recheck="used_at < $1",
     )
 
 
@@ -343,9 +413,12 @@ async def _batched(
     where: str,
     *args: object,
     key: str = "id",
+    recheck: str = "true",
 ) -> int:
     """Delete the rows of `table` matching `where`, a batch at a time, each batch its own
-    transaction; (dry) count them. `key` identifies a row (unique in the table)."""
+    transaction; (dry) count them. `key` identifies a row (unique in the table); `recheck`
+    is checked again on the row as the DELETE finds it (a row changed meanwhile by a
+    concurrent transaction is re-read: READ COMMITTED's recheck of the outer WHERE)."""
     if policy.dry_run:
         started = time.perf_counter()
         count: int = await conn.fetchval(f"SELECT count(*) FROM {table} WHERE {where}", *args)
@@ -359,7 +432,7 @@ async def _batched(
             f"""
             DELETE FROM {table} WHERE {key} IN (
                 SELECT {key.strip("()")} FROM {table} WHERE {where} LIMIT ${limit}
-            )
+            ) AND {recheck}
             """,
             *args,
             policy.retention.batch,

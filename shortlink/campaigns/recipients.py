@@ -31,10 +31,12 @@ _RECIPIENT = """
     LEFT JOIN LATERAL (
         SELECT count(*) FILTER (WHERE NOT c.is_bot) AS taps,
                count(*) FILTER (WHERE c.is_bot) AS bot_taps
-        FROM clicks c WHERE c.link_id = l.id AND c.clicked_at >= l.created_at) AS t ON true
+        FROM clicks c
+        WHERE c.link_id = l.id AND c.clicked_at >= l.created_at - interval '1 day') AS t ON true
     LEFT JOIN LATERAL (
         SELECT c.device_type, c.os, c.browser FROM clicks c
-        WHERE c.link_id = l.id AND c.clicked_at >= l.created_at AND NOT c.is_bot
+        WHERE c.link_id = l.id AND c.clicked_at >= l.created_at - interval '1 day'
+          AND NOT c.is_bot
         ORDER BY c.clicked_at LIMIT 1) AS f ON true
     WHERE l.account_id = $1 AND l.client_identifier = $2
 """

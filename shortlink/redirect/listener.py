@@ -252,7 +252,12 @@ class LinkListener:
         the links stored longest ago first: the window's newest must go last)."""
         loaded = 0
         stored: list[list[str]] = []
-        windows = partitions.id_windows(first, last, WARM_SLICE)
+        periods = None
+        if partitions.period_of_id(first) != partitions.period_of_id(last):
+            async with self._pool.acquire() as conn:
+                existing = await partitions.partitions(conn, "links")
+            periods = [p.low for p in existing if isinstance(p.low, int)]
+        windows = partitions.id_windows(first, last, WARM_SLICE, periods)
         slices = iter(reversed(windows) if newest_first else windows)
         # The next slices are read while this one is stored: PostgreSQL works on them
         # (on another core) while we work on this one.

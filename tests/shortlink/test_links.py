@@ -120,3 +120,40 @@ def test_epoch_ms_is_exact() -> None:
     """Milliseconds since the epoch are truncated exactly, never rounded up by float error."""
     moment = datetime(2013, 10, 17, 9, 2, 13, 999999, tzinfo=UTC)
     assert links.epoch_ms(moment) == calendar.timegm(moment.utctimetuple()) * 1000 + 999
+
+
+async def test_a_click_stamped_before_its_link_still_counts(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """A redirect server whose clock is behind the API's stamps a click before its link's
+    creation: the link's click count still has it."""
+    [created] = await create_links(db, account_id, [NewLink("https://example.com/skew")])
+    await db.execute(
+        """
+        INSERT INTO clicks (event_id, link_id, account_id, clicked_at, method)
+        VALUES (gen_random_uuid(), $1, $2, $3::timestamptz - interval '2 seconds', 'GET')
+        """,
+        created.id,
+        account_id,
+        created.created_at,
+    )
+    row = await links.find(db, account_id, created.token)
+    assert row is not None
+    assert row["clicks"] == 1
+
+
+async def test_a_changed_expiry_is_cut_to_a_year_after_creation(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """PATCHing an expiry beyond MAX_LIFETIME_DAYS after creation keeps the link inside
+    its token tag's cycle; changing only its target leaves the expiry alone."""
+    [created] = await create_links(db, account_id, [NewLink("https://example.com/x")])
+    far = datetime.now(UTC) + timedelta(days=800)
+    assert await links.update(db, account_id, created.token, expires_at=far)
+    row = await links.find(db, account_id, created.token)
+    assert row is not None
+    assert row["expires_at"] - row["created_at"] == timedelta(days=365)
+    assert await links.update(db, account_id, created.token, target_url="https://example.com/y")
+    again = await links.find(db, account_id, created.token)
+    assert again is not None
+    assert again["expires_at"] == row["expires_at"]

@@ -38,9 +38,13 @@ def test_a_token_is_looked_up_in_its_tags_period_for_its_whole_life() -> None:
 
 
 def test_the_longest_life_fits_the_tag_cycle() -> None:
-    """A link's longest life plus the grace and its partition's week stay inside 61 weeks."""
-    longest = timedelta(days=partitions.MAX_LIFETIME_DAYS + partitions.GRACE_DAYS_MAX + 7)
-    assert longest < (partitions.TAGS - 1) * partitions.WEEK
+    """A week's partition, holding links of the longest life, is dropped (two weeks after
+    its end at the earliest, plus the grace) before the week with its tag is made ahead,
+    and before a token of it could be looked for in that later week."""
+    longest = timedelta(days=7 + partitions.MAX_LIFETIME_DAYS + partitions.GRACE_DAYS_MAX)
+    made_ahead = (partitions.TAGS - partitions.LINK_WEEKS_AHEAD) * partitions.WEEK
+    assert longest < made_ahead
+    assert longest < (partitions.TAGS - 2) * partitions.WEEK
 
 
 def test_a_token_outside_the_alphabet_is_looked_up_in_the_legacy_partition_only() -> None:
@@ -64,6 +68,22 @@ def test_id_windows_stay_inside_the_periods() -> None:
         (low + 10, low + 15),
         (partitions.first_id(2901) | 1_000, partitions.first_id(2901) | 1_009),
         (partitions.first_id(2901) | 1_010, high),
+    ]
+
+
+def test_id_windows_skip_periods_without_partitions() -> None:
+    """From a legacy id to one of this week, only the periods that exist are read, over the
+    sequence numbers between; either order of the numbers gives the same windows."""
+    legacy, recent = 5_000, partitions.first_id(2970) | 5_002
+    assert partitions.id_windows(legacy, recent, 10, [0, 2969, 2970]) == [
+        (5_000, 5_002),
+        (partitions.first_id(2969) | 5_000, partitions.first_id(2969) | 5_002),
+        (partitions.first_id(2970) | 5_000, recent),
+    ]
+    skewed = partitions.id_windows(partitions.first_id(2969) | 9, partitions.first_id(2970) | 7, 10)
+    assert skewed == [
+        (partitions.first_id(2969) | 7, partitions.first_id(2969) | 9),
+        (partitions.first_id(2970) | 7, partitions.first_id(2970) | 9),
     ]
 
 

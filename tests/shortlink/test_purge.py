@@ -248,3 +248,76 @@ def test_the_command_prints_counts_as_json(own_database_url: str) -> None:
     bad = shortlink(env, "purge", "--as-of", "next tuesday")
     assert bad.returncode == 2
     assert "ISO 8601" in bad.stderr
+
+
+async def test_a_week_detached_with_a_live_link_is_attached_again(
+    conn: asyncpg.Connection,
+) -> None:
+    """A week found detached (a stop between detach and drop, or a PATCH that revived a link
+    meanwhile) is attached again when it holds a live link, and dropped when it does not."""
+    account = await _account(conn)
+    [link] = await create_links(conn, account, [NewLink("https://e.example/revived")])
+    period = partitions.period_of_id(link.id)
+    week = partitions.link_partition_name(period)
+    await conn.execute(f"ALTER TABLE links DETACH PARTITION {week}")
+    report = await purge(conn, Policy(datetime.now(UTC)))
+    assert week not in report.partitions
+    assert await conn.fetchval("SELECT count(*) FROM links WHERE id = $1", link.id) == 1
+
+    later = link.expires_at + timedelta(days=31) + partitions.WEEK
+    await conn.execute(f"ALTER TABLE links DETACH PARTITION {week}")
+    await conn.execute("INSERT INTO first_clicks (link_id, clicked_at) VALUES ($1, now())", link.id)
+    report = await purge(conn, Policy(later))
+    assert week in report.partitions
+    assert report.rows["first_clicks"] == 1
+    assert await conn.fetchval("SELECT to_regclass($1)", week) is None
+
+
+async def test_a_detach_cut_short_is_finished_by_the_next_run(
+    conn: asyncpg.Connection, own_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A detach that waited too long for an open transaction is left pending, the others
+    reported busy, and the next run finishes it and drops them."""
+    account = await _account(conn)
+    [link] = await create_links(conn, account, [NewLink("https://e.example/slow")])
+    week = partitions.link_partition_name(partitions.period_of_id(link.id))
+    later = link.expires_at + timedelta(days=31) + partitions.WEEK
+    reader = await asyncpg.connect(own_database_url)
+    try:
+        # An open transaction that has seen links: the detach must wait for it.
+        await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        await reader.fetchval("SELECT count(*) FROM links")
+        monkeypatch.setattr("shortlink.purge.DETACH_TIMEOUT", "1s")
+        report = await purge(conn, Policy(later))
+        assert week in report.busy
+        # The first detach waits, then is left pending; a table has one pending at a time.
+        pending, _ = await partitions.detached(conn, "links")
+        assert len(pending) == 1
+    finally:
+        await reader.execute("ROLLBACK")
+        await reader.close()
+    report = await purge(conn, Policy(later))
+    assert week in report.partitions
+    assert pending[0] in report.partitions
+    assert await conn.fetchval("SELECT to_regclass($1)", week) is None
+
+
+async def test_partitions_made_by_concurrent_runs(own_database_url: str) -> None:
+    """Several runs making the same partitions at once take turns; none fails."""
+    conns = [await asyncpg.connect(own_database_url) for _ in range(3)]
+    try:
+        later = datetime.now(UTC) + 8 * partitions.WEEK
+        made = await asyncio.gather(*(partitions.ensure(c, later) for c in conns))
+        names = [name for run in made for name in run]
+        assert len(names) == len(set(names))
+        assert partitions.link_partition_name(partitions.period_of(later)) in names
+    finally:
+        for c in conns:
+            await c.close()
+
+
+def test_the_command_refuses_to_act_as_at_a_moment_ahead(own_database_url: str) -> None:
+    """A moment ahead would drop live links: only with --dry-run."""
+    done = shortlink({"DATABASE_URL": own_database_url}, "purge", "--as-of", "2031-01-01")
+    assert done.returncode == 2
+    assert "--dry-run" in done.stderr
