@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench bench-instructions bench-forwarder bench-api bench-system broker-order chaos load clean
+.PHONY: install run test lint format bench bench-instructions bench-forwarder bench-api bench-system broker-order chaos rejoin load clean
 
 install: $(STAMP)
 
@@ -65,6 +65,11 @@ broker-order: install
 chaos: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PYTHON) -m loadtests.chaos $(CHAOS_ARGS)
+
+## The forwarders' consumer group on the local broker: how long partitions stall when a
+## member restarts, stops or dies, per membership setting (docs/forwarder.md).
+rejoin: install
+	$(PYTHON) -m loadtests.rejoin $(REJOIN_ARGS)
 
 ## Locust, headless and bounded, against a running `make run` (docs/load-tests.md).
 load: install
