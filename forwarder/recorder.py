@@ -37,6 +37,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest
 
 from forwarder import formats
 from forwarder.config import ForwarderConfig
@@ -621,15 +622,23 @@ async def leave(consumer: AIOKafkaConsumer) -> None:
     group's first generation 0, so there a member that stops never left (loadtests/
     rejoin.py: the others waited the whole session timeout and a rejoin). A forwarder
     that stops is going away, or is replaced by one that joins at once, so it leaves
-    either way: it clears the two conditions before aiokafka's own stop sends its
-    LeaveGroup (v1, by member id, which Kafka and tansu accept for a static member
-    too). aiokafka has no public way to ask for this.
+    either way: the consumer's coordinator sends LeaveGroup (v1, by member id, which
+    Kafka and tansu accept for a static member too) whenever it has a member id, at the
+    point of its stop where aiokafka would. aiokafka has no public way to ask for this.
     """
     coordinator = getattr(consumer, "_coordinator", None)
     if coordinator is not None:
-        coordinator._group_instance_id = None
-        if coordinator.generation == 0 and coordinator.member_id:
-            coordinator.generation = 1  # only read by the test for leaving
+
+        async def leave_group() -> None:
+            if coordinator.member_id != JoinGroupRequest.UNKNOWN_MEMBER_ID:
+                request = LeaveGroupRequest(coordinator.group_id, coordinator.member_id)
+                try:
+                    await coordinator._send_req(request)
+                except KafkaError as exc:
+                    log.warning("leaving the consumer group failed", extra={"error": repr(exc)})
+            coordinator.reset_generation()
+
+        coordinator._maybe_leave_group = leave_group
     await consumer.stop()
 
 
