@@ -122,7 +122,7 @@ def main() -> int:
     if missing:
         sys.stderr.write(f"{missing}\n")
         return 2
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupted)  # stopped like a Ctrl-C: everything unwinds
     try:
         windows = run(args)
     except KeyboardInterrupt:
@@ -134,6 +134,10 @@ def main() -> int:
         write_section(report)
         print(f"written to {RESULTS_DOC.relative_to(ROOT)}")
     return 0 if passed else 1
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run(args: argparse.Namespace) -> list[Window]:
