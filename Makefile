@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format bench bench-instructions bench-forwarder bench-api bench-system bench-data broker-order chaos load clean
+.PHONY: install run test lint format bench bench-instructions bench-forwarder bench-api bench-system bench-data broker-order chaos rejoin cluster cluster-chaos load clean
 
 install: $(STAMP)
 
@@ -70,6 +70,26 @@ broker-order: install
 chaos: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PYTHON) -m loadtests.chaos $(CHAOS_ARGS)
+
+## The forwarders' consumer group on the local broker: how long partitions stall when a
+## member restarts, stops or dies, per membership setting (docs/forwarder.md).
+rejoin: install
+	$(PYTHON) -m loadtests.rejoin $(REJOIN_ARGS)
+
+## The system on several hosts of this machine (network namespaces, as root): PostgreSQL
+## primary + replica under pg_auto_failover, the broker, 2 redirect, 2 forwarder, sink and
+## load hosts; steady taps (cluster), or one window per fault (cluster-chaos): the primary's
+## host cut off, a forwarder host killed, a redirect host cut from the broker, a redirect
+## host killed and restarted (loadtests/cluster.py, docs/benchmarks.md).
+CLUSTER_PACKAGES := command -v wrk >/dev/null && command -v pg_autoctl >/dev/null || \
+	(apt-get update -qq && apt-get install -y -qq wrk postgresql-15 postgresql-15-auto-failover)
+cluster: install
+	$(CLUSTER_PACKAGES)
+	$(PYTHON) -m loadtests.cluster $(CLUSTER_ARGS)
+
+cluster-chaos: install
+	$(CLUSTER_PACKAGES)
+	$(PYTHON) -m loadtests.cluster --chaos $(CLUSTER_ARGS)
 
 ## Locust, headless and bounded, against a running `make run` (docs/load-tests.md).
 load: install

@@ -120,6 +120,13 @@ def _families(app: web.Application, queued: dict[str, int]) -> list[Metric]:
     recorder, deliverer = app[RECORDER], app[DELIVERER]
     totals = recorder.totals
     found: list[Metric] = [app[SUPERVISOR].restarts_metric()]
+    partitions = recorder.partitions()
+    if partitions is not None:
+        found.append(
+            metrics.gauge(
+                "forwarder_partitions", "Click topic partitions this process consumes", partitions
+            )
+        )
     lag = recorder.lag()
     if lag is not None:
         found.append(

@@ -25,6 +25,7 @@ def _worker(config: ForwarderConfig, index: int) -> int:
     from shortlink.serve import serve
 
     logs.configure(config.service.log_level)
+    config = config.worker(index)
     return run_in_process(
         lambda: serve(
             create_app(config),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,9 @@ class ForwarderConfig:
     retention: Retention
     shutdown_timeout: float
     geoip_database: Path | None = None  # a MaxMind DB (.mmdb): country and region by IP
+    # The group_instance_id of a static member (FORWARDER_INSTANCE_ID): stable across
+    # restarts of the same replica (a StatefulSet pod's name), unique in the group.
+    instance_id: str | None = None
 
     @property
     def allow_private_endpoints(self) -> bool:
@@ -83,7 +88,7 @@ class ForwarderConfig:
             endpoint_concurrency=read.integer("ENDPOINT_CONCURRENCY", 1, minimum=1, maximum=100),
             ca_file=Path(ca_file) if ca_file else None,
             session_timeout=read.integer(
-                "KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=6_000, maximum=300_000
+                "KAFKA_SESSION_TIMEOUT_MS", 6_000, minimum=1_000, maximum=300_000
             )
             / 1000,
             shutdown_timeout=read.number(
@@ -91,7 +96,28 @@ class ForwarderConfig:
             ),
             geoip_database=Path(geoip) if geoip else None,
             retention=Retention.from_env(env),
+            instance_id=_instance_id(read.optional_text("FORWARDER_INSTANCE_ID")),
         )
+
+    def worker(self, index: int) -> ForwarderConfig:
+        """The settings of worker `index` of `workers`: each its own static member id."""
+        if self.instance_id is None or self.workers == 1:
+            return self
+        return dataclasses.replace(self, instance_id=f"{self.instance_id}-{index}")
+
+
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
+
+
+def _instance_id(value: str | None) -> str | None:
+    """A static member id Kafka accepts (letters, digits, '.', '_', '-'), or None."""
+    if value is None:
+        return None
+    if not _INSTANCE_ID.fullmatch(value):
+        raise ConfigError(
+            f"FORWARDER_INSTANCE_ID={value[:50]!r}: 1 to 200 letters, digits, '.', '_' or '-'"
+        )
+    return value
 
 
 def _check_geoip_database(path: str) -> None:

@@ -37,6 +37,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest
 
 from forwarder import formats
 from forwarder.config import ForwarderConfig
@@ -608,6 +609,59 @@ async def _batch(
     return made
 
 
+def consumer_settings(config: ForwarderConfig) -> dict[str, Any]:
+    """The forwarder's AIOKafkaConsumer arguments (loadtests/rejoin.py measures them).
+
+    With an instance id the process is a static member of the group (KIP-345): when it
+    restarts under the same id it gets its own partitions back without a rebalance, so
+    the other members do not stop. Either way a member that stops leaves the group at
+    once (Recorder.run), and one that dies is dropped after the session timeout.
+    """
+    return {
+        "bootstrap_servers": config.service.kafka_bootstrap_servers,
+        "group_id": config.group_id,
+        "group_instance_id": config.instance_id,
+        "client_id": "shortlink-forwarder",
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",  # a new group misses no click
+        "fetch_max_wait_ms": 100,
+        "max_poll_records": config.consume_max_records,
+        # A member silent this long is dead and its partitions go to the others; a
+        # heartbeat is also how a member learns of a rebalance, so several per session.
+        "session_timeout_ms": int(config.session_timeout * 1000),
+        "heartbeat_interval_ms": min(1_000, int(config.session_timeout * 1000) // 3),
+    }
+
+
+async def leave(consumer: AIOKafkaConsumer) -> None:
+    """Stop consuming and leave the group at once, so the other members take this one's
+    partitions now rather than after the session timeout.
+
+    aiokafka's stop sends LeaveGroup only for a dynamic member of a generation above 0:
+    KIP-345 has a static member keep its place through a restart, and tansu numbers a
+    group's first generation 0, so there a member that stops never left (loadtests/
+    rejoin.py: the others waited the whole session timeout and a rejoin). A forwarder
+    that stops is going away, or is replaced by one that joins at once, so it leaves
+    either way: the consumer's coordinator sends LeaveGroup (v1, by member id, which
+    Kafka and tansu accept for a static member too) whenever it has a member id, at the
+    point of its stop where aiokafka would. aiokafka has no public way to ask for this.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None:
+
+        async def leave_group() -> None:
+            if coordinator.member_id != JoinGroupRequest.UNKNOWN_MEMBER_ID:
+                request = LeaveGroupRequest(coordinator.group_id, coordinator.member_id)
+                try:
+                    await coordinator._send_req(request)
+                except KafkaError as exc:
+                    log.warning("leaving the consumer group failed", extra={"error": repr(exc)})
+            coordinator.reset_generation()
+
+        coordinator._maybe_leave_group = leave_group
+    await consumer.stop()
+
+
 class _Revoked(ConsumerRebalanceListener):  # type: ignore[misc]
     """Forgets where revoked partitions were: their next owner moves them on."""
 
@@ -676,25 +730,13 @@ class Recorder:
                     log.warning("offset commit failed", extra={"error": repr(exc)})
         finally:
             self._consumer = None
-            await consumer.stop()
+            await leave(consumer)
 
     async def _start_consumer(self) -> AIOKafkaConsumer:
         service = self._config.service
         retry = Retry(_CONSUMER_START, on=(KafkaError,))
         while True:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=service.kafka_bootstrap_servers,
-                group_id=self._config.group_id,
-                client_id="shortlink-forwarder",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",  # a new group misses no click
-                fetch_max_wait_ms=100,
-                max_poll_records=self._config.consume_max_records,
-                heartbeat_interval_ms=1_000,
-                # A member silent this long is dead. Joining the group (at start, on
-                # rebalance) also waits about half of it on tansu.
-                session_timeout_ms=int(self._config.session_timeout * 1000),
-            )
+            consumer = AIOKafkaConsumer(**consumer_settings(self._config))
             consumer.subscribe([service.click_topic], listener=_Revoked(self.holes))
             try:
                 await consumer.start()
@@ -715,6 +757,11 @@ class Recorder:
                 "consuming", extra={"topic": service.click_topic, "group": self._config.group_id}
             )
             return consumer
+
+    def partitions(self) -> int | None:
+        """How many partitions of the click topic this process owns now."""
+        consumer = self._consumer
+        return None if consumer is None else len(consumer.assignment())
 
     def lag(self) -> int | None:
         """Click events on the broker not yet recorded, over this process's partitions."""

@@ -180,9 +180,18 @@ def wrk_script(
     return script, connections
 
 
-async def start_wrk(name: str, url: str, script: Path, connections: int, seconds: int) -> WrkRun:
-    """wrk -t1 in the background for `seconds` plus the grace period."""
+async def start_wrk(
+    name: str,
+    url: str,
+    script: Path,
+    connections: int,
+    seconds: int,
+    prefix: tuple[str, ...] = (),
+) -> WrkRun:
+    """wrk -t1 in the background for `seconds` plus the grace period (`prefix`: the command
+    it runs under, as `ip netns exec load` for make cluster-chaos)."""
     process = await asyncio.create_subprocess_exec(
+        *prefix,
         "wrk",
         "-t1",
         f"-c{connections}",

@@ -131,6 +131,9 @@ class ServiceConfig:
     allow_private_endpoints: bool
     metrics_host: str
     endpoint_dns_timeout: float = 5.0  # seconds to resolve an endpoint's or callback's host
+    # A replica for the statistics, dashboard and CSV reads (shortlink.pool.READ_POOL);
+    # None: they read the primary (database_url) like everything else.
+    database_read_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ServiceConfig:
@@ -158,4 +161,5 @@ class ServiceConfig:
             endpoint_dns_timeout=read.number(
                 "ENDPOINT_DNS_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=60.0
             ),
+            database_read_url=read.optional_text("DATABASE_READ_URL"),
         )

@@ -1,7 +1,15 @@
-"""The PostgreSQL connection pool of a service and its lifecycle."""
+"""The PostgreSQL connection pools of a service and their lifecycle.
+
+POOL leads to the primary: everything that writes, and every read that must see the
+latest write (an API key, a dashboard session, a link). READ_POOL serves the reads
+that may lag a little: campaign statistics, click listings, the dashboard's figures
+and charts, the CSV exports. With DATABASE_READ_URL it leads to a streaming replica,
+so those pages never load the primary that records clicks; without it, it is POOL.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,6 +22,7 @@ from shortlink.db import require_database_url
 from shortlink.schema import check_schema
 
 POOL = web.AppKey("pool", asyncpg.Pool)
+READ_POOL = web.AppKey("read_pool", asyncpg.Pool)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -66,6 +75,26 @@ def pool_context(
             config, server_settings=server_settings, min_size=min_size, stateless=stateless
         ) as pool:
             app[POOL] = pool
+            yield
+
+    return context
+
+
+def read_pool_context(config: ServiceConfig) -> Callable[[web.Application], Any]:
+    """cleanup_ctx (after pool_context): READ_POOL on DATABASE_READ_URL, whose sessions are
+    read-only (a URL that leads to the primary by mistake still writes nothing), or POOL."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        if config.database_read_url is None:
+            app[READ_POOL] = app[POOL]
+            yield
+            return
+        replica = dataclasses.replace(config, database_url=config.database_read_url)
+        # Single statements that change no session state: no reset round trip either.
+        async with open_pool(
+            replica, server_settings={"default_transaction_read_only": "on"}, stateless=True
+        ) as pool:
+            app[READ_POOL] = pool
             yield
 
     return context

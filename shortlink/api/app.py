@@ -21,7 +21,7 @@ from shortlink.api.dashboard import routes as dashboard
 from shortlink.api.errors import HTTP_LOG, Handler, error_middleware
 from shortlink.api.exports import clicks_csv, recipients_csv
 from shortlink.api.keys import API_CONFIG, RESOLVER
-from shortlink.pool import POOL, pool_context
+from shortlink.pool import POOL, pool_context, read_pool_context
 from shortlink.supervise import SUPERVISOR, supervisor_context
 
 OPENAPI = web.AppKey("openapi", bytes)
@@ -62,6 +62,7 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     app[OPENAPI] = served_document(config)
     app.cleanup_ctx.append(supervisor_context("shortlink_api"))
     app.cleanup_ctx.append(pool_context(config.service))
+    app.cleanup_ctx.append(read_pool_context(config.service))
     app.cleanup_ctx.append(idempotency.purge_context)
     app[RESPONSES] = Counter()
     app[LATENCY] = {}

@@ -10,7 +10,7 @@ from aiohttp import web
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems
 from shortlink.campaigns import summaries
-from shortlink.pool import POOL
+from shortlink.pool import READ_POOL
 from shortlink.timestamps import rfc3339
 
 MAX_SEARCH = 200
@@ -38,7 +38,7 @@ async def list_campaigns(request: web.Request) -> web.Response:
     )
     problems.check()
     items, next_cursor = await summaries.campaigns(
-        request.app[POOL],
+        request.app[READ_POOL],
         request[ACCOUNT_ID],
         search=search or None,
         cursor=cursor,

@@ -10,7 +10,7 @@ from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems
 from shortlink.api.errors import not_found
 from shortlink.campaigns import clicks, stats
-from shortlink.pool import POOL
+from shortlink.pool import READ_POOL
 
 
 def campaign_of_path(request: web.Request) -> str:
@@ -27,7 +27,9 @@ def campaign_of_path(request: web.Request) -> str:
 
 async def get_stats(request: web.Request) -> web.Response:
     """GET /v1/campaigns/{client_identifier}/stats, from the pre-aggregated counters."""
-    result = await stats.campaign(request.app[POOL], request[ACCOUNT_ID], campaign_of_path(request))
+    result = await stats.campaign(
+        request.app[READ_POOL], request[ACCOUNT_ID], campaign_of_path(request)
+    )
     if result is None:
         raise not_found("campaign")
     return web.Response(
@@ -50,7 +52,7 @@ async def list_clicks(request: web.Request) -> web.Response:
     limit = query.page_limit()
     problems.check()
     items, next_cursor = await clicks.campaign_clicks(
-        request.app[POOL],
+        request.app[READ_POOL],
         request[ACCOUNT_ID],
         name,
         phone_number=phone,

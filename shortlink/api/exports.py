@@ -29,7 +29,7 @@ from shortlink.api.errors import not_found
 from shortlink.api.keys import API_CONFIG
 from shortlink.api.present import short_url
 from shortlink.campaigns import exports, summaries
-from shortlink.pool import POOL
+from shortlink.pool import READ_POOL
 from shortlink.timestamps import rfc3339
 
 RECIPIENT_COLUMNS = (
@@ -80,7 +80,7 @@ def _campaign(request: web.Request) -> str:
 
 
 async def _exists(request: web.Request, name: str) -> None:
-    if not await summaries.exists(request.app[POOL], request[ACCOUNT_ID], name):
+    if not await summaries.exists(request.app[READ_POOL], request[ACCOUNT_ID], name):
         raise not_found("campaign")
 
 
@@ -116,7 +116,7 @@ async def clicks_csv(request: web.Request) -> web.StreamResponse:
     """GET /v1/campaigns/{client_identifier}/clicks.csv: every click, oldest first."""
     name = _campaign(request)
     await _exists(request, name)
-    batches = exports.all_clicks(request.app[POOL], request[ACCOUNT_ID], name)
+    batches = exports.all_clicks(request.app[READ_POOL], request[ACCOUNT_ID], name)
     return await _stream(request, name, "clicks", exports.CLICK_COLUMNS, batches, lambda r: r)
 
 
@@ -125,7 +125,7 @@ async def recipients_csv(request: web.Request) -> web.StreamResponse:
     name = _campaign(request)
     await _exists(request, name)
     config = request.app[API_CONFIG]
-    batches = exports.all_recipients(request.app[POOL], request[ACCOUNT_ID], name)
+    batches = exports.all_recipients(request.app[READ_POOL], request[ACCOUNT_ID], name)
 
     def row(item: dict[str, Any]) -> list[Any]:
         values = {**item, "short_url": short_url(config, item["token"])}

@@ -109,7 +109,8 @@ def test_kubernetes_base_validates_against_the_schemas() -> None:
 
 
 def test_kubernetes_base_has_what_operations_need() -> None:
-    """Redirect: /readyz, HPA on CPU, a PDB matching its pods; limits everywhere; a migrate Job."""
+    """Redirect: /readyz, HPA on CPU; every Deployment a PDB and replicas spread over nodes;
+    redirect and API leave the Service before they stop; limits everywhere; a migrate Job."""
     documents = k8s_documents()
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for doc in documents:
@@ -117,14 +118,32 @@ def test_kubernetes_base_has_what_operations_need() -> None:
     deployments = {d["metadata"]["name"]: d for d in by_kind["Deployment"]}
     assert set(deployments) == {"shortlink-redirect", "shortlink-api", "shortlink-forwarder"}
     redirect = deployments["shortlink-redirect"]
-    [container] = pod_spec(redirect)["containers"]
-    assert container["readinessProbe"]["httpGet"]["path"].split("?")[0] == "/readyz"
+    [redirect_container] = pod_spec(redirect)["containers"]
+    assert redirect_container["readinessProbe"]["httpGet"]["path"].split("?")[0] == "/readyz"
     [hpa] = by_kind["HorizontalPodAutoscaler"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "shortlink-redirect"
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
-    [pdb] = by_kind["PodDisruptionBudget"]
-    labels = redirect["spec"]["template"]["metadata"]["labels"]
-    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    budgets = by_kind["PodDisruptionBudget"]
+    for deployment in deployments.values():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        # A budget for every Deployment, so a node drain never takes all its pods at once.
+        [_] = [b for b in budgets if b["spec"]["selector"]["matchLabels"].items() <= labels.items()]
+        # Replicas spread over nodes: one node's death takes one replica.
+        spec = pod_spec(deployment)
+        [hostname] = [
+            c
+            for c in spec["topologySpreadConstraints"]
+            if c["topologyKey"] == "kubernetes.io/hostname"
+        ]
+        assert hostname["labelSelector"]["matchLabels"].items() <= labels.items()
+        preferred = spec["affinity"]["podAntiAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"
+        ]
+        assert preferred[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    for name in ("shortlink-redirect", "shortlink-api"):
+        # Out of the Service before SIGTERM, so the load balancer stops sending first.
+        [container] = pod_spec(deployments[name])["containers"]
+        assert container["lifecycle"]["preStop"]["sleep"]["seconds"] >= 5
     [job] = by_kind["Job"]
     assert pod_spec(job)["containers"][0]["command"] == ["shortlink", "migrate"]
     config_maps = {c["metadata"]["name"] for c in by_kind["ConfigMap"]}

@@ -57,3 +57,30 @@ def test_geoip_database_must_be_a_maxmind_db(tmp_path: Path, city_database: Path
     foreign.write_bytes(b"not a database at all" * 100)
     with pytest.raises(ConfigError, match="not a MaxMind DB"):
         ForwarderConfig.from_env({**base, "GEOIP_DATABASE": str(foreign)})
+
+
+def test_group_membership_defaults_and_static_ids() -> None:
+    """By default a forwarder is a dynamic member with a 6 s session; FORWARDER_INSTANCE_ID
+    makes it a static one, and each worker of several gets its own id from it."""
+    config = ForwarderConfig.from_env({})
+    assert (config.instance_id, config.session_timeout) == (None, 6.0)
+    assert config.worker(1) is config
+    single = ForwarderConfig.from_env({"FORWARDER_INSTANCE_ID": "forwarder-7f9c-abcde"})
+    assert single.worker(0).instance_id == "forwarder-7f9c-abcde"
+    several = ForwarderConfig.from_env(
+        {"FORWARDER_INSTANCE_ID": "pod.a_1", "FORWARDER_WORKERS": "3"}
+    )
+    assert [several.worker(i).instance_id for i in range(3)] == [
+        "pod.a_1-0",
+        "pod.a_1-1",
+        "pod.a_1-2",
+    ]
+
+
+@pytest.mark.parametrize(
+    "value", ["has space", "naïve", "a/b", "x" * 201, "\x00", "i\nd", "🙂", "a;b", "%41"]
+)
+def test_a_bad_instance_id_stops_the_start(value: str) -> None:
+    """An id Kafka would refuse, or an odd or huge one, is a ConfigError naming the variable."""
+    with pytest.raises(ConfigError, match="FORWARDER_INSTANCE_ID"):
+        ForwarderConfig.from_env({"FORWARDER_INSTANCE_ID": value})

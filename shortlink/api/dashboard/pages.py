@@ -16,7 +16,7 @@ from shortlink.api.dashboard.render import page
 from shortlink.api.keys import API_CONFIG
 from shortlink.campaigns import recipients, series, stats, summaries
 from shortlink.exceptions import BadCursor
-from shortlink.pool import POOL
+from shortlink.pool import POOL, READ_POOL
 
 PAGE_SIZE = 50
 MAX_SEARCH = 200
@@ -132,7 +132,7 @@ async def campaigns(request: web.Request) -> web.Response:
     cursor = request.query.get("cursor") or None
     try:
         items, next_cursor = await summaries.campaigns(
-            request.app[POOL],
+            request.app[READ_POOL],
             session.account_id,
             search=search or None,
             cursor=cursor,
@@ -175,7 +175,7 @@ async def campaign(request: web.Request) -> web.Response:
     """GET /dashboard/campaigns/{name}?phone=&cursor=: figures, charts and recipients."""
     session = await _signed_in(request)
     name = request.match_info["name"]
-    pool = request.app[POOL]
+    pool = request.app[READ_POOL]
     headline = (
         await summaries.campaign(pool, session.account_id, name)
         if session.sees(name) and "\x00" not in name and _encodable(name)
