@@ -42,6 +42,7 @@ from forwarder import formats
 from forwarder.config import ForwarderConfig
 from forwarder.enrich import Client, classify
 from forwarder.geoip import PACKAGED, Locator, Place
+from forwarder.privacy import IpModes, applied
 from shortlink.campaigns import counters
 from shortlink.campaigns.counters import first_click_bucket
 from shortlink.clickevent import ClickEvent, decode
@@ -145,16 +146,27 @@ async def record(
     *,
     batch_size: int,
     locator: Locator = PACKAGED,
+    ip_modes: dict[int, str] | None = None,
 ) -> Outcome:
-    """Record one batch of events in one transaction (see the module docstring)."""
+    """Record one batch of events in one transaction (see the module docstring);
+    `ip_modes`: the accounts that keep less than the full client address
+    (forwarder.privacy), applied after the full address has been placed."""
     unique = list({event.event_id: event for event in events}.values())
     clients = [classify(event.user_agent, event.method) for event in unique]
     locate = locator.locate
     places = {event.event_id: locate(event.client_ip) for event in unique}
+    if ip_modes:
+        unique = applied(unique, ip_modes)
     outcome = Outcome(received=len(events))
     async with conn.transaction():
         inserted = await _insert_clicks(conn, unique, clients, places)
-        fresh = [(e, c) for e, c in zip(unique, clients, strict=True) if e.event_id in inserted]
+        # A click keeps the phone number its link has now: none once it was erased
+        # (POST /v1/erasures), even for a tap made before and recorded after.
+        fresh = [
+            (e if inserted[e.event_id] == e.phone_number else e._replace(phone_number=None), c)
+            for e, c in zip(unique, clients, strict=True)
+            if e.event_id in inserted
+        ]
         not_inserted = [e.event_id for e in unique if e.event_id not in inserted]
         already = await _already_recorded(conn, not_inserted)
         outcome.recorded = len(fresh)
@@ -193,7 +205,9 @@ async def _insert_clicks(
     events: Sequence[ClickEvent],
     clients: Sequence[Client],
     places: dict[str, Place],
-) -> set[str]:
+) -> dict[str, str | None]:
+    """Insert the clicks of links that exist in their accounts; event id -> the phone
+    number recorded (the link's, which the event's may no longer be)."""
     rows = orjson.dumps(
         [
             (
@@ -229,14 +243,19 @@ async def _insert_clicks(
                             client_ip, referer, warning_page_served, browser, os, device_type,
                             device_name, device_manufacturer, is_bot, target_url, phone_number,
                             client_ref, client_identifier, shortened_at, country, region)
-        SELECT e.* FROM (SELECT {_CLICK_ROW} FROM jsonb_array_elements($1::jsonb) AS r) AS e
+        SELECT e.event_id, e.link_id, e.account_id, e.clicked_at, e.method, e.user_agent,
+               e.client_ip, e.referer, e.warning, e.browser, e.os, e.device_type,
+               e.device_name, e.device_manufacturer, e.is_bot, e.target_url,
+               CASE WHEN l.phone_number = e.phone_number THEN e.phone_number END,
+               e.client_ref, e.client_identifier, e.shortened_at, e.country, e.region
+        FROM (SELECT {_CLICK_ROW} FROM jsonb_array_elements($1::jsonb) AS r) AS e
         JOIN links l ON l.id = e.link_id AND l.account_id = e.account_id
         ON CONFLICT (event_id) DO NOTHING
-        RETURNING event_id
+        RETURNING event_id, phone_number
         """,
         rows,
     )
-    return {str(row["event_id"]) for row in inserted}
+    return {str(row["event_id"]): row["phone_number"] for row in inserted}
 
 
 async def _already_recorded(conn: Connection, event_ids: list[str]) -> int:
@@ -623,6 +642,7 @@ class Recorder:
         self.batches = 0
         self.committed: dict[TopicPartition, int] = {}  # for the lag metric
         self.holes = Holes()
+        self.ip_modes = IpModes()
 
     @property
     def consumer(self) -> AIOKafkaConsumer | None:
@@ -752,7 +772,11 @@ class Recorder:
             try:
                 async with self._pool.acquire() as conn:
                     return await record(
-                        conn, events, batch_size=self._config.batch_size, locator=self.locator
+                        conn,
+                        events,
+                        batch_size=self._config.batch_size,
+                        locator=self.locator,
+                        ip_modes=await self.ip_modes.fresh(conn),
                     )
             except Exception as exc:
                 if is_statement_error(exc):
