@@ -66,10 +66,10 @@ def applied(events: Sequence[ClickEvent], modes: dict[int, str]) -> list[ClickEv
     kept = []
     for event in events:
         mode = modes.get(event.account_id)
-        if mode is None or event.client_ip is None:
-            kept.append(event)
-        elif mode == "none":
+        if mode == "none" and event.client_ip is not None:
             kept.append(event._replace(client_ip=None))
-        else:
+        elif mode == "truncated" and event.client_ip is not None:
             kept.append(event._replace(client_ip=truncated(event.client_ip)))
+        else:  # full
+            kept.append(event)
     return kept
