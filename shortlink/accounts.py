@@ -197,9 +197,13 @@ async def update_settings(
     return Settings(*row)
 
 
+DEFAULT_LINK_LIFETIME_DAYS = 90  # the column's default (seed 001)
+
+
 async def link_lifetime_days(conn: asyncpg.Connection | asyncpg.Pool, account_id: int) -> int:
-    """How long the account's links live when a request names no lifetime of its own."""
-    days: int = await conn.fetchval(
+    """How long the account's links live when a request names no lifetime of its own (the
+    default for an account that does not exist: the CLI does not check)."""
+    days: int | None = await conn.fetchval(
         "SELECT link_lifetime_days FROM accounts WHERE id = $1", account_id
     )
-    return days
+    return DEFAULT_LINK_LIFETIME_DAYS if days is None else days
