@@ -173,23 +173,22 @@ async def _erase_deliveries(conn: Connection, account_id: int, phone: str) -> in
         return 0
     needle = phone.encode()
     count = 0
-    after = None
-    while True:
+    # The matches' keys first (an index scan of the account's endpoints' rows, not of
+    # the table), then their bodies a batch at a time: a number's matches may be many.
+    keys = await conn.fetch(
+        """
+        SELECT request_identifier FROM deliveries
+        WHERE endpoint_id = ANY($1::bigint[]) AND position($2::bytea IN body) > 0
+        """,
+        endpoint_ids,
+        needle,
+    )
+    for start in range(0, len(keys), BATCH):
         rows = await conn.fetch(
-            """
-            SELECT request_identifier, format, body FROM deliveries
-            WHERE endpoint_id = ANY($1::bigint[]) AND position($2::bytea IN body) > 0
-              AND ($3::uuid IS NULL OR request_identifier > $3)
-            ORDER BY request_identifier LIMIT $4
-            """,
-            endpoint_ids,
-            needle,
-            after,
-            BATCH,
+            "SELECT request_identifier, format, body FROM deliveries "
+            "WHERE request_identifier = ANY($1::uuid[])",
+            [row[0] for row in keys[start : start + BATCH]],
         )
-        if not rows:
-            break
-        after = rows[-1]["request_identifier"]
         changed = []
         for row in rows:
             try:
@@ -198,28 +197,24 @@ async def _erase_deliveries(conn: Connection, account_id: int, phone: str) -> in
                 continue
             if body is not None:
                 changed.append((row["request_identifier"], body))
-        if changed:
+        if changed:  # executemany: one transaction
             await conn.executemany(
                 "UPDATE deliveries SET body = $2 WHERE request_identifier = $1", changed
             )
         count += len(changed)
-    after_id = 0
-    while True:
+    keys = await conn.fetch(
+        """
+        SELECT id FROM outbox
+        WHERE endpoint_id = ANY($1::bigint[]) AND position($2::bytea IN detail) > 0
+        """,
+        endpoint_ids,
+        needle,
+    )
+    for start in range(0, len(keys), BATCH):
         rows = await conn.fetch(
-            """
-            SELECT id, detail FROM outbox
-            WHERE endpoint_id = ANY($1::bigint[]) AND position($2::bytea IN detail) > 0
-              AND id > $3
-            ORDER BY id LIMIT $4
-            """,
-            endpoint_ids,
-            needle,
-            after_id,
-            BATCH,
+            "SELECT id, detail FROM outbox WHERE id = ANY($1::bigint[])",
+            [row[0] for row in keys[start : start + BATCH]],
         )
-        if not rows:
-            break
-        after_id = rows[-1]["id"]
         changed = []
         for row in rows:
             try:

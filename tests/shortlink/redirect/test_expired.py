@@ -124,3 +124,11 @@ def test_an_account_payload_sets_and_removes() -> None:
     assert changes.parse_account("@7 ") == (7, None)
     assert places.notified("@7 ")
     assert places.urls == {}
+
+
+async def test_an_expired_url_no_header_can_carry_is_the_410_page(
+    redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
+) -> None:
+    """A stored expired_url with a line break (written past the API) answers 410, never a 500."""
+    token = await make_link(db, account_id, expires_at=PAST, expired_url="https://e.x/a\r\nX: y")
+    assert (await get(redirect_server, f"/{token}")).status == 410
