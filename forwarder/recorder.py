@@ -2,9 +2,11 @@
 
 For each batch the transaction
 1. inserts the clicks with their enrichment (forwarder.enrich: the user agent;
-   forwarder.geoip: country and region of the client IP), idempotent on the
+   forwarder.geoip: country and region of the client IP, placed before the
+   account's IP storage mode cuts it, forwarder.privacy), idempotent on the
    event id (ON CONFLICT DO NOTHING ... RETURNING tells which are new: a
-   replayed event changes nothing below);
+   replayed event changes nothing below), each with its link's phone number as
+   it is now (none once erased, whatever the event carries);
 2. records the first click of links clicked by a person for the first time
    (INSERT INTO first_clicks ... ON CONFLICT DO NOTHING: under concurrent
    forwarders exactly one event wins), and in the same statement each winner's
