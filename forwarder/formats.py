@@ -212,3 +212,66 @@ def render_clickthru_event(request_identifier: str, d: Detail) -> bytes:
             }
         }
     )
+
+
+# -- erasure by phone number (shortlink.erasures) --------------------------------------
+
+# What an erasure removes from a click as a customer receives it: the number and the
+# details tied to it (the clicker's address, user agent and referer).
+_ERASED_DETAIL = ("PhoneNumber", "UserAgent", "Referrer")
+_ERASED_EVENT = ("to_address", "user_agent", "metadata")
+_XML_DETAIL = re.compile(r"<ClickDetail>\n.*?</ClickDetail>", re.DOTALL)
+_XML_ERASED = re.compile(
+    r"<(?:PhoneNumber|UserAgent|Referrer)>[^<]*</(?:PhoneNumber|UserAgent|Referrer)>\n"
+)
+_DATE = re.compile(r"/Date\((-?\d+)\)/")
+
+
+def erased_detail(stored: bytes, phone: str) -> bytes | None:
+    """An outbox detail without `phone` and its click's details; None if it is not
+    that number's."""
+    detail = decode_detail(stored)
+    if detail.get("PhoneNumber") != phone:
+        return None
+    detail.update(dict.fromkeys(_ERASED_DETAIL))
+    return encode_detail(detail)
+
+
+def erased_body(format: str, body: bytes, phone: str) -> bytes | None:
+    """A stored delivery body with `phone` and the details of its clicks removed (the
+    other clicks of a batch as they were); None if the body holds none of that number's."""
+    if format == "json":
+        data = orjson.loads(body)
+        details = data.get("ClickDetails") or []
+        hit = [d for d in details if d.get("PhoneNumber") == phone]
+        if not hit:
+            return None
+        for d in hit:
+            d.update(dict.fromkeys(_ERASED_DETAIL))
+        for d in details:
+            for key in _DATES:
+                match = _DATE.fullmatch(str(d.get(key)))
+                if match:
+                    d[key] = json_date(int(match[1]))
+        return orjson.dumps(data)
+    if format == "xml":
+        text = body.decode()
+        number = f"<PhoneNumber>{escape(phone)}</PhoneNumber>"
+        if number not in text:
+            return None
+
+        def strip(match: re.Match[str]) -> str:
+            block = match[0]
+            return _XML_ERASED.sub("", block) if number in block else block
+
+        return _XML_DETAIL.sub(strip, text).encode()
+    if format in ("clickthru", "conversion"):
+        data = orjson.loads(body)
+        fields = data.get("fld-val-list") if isinstance(data, dict) else None
+        if not isinstance(fields, dict) or fields.get("to_address") != f"+{phone}":
+            return None
+        for key in _ERASED_EVENT:
+            if key in fields:
+                fields[key] = None
+        return orjson.dumps(data)
+    return None

@@ -2,9 +2,11 @@
 
 For each batch the transaction
 1. inserts the clicks with their enrichment (forwarder.enrich: the user agent;
-   forwarder.geoip: country and region of the client IP), idempotent on the
+   forwarder.geoip: country and region of the client IP, placed before the
+   account's IP storage mode cuts it, forwarder.privacy), idempotent on the
    event id (ON CONFLICT DO NOTHING ... RETURNING tells which are new: a
-   replayed event changes nothing below);
+   replayed event changes nothing below), each with its link's phone number as
+   it is now (none once erased, whatever the event carries);
 2. records the first click of links clicked by a person for the first time
    (INSERT INTO first_clicks ... ON CONFLICT DO NOTHING: under concurrent
    forwarders exactly one event wins), and in the same statement each winner's
@@ -43,6 +45,7 @@ from forwarder import formats
 from forwarder.config import ForwarderConfig
 from forwarder.enrich import Client, classify
 from forwarder.geoip import PACKAGED, Locator, Place
+from forwarder.privacy import IpModes, applied
 from shortlink import partitions
 from shortlink.campaigns import counters
 from shortlink.campaigns.counters import first_click_bucket
@@ -147,16 +150,27 @@ async def record(
     *,
     batch_size: int,
     locator: Locator = PACKAGED,
+    ip_modes: dict[int, str] | None = None,
 ) -> Outcome:
-    """Record one batch of events in one transaction (see the module docstring)."""
+    """Record one batch of events in one transaction (see the module docstring);
+    `ip_modes`: the accounts that keep less than the full client address
+    (forwarder.privacy), applied after the full address has been placed."""
     unique = list({event.event_id: event for event in events}.values())
     clients = [classify(event.user_agent, event.method) for event in unique]
     locate = locator.locate
     places = {event.event_id: locate(event.client_ip) for event in unique}
+    if ip_modes:
+        unique = applied(unique, ip_modes)
     outcome = Outcome(received=len(events))
     async with conn.transaction():
         inserted = await _insert_clicks(conn, unique, clients, places)
-        fresh = [(e, c) for e, c in zip(unique, clients, strict=True) if e.event_id in inserted]
+        # A click keeps the phone number its link has now: none once it was erased
+        # (POST /v1/erasures), even for a tap made before and recorded after.
+        fresh = [
+            (e if inserted[e.event_id] == e.phone_number else e._replace(phone_number=None), c)
+            for e, c in zip(unique, clients, strict=True)
+            if e.event_id in inserted
+        ]
         not_inserted = [e for e in unique if e.event_id not in inserted]
         already = await _already_recorded(conn, not_inserted)
         outcome.recorded = len(fresh)
@@ -195,7 +209,9 @@ async def _insert_clicks(
     events: Sequence[ClickEvent],
     clients: Sequence[Client],
     places: dict[str, Place],
-) -> set[str]:
+) -> dict[str, str | None]:
+    """Insert the clicks of links that exist in their accounts; event id -> the phone
+    number recorded (the link's, which the event's may no longer be)."""
     rows = orjson.dumps(
         [
             (
@@ -231,16 +247,21 @@ async def _insert_clicks(
                             client_ip, referer, warning_page_served, browser, os, device_type,
                             device_name, device_manufacturer, is_bot, target_url, phone_number,
                             client_ref, client_identifier, shortened_at, country, region)
-        SELECT e.* FROM (SELECT {_CLICK_ROW} FROM jsonb_array_elements($1::jsonb) AS r) AS e
+        SELECT e.event_id, e.link_id, e.account_id, e.clicked_at, e.method, e.user_agent,
+               e.client_ip, e.referer, e.warning, e.browser, e.os, e.device_type,
+               e.device_name, e.device_manufacturer, e.is_bot, e.target_url,
+               CASE WHEN l.phone_number = e.phone_number THEN e.phone_number END,
+               e.client_ref, e.client_identifier, e.shortened_at, e.country, e.region
+        FROM (SELECT {_CLICK_ROW} FROM jsonb_array_elements($1::jsonb) AS r) AS e
         JOIN links l ON l.id = e.link_id AND l.period = (e.link_id >> 40)::int
                     AND l.period = ANY($2::int[]) AND l.account_id = e.account_id
         ON CONFLICT (event_id, clicked_at) DO NOTHING
-        RETURNING event_id
+        RETURNING event_id, phone_number
         """,
         rows,
         _periods(e.link_id for e in events),
     )
-    return {str(row["event_id"]) for row in inserted}
+    return {str(row["event_id"]): row["phone_number"] for row in inserted}
 
 
 def _periods(link_ids: Iterable[int]) -> list[int]:
@@ -697,6 +718,7 @@ class Recorder:
         self.batches = 0
         self.committed: dict[TopicPartition, int] = {}  # for the lag metric
         self.holes = Holes()
+        self.ip_modes = IpModes()
 
     @property
     def consumer(self) -> AIOKafkaConsumer | None:
@@ -819,7 +841,11 @@ class Recorder:
             try:
                 async with self._pool.acquire() as conn:
                     return await record(
-                        conn, events, batch_size=self._config.batch_size, locator=self.locator
+                        conn,
+                        events,
+                        batch_size=self._config.batch_size,
+                        locator=self.locator,
+                        ip_modes=await self.ip_modes.fresh(conn),
                     )
             except Exception as exc:
                 if is_statement_error(exc):

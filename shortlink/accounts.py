@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from shortlink import changes
+from shortlink.db import Connection
+
 KEY_PREFIX = "sl_"
 # What new_api_key makes: anything else (other lengths, bytes that were not UTF-8)
 # cannot be a key, and is refused without a lookup.
@@ -113,3 +116,94 @@ async def _add_key(conn: asyncpg.Connection, account_id: int) -> str:
         key[: len(KEY_PREFIX) + 6],
     )
     return key
+
+
+# What an account keeps, and for how long (migration 0011; issue 23). The bounds are
+# the table's CHECKs, stated once more here for the API's messages.
+MAX_LINK_LIFETIME_DAYS = 365  # a link's whole life fits its token's period (docs/tokens.md)
+MAX_CLICK_RETENTION_DAYS = 1825
+IP_STORAGE_MODES = ("full", "truncated", "none")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """An account's storage settings, as GET /v1/account shows them."""
+
+    link_lifetime_days: int
+    click_retention_days: int
+    ip_storage: str
+    expired_url: str | None
+
+    def public(self) -> dict[str, object]:
+        return {
+            "link_lifetime_days": self.link_lifetime_days,
+            "click_retention_days": self.click_retention_days,
+            "ip_storage": self.ip_storage,
+            "expired_url": self.expired_url,
+        }
+
+
+_SETTINGS = "link_lifetime_days, click_retention_days, ip_storage, expired_url"
+UNSET: object = object()  # update_settings: leave this setting as it is
+
+
+async def get_settings(conn: asyncpg.Connection | asyncpg.Pool, account_id: int) -> Settings:
+    """The account's settings (the account exists: it was authenticated)."""
+    row = await conn.fetchrow(f"SELECT {_SETTINGS} FROM accounts WHERE id = $1", account_id)
+    if row is None:
+        raise LookupError(f"no account {account_id}")
+    return Settings(*row)
+
+
+async def update_settings(
+    conn: Connection,
+    account_id: int,
+    *,
+    link_lifetime_days: int | None = None,
+    click_retention_days: int | None = None,
+    ip_storage: str | None = None,
+    expired_url: object = UNSET,
+) -> Settings:
+    """Change the given settings (None: unchanged; expired_url may be set to None); a
+    changed expired_url reaches the redirect workers as the transaction commits."""
+    async with conn.transaction():
+        old = await conn.fetchrow(
+            f"SELECT {_SETTINGS} FROM accounts WHERE id = $1 FOR UPDATE", account_id
+        )
+        if old is None:
+            raise LookupError(f"no account {account_id}")
+        url = old["expired_url"] if expired_url is UNSET else expired_url
+        if url is not None and not isinstance(url, str):
+            raise TypeError("expired_url must be a string or None")
+        row = await conn.fetchrow(
+            f"""
+            UPDATE accounts SET link_lifetime_days = coalesce($2, link_lifetime_days),
+                                click_retention_days = coalesce($3, click_retention_days),
+                                ip_storage = coalesce($4, ip_storage),
+                                expired_url = $5
+            WHERE id = $1
+            RETURNING {_SETTINGS}
+            """,
+            account_id,
+            link_lifetime_days,
+            click_retention_days,
+            ip_storage,
+            url,
+        )
+        if url != old["expired_url"]:
+            await changes.notify_account(conn, account_id, url)
+    if row is None:  # pragma: no cover - the row was locked above
+        raise LookupError(f"no account {account_id}")
+    return Settings(*row)
+
+
+DEFAULT_LINK_LIFETIME_DAYS = 90  # the column's default (seed 001)
+
+
+async def link_lifetime_days(conn: asyncpg.Connection | asyncpg.Pool, account_id: int) -> int:
+    """How long the account's links live when a request names no lifetime of its own (the
+    default for an account that does not exist: the CLI does not check)."""
+    days: int | None = await conn.fetchval(
+        "SELECT link_lifetime_days FROM accounts WHERE id = $1", account_id
+    )
+    return DEFAULT_LINK_LIFETIME_DAYS if days is None else days

@@ -8,7 +8,11 @@ the notification goes out exactly when the change commits:
   next tapped;
 - created links: the payload is `+` and id ranges, `+first:last[,first:last]`;
   the workers read those links into their caches before the SMS goes out, so a
-  recipient's first tap is a cache hit (shortlink.redirect.listener).
+  recipient's first tap is a cache hit (shortlink.redirect.listener);
+- an account's new expired_url: the payload is `@`, the account id, a space
+  and the URL (nothing after the space: none); the workers keep it for the
+  account's expired links (shortlink.redirect.expired). A URL is at most 2048
+  characters, well under the payload's limit.
 
 Notifications arrive in milliseconds, but a connection can miss some while it
 is down, so links also carry `updated_at` (set by every change): a worker that
@@ -25,6 +29,7 @@ from shortlink.db import Connection
 
 CHANNEL = "link_changes"
 CREATED = "+"
+ACCOUNT = "@"
 # NOTIFY payloads must stay under 8000 bytes; beyond this many ranges, one
 # covering range is sent instead (reading a few links twice is harmless).
 _MAX_RANGES = 100
@@ -43,6 +48,23 @@ async def notify_created(conn: Connection, ids: Iterable[int]) -> None:
     spans = id_ranges(ids)
     if spans:
         await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, created_payload(spans))
+
+
+async def notify_account(conn: Connection, account_id: int, expired_url: str | None) -> None:
+    """Announce an account's new expired_url (delivered when the transaction commits)."""
+    await conn.execute(
+        "SELECT pg_notify($1, $2)", CHANNEL, f"{ACCOUNT}{account_id} {expired_url or ''}"
+    )
+
+
+def parse_account(payload: str) -> tuple[int, str | None] | None:
+    """(account id, expired_url or None) of an `@id url` payload; None if it is not one."""
+    if not payload.startswith(ACCOUNT):
+        return None
+    account, _, url = payload[1:].partition(" ")
+    if not (account.isascii() and account.isdigit()) or len(account) > 19:
+        return None
+    return int(account), url or None
 
 
 def id_ranges(ids: Iterable[int]) -> list[tuple[int, int]]:

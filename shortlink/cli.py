@@ -221,14 +221,20 @@ def cmd_link(args: argparse.Namespace, env: dict[str, str]) -> int:
     except InvalidInput as exc:
         sys.stderr.write(f"shortlink: {exc}\n")
         return 2
-    if not 1 <= args.expires_in_days <= 3650:
-        sys.stderr.write("shortlink: --expires-in-days must be from 1 to 3650\n")
+    days = args.expires_in_days
+    if days is not None and not 1 <= days <= accounts.MAX_LINK_LIFETIME_DAYS:
+        sys.stderr.write(
+            f"shortlink: --expires-in-days must be from 1 to {accounts.MAX_LINK_LIFETIME_DAYS}\n"
+        )
         return 2
     service = resolve_service(ServiceConfig.from_env(env), kafka=False)
-    expires = datetime.now(UTC) + timedelta(days=args.expires_in_days)
 
     async def action(conn: asyncpg.Connection) -> int:
         await schema.check_schema(conn)
+        lifetime = (
+            days if days is not None else await accounts.link_lifetime_days(conn, args.account)
+        )
+        expires = datetime.now(UTC) + timedelta(days=lifetime)
         [link] = await create_links(
             conn,
             args.account,
@@ -410,7 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--phone-number")
     link.add_argument("--client-ref")
     link.add_argument("--client-identifier")
-    link.add_argument("--expires-in-days", type=int, default=90)
+    link.add_argument(
+        "--expires-in-days",
+        type=int,
+        help="1 to 365; default: the account's link_lifetime_days (90 unless changed)",
+    )
     link.add_argument("--unsafe", action="store_true", help="show the warning page first")
 
     endpoint = commands.add_parser("endpoint", help="where an account's clicks are forwarded")

@@ -15,6 +15,7 @@ from shortlink.db import Connection, Executor
 from shortlink.exceptions import TokenSpaceExhausted
 
 DEFAULT_LIFETIME = timedelta(days=90)
+UNCHANGED: object = object()  # update(): leave this field as it is
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 # With 62**6 possible tokens even a large table collides rarely; this many rounds
@@ -43,6 +44,7 @@ class LinkEntry:
     expires_at: float  # Unix seconds, compared with time.time() on every hit
     unsafe: bool
     disabled: bool
+    expired_url: str | None = None  # where a tap goes once it expired (the link's own)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> LinkEntry:
@@ -59,6 +61,7 @@ class LinkEntry:
             expires_at=row[8],
             unsafe=row[9],
             disabled=row[10],
+            expired_url=row[11],
         )
 
     @classmethod
@@ -76,6 +79,7 @@ class LinkEntry:
             expires_at=created.expires_at.timestamp(),
             unsafe=spec.unsafe,
             disabled=False,
+            expired_url=spec.expired_url,
         )
 
 
@@ -85,7 +89,7 @@ ENTRY_COLUMNS = """
     token, id, account_id, target_url, phone_number, client_ref, client_identifier,
     floor(extract(epoch FROM created_at) * 1000)::int8 AS created_at_ms,
     extract(epoch FROM expires_at)::float8 AS expires_at,
-    unsafe, disabled_at IS NOT NULL AS disabled
+    unsafe, disabled_at IS NOT NULL AS disabled, expired_url
 """
 
 
@@ -188,6 +192,7 @@ class NewLink:
     expires_at: datetime | None = None  # None: `lifetime` from creation
     unsafe: bool = False
     lifetime: timedelta = DEFAULT_LIFETIME
+    expired_url: str | None = None  # None: the account's, else the 410 page
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +212,7 @@ _IMPORT_COLUMNS = (
     "client_identifier",
     "expires_at",
     "unsafe",
+    "expired_url",
 )
 
 
@@ -241,7 +247,8 @@ async def create_links(
             """
             CREATE TEMP TABLE link_import (
                 position integer, token text COLLATE "C", target_url text, phone_number text,
-                client_ref text, client_identifier text, expires_at timestamptz, unsafe boolean
+                client_ref text, client_identifier text, expires_at timestamptz, unsafe boolean,
+                expired_url text
             ) ON COMMIT DROP
             """
         )
@@ -259,9 +266,10 @@ async def create_links(
                 """
                 INSERT INTO links (id, period, token, account_id, target_url, phone_number,
                                    client_ref, client_identifier, created_at, expires_at,
-                                   unsafe, callback_id)
+                                   unsafe, callback_id, expired_url)
                 SELECT $4::int8 | nextval('links_sequence'), $5, token, $1, target_url,
-                       phone_number, client_ref, client_identifier, $2, expires_at, unsafe, $3
+                       phone_number, client_ref, client_identifier, $2, expires_at, unsafe, $3,
+                       expired_url
                 FROM link_import i
                 WHERE NOT EXISTS (SELECT 1 FROM links l WHERE l.period = 0 AND l.token = i.token)
                 ORDER BY position
@@ -316,6 +324,7 @@ async def _import_rows(
             link.client_identifier,
             _expiry(link, now),
             link.unsafe,
+            link.expired_url,
         )
 
 
@@ -360,7 +369,7 @@ async def _unique_tokens(count: int, length: int, tag: str) -> list[str]:
 
 _VIEW = """
     SELECT l.id, l.token, l.target_url, l.phone_number, l.client_ref, l.client_identifier,
-           l.created_at, l.expires_at, l.unsafe, l.disabled_at,
+           l.created_at, l.expires_at, l.unsafe, l.disabled_at, l.expired_url,
            coalesce(
                (SELECT f.clicked_at FROM first_clicks f WHERE f.link_id = l.id),
                l.first_clicked_at
@@ -410,15 +419,18 @@ async def update(
     target_url: str | None = None,
     expires_at: datetime | None = None,
     unsafe: bool | None = None,
+    expired_url: object = UNCHANGED,
 ) -> bool:
-    """Change a link's target, expiry or unsafe flag and tell the redirect workers."""
+    """Change a link's target, expiry, unsafe flag or expired_url (None removes it) and
+    tell the redirect workers."""
     async with conn.transaction():
         status = await conn.execute(
             f"""
             UPDATE links l SET target_url = coalesce($3, target_url),
                              expires_at = CASE WHEN $4::timestamptz IS NULL THEN expires_at
-                                          ELSE least($4, created_at + $6::interval) END,
+                                          ELSE least($4, created_at + $8::interval) END,
                              unsafe = coalesce($5, unsafe),
+                             expired_url = CASE WHEN $6 THEN $7 ELSE expired_url END,
                              updated_at = now()
             WHERE token = $1 AND account_id = $2 AND {_partition_of("l", token)}
             """,
@@ -427,6 +439,8 @@ async def update(
             target_url,
             expires_at,
             unsafe,
+            expired_url is not UNCHANGED,
+            None if expired_url is UNCHANGED else expired_url,
             # No link outlives its partition's token tag (shortlink.partitions).
             timedelta(days=partitions.MAX_LIFETIME_DAYS),
         )

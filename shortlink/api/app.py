@@ -13,7 +13,16 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from shortlink import endpoints, health, metrics, validation
-from shortlink.api import campaigns, conversions, forwarding, idempotency, links, messages
+from shortlink.api import (
+    account,
+    campaigns,
+    conversions,
+    erasures,
+    forwarding,
+    idempotency,
+    links,
+    messages,
+)
 from shortlink.api.auth import auth_middleware
 from shortlink.api.campaign_list import list_campaigns
 from shortlink.api.config import ApiConfig
@@ -84,6 +93,9 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     add("GET", "/v1/campaigns", list_campaigns)
     add("GET", "/v1/campaigns/{client_identifier}/clicks.csv", clicks_csv)
     add("GET", "/v1/campaigns/{client_identifier}/recipients.csv", recipients_csv)
+    add("GET", "/v1/account", account.get)
+    add("PATCH", "/v1/account", account.patch)
+    add("POST", "/v1/erasures", erasures.create)
     add("GET", "/v1/endpoint", forwarding.get_endpoint)
     add("PUT", "/v1/endpoint", forwarding.put_endpoint)
     add("GET", "/v1/deliveries", forwarding.list_deliveries)

@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from shortlink import conversions, links, tokens, validation
+from shortlink import accounts, conversions, links, tokens, validation
 from shortlink.api import idempotency, render
+from shortlink.api.account import expired_url
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.callbacks import callback_id, callback_url
@@ -53,6 +54,7 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
             "unsafe",
             "https",
             "callback_url",
+            "expired_url",
         },
     )
     url = fields.converted(
@@ -61,7 +63,8 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
         lambda value: validation.target_url(value, config.short_domain),
     )
     campaign = fields.text("client_identifier", max_length=validation.MAX_TEXT_LENGTH)
-    days = fields.integer("expires_in_days", 90, minimum=1, maximum=3650)
+    days = fields.integer("expires_in_days", 0, minimum=1, maximum=accounts.MAX_LINK_LIFETIME_DAYS)
+    expired = expired_url(fields, config.short_domain)
     unsafe = fields.boolean("unsafe", False)
     with_scheme = fields.boolean("https", True)
     callback = callback_url(fields)
@@ -92,11 +95,13 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
     size = await render.links_size(prefix, config.service.token_length, phones, refs)
     render.check_size(size, config, "recipients")
     destination = await callback_id(request, callback)
+    if not days:  # the account's lifetime
+        days = await accounts.link_lifetime_days(request.app[POOL], account_id)
     lifetime = timedelta(days=days)
     specs = []
     async for part in render.slices(len(phones)):
         specs += [
-            NewLink(url or "", phone, ref, campaign, None, unsafe, lifetime)
+            NewLink(url or "", phone, ref, campaign, None, unsafe, lifetime, expired)
             for phone, ref in zip(phones[part], refs[part], strict=True)
         ]
 
@@ -145,27 +150,34 @@ async def patch(request: web.Request) -> web.Response:
     token = _token(request)
     data = await json_object(request)
     problems = Problems()
-    fields = Fields(data, problems, allowed={"url", "expires_in_days", "unsafe"})
+    fields = Fields(data, problems, allowed={"url", "expires_in_days", "unsafe", "expired_url"})
     url = fields.converted(
         "url",
         fields.text("url", max_length=validation.MAX_URL_LENGTH),
         lambda value: validation.target_url(value, config.short_domain),
     )
     days = (
-        fields.integer("expires_in_days", 0, minimum=0, maximum=3650)
+        fields.integer("expires_in_days", 0, minimum=0, maximum=accounts.MAX_LINK_LIFETIME_DAYS)
         if fields.has("expires_in_days")
         else None
     )
     unsafe = fields.boolean("unsafe", False) if fields.has("unsafe") else None
+    expired = expired_url(fields, config.short_domain)
     if not data:
-        problems.add("(body)", "give at least one of url, expires_in_days, unsafe")
+        problems.add("(body)", "give at least one of url, expires_in_days, unsafe, expired_url")
     problems.check()
     # 0 days expires the link now: from then on it answers 410 (link expired).
     expires_at = datetime.now(UTC) + timedelta(days=days) if days is not None else None
     pool = request.app[POOL]
     async with pool.acquire() as conn:
         changed = await links.update(
-            conn, request[ACCOUNT_ID], token, target_url=url, expires_at=expires_at, unsafe=unsafe
+            conn,
+            request[ACCOUNT_ID],
+            token,
+            target_url=url,
+            expires_at=expires_at,
+            unsafe=unsafe,
+            expired_url=expired if "expired_url" in data else links.UNCHANGED,
         )
         if not changed:
             raise not_found("link")

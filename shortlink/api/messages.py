@@ -15,8 +15,9 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from shortlink import links, validation
+from shortlink import accounts, links, validation
 from shortlink.api import idempotency, render, rewrite
+from shortlink.api.account import expired_url
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.callbacks import callback_id, callback_url
@@ -26,6 +27,7 @@ from shortlink.api.present import short_url
 from shortlink.db import Connection
 from shortlink.exceptions import InvalidInput, NothingToTrack
 from shortlink.links import NewLink
+from shortlink.pool import POOL
 from shortlink.serve import gc_held
 
 MAX_BODY = 10_000  # characters: about 150 concatenated segments
@@ -60,6 +62,7 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
             "expires_in_days",
             "unsafe",
             "callback_url",
+            "expired_url",
         },
     )
     body = fields.text("body", required=True, max_length=MAX_BODY)
@@ -69,7 +72,8 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
     with_scheme = fields.boolean("https", True)
     shared_ref = fields.text("client_ref", max_length=validation.MAX_TEXT_LENGTH)
     campaign = fields.text("client_identifier", max_length=validation.MAX_TEXT_LENGTH)
-    days = fields.integer("expires_in_days", 90, minimum=1, maximum=3650)
+    days = fields.integer("expires_in_days", 0, minimum=1, maximum=accounts.MAX_LINK_LIFETIME_DAYS)
+    expired = expired_url(fields, config.short_domain)
     unsafe = fields.boolean("unsafe", False)
     shared_vars = fields.texts("vars", max_items=MAX_VALUES, max_length=MAX_VALUE)
     callback = callback_url(fields)
@@ -127,12 +131,13 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
     )
     render.check_size(await render.messages_size(forms, plans, phones, refs), config, "to")
     destination = await callback_id(request, callback)
-
+    if not days:  # the account's lifetime
+        days = await accounts.link_lifetime_days(request.app[POOL], account_id)
     lifetime = timedelta(days=days)
     specs = []
     async for part in render.slices(len(plans)):
         specs += [
-            NewLink(checked[target], phone, ref, campaign, None, unsafe, lifetime)
+            NewLink(checked[target], phone, ref, campaign, None, unsafe, lifetime, expired)
             for plan, phone, ref in zip(plans[part], phones[part], refs[part], strict=True)
             for target in plan.targets
         ]

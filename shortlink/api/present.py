@@ -45,6 +45,7 @@ def status(
         "unsafe": row["unsafe"],
         "disabled": row["disabled_at"] is not None,
         "callback_url": row["callback_url"],
+        "expired_url": row["expired_url"],
         "conversions": [conversions.public(row, conversion) for conversion in made],
     }
 

@@ -32,7 +32,7 @@ from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.entries import LinkGroup
 from shortlink.redirect.listener import LISTENER, listener_context
 from shortlink.redirect.publisher import PUBLISHER, publisher_context
-from shortlink.redirect.response import CACHE_CONTROL, Heads, Redirect
+from shortlink.redirect.response import CACHE_CONTROL, Heads, Redirect, encodable
 from shortlink.serve import HTTP_LOG, Handler
 from shortlink.supervise import SUPERVISOR, supervisor_context
 from shortlink.tokens import is_token
@@ -82,8 +82,11 @@ def _families(app: web.Application) -> Iterator[Metric]:
     redirects = CounterMetricFamily(
         "shortlink_redirect_responses", "Answers to GET/HEAD /{token}, by status", labels=["status"]
     )
-    redirects.add_metric([str(config.redirect_status)], publisher.submitted)
-    for status, count in sorted(app[STATUSES].items()):
+    # Redirects to an expired link's place are counted in STATUSES, maybe as the same status.
+    statuses: Counter[int] = app[STATUSES]
+    answers = statuses.copy()
+    answers[config.redirect_status] += publisher.submitted
+    for status, count in sorted(answers.items()):
         redirects.add_metric([str(status)], count)
     yield redirects
     listener = app[LISTENER]
@@ -183,6 +186,7 @@ def make_handler(app: web.Application) -> Handler:
     statuses = app[STATUSES]
     supervisor = app[SUPERVISOR]
     listener = app[LISTENER]
+    expired_places = listener.places.urls  # the same dict for the listener's lifetime
     StreamResponse = web.StreamResponse  # a local is a cheaper lookup on the hot path
     head = Heads(redirect_status).head
 
@@ -252,6 +256,14 @@ def make_handler(app: web.Application) -> Handler:
         if group.disabled:
             return page(410, pages.DISABLED)
         if now >= group.expires_at:
+            place = group.expired_url or expired_places.get(group.account_id)
+            if place is not None and encodable(place) is not None:
+                # Not a click of the link: nothing is published.
+                response = StreamResponse(
+                    status=302, headers={"Location": place, "Cache-Control": CACHE_CONTROL}
+                )
+                response.content_length = 0
+                return counted(response)
             return page(410, pages.EXPIRED)
         # Unsafe: the warning page first; its "continue" link leads here with the parameter.
         if request.query.get(pages.CONTINUE_PARAMETER) != "1":

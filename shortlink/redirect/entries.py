@@ -3,8 +3,9 @@
 Every recipient of a campaign has a link of their own, but the links of one
 campaign differ only in four fields: token, id (TrackingUrlId), phone number and
 client_ref. Everything else (account, target URL, campaign, creation and expiry
-times, the unsafe and disabled flags) is the same for every link created by one
-request, so it is kept once, as a `LinkGroup`, and shared.
+times, the unsafe and disabled flags, where a tap goes once the link expired) is
+the same for every link created by one request, so it is kept once, as a
+`LinkGroup`, and shared.
 
 Per link there is then one `bytes` object, the *packed* fields:
 
@@ -47,6 +48,9 @@ class LinkGroup:
     expires_at: float  # Unix seconds, compared with time.time() on every hit
     unsafe: bool
     disabled: bool
+    # Where a tap goes once the links expired (their own; None: the account's, else
+    # 410). Read only on that path: a link that has not expired never looks at it.
+    expired_url: str | None
     # Either flag means the hit path must look closer (warning page, 410).
     special: bool = field(init=False, compare=False, hash=False)
     # Kept from the group's second tap on, not made when cached: most links of a
@@ -103,12 +107,13 @@ def key_of(entry: LinkEntry) -> GroupKey:
         entry.expires_at,
         entry.unsafe,
         entry.disabled,
+        entry.expired_url,
     )
 
 
 # The fields of a LinkGroup as a plain tuple, in declaration order: cheap to make
 # and hash per row while links are stored; the LinkGroup is built once per group.
-GroupKey = tuple[int, str, str | None, int, float, bool, bool]
+GroupKey = tuple[int, str, str | None, int, float, bool, bool, str | None]
 
 
 class Groups:

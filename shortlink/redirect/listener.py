@@ -4,18 +4,21 @@ Three supervised tasks per worker:
 
 - **link-listener** keeps one connection LISTENing on the link changes channel
   (shortlink.changes). A changed token is dropped from the cache at once; a
-  range of created links is queued for the warmer. The connection is checked
-  every KEEPALIVE seconds (a connection can die without telling: a failover, a
-  NAT timeout); on any failure it reconnects, and then catches up: it drops the
+  range of created links is queued for the warmer; an account's new expired
+  URL is kept (shortlink.redirect.expired). The connection is checked every
+  KEEPALIVE seconds (a connection can die without telling: a failover, a NAT
+  timeout); on any failure it reconnects, and then catches up: it drops the
   tokens changed, and warms the links created, since it last knew it was
-  listening (minus MARGIN). The first connection warms the links created in the
-  last WARM_WINDOW, as a worker that starts late would have missed them.
+  listening (minus MARGIN), and reads the accounts' expired URLs again. The
+  first connection warms the links created in the last WARM_WINDOW, as a
+  worker that starts late would have missed them.
 - **link-warmer** reads queued links into the cache in slices of WARM_SLICE by
   id, yielding to requests between slices, so the worker answers while it warms.
 - **link-poll** asks every POLL_EVERY seconds, through the pool, which links
-  changed since the last poll: a safety net that bounds how stale an entry can
-  get even if notifications cannot be received at all, while the database can
-  be reached (when it cannot, nobody can change a link either).
+  changed since the last poll, and reads the accounts' expired URLs: a safety
+  net that bounds how stale an entry can get even if notifications cannot be
+  received at all, while the database can be reached (when it cannot, nobody
+  can change a link either).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from shortlink.metrics import Buckets
 from shortlink.pool import POOL
 from shortlink.redirect.cache import CACHE, EVICT_FRACTION, LinkCache
 from shortlink.redirect.config import RedirectConfig
+from shortlink.redirect.expired import ExpiredPlaces
 from shortlink.retry import Backoff, Retry
 from shortlink.supervise import SUPERVISOR
 
@@ -82,6 +86,7 @@ class LinkListener:
         pool: asyncpg.Pool,
         cache: LinkCache,
         *,
+        places: ExpiredPlaces | None = None,
         capacity: int,
         warm_window: timedelta,
         warm_on_create: bool,
@@ -93,6 +98,7 @@ class LinkListener:
         self._poll_every = poll_every
         self._pool = pool
         self._cache = cache
+        self.places = places if places is not None else ExpiredPlaces()
         self._capacity = capacity
         self._warm_window = warm_window
         self._warm_on_create = warm_on_create
@@ -144,6 +150,7 @@ class LinkListener:
         first = self._in_step_at is None
         since = self._started - MARGIN if self._in_step_at is None else self._in_step_at - MARGIN
         await self._catch_up(since)
+        await self.places.reload(self._pool)
         if self._warm_on_create:
             if first:
                 self._queue.put_nowait(_Since(listening_since - self._warm_window))
@@ -173,6 +180,8 @@ class LinkListener:
                 for first, last in changes.parse_created(text):
                     self._queue.put_nowait(_IdRange(first, last, noticed))
             return
+        if self.places.notified(text):
+            return
         self._cache.invalidate(text)
         self.invalidated += 1
 
@@ -196,6 +205,7 @@ class LinkListener:
             try:
                 now: datetime = await self._pool.fetchval("SELECT now()")
                 await self._catch_up(self._poll_since)
+                await self.places.reload(self._pool)
             except _DB_ERRORS as exc:
                 log.warning("polling link changes failed", extra={"error": repr(exc)})
                 continue

@@ -115,3 +115,38 @@ def test_json_keys_follow_the_declared_order() -> None:
     """render_json writes every ClickDetail's keys exactly in JSON_ORDER."""
     body = orjson.loads(formats.render_json("1c712b5c-af6d-4527-b6d7-5ebb199f174d", [SEED_DETAIL]))
     assert tuple(body["ClickDetails"][0]) == formats.JSON_ORDER
+
+
+ERASED = "447700900000"
+OTHER_DETAIL: formats.Detail = {**SEED_DETAIL, "PhoneNumber": "447700900111", "TrackingUrlId": 2}
+REQUEST_ID = "1c712b5c-af6d-4527-b6d7-5ebb199f174d"
+
+
+def test_an_erased_number_leaves_a_batch_as_if_rendered_without_its_details() -> None:
+    """JSON and XML: the erased number's PhoneNumber, UserAgent and Referrer go, byte for byte
+    as if rendered so; the other clicks of the batch stay as they were."""
+    blank = {**SEED_DETAIL, "PhoneNumber": None, "UserAgent": None, "Referrer": None}
+    for render in (formats.render_json, formats.render_xml):
+        format = "json" if render is formats.render_json else "xml"
+        body = render(REQUEST_ID, [SEED_DETAIL, OTHER_DETAIL])
+        assert formats.erased_body(format, body, ERASED) == render(
+            REQUEST_ID, [blank, OTHER_DETAIL]
+        )
+        assert formats.erased_body(format, body, "4477009") is None  # a part is no number
+        assert formats.erased_body(format, render(REQUEST_ID, [OTHER_DETAIL]), ERASED) is None
+
+
+def test_an_erased_number_leaves_events_and_outbox_details_without_it() -> None:
+    """CLICKTHRU and CONVERTED events lose to_address, user_agent and metadata; an outbox
+    detail loses the number, agent and address; another number's are left alone."""
+    event = formats.render_clickthru_event(REQUEST_ID, SEED_DETAIL)
+    erased = orjson.loads(formats.erased_body("clickthru", event, ERASED) or b"")
+    fields = erased["fld-val-list"]
+    assert (fields["to_address"], fields["user_agent"]) == (None, None)
+    assert fields["tracking_url_id"] == 716005
+    assert formats.erased_body("clickthru", event, "447700900111") is None
+    stored = formats.encode_detail(SEED_DETAIL)
+    detail = orjson.loads(formats.erased_detail(stored, ERASED) or b"")
+    assert (detail["PhoneNumber"], detail["UserAgent"], detail["Referrer"]) == (None, None, None)
+    assert formats.erased_detail(stored, "447700900111") is None
+    assert formats.erased_body("conversion", b'{"fld-val-list": 3}', ERASED) is None

@@ -44,6 +44,8 @@ async def test_link_create_normalises_like_the_api(
         ("--phone-number", "07700 900123", "--phone-number: is a national number"),
         ("--phone-number", "+44 7700 9001", "--phone-number: has 8 digits after"),
         ("--client-ref", "m\x01" + "x" * 300, "--client-ref: must be at most 200"),
+        ("--expires-in-days", "366", "--expires-in-days must be from 1 to 365"),
+        ("--expires-in-days", "0", "--expires-in-days must be from 1 to 365"),
     ],
 )
 async def test_link_create_refuses_what_the_api_refuses(
@@ -64,6 +66,35 @@ async def test_link_create_refuses_what_the_api_refuses(
     assert says in refused.stderr
     count = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", account_id)
     assert count == 0
+
+
+async def test_link_create_lives_the_accounts_lifetime_unless_told(
+    database_url: str, account_id: int, db: asyncpg.Connection
+) -> None:
+    """Without --expires-in-days a link lives the account's link_lifetime_days."""
+    await db.execute("UPDATE accounts SET link_lifetime_days = 3 WHERE id = $1", account_id)
+    lifetimes = []
+    for extra in ([], ["--expires-in-days", "365"]):
+        made = await asyncio.to_thread(
+            shortlink,
+            {"DATABASE_URL": database_url},
+            "link",
+            "create",
+            "--account",
+            str(account_id),
+            "--url",
+            "https://example.com/",
+            *extra,
+        )
+        assert made.returncode == 0, made.stderr
+        token = orjson.loads(made.stdout)["token"]
+        days = await db.fetchval(
+            "SELECT extract(epoch FROM expires_at - created_at) / 86400 FROM links "
+            "WHERE token = $1",
+            token,
+        )
+        lifetimes.append(round(float(days)))
+    assert lifetimes == [3, 365]
 
 
 def test_no_module_imports_the_cli() -> None:

@@ -16,6 +16,12 @@ generated:
   moves with the clock, so no pattern states it): a valid case's later time is
   moved to the time of the call in its own offset. Metadata must be at most
   4 KiB as JSON: a larger one is sent as {}.
+- expired_url (links, messages, a link's PATCH, the account's PATCH): at most 2,048
+  characters once normalised (percent-encoding makes some URLs longer than sent,
+  and the redirect workers receive the account's in a notification of bounded
+  size): a longer one is sent as https://example.com/expired. POST /v1/messages
+  states the URL's form in words (its schema has no room for one more pattern):
+  a value of another form is sent as that URL too.
 - Idempotency-Key: a key already used for a different request is refused (422, as
   the IETF draft says). Valid cases get a key of their own: the generated one with
   a unique tail, still 1 to 255 visible ASCII characters.
@@ -24,12 +30,16 @@ generated:
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import schemathesis
 from schemathesis import Case, GenerationMode, HookContext
+from yarl import URL
+
+from shortlink import validation
 
 DIRECTIVE = ' #track("https://shop.example/fuzz")'
 MAX_BODY = 10_000
@@ -37,6 +47,8 @@ _KEY_HEADER = "Idempotency-Key"
 _fresh = itertools.count()
 _MAX_METADATA = 4096
 _LATEST_AHEAD = timedelta(days=1)
+_MAX_URL = 2048
+_URL = re.compile(validation.URL_PATTERN)
 
 
 @schemathesis.hook
@@ -50,6 +62,11 @@ def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> Non
     if not isinstance(case.body, dict):
         return
     route = (case.method.upper(), case.operation.path)
+    expired = case.body.get("expired_url")
+    if isinstance(expired, str) and (
+        _normalised_length(expired) > _MAX_URL or not _URL.fullmatch(expired)
+    ):
+        case.body["expired_url"] = "https://example.com/expired"
     if route == ("POST", "/v1/messages") and isinstance(case.body.get("body"), str):
         text = case.body["body"]
         if not text.endswith(DIRECTIVE):  # a case sent again keeps its directive
@@ -63,6 +80,13 @@ def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> Non
         metadata = case.body.get("metadata")
         if isinstance(metadata, dict) and len(orjson.dumps(metadata)) > _MAX_METADATA:
             case.body["metadata"] = {}
+
+
+def _normalised_length(url: str) -> int:
+    try:
+        return len(str(URL(url)))
+    except ValueError:
+        return 0  # not a URL the API reads: left for the API to judge
 
 
 def _not_ahead(when: str) -> str:

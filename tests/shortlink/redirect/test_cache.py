@@ -38,6 +38,7 @@ def row(token: str, link_id: int = 1, campaign: str = "spring", **changes: Any) 
         fields["expires_at"],
         fields["unsafe"],
         fields["disabled"],
+        fields.get("expired_url"),
     )
 
 

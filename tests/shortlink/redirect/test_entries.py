@@ -35,6 +35,7 @@ def key(campaign: str | None = "spring", **changes: object) -> GroupKey:
         fields["expires_at"],
         fields["unsafe"],
         fields["disabled"],
+        fields.get("expired_url"),
     )  # type: ignore[return-value]
 
 
