@@ -51,6 +51,7 @@ MAX_ADDRESS = 64
 PURGE_BATCH = 1000
 # A page position: the entry's id (the key part is empty).
 CURSOR = CursorForm(r"^[0-9]{1,18}-$")
+_AFTER_LAST = 2**63 - 1  # no entry's id reaches it: the first page (one index range either way)
 
 
 async def record(
@@ -87,11 +88,11 @@ async def entries(
         """
         SELECT id, at, key_id, client_address, action, summary::text AS summary
         FROM audit_log
-        WHERE account_id = $1 AND ($2::bigint IS NULL OR id < $2)
+        WHERE account_id = $1 AND id < $2
         ORDER BY id DESC LIMIT $3
         """,
         account_id,
-        before,
+        _AFTER_LAST if before is None else before,
         limit + 1,
     )
     page, next_cursor = CURSOR.page(rows, limit, lambda row: (row["id"], b""))
