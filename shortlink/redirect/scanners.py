@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 WINDOW_SECONDS = 60.0
 MAX_ADDRESSES = 100_000
+MAX_ADDRESS_LENGTH = 64
 
 
 class ScanGuard:
@@ -48,6 +49,7 @@ class ScanGuard:
         if now >= self._ends_at:
             self._counts.clear()
             self._ends_at = now + WINDOW_SECONDS
+        address = address[:MAX_ADDRESS_LENGTH]  # an IPv6 scope id can be any length
         counts = self._counts
         seen = counts.get(address)
         if seen is None:

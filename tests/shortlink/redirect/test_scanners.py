@@ -37,6 +37,15 @@ def test_an_address_past_the_limit_waits_for_the_window_to_end() -> None:
     assert len(guard) == 1
 
 
+def test_a_long_address_is_counted_by_its_first_characters() -> None:
+    """A scoped IPv6 address can be any length: the guard keeps at most 64 characters of
+    it, so memory stays bounded whatever X-Forwarded-For a trusted proxy passes on."""
+    guard = ScanGuard(1)
+    guard.unknown("fe80::1%" + "a" * 10_000)
+    assert guard.unknown("fe80::1%" + "a" * 9_000) is not None
+    assert all(len(address) <= scanners.MAX_ADDRESS_LENGTH for address in guard._counts)
+
+
 def test_a_limit_of_zero_counts_nothing() -> None:
     """SCAN_LIMIT_PER_MINUTE=0 turns the guard off."""
     guard = ScanGuard(0)
