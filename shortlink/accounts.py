@@ -183,13 +183,9 @@ def scopes_of(stored: list[str] | None) -> frozenset[str]:
     return frozenset(SCOPES) if stored is None else frozenset(stored)
 
 
-async def use_key(conn: Executor, key: str, *, default_limit: int) -> KeyUse | None:
-    """The working key behind `key`, counted once in its rate-limit window; None when the
-    key is unknown, revoked, expired, or its account disabled (then nothing is counted)."""
-    if not is_key_shaped(key):
-        return None
-    row = await conn.fetchrow(
-        f"""
+# Authenticate and count in one statement: the key's window row is one more request (a
+# new window starts at 1), and last_used_at is written when this minute has none yet.
+_USE_AND_COUNT = f"""
         WITH k AS (
             SELECT k.id, k.account_id, k.scopes, k.last_used_at,
                    coalesce(a.rate_limit_per_minute, $2) AS lim
@@ -211,10 +207,30 @@ async def use_key(conn: Executor, key: str, *, default_limit: int) -> KeyUse | N
         SELECT k.id, k.account_id, k.scopes, k.lim, w.used,
                extract(epoch FROM w.window_start + interval '1 minute')::float8 AS reset_at
         FROM k JOIN w ON w.key_id = k.id
-        """,
-        hash_api_key(key),
-        default_limit,
-    )
+        """
+# The same check without writing anything (the database is read-only for now).
+_USE_UNCOUNTED = f"""
+        SELECT k.id, k.account_id, k.scopes, coalesce(a.rate_limit_per_minute, $2) AS lim,
+               0 AS used,
+               extract(epoch FROM date_trunc('minute', now()) + interval '1 minute')::float8
+                   AS reset_at
+        FROM api_keys k JOIN accounts a ON a.id = k.account_id
+        WHERE k.key_hash = $1 AND a.disabled_at IS NULL AND {KEY_WORKS}
+        """
+
+
+async def use_key(conn: Executor, key: str, *, default_limit: int) -> KeyUse | None:
+    """The working key behind `key`, counted once in its rate-limit window; None when the
+    key is unknown, revoked, expired, or its account disabled (then nothing is counted)."""
+    if not is_key_shaped(key):
+        return None
+    try:
+        row = await conn.fetchrow(_USE_AND_COUNT, hash_api_key(key), default_limit)
+    except asyncpg.ReadOnlySQLTransactionError:
+        # The database takes no writes for now (a failover left the pool on a standby, or
+        # it was made read-only): the key is checked without being counted, rather than
+        # every request refused.
+        row = await conn.fetchrow(_USE_UNCOUNTED, hash_api_key(key), default_limit)
     if row is None:
         return None
     return KeyUse(
