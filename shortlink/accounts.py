@@ -1,9 +1,21 @@
-"""Accounts and their API keys.
+"""Accounts and their API keys: named, scoped, expiring, rotated with an overlap.
 
 An API key is `sl_` followed by 43 URL-safe characters (256 random bits). Only its
 SHA-256 is stored: the key is shown once, when it is created. A plain hash (not a
 password KDF) is enough because the key is a full-entropy random secret, not
 something a person chose; it also keeps authentication to one indexed lookup.
+
+A key holds scopes (SCOPES); a key made before scopes existed (scopes NULL) holds
+every one. A key works until it is revoked or it expires; rotating a key makes a
+new one with the same name, scopes and expiry, and revokes the old one
+`overlap_seconds` later (its revoked_at in the future), so callers can move over
+without a moment in which neither key works.
+
+`use_key` authenticates an API request and counts it against the key's rate
+limit in the same statement (one round trip, as authentication alone took): a
+fixed one-minute window per key in the UNLOGGED table api_key_windows, so every
+API worker of every host on the same database shares the count. last_used_at is
+written once per window, not once per request.
 """
 
 from __future__ import annotations
@@ -11,14 +23,38 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import asyncpg
 
 from shortlink import changes
-from shortlink.db import Connection
+from shortlink.db import Connection, Executor
+from shortlink.exceptions import TooManyKeys
+from shortlink.timestamps import rfc3339
 
 KEY_PREFIX = "sl_"
+PREFIX_LENGTH = len(KEY_PREFIX) + 6  # what listings show to tell keys apart
+# What each scope allows (shortlink.api.scopes maps every route to one).
+SCOPES = (
+    "links:write",  # links, messages, campaign changes
+    "links:read",  # reading links
+    "stats:read",  # statistics, clicks, CSV files, the dashboard
+    "conversions:write",  # posting conversions
+    "endpoint:write",  # the click endpoint and its deliveries
+    "account:admin",  # account settings, the audit log
+    "keys:admin",  # API keys
+)
+MAX_KEY_NAME = 100
+MAX_KEYS_PER_ACCOUNT = 100  # keys that still work (not revoked, not expired)
+MAX_OVERLAP_SECONDS = 7 * 86_400
+# The key is neither revoked (a rotated key's revoked_at may lie ahead) nor expired.
+KEY_WORKS = (
+    "(k.revoked_at IS NULL OR k.revoked_at > now())"
+    " AND (k.expires_at IS NULL OR k.expires_at > now())"
+)
 # What new_api_key makes: anything else (other lengths, bytes that were not UTF-8)
 # cannot be a key, and is refused without a lookup.
 _KEY = re.compile(r"sl_[A-Za-z0-9_-]{43}")
@@ -58,7 +94,10 @@ async def rotate_key(conn: asyncpg.Connection, account_id: int) -> str | None:
         if not exists:
             return None
         await conn.execute(
-            "UPDATE api_keys SET revoked_at = now() WHERE account_id = $1 AND revoked_at IS NULL",
+            """
+            UPDATE api_keys SET revoked_at = now()
+            WHERE account_id = $1 AND (revoked_at IS NULL OR revoked_at > now())
+            """,
             account_id,
         )
         return await _add_key(conn, account_id)
@@ -74,12 +113,15 @@ async def disable_account(conn: asyncpg.Connection, account_id: int) -> bool:
 
 
 async def current_key(conn: asyncpg.Connection | asyncpg.Pool, account_id: int) -> int | None:
-    """The id of the account's newest key that is not revoked, or None (no such key, or
-    the account is disabled): what a dashboard link is made under."""
+    """The id of the account's newest key that is not revoked nor expired and may read
+    statistics, or None (no such key, or the account is disabled): what a dashboard link
+    is made under."""
     key_id: int | None = await conn.fetchval(
         """
         SELECT k.id FROM api_keys k JOIN accounts a ON a.id = k.account_id
         WHERE a.id = $1 AND a.disabled_at IS NULL AND k.revoked_at IS NULL
+          AND (k.expires_at IS NULL OR k.expires_at > now())
+          AND (k.scopes IS NULL OR 'stats:read' = ANY (k.scopes))
         ORDER BY k.id DESC LIMIT 1
         """,
         account_id,
@@ -98,9 +140,9 @@ async def authenticate(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> int
     if not is_key_shaped(key):
         return None
     account_id: int | None = await conn.fetchval(
-        """
+        f"""
         SELECT a.id FROM api_keys k JOIN accounts a ON a.id = k.account_id
-        WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND a.disabled_at IS NULL
+        WHERE k.key_hash = $1 AND a.disabled_at IS NULL AND {KEY_WORKS}
         """,
         hash_api_key(key),
     )
@@ -113,7 +155,7 @@ async def _add_key(conn: asyncpg.Connection, account_id: int) -> str:
         "INSERT INTO api_keys (account_id, key_hash, key_prefix) VALUES ($1, $2, $3)",
         account_id,
         hash_api_key(key),
-        key[: len(KEY_PREFIX) + 6],
+        key[:PREFIX_LENGTH],
     )
     return key
 
@@ -207,3 +249,258 @@ async def link_lifetime_days(conn: asyncpg.Connection | asyncpg.Pool, account_id
         "SELECT link_lifetime_days FROM accounts WHERE id = $1", account_id
     )
     return DEFAULT_LINK_LIFETIME_DAYS if days is None else days
+# -- named, scoped keys -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyUse:
+    """An API request's key, as `use_key` found and counted it."""
+
+    key_id: int
+    account_id: int
+    scopes: frozenset[str]
+    limit: int  # requests per minute
+    used: int  # requests in this window, this one included
+    reset_at: float  # when the window ends (seconds since the epoch)
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+def scopes_of(stored: list[str] | None) -> frozenset[str]:
+    """The scopes a key holds: a key made before scopes (NULL) holds all of them."""
+    return frozenset(SCOPES) if stored is None else frozenset(stored)
+
+
+# Authenticate and count in one statement: the key's window row is one more request (a
+# new window starts at 1), and last_used_at is written when this minute has none yet.
+_USE_AND_COUNT = f"""
+        WITH k AS (
+            SELECT k.id, k.account_id, k.scopes, k.last_used_at,
+                   coalesce(a.rate_limit_per_minute, $2) AS lim
+            FROM api_keys k JOIN accounts a ON a.id = k.account_id
+            WHERE k.key_hash = $1 AND a.disabled_at IS NULL AND {KEY_WORKS}
+        ), w AS (
+            INSERT INTO api_key_windows AS w (key_id, window_start, used)
+            SELECT id, date_trunc('minute', now()), 1 FROM k
+            ON CONFLICT (key_id) DO UPDATE
+            SET used = CASE WHEN w.window_start = excluded.window_start
+                            THEN least(w.used, 2000000000) + 1 ELSE 1 END,
+                window_start = excluded.window_start
+            RETURNING w.key_id, w.used, w.window_start
+        ), seen AS (
+            UPDATE api_keys SET last_used_at = now()
+            WHERE id = (SELECT id FROM k)
+              AND (last_used_at IS NULL OR last_used_at < date_trunc('minute', now()))
+        )
+        SELECT k.id, k.account_id, k.scopes, k.lim, w.used,
+               extract(epoch FROM w.window_start + interval '1 minute')::float8 AS reset_at
+        FROM k JOIN w ON w.key_id = k.id
+        """
+# The same check without writing anything (the database is read-only for now).
+_USE_UNCOUNTED = f"""
+        SELECT k.id, k.account_id, k.scopes, coalesce(a.rate_limit_per_minute, $2) AS lim,
+               0 AS used,
+               extract(epoch FROM date_trunc('minute', now()) + interval '1 minute')::float8
+                   AS reset_at
+        FROM api_keys k JOIN accounts a ON a.id = k.account_id
+        WHERE k.key_hash = $1 AND a.disabled_at IS NULL AND {KEY_WORKS}
+        """
+
+
+async def use_key(conn: Executor, key: str, *, default_limit: int) -> KeyUse | None:
+    """The working key behind `key`, counted once in its rate-limit window; None when the
+    key is unknown, revoked, expired, or its account disabled (then nothing is counted)."""
+    if not is_key_shaped(key):
+        return None
+    try:
+        row = await conn.fetchrow(_USE_AND_COUNT, hash_api_key(key), default_limit)
+    except asyncpg.ReadOnlySQLTransactionError:
+        # The database takes no writes for now (a failover left the pool on a standby, or
+        # it was made read-only): the key is checked without being counted, rather than
+        # every request refused.
+        row = await conn.fetchrow(_USE_UNCOUNTED, hash_api_key(key), default_limit)
+    if row is None:
+        return None
+    return KeyUse(
+        row["id"],
+        row["account_id"],
+        scopes_of(row["scopes"]),
+        row["lim"],
+        row["used"],
+        row["reset_at"],
+    )
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key just made: the secret is in `key`, shown this once."""
+
+    id: int
+    name: str | None
+    key: str
+    prefix: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+    created_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "key": self.key,
+            "prefix": self.prefix,
+            "scopes": list(self.scopes),
+            "expires_at": rfc3339(self.expires_at),
+            "created_at": rfc3339(self.created_at),
+        }
+
+
+def _ordered(scopes: Collection[str]) -> tuple[str, ...]:
+    return tuple(scope for scope in SCOPES if scope in scopes)
+
+
+async def create_key(
+    conn: Connection,
+    account_id: int,
+    *,
+    name: str,
+    scopes: Collection[str],
+    expires_at: datetime | None,
+) -> NewKey:
+    """A new named key holding `scopes` (known ones, checked by the caller), or TooManyKeys.
+    Run it in the caller's transaction (the account row is locked to count its keys)."""
+    await conn.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+    working = await conn.fetchval(
+        f"SELECT count(*) FROM api_keys k WHERE k.account_id = $1 AND {KEY_WORKS}", account_id
+    )
+    if working >= MAX_KEYS_PER_ACCOUNT:
+        raise TooManyKeys(f"an account may have {MAX_KEYS_PER_ACCOUNT} working keys")
+    return await _insert_key(conn, account_id, name, _ordered(scopes), expires_at)
+
+
+async def _insert_key(
+    conn: Connection,
+    account_id: int,
+    name: str | None,
+    scopes: tuple[str, ...] | None,
+    expires_at: datetime | None,
+) -> NewKey:
+    key = new_api_key()
+    row = await conn.fetchrow(
+        """
+        INSERT INTO api_keys (account_id, key_hash, key_prefix, name, scopes, expires_at)
+        VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, created_at
+        """,
+        account_id,
+        hash_api_key(key),
+        key[:PREFIX_LENGTH],
+        name,
+        None if scopes is None else list(scopes),
+        expires_at,
+    )
+    assert row is not None  # noqa: S101 - INSERT ... RETURNING returns its row
+    return NewKey(
+        row["id"],
+        name,
+        key,
+        key[:PREFIX_LENGTH],
+        _ordered(SCOPES) if scopes is None else scopes,
+        expires_at,
+        row["created_at"],
+    )
+
+
+def _listed(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "prefix": row["key_prefix"],
+        "scopes": list(_ordered(scopes_of(row["scopes"]))),
+        "expires_at": rfc3339(row["expires_at"]),
+        "created_at": rfc3339(row["created_at"]),
+        "last_used_at": rfc3339(row["last_used_at"]),
+        "revokes_at": rfc3339(row["revoked_at"]),
+    }
+
+
+async def list_keys(conn: Executor, account_id: int) -> list[dict[str, Any]]:
+    """The account's working keys (never their secrets), newest first; a rotated key shows
+    until its overlap ends (`revokes_at`)."""
+    rows = await conn.fetch(
+        f"""
+        SELECT k.id, k.name, k.key_prefix, k.scopes, k.expires_at, k.created_at,
+               k.last_used_at, k.revoked_at
+        FROM api_keys k WHERE k.account_id = $1 AND {KEY_WORKS}
+        ORDER BY k.id DESC
+        """,
+        account_id,
+    )
+    return [_listed(row) for row in rows]
+
+
+async def key_summary(conn: Executor, account_id: int, key_id: int) -> dict[str, Any] | None:
+    """One working key of the account as listed, or None."""
+    row = await conn.fetchrow(
+        f"""
+        SELECT k.id, k.name, k.key_prefix, k.scopes, k.expires_at, k.created_at,
+               k.last_used_at, k.revoked_at
+        FROM api_keys k WHERE k.account_id = $1 AND k.id = $2 AND {KEY_WORKS}
+        """,
+        account_id,
+        key_id,
+    )
+    return None if row is None else _listed(row)
+
+
+async def revoke_key(conn: Executor, account_id: int, key_id: int) -> bool:
+    """Revoke the account's key now (also one rotated whose overlap has not ended); False
+    if it has no such working key."""
+    status = await conn.execute(
+        f"""
+        UPDATE api_keys k SET revoked_at = now()
+        WHERE k.account_id = $1 AND k.id = $2 AND {KEY_WORKS}
+        """,
+        account_id,
+        key_id,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def rotate_named_key(
+    conn: Connection, account_id: int, key_id: int, overlap_seconds: int
+) -> NewKey | None:
+    """A new key like `key_id` (name, scopes, expiry); the old one works `overlap_seconds`
+    longer. None if the account has no such working key. Run it in a transaction."""
+    row = await conn.fetchrow(
+        f"""
+        UPDATE api_keys k
+        SET revoked_at = least(coalesce(k.revoked_at, 'infinity'),
+                               now() + make_interval(secs => $3))
+        WHERE k.account_id = $1 AND k.id = $2 AND {KEY_WORKS}
+        RETURNING k.name, k.scopes, k.expires_at
+        """,
+        account_id,
+        key_id,
+        float(overlap_seconds),
+    )
+    if row is None:
+        return None
+    stored = row["scopes"]
+    return await _insert_key(
+        conn,
+        account_id,
+        row["name"],
+        None if stored is None else _ordered(stored),
+        row["expires_at"],
+    )
+
+
+async def set_rate_limit(conn: Executor, account_id: int, per_minute: int | None) -> bool:
+    """Set (None: reset to the default) the requests per minute each key of the account
+    may make; False if no such account."""
+    status = await conn.execute(
+        "UPDATE accounts SET rate_limit_per_minute = $2 WHERE id = $1", account_id, per_minute
+    )
+    return bool(status == "UPDATE 1")

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-from shortlink import accounts, deliveries, endpoints, logs, purge, schema, validation
+from shortlink import accounts, audit, deliveries, endpoints, logs, purge, schema, validation
 from shortlink.api.config import ApiConfig, DashboardConfig, PublicAddresses
 from shortlink.config import ServiceConfig
 from shortlink.db import require_database_url
@@ -161,6 +161,11 @@ def cmd_api(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 def cmd_account(args: argparse.Namespace, env: dict[str, str]) -> int:
     service = resolve_service(ServiceConfig.from_env(env), kafka=False)
+    if args.account_command == "rate-limit" and not (
+        args.default or (args.per_minute is not None and 1 <= args.per_minute <= 1_000_000)
+    ):
+        sys.stderr.write("shortlink: give --per-minute from 1 to 1000000, or --default\n")
+        return 2
 
     async def action(conn: asyncpg.Connection) -> int:
         await schema.check_schema(conn)
@@ -170,15 +175,79 @@ def cmd_account(args: argparse.Namespace, env: dict[str, str]) -> int:
                 {"account_id": account.account_id, "name": account.name, "api_key": account.api_key}
             )
             return 0
-        if args.account_command == "rotate-key":
-            key = await accounts.rotate_key(conn, args.account)
-            if key is None:
+        async with conn.transaction():
+            if args.account_command == "rotate-key":
+                key = await accounts.rotate_key(conn, args.account)
+                if key is None:
+                    return _not_found(args.account)
+                summary = {"new_prefix": key[: accounts.PREFIX_LENGTH]}
+                await audit.record(conn, args.account, None, None, "keys.replaced", summary)
+                _print_json({"account_id": args.account, "api_key": key})
+                return 0
+            if args.account_command == "rate-limit":
+                per_minute = None if args.default else args.per_minute
+                if not await accounts.set_rate_limit(conn, args.account, per_minute):
+                    return _not_found(args.account)
+                changed = {"rate_limit_per_minute": per_minute}
+                await audit.record(
+                    conn, args.account, None, None, "account.rate_limit_changed", changed
+                )
+                _print_json({"account_id": args.account, **changed})
+                return 0
+            if not await accounts.disable_account(conn, args.account):
                 return _not_found(args.account)
-            _print_json({"account_id": args.account, "api_key": key})
-            return 0
-        if not await accounts.disable_account(conn, args.account):
-            return _not_found(args.account)
+            await audit.record(conn, args.account, None, None, "account.disabled", {})
         _print_json({"account_id": args.account, "disabled": True})
+        return 0
+
+    result: int = asyncio.run(_with_connection(service, action))
+    return result
+
+
+def cmd_keys(args: argparse.Namespace, env: dict[str, str]) -> int:
+    service = resolve_service(ServiceConfig.from_env(env), kafka=False)
+    if args.keys_command == "create":
+        unknown = [scope for scope in args.scope if scope not in accounts.SCOPES]
+        if not args.scope or unknown:
+            sys.stderr.write(
+                f"shortlink: --scope must be given, each one of {', '.join(accounts.SCOPES)}\n"
+            )
+            return 2
+        name = args.name.strip()
+        if not 1 <= len(name) <= accounts.MAX_KEY_NAME or "\x00" in name:
+            sys.stderr.write(f"shortlink: --name must be 1 to {accounts.MAX_KEY_NAME} characters\n")
+            return 2
+        if args.expires_in_days is not None and not 1 <= args.expires_in_days <= 3650:
+            sys.stderr.write("shortlink: --expires-in-days must be from 1 to 3650\n")
+            return 2
+
+    async def action(conn: asyncpg.Connection) -> int:
+        await schema.check_schema(conn)
+        exists = await conn.fetchval("SELECT true FROM accounts WHERE id = $1", args.account)
+        if not exists:
+            return _not_found(args.account)
+        if args.keys_command == "list":
+            _print_json(await accounts.list_keys(conn, args.account))
+            return 0
+        expires = (
+            None
+            if args.expires_in_days is None
+            else datetime.now(UTC) + timedelta(days=args.expires_in_days)
+        )
+        async with conn.transaction():
+            made = await accounts.create_key(
+                conn, args.account, name=name, scopes=args.scope, expires_at=expires
+            )
+            public = made.public()
+            await audit.record(
+                conn,
+                args.account,
+                None,
+                None,
+                "key.created",
+                {key: public[key] for key in ("id", "name", "prefix", "scopes", "expires_at")},
+            )
+        _print_json(public)
         return 0
 
     result: int = asyncio.run(_with_connection(service, action))
@@ -268,18 +337,22 @@ def cmd_endpoint(args: argparse.Namespace, env: dict[str, str]) -> int:
                 sys.stderr.write(f"account {args.account} has no endpoint\n")
                 return 1
         else:
-            endpoint = await endpoints.set_endpoint(
-                conn,
-                args.account,
-                url=args.url,
-                format=args.format,
-                mode=args.mode,
-                secret=args.secret,
-                enabled=not args.disabled,
-                allow_private=service.allow_private_endpoints,
-                conversions=args.conversions,
-                dns_timeout=service.endpoint_dns_timeout,
-            )
+            async with conn.transaction():
+                endpoint = await endpoints.set_endpoint(
+                    conn,
+                    args.account,
+                    url=args.url,
+                    format=args.format,
+                    mode=args.mode,
+                    secret=args.secret,
+                    enabled=not args.disabled,
+                    allow_private=service.allow_private_endpoints,
+                    conversions=args.conversions,
+                    dns_timeout=service.endpoint_dns_timeout,
+                )
+                await audit.record(
+                    conn, args.account, None, None, "endpoint.changed", endpoint.public()
+                )
         _print_json({"account_id": args.account, **endpoint.public()})
         return 0
 
@@ -408,6 +481,30 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--account", type=int, required=True)
     disable = account_commands.add_parser("disable", help="disable an account and its keys")
     disable.add_argument("--account", type=int, required=True)
+    limit = account_commands.add_parser(
+        "rate-limit", help="requests per minute each key of the account may make"
+    )
+    limit.add_argument("--account", type=int, required=True)
+    limit_value = limit.add_mutually_exclusive_group(required=True)
+    limit_value.add_argument("--per-minute", type=int)
+    limit_value.add_argument(
+        "--default", action="store_true", help="back to API_RATE_LIMIT_PER_MINUTE"
+    )
+
+    keys = commands.add_parser("keys", help="an account's named, scoped API keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    key_list = keys_commands.add_parser("list", help="the working keys (never their secrets)")
+    key_list.add_argument("--account", type=int, required=True)
+    key_create = keys_commands.add_parser("create", help="make a key; prints its secret once")
+    key_create.add_argument("--account", type=int, required=True)
+    key_create.add_argument("--name", required=True)
+    key_create.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        help=f"a scope the key holds (repeat for more): {', '.join(accounts.SCOPES)}",
+    )
+    key_create.add_argument("--expires-in-days", type=int, help="default: never")
 
     link = commands.add_parser("link", help="create one tracked link (the API does this in bulk)")
     link.add_argument("action", choices=["create"])
@@ -472,6 +569,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
     "redirect": cmd_redirect,
     "api": cmd_api,
     "account": cmd_account,
+    "keys": cmd_keys,
     "link": cmd_link,
     "endpoint": cmd_endpoint,
     "deliveries": cmd_deliveries,

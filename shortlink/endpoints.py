@@ -45,6 +45,7 @@ import asyncpg
 from yarl import URL
 
 from shortlink import validation
+from shortlink.db import Executor
 from shortlink.exceptions import EndpointError, PrivateAddressError
 from shortlink.timestamps import rfc3339
 
@@ -241,7 +242,7 @@ async def get_endpoint(conn: asyncpg.Connection | asyncpg.Pool, account_id: int)
 
 
 async def set_endpoint(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Executor,
     account_id: int,
     *,
     url: str,

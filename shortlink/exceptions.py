@@ -23,6 +23,7 @@ code that catches the standard exception, ours or a library's, still sees it.
     ├── LinkNotFound           no link of the account has that token or client_ref
     ├── AmbiguousClientRef     a client_ref names several links where one is needed
     ├── BadCursor              a pagination cursor this service did not make (a ValueError too)
+    ├── TooManyKeys            the account has as many working API keys as it may
     └── TaskFailedError        a background task kept failing; the process must be replaced
 """
 
@@ -113,6 +114,10 @@ class AmbiguousClientRef(ShortlinkError):
 
 class BadCursor(ShortlinkError, ValueError):
     """A pagination cursor this service did not make; bad input, so a ValueError as well."""
+
+
+class TooManyKeys(ShortlinkError):
+    """The account has MAX_KEYS_PER_ACCOUNT working API keys already."""
 
 
 class TaskFailedError(ShortlinkError):

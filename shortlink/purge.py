@@ -15,7 +15,8 @@ supervised task; one process at a time, by an advisory lock) and by hand with
   (the per-minute series) the same retention. The per-campaign totals stay.
 - delivered deliveries: DELIVERY_RETENTION_DAYS (default 7); dead_events, dead
   deliveries, and pending deliveries and outbox rows of an endpoint disabled that
-  long: DEAD_RETENTION_DAYS (default 30); idempotency keys: their 24 hours; endpoints made
+  long, and keys revoked that long: DEAD_RETENTION_DAYS (default 30); the audit log:
+  AUDIT_RETENTION_DAYS (400); keys' rate-limit windows: a day unused; idempotency keys: their 24 hours; endpoints made
   from callback URLs: once unused for longer than a link can live, plus the grace,
   with nothing left to send.
 
@@ -61,6 +62,7 @@ class Retention:
     grace: timedelta = timedelta(days=30)  # after the last link of a week expired
     dead: timedelta = timedelta(days=30)
     delivered: timedelta = timedelta(days=7)
+    audit: timedelta = timedelta(days=400)
     batch: int = 5_000  # rows per DELETE
     interval: float = 3_600.0  # seconds between two runs of the job
 
@@ -74,6 +76,7 @@ class Retention:
             ),
             dead=timedelta(days=days("DEAD_RETENTION_DAYS", 30, minimum=1, maximum=3650)),
             delivered=timedelta(days=days("DELIVERY_RETENTION_DAYS", 7, minimum=1, maximum=3650)),
+            audit=timedelta(days=days("AUDIT_RETENTION_DAYS", 400, minimum=1, maximum=36_500)),
             batch=read.integer("PURGE_BATCH", 5_000, minimum=100, maximum=100_000),
             interval=read.duration(
                 "PURGE_INTERVAL_SECONDS", 3_600.0, minimum=1.0, maximum=86_400.0
@@ -388,6 +391,23 @@ async def _other_tables(
         "created_at < $1",
         policy.as_of - timedelta(hours=KEEP_HOURS),
         key="(account_id, key)",
+    )
+    report.rows["audit_log"] += await _batched(
+        conn, policy, report, "audit_log", "at < $1", policy.as_of - policy.retention.audit
+    )
+    # A key's rate-limit window is one row, rewritten each minute it is used: only the
+    # rows of keys unused for a day go (revoked ones included).
+    report.rows["api_key_windows"] += await _batched(
+        conn,
+        policy,
+        report,
+        "api_key_windows",
+        "window_start < $1",
+        policy.as_of - timedelta(days=1),
+        key="key_id",
+    )
+    report.rows["api_keys"] += await _batched(
+        conn, policy, report, "api_keys", "revoked_at < $1", dead
     )
     # A callback endpoint unused for longer than any link lives has no live link left.
     unused = policy.as_of - timedelta(days=partitions.MAX_LIFETIME_DAYS) - policy.retention.grace

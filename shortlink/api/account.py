@@ -6,8 +6,8 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from shortlink import accounts, validation
-from shortlink.api.auth import ACCOUNT_ID
+from shortlink import accounts, audit, validation
+from shortlink.api.auth import ACCOUNT_ID, KEY_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.keys import API_CONFIG
 from shortlink.exceptions import InvalidInput
@@ -61,7 +61,7 @@ async def patch(request: web.Request) -> web.Response:
     if not data:
         problems.add("(body)", f"give at least one of {', '.join(sorted(_FIELDS))}")
     problems.check()
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         settings = await accounts.update_settings(
             conn,
             request[ACCOUNT_ID],
@@ -69,5 +69,13 @@ async def patch(request: web.Request) -> web.Response:
             click_retention_days=retention or None,
             ip_storage=mode,
             expired_url=url if "expired_url" in data else accounts.UNSET,
+        )
+        await audit.record(
+            conn,
+            request[ACCOUNT_ID],
+            request.get(KEY_ID),
+            request.remote,
+            "account.settings_changed",
+            settings.public(),
         )
     return _json(settings)

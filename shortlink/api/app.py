@@ -15,6 +15,8 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from shortlink import endpoints, health, metrics, validation
 from shortlink.api import (
     account,
+    apikeys,
+    audit,
     campaigns,
     conversions,
     erasures,
@@ -23,7 +25,7 @@ from shortlink.api import (
     links,
     messages,
 )
-from shortlink.api.auth import auth_middleware
+from shortlink.api.auth import add_rate_limit_headers, auth_middleware
 from shortlink.api.campaign_list import list_campaigns
 from shortlink.api.config import ApiConfig
 from shortlink.api.dashboard import routes as dashboard
@@ -72,7 +74,7 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     app.cleanup_ctx.append(supervisor_context("shortlink_api"))
     app.cleanup_ctx.append(pool_context(config.service))
     app.cleanup_ctx.append(read_pool_context(config.service))
-    app.cleanup_ctx.append(idempotency.purge_context)
+    app.on_response_prepare.append(add_rate_limit_headers)
     app[RESPONSES] = Counter()
     app[LATENCY] = {}
     app[METRICS] = metrics.registry_of(lambda: _families(app))
@@ -100,6 +102,11 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     add("PUT", "/v1/endpoint", forwarding.put_endpoint)
     add("GET", "/v1/deliveries", forwarding.list_deliveries)
     add("POST", "/v1/deliveries/{request_identifier}/retry", forwarding.retry)
+    add("GET", "/v1/keys", apikeys.list_keys)
+    add("POST", "/v1/keys", apikeys.create)
+    add("DELETE", "/v1/keys/{key_id}", apikeys.delete)
+    add("POST", "/v1/keys/{key_id}/rotate", apikeys.rotate)
+    add("GET", "/v1/audit", audit.list_entries)
     dashboard.setup(app, config)
     return app
 

@@ -1,39 +1,99 @@
-"""Bearer API keys: every /v1 route but the OpenAPI document and /v1/docs needs one
-(the CSV routes take the dashboard's session cookie instead, signed in before this).
+"""Bearer API keys, their scopes and their rate limit: every /v1 route but the public ones
+(shortlink.api.scopes) needs a key (the CSV routes take the dashboard's session cookie
+instead, signed in before this).
 
-A key is looked up by its SHA-256 (shortlink.accounts); a missing, unknown,
-revoked or disabled key is a 401. The account found is the only one the
-request can see: other accounts' ids answer 404.
+A key is looked up by its SHA-256 and counted against its rate limit in the same
+statement (shortlink.accounts.use_key); a missing, unknown, revoked, expired or
+disabled key is a 401. Over the limit, a 429 with Retry-After; a key without the
+scope the route needs, a 403 naming the scope. Every answer to a request made
+with a working key carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset
+(seconds until the window ends). The account found is the only one the request
+can see: other accounts' ids answer 404.
 """
 
 from __future__ import annotations
 
+import math
+import time
+
 from aiohttp import web
 
-from shortlink.accounts import authenticate
+from shortlink.accounts import KeyUse, use_key
+from shortlink.api import scopes
 from shortlink.api.errors import ApiError, Handler
+from shortlink.api.keys import API_CONFIG
 from shortlink.pool import POOL
 
 ACCOUNT_ID = web.RequestKey("account_id", int)
-PUBLIC = frozenset({"/v1/openapi.json", "/v1/docs"})
+KEY_ID = web.RequestKey("key_id", int)  # the key the request came with (or its session's)
+SCOPES = web.RequestKey("scopes", frozenset[str])
+RATE = web.RequestKey("rate_limit", KeyUse)
 
 
 def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
+def _reset_seconds(use: KeyUse) -> int:
+    return max(1, math.ceil(use.reset_at - time.time()))
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/v1/") or request.path in PUBLIC:
+    if not request.path.startswith("/v1/") or request.path in scopes.PUBLIC_PATHS:
         return await handler(request)
     if ACCOUNT_ID in request:  # signed in by the dashboard's session cookie (CSV downloads)
+        require_scope(request)
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise _unauthorized("send Authorization: Bearer <api key>")
-    account_id = await authenticate(request.app[POOL], key.strip())
-    if account_id is None:
+    use = await use_key(
+        request.app[POOL], key.strip(), default_limit=request.app[API_CONFIG].rate_limit_per_minute
+    )
+    if use is None:
         raise _unauthorized("the API key is not valid")
-    request[ACCOUNT_ID] = account_id
+    request[RATE] = use
+    request[ACCOUNT_ID] = use.account_id
+    request[KEY_ID] = use.key_id
+    request[SCOPES] = use.scopes
+    if use.used > use.limit:
+        seconds = _reset_seconds(use)
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"this API key may make {use.limit} requests a minute; try again in {seconds} s",
+            headers={"Retry-After": str(seconds)},
+        )
+    require_scope(request)
     return await handler(request)
+
+
+def require_scope(request: web.Request) -> None:
+    """A 403 naming the scope unless the request's key holds the one its route needs."""
+    match_info = request.match_info
+    if match_info.http_exception is not None:  # no such route or method: its 404 or 405
+        return
+    resource = match_info.route.resource
+    route = resource.canonical if resource is not None else request.path
+    try:
+        needed = scopes.required(request.method, route)
+    except scopes.NoScope:
+        raise ApiError(403, "missing_scope", "this route is open to no API key") from None
+    if needed is not None and needed not in request.get(SCOPES, frozenset()):
+        raise ApiError(
+            403,
+            "missing_scope",
+            f"the API key does not hold the scope {needed}, which this route needs",
+            details=[{"field": "scope", "message": needed}],
+        )
+
+
+async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the key's rate-limit headers, on every answer to a keyed request."""
+    use = request.get(RATE)
+    if use is not None:
+        response.headers["RateLimit-Limit"] = str(use.limit)
+        response.headers["RateLimit-Remaining"] = str(use.remaining)
+        response.headers["RateLimit-Reset"] = str(_reset_seconds(use))

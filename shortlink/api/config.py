@@ -111,6 +111,7 @@ class ApiConfig:
     max_response_bytes: int
     shutdown_timeout: float
     dashboard: DashboardConfig
+    rate_limit_per_minute: int  # per key, unless its account sets its own
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiConfig:
@@ -149,4 +150,8 @@ class ApiConfig:
                 "SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0, maximum=600.0
             ),
             dashboard=DashboardConfig.from_env(env, addresses),
+            # Requests, not recipients, are counted: one request makes a whole campaign.
+            rate_limit_per_minute=read.integer(
+                "API_RATE_LIMIT_PER_MINUTE", 1200, minimum=1, maximum=1_000_000
+            ),
         )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from shortlink import erasures, validation
-from shortlink.api.auth import ACCOUNT_ID
+from shortlink import audit, erasures, validation
+from shortlink.api.auth import ACCOUNT_ID, KEY_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError
 from shortlink.pool import POOL
@@ -27,6 +27,16 @@ async def create(request: web.Request) -> web.Response:
         raise ApiError(422, "validation_failed", "phone_number: is required")
     async with request.app[POOL].acquire() as conn:
         erasure = await erasures.erase(conn, request[ACCOUNT_ID], phone)
+        # Its own entry once the erasure is done (it works in many transactions); the
+        # number is never in it.
+        await audit.record(
+            conn,
+            request[ACCOUNT_ID],
+            request.get(KEY_ID),
+            request.remote,
+            "erasure.made",
+            erasure.public(),
+        )
     return web.Response(
         status=201, body=orjson.dumps(erasure.public()), content_type="application/json"
     )

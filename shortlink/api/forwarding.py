@@ -8,8 +8,8 @@ import uuid
 import orjson
 from aiohttp import web
 
-from shortlink import deliveries, endpoints, validation
-from shortlink.api.auth import ACCOUNT_ID
+from shortlink import audit, deliveries, endpoints, validation
+from shortlink.api.auth import ACCOUNT_ID, KEY_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError, ValidationFailed, not_found
 from shortlink.api.keys import API_CONFIG, RESOLVER
@@ -52,20 +52,30 @@ async def put_endpoint(request: web.Request) -> web.Response:
     enabled = fields.boolean("enabled", True)
     wants_conversions = fields.boolean("conversions", False)
     problems.check()
+    account_id = request[ACCOUNT_ID]
     try:
-        endpoint = await endpoints.set_endpoint(
-            request.app[POOL],
-            request[ACCOUNT_ID],
-            url=url or "",
-            format=format_ or "json",
-            mode=mode or "every",
-            secret=secret,
-            enabled=enabled,
-            allow_private=request.app[API_CONFIG].service.allow_private_endpoints,
-            conversions=wants_conversions,
-            resolver=request.app[RESOLVER],
-            dns_timeout=request.app[API_CONFIG].service.endpoint_dns_timeout,
-        )
+        async with request.app[POOL].acquire() as conn, conn.transaction():
+            endpoint = await endpoints.set_endpoint(
+                conn,
+                account_id,
+                url=url or "",
+                format=format_ or "json",
+                mode=mode or "every",
+                secret=secret,
+                enabled=enabled,
+                allow_private=request.app[API_CONFIG].service.allow_private_endpoints,
+                conversions=wants_conversions,
+                resolver=request.app[RESOLVER],
+                dns_timeout=request.app[API_CONFIG].service.endpoint_dns_timeout,
+            )
+            await audit.record(
+                conn,
+                account_id,
+                request.get(KEY_ID),
+                request.remote,
+                "endpoint.changed",
+                endpoint.public(),
+            )
     except EndpointError as exc:
         raise ValidationFailed([{"field": exc.field, "message": exc.message}]) from None
     return _json(endpoint.public())

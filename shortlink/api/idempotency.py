@@ -110,33 +110,3 @@ async def respond(
             body,
         )
     return _json(status, body)
-
-
-def purge_context(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: forget keys older than 24 hours, once an hour."""
-
-    async def context() -> AsyncIterator[None]:
-        async def purge() -> None:
-            while True:
-                # A pool terminated under it (shutdown, a lost database) raises
-                # InternalClientError on release: the next hour tries again.
-                with contextlib.suppress(
-                    OSError,
-                    asyncpg.PostgresError,
-                    asyncpg.InterfaceError,
-                    asyncpg.exceptions.InternalClientError,
-                ):
-                    await app[POOL].execute(
-                        """
-                        DELETE FROM idempotency_keys
-                        WHERE created_at < now() - make_interval(hours => $1)
-                        """,
-                        KEEP_HOURS,
-                    )
-                await asyncio.sleep(_PURGE_EVERY)
-
-        task = app[SUPERVISOR].spawn("idempotency-purge", purge)
-        yield
-        await task.stop()
-
-    return context()

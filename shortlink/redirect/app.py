@@ -33,6 +33,7 @@ from shortlink.redirect.entries import LinkGroup
 from shortlink.redirect.listener import LISTENER, listener_context
 from shortlink.redirect.publisher import PUBLISHER, publisher_context
 from shortlink.redirect.response import CACHE_CONTROL, Heads, Redirect, encodable
+from shortlink.redirect.scanners import ScanGuard
 from shortlink.serve import HTTP_LOG, Handler
 from shortlink.supervise import SUPERVISOR, supervisor_context
 from shortlink.tokens import is_token
@@ -44,6 +45,7 @@ METRICS = web.AppKey("redirect_metrics", CollectorRegistry)
 # Answers other than the redirect itself, by status (the redirects are the
 # publisher's submitted clicks: nothing is counted twice on the hot path).
 STATUSES = web.AppKey("redirect_statuses", Counter[int])
+SCANS = web.AppKey("redirect_scan_guard", ScanGuard)
 
 _JSON = "application/json"
 _LOOKUP_ERRORS = (asyncpg.PostgresError, OSError, TimeoutError)
@@ -70,6 +72,7 @@ def create_app(config: RedirectConfig, *, worker_index: int = 0) -> web.Applicat
     )
     app.cleanup_ctx.append(listener_context(config))
     app[STATUSES] = Counter()
+    app[SCANS] = ScanGuard(config.scan_limit_per_minute)
     app[METRICS] = metrics.registry_of(lambda: _families(app))
     app.cleanup_ctx.append(metrics.writer_context(METRICS, worker_index))
     return app
@@ -123,6 +126,11 @@ def _families(app: web.Application) -> Iterator[Metric]:
         "shortlink_link_listener_reconnects",
         "Times the link-changes connection was made again",
         listener.reconnects,
+    )
+    yield metrics.counter(
+        "shortlink_scan_refusals",
+        "Unknown tokens answered 429: their address asked for too many this minute",
+        app[SCANS].refused,
     )
     yield metrics.gauge("shortlink_link_cache_entries", "Links in the cache", len(cache))
     yield metrics.gauge("shortlink_link_cache_groups", "Shared link groups", len(cache.groups))
@@ -189,6 +197,7 @@ def make_handler(app: web.Application) -> Handler:
     expired_places = listener.places.urls  # the same dict for the listener's lifetime
     StreamResponse = web.StreamResponse  # a local is a cheaper lookup on the hot path
     head = Heads(redirect_status).head
+    scans = app[SCANS]
 
     def page(status: int, body: bytes) -> web.Response:
         statuses[status] += 1
@@ -281,8 +290,21 @@ def make_handler(app: web.Application) -> Handler:
             supervisor.recovered("link-lookup")
             return unavailable()
         if found is None:
-            return page(404, pages.NOT_FOUND)
+            return unknown(request)
         return respond(request, token, *found)
+
+    def unknown(request: web.BaseRequest) -> web.StreamResponse:
+        """404, or 429 when the address has asked for too many unknown tokens this minute."""
+        peer = request.remote or ""
+        address = (
+            client_ip(peer, request.headers.get("X-Forwarded-For")) if behind_proxies else peer
+        )
+        wait = scans.unknown(address or "")
+        if wait is None:
+            return page(404, pages.NOT_FOUND)
+        response = page(429, pages.TOO_MANY)
+        response.headers["Retry-After"] = str(wait)
+        return response
 
     async def readyz(request: web.BaseRequest) -> web.StreamResponse:
         database, broker = await asyncio.gather(

@@ -30,6 +30,7 @@ class RedirectConfig:
     negative_cache_entries: int
     negative_cache_ttl: float
     trusted_proxies: tuple[IPNetwork, ...]
+    scan_limit_per_minute: int  # unknown tokens per client address (shortlink.redirect.scanners)
     publish_buffer_events: int
     publish_linger: float
     kafka_request_timeout: float
@@ -67,6 +68,9 @@ class RedirectConfig:
                 "NEGATIVE_CACHE_TTL_SECONDS", 5.0, minimum=0.0, maximum=3600.0
             ),
             trusted_proxies=read.networks("TRUSTED_PROXIES"),
+            scan_limit_per_minute=read.integer(
+                "SCAN_LIMIT_PER_MINUTE", 120, minimum=0, maximum=1_000_000
+            ),
             publish_buffer_events=read.integer(
                 "PUBLISH_BUFFER_EVENTS", 100_000, minimum=1, maximum=10**8
             ),

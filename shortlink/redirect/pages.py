@@ -56,6 +56,12 @@ DISABLED = _page(
     "<h1>Link no longer available</h1><p>The sender has disabled this short link.</p>",
 )
 
+TOO_MANY = _page(
+    "Too many requests",
+    "<h1>Too many requests</h1><p>This address asked for too many links that do not exist. "
+    "Please wait a minute.</p>",
+)
+
 UNAVAILABLE = _page(
     "Try again",
     "<h1>Temporarily unavailable</h1><p>Please try the link again in a moment.</p>",

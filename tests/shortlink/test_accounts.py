@@ -60,3 +60,21 @@ def test_only_key_shaped_strings_are_looked_up() -> None:
     assert accounts.is_key_shaped(accounts.new_api_key())
     for odd in ("", "sl_", "sl_" + "a" * 42, "sl_" + "a" * 44, "xx_" + "a" * 43, "sl_" + "!" * 43):
         assert not accounts.is_key_shaped(odd), odd
+
+
+async def test_a_key_is_still_checked_while_the_database_takes_no_writes(
+    db: asyncpg.Connection,
+) -> None:
+    """While writes fail as read-only (a failover left the pool on a standby), use_key
+    authenticates without counting instead of failing; revoked keys stay refused."""
+    made = await accounts.create_account(db, "read-only")
+    other = await accounts.create_account(db, "revoked")
+    await accounts.rotate_key(db, other.account_id)
+    await db.execute("SET default_transaction_read_only = on")
+    try:
+        use = await accounts.use_key(db, made.api_key, default_limit=10)
+        assert use is not None
+        assert (use.account_id, use.used, use.remaining) == (made.account_id, 0, 10)
+        assert await accounts.use_key(db, other.api_key, default_limit=10) is None
+    finally:
+        await db.execute("SET default_transaction_read_only = off")

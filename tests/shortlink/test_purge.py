@@ -142,8 +142,9 @@ async def test_clicks_follow_the_longest_retention_and_shorter_ones_go_in_batche
 
 
 async def test_other_tables_are_bounded(conn: asyncpg.Connection) -> None:
-    """Old dead events, deliveries, outbox rows of disabled endpoints, idempotency keys and
-    unused callback endpoints go; recent ones stay."""
+    """Old dead events, deliveries, outbox rows of disabled endpoints, idempotency keys,
+    audit entries, revoked keys and their rate-limit windows, and unused callback endpoints
+    go; recent ones stay."""
     account = await _account(conn)
     old = datetime.now(UTC) - timedelta(days=500)
     await conn.execute(
@@ -196,7 +197,32 @@ async def test_other_tables_are_bounded(conn: asyncpg.Connection) -> None:
         account,
         old,
     )
+    await conn.execute(
+        """
+        INSERT INTO audit_log (account_id, action, summary, at)
+        VALUES ($1, 'account.disabled', '{}', $2), ($1, 'account.disabled', '{}', now())
+        """,
+        account,
+        old,
+    )
+    revoked = await conn.fetchval(
+        """
+        INSERT INTO api_keys (account_id, key_hash, key_prefix, revoked_at)
+        VALUES ($1, $2, 'sl_old', $3) RETURNING id
+        """,
+        account,
+        bytes(32),
+        old,
+    )
+    await conn.execute(
+        "INSERT INTO api_key_windows (key_id, window_start, used) VALUES ($1, $2, 3)",
+        revoked,
+        old,
+    )
     report = await purge(conn, Policy(datetime.now(UTC)))
+    assert report.rows["audit_log"] == 1
+    assert report.rows["api_keys"] == 1
+    assert report.rows["api_key_windows"] == 1
     assert report.rows["dead_events"] == 1
     assert report.rows["deliveries"] == 3
     assert report.rows["outbox"] == 1

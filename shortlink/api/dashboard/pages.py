@@ -22,6 +22,7 @@ PAGE_SIZE = 50
 MAX_SEARCH = 200
 # A page keeps refreshing itself while its campaign had taps this recently.
 LIVE_WINDOW = timedelta(hours=1)
+DEFAULT_PAGE = "/dashboard/campaigns"
 _SAFE_NEXT = re.compile(r"^/dashboard/[A-Za-z0-9/_.~%?&=+-]*$")
 
 
@@ -35,11 +36,37 @@ def _secure(request: web.Request) -> bool:
     return request.app[API_CONFIG].dashboard.cookie_secure
 
 
-def _problem(request: web.Request, status: int, title: str, message: str) -> web.Response:
+def problem(request: web.Request, status: int, title: str, message: str) -> web.Response:
+    """A page that says what went wrong (the sign-in link below it)."""
     return page(request, "problem.html", {"title": title, "message": message}, status=status)
 
 
-async def _signed_in(request: web.Request) -> sessions.Session:
+def cross_site(request: web.Request) -> web.Response:
+    return problem(request, 403, "Refused", "The form was not sent from this site (Origin header).")
+
+
+def refused(request: web.Request, scope: str) -> web.Response:
+    """403: the session's key does not hold `scope`."""
+    return problem(
+        request,
+        403,
+        "Not allowed",
+        f"The API key this session was opened with does not hold the scope {scope}.",
+    )
+
+
+class PageAnswer(Exception):
+    """A page that ends the handler early (a refusal): the handler returns `response`.
+    (Raising a web.HTTPException instead would reach the API's error middleware and
+    become a JSON error.)"""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+async def signed_in(request: web.Request) -> sessions.Session:
+    """The request's session, or a redirect to the sign-in form (which comes back here)."""
     session = await sessions.current(request)
     if session is None:
         target = request.path_qs
@@ -47,14 +74,24 @@ async def _signed_in(request: web.Request) -> sessions.Session:
     return session
 
 
+def home(session: sessions.Session) -> str:
+    """The first page this session may see."""
+    if session.may("stats:read"):
+        return "/dashboard/campaigns"
+    if session.may("keys:admin"):
+        return "/dashboard/keys"
+    if session.may("account:admin"):
+        return "/dashboard/audit"
+    return "/dashboard/campaigns"  # which says what the key lacks
+
+
 def _redirect(location: str) -> NoReturn:
     raise web.HTTPSeeOther(location)
 
 
 async def index(request: web.Request) -> web.Response:
-    """GET /dashboard/: the campaigns, or the sign-in form."""
-    await _signed_in(request)
-    _redirect("/dashboard/campaigns")
+    """GET /dashboard/: the first page the session may see, or the sign-in form."""
+    _redirect(home(await signed_in(request)))
 
 
 async def signin_form(request: web.Request) -> web.Response:
@@ -66,21 +103,19 @@ def _next(value: str | None) -> str:
     """Where to go after signing in: a dashboard page of this site, nothing else."""
     if value and _SAFE_NEXT.match(value) and "//" not in value:
         return value
-    return "/dashboard/campaigns"
+    return DEFAULT_PAGE
 
 
 async def signin(request: web.Request) -> web.Response:
     """POST /dashboard/signin: check the key, set the session cookie."""
     if not sessions.same_origin(request):
-        return _problem(
-            request, 403, "Refused", "The form was not sent from this site (Origin header)."
-        )
+        return cross_site(request)
     try:
         form = await request.post()
     # An unknown charset, bytes it cannot decode, a multipart body without its boundary
     # or with broken part headers: the browser's own form is none of these.
     except (ValueError, LookupError, HttpProcessingError):
-        return _problem(request, 400, "Bad form", "The sign-in form could not be read.")
+        return problem(request, 400, "Bad form", "The sign-in form could not be read.")
     key = str(form.get("api_key", "")).strip()
     target = _next(str(form.get("next", "")))
     session = await sessions.sign_in_with_key(request.app[POOL], key, now=time.time())
@@ -91,6 +126,8 @@ async def signin(request: web.Request) -> web.Response:
             {"next": target, "error": "That API key is not valid."},
             status=401,
         )
+    if target == DEFAULT_PAGE:
+        target = home(session)
     response = web.HTTPSeeOther(target)
     sessions.set_cookie(response, request.app[sessions.SIGNER], session, secure=_secure(request))
     raise response
@@ -99,9 +136,7 @@ async def signin(request: web.Request) -> web.Response:
 async def signout(request: web.Request) -> web.Response:
     """POST /dashboard/signout: forget the session cookie."""
     if not sessions.same_origin(request):
-        return _problem(
-            request, 403, "Refused", "The form was not sent from this site (Origin header)."
-        )
+        return cross_site(request)
     response = web.HTTPSeeOther("/dashboard/signin")
     sessions.clear_cookie(response, secure=_secure(request))
     raise response
@@ -115,7 +150,7 @@ async def link(request: web.Request) -> web.Response:
         await sessions.sign_in_with_grant(request.app[POOL], grant, now=now) if grant else None
     )
     if session is None:
-        return _problem(
+        return problem(
             request, 403, "Link not valid", "This dashboard link is not valid or has expired."
         )
     target = campaign_url(session.campaign) if session.campaign else "/dashboard/campaigns"
@@ -126,7 +161,9 @@ async def link(request: web.Request) -> web.Response:
 
 async def campaigns(request: web.Request) -> web.Response:
     """GET /dashboard/campaigns?q=&cursor=: the account's campaigns, newest first."""
-    session = await _signed_in(request)
+    session = await signed_in(request)
+    if not session.may("stats:read"):
+        return refused(request, "stats:read")
     # NUL cannot be stored, so no campaign's name holds one.
     search = request.query.get("q", "").replace("\x00", "").strip()[:MAX_SEARCH]
     cursor = request.query.get("cursor") or None
@@ -140,7 +177,7 @@ async def campaigns(request: web.Request) -> web.Response:
             only=session.campaign,
         )
     except BadCursor:
-        return _problem(request, 400, "Bad page", "That page link is not one this site made.")
+        return problem(request, 400, "Bad page", "That page link is not one this site made.")
     query = {"q": search} if search else {}
     next_url = (
         f"/dashboard/campaigns?{urlencode({**query, 'cursor': next_cursor})}"
@@ -173,7 +210,9 @@ def _encodable(text: str) -> bool:
 
 async def campaign(request: web.Request) -> web.Response:
     """GET /dashboard/campaigns/{name}?phone=&cursor=: figures, charts and recipients."""
-    session = await _signed_in(request)
+    session = await signed_in(request)
+    if not session.may("stats:read"):
+        return refused(request, "stats:read")
     name = request.match_info["name"]
     pool = request.app[READ_POOL]
     headline = (
@@ -183,7 +222,7 @@ async def campaign(request: web.Request) -> web.Response:
     )
     breakdown = await stats.campaign(pool, session.account_id, name) if headline else None
     if headline is None or breakdown is None:
-        return _problem(request, 404, "No such campaign", "This account has no such campaign.")
+        return problem(request, 404, "No such campaign", "This account has no such campaign.")
     phone_query = request.query.get("phone", "").strip()[:MAX_SEARCH]
     digits = re.sub(r"\D", "", phone_query)
     cursor = request.query.get("cursor") or None
@@ -197,7 +236,7 @@ async def campaign(request: web.Request) -> web.Response:
             limit=PAGE_SIZE,
         )
     except BadCursor:
-        return _problem(request, 400, "Bad page", "That page link is not one this site made.")
+        return problem(request, 400, "Bad page", "That page link is not one this site made.")
     now = datetime.now(UTC)
     taps = await series.series(pool, session.account_id, name, headline["created_at"], now=now)
     histogram = await stats.first_tap_histogram(pool, session.account_id, name)

@@ -14,7 +14,7 @@ import re
 from aiohttp import web
 
 from shortlink.api.config import ApiConfig
-from shortlink.api.dashboard import apidocs, pages, sessions
+from shortlink.api.dashboard import admin, apidocs, pages, sessions
 from shortlink.api.dashboard.render import TEMPLATES, add_security_headers, environment, package_dir
 
 # Middleware for the API app, before auth: CSV downloads may use the session cookie.
@@ -40,6 +40,10 @@ def setup(app: web.Application, config: ApiConfig) -> None:
     add("GET", "/dashboard/link/{token}", pages.link)
     add("GET", "/dashboard/campaigns", pages.campaigns)
     add("GET", "/dashboard/campaigns/{name}", pages.campaign)
+    add("GET", "/dashboard/keys", admin.keys)
+    add("POST", "/dashboard/keys", admin.create_key)
+    add("POST", "/dashboard/keys/{key_id}/revoke", admin.revoke_key)
+    add("GET", "/dashboard/audit", admin.audit_log)
 
 
 STATIC = package_dir("static")

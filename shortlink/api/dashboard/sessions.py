@@ -8,10 +8,14 @@ expiry: a session lasts 12 hours, a link as long as `shortlink dashboard-link
 Every session comes from an API key and names it: the key signed in with, or for
 a link the account's key when the link was made (a link names it too). The
 session ends as soon as that key is revoked (`shortlink account rotate-key`
-revokes them all) or the account disabled, checked on every request with one
-indexed lookup; so does the link. A session from a link for one campaign sees
-that campaign and nothing else. Either way a session only reads. (Links and
-sessions made before links named their key name none, and are refused.)
+revokes them all), expires, or the account is disabled, checked on every request
+with one indexed lookup; so does the link. That lookup also reads the key's
+scopes, which are the session's: a session signed in with a key may do in the
+dashboard what the key may do in the API (read statistics with stats:read, manage
+keys with keys:admin, read the audit log with account:admin), and no more. A
+session from a dashboard link only reads statistics, whatever its key holds, and
+one for a campaign sees that campaign and nothing else. (Links and sessions made
+before links named their key name none, and are refused.)
 
 A cookie that carries no valid session (forged, tampered with, expired, revoked,
 or bytes that are not even ASCII) is treated as no cookie and cleared in the answer.
@@ -24,6 +28,7 @@ separate CSRF token.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +36,8 @@ from typing import Any
 from aiohttp import hdrs, web
 from itsdangerous import BadData, URLSafeSerializer
 
-from shortlink.accounts import hash_api_key, is_key_shaped
-from shortlink.api.auth import ACCOUNT_ID
+from shortlink.accounts import KEY_WORKS, hash_api_key, is_key_shaped, scopes_of
+from shortlink.api.auth import ACCOUNT_ID, KEY_ID, SCOPES
 from shortlink.api.config import DashboardConfig
 from shortlink.api.errors import Handler
 from shortlink.api.keys import API_CONFIG
@@ -52,9 +57,15 @@ class Session:
     key_id: int  # the API key it came from: signed in with, or its link was made under
     campaign: str | None  # the only campaign a link-made session may see
     expires_at: int  # seconds since the epoch
+    from_link: bool = False  # opened by a dashboard link: it only reads statistics
+    # The key's scopes, read from the database on every request (never from the cookie).
+    scopes: frozenset[str] = frozenset()
 
     def sees(self, campaign: str) -> bool:
         return self.campaign is None or self.campaign == campaign
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes
 
 
 @dataclass(frozen=True)
@@ -78,25 +89,32 @@ class Signer:
     def cookie(self, session: Session) -> str:
         return str(
             self._session.dumps(
-                [session.account_id, session.key_id, session.campaign, session.expires_at]
+                [
+                    session.account_id,
+                    session.key_id,
+                    session.campaign,
+                    session.expires_at,
+                    session.from_link,
+                ]
             )
         )
 
     def session(self, value: str, *, now: float) -> Session | None:
         """The session a cookie carries, or None if it is forged, tampered with or expired."""
-        fields = self._load(self._session, value, 4)
+        fields = self._load(self._session, value, 5)
         if fields is None:
             return None
-        account_id, key_id, campaign, expires_at = fields
+        account_id, key_id, campaign, expires_at, from_link = fields
         if not (
             _is_int(account_id)
             and _is_int(key_id)
             and (campaign is None or isinstance(campaign, str))
             and _is_int(expires_at)
             and expires_at > now
+            and isinstance(from_link, bool)
         ):
             return None
-        return Session(account_id, key_id, campaign, expires_at)
+        return Session(account_id, key_id, campaign, expires_at, from_link)
 
     def link_token(self, grant: Grant) -> str:
         return str(
@@ -121,6 +139,8 @@ class Signer:
 
     @staticmethod
     def _load(serializer: URLSafeSerializer, value: str, size: int) -> list[Any] | None:
+        # A cookie of an older release (four fields, no from_link) is no session: it is
+        # cleared and its browser signs in again.
         # What we sign is ASCII; a header can carry anything (bytes that were not
         # UTF-8 arrive as lone surrogates, which itsdangerous cannot even encode).
         if not value.isascii():
@@ -156,15 +176,21 @@ async def sign_in_with_key(conn: Executor, key: str, *, now: float) -> Session |
     if not is_key_shaped(key):  # also: text that is not even UTF-8 is never hashed
         return None
     row = await conn.fetchrow(
-        """
-        SELECT k.id, k.account_id FROM api_keys k JOIN accounts a ON a.id = k.account_id
-        WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND a.disabled_at IS NULL
+        f"""
+        SELECT k.id, k.account_id, k.scopes FROM api_keys k JOIN accounts a ON a.id = k.account_id
+        WHERE k.key_hash = $1 AND a.disabled_at IS NULL AND {KEY_WORKS}
         """,
         hash_api_key(key),
     )
     if row is None:
         return None
-    return Session(row["account_id"], row["id"], None, int(now) + SESSION_SECONDS)
+    return Session(
+        row["account_id"],
+        row["id"],
+        None,
+        int(now) + SESSION_SECONDS,
+        scopes=scopes_of(row["scopes"]),
+    )
 
 
 async def sign_in_with_grant(conn: Executor, grant: Grant, *, now: float) -> Session | None:
@@ -175,21 +201,31 @@ async def sign_in_with_grant(conn: Executor, grant: Grant, *, now: float) -> Ses
         grant.key_id,
         grant.campaign,
         min(grant.expires_at, int(now) + SESSION_SECONDS),
+        from_link=True,
     )
-    return session if await still_valid(conn, session) else None
+    return await still_valid(conn, session)
 
 
-async def still_valid(conn: Executor, session: Session) -> bool:
-    """The account is enabled and the key the session came from is not revoked."""
-    valid = await conn.fetchval(
-        """
-        SELECT true FROM api_keys k JOIN accounts a ON a.id = k.account_id
-        WHERE k.id = $2 AND a.id = $1 AND k.revoked_at IS NULL AND a.disabled_at IS NULL
+LINK_SCOPES = frozenset({"stats:read"})  # all a dashboard link's session may ever do
+
+
+async def still_valid(conn: Executor, session: Session) -> Session | None:
+    """The session with its key's scopes now, if the account is enabled and the key it came
+    from still works (not revoked nor expired); else None."""
+    row = await conn.fetchrow(
+        f"""
+        SELECT k.scopes FROM api_keys k JOIN accounts a ON a.id = k.account_id
+        WHERE k.id = $2 AND a.id = $1 AND a.disabled_at IS NULL AND {KEY_WORKS}
         """,
         session.account_id,
         session.key_id,
     )
-    return bool(valid)
+    if row is None:
+        return None
+    scopes = scopes_of(row["scopes"])
+    if session.from_link:
+        scopes &= LINK_SCOPES
+    return dataclasses.replace(session, scopes=scopes)
 
 
 async def current(request: web.Request) -> Session | None:
@@ -201,7 +237,9 @@ async def current(request: web.Request) -> Session | None:
     if not value or signer is None:
         return None
     session = signer.session(value, now=time.time())
-    if session is None or not await still_valid(request.app[POOL], session):
+    if session is not None:
+        session = await still_valid(request.app[POOL], session)
+    if session is None:
         request[STALE_COOKIE] = True
         return None
     request[SESSION] = session
@@ -270,6 +308,8 @@ async def csv_session_middleware(request: web.Request, handler: Handler) -> web.
         session = await current(request)
         if session is not None:
             request[ACCOUNT_ID] = session.account_id
+            request[KEY_ID] = session.key_id
+            request[SCOPES] = session.scopes
             if session.campaign is not None:
                 request[CAMPAIGN_SCOPE] = session.campaign
     return await handler(request)

@@ -22,6 +22,12 @@ generated:
   size): a longer one is sent as https://example.com/expired. POST /v1/messages
   states the URL's form in words (its schema has no room for one more pattern):
   a value of another form is sent as that URL too.
+- POST /v1/keys: expires_at must be in the future and at most ten years ahead (a
+  bound that moves with the clock): a valid case's time outside that is moved to a
+  day from the time of the call, in its own offset.
+- DELETE /v1/keys/{key_id} and POST /v1/keys/{key_id}/rotate: the key the fuzzer
+  calls with (its id in FUZZ_OWN_KEY_ID) is never revoked or rotated away, or every
+  later call would be a 401: a case naming it names key 0 instead (a 404).
 - Idempotency-Key: a key already used for a different request is refused (422, as
   the IETF draft says). Valid cases get a key of their own: the generated one with
   a unique tail, still 1 to 255 visible ASCII characters.
@@ -30,6 +36,7 @@ generated:
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,10 +56,16 @@ _MAX_METADATA = 4096
 _LATEST_AHEAD = timedelta(days=1)
 _MAX_URL = 2048
 _URL = re.compile(validation.URL_PATTERN)
+_LONGEST_KEY = timedelta(days=3650)
+_OWN_KEY = os.environ.get("FUZZ_OWN_KEY_ID", "")
+_KEY_ROUTES = {("DELETE", "/v1/keys/{key_id}"), ("POST", "/v1/keys/{key_id}/rotate")}
 
 
 @schemathesis.hook
 def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> None:
+    route = (case.method.upper(), case.operation.path)
+    if route in _KEY_ROUTES and str((case.path_parameters or {}).get("key_id")) == _OWN_KEY:
+        case.path_parameters = {**(case.path_parameters or {}), "key_id": 0}
     if case.meta is None or case.meta.generation.mode is not GenerationMode.POSITIVE:
         return
     key = (case.headers or {}).get(_KEY_HEADER)
@@ -80,6 +93,10 @@ def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> Non
         metadata = case.body.get("metadata")
         if isinstance(metadata, dict) and len(orjson.dumps(metadata)) > _MAX_METADATA:
             case.body["metadata"] = {}
+    elif route == ("POST", "/v1/keys"):
+        when = case.body.get("expires_at")
+        if isinstance(when, str):
+            case.body["expires_at"] = _ahead(when)
 
 
 def _normalised_length(url: str) -> int:
@@ -97,3 +114,15 @@ def _not_ahead(when: str) -> str:
         return when  # not a time the API reads: left for the API to judge
     now = datetime.now(moment.tzinfo or UTC)
     return when if moment <= now + _LATEST_AHEAD else now.isoformat()
+
+
+def _ahead(when: str) -> str:
+    """`when` if it is from now to ten years ahead, else a day from now in the same offset."""
+    try:
+        moment = datetime.fromisoformat(when)
+    except ValueError:
+        return when  # not a time the API reads: left for the API to judge
+    now = datetime.now(moment.tzinfo or UTC)
+    if now < moment <= now + _LONGEST_KEY - _LATEST_AHEAD:
+        return when
+    return (now + _LATEST_AHEAD).isoformat()

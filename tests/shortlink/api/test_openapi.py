@@ -11,7 +11,7 @@ import orjson
 import pytest
 from openapi_spec_validator import validate
 
-from shortlink import conversions, validation
+from shortlink import audit, conversions, validation
 from shortlink.api import forwarding, idempotency
 from shortlink.api.app import create_app, openapi_document
 from shortlink.api.config import ApiConfig
@@ -113,6 +113,7 @@ def test_the_document_states_the_patterns_the_code_checks() -> None:
         forwarding.WHSEC_PATTERN,
         clicks.CURSOR.pattern,
         summaries.CURSOR.pattern,
+        audit.CURSOR.pattern,
         "^[0-9A-Za-z]{6,8}$",  # tokens (shortlink.tokens.is_token); others answer 404
     }
     patterns = _patterns(orjson.loads(openapi_document()))

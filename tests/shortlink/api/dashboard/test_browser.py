@@ -13,6 +13,7 @@ import asyncpg
 from playwright.async_api import BrowserContext, ConsoleMessage, Dialog, Page, expect
 
 from forwarder.recorder import record
+from shortlink import accounts
 from tests.clicks import clicks
 from tests.infra import RunningServer
 from tests.shortlink.api.conftest import Tenant, new_tenant
@@ -202,3 +203,33 @@ async def test_other_accounts_campaign_is_not_found(
     assert await page.inner_text("h1") == "No such campaign"
     await page.goto(f"{dashboard.url}/dashboard/campaigns")
     assert await page.locator("#campaigns tbody td.name").count() == 0
+
+
+async def test_keys_page_makes_a_key_shows_it_once_and_revokes_it(
+    dashboard: RunningServer, context: BrowserContext, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """In Chromium: the keys page's form makes a scoped key and shows its secret once; the
+    key works; its Revoke button stops it; the audit page lists both; no CSP complaint."""
+    page = await context.new_page()
+    watch = Watch(page)
+    await sign_in(page, dashboard, tenant.key)
+    await page.click("nav.sections a[href='/dashboard/keys']")
+    await page.wait_for_url("**/dashboard/keys")
+    await page.fill("#name", "analysts")
+    await page.check("input[name=scopes][value='stats:read']")
+    await page.fill("#expires_in_days", "7")
+    await page.click("#newkey button[type=submit]")
+    await expect(page.locator("#secret")).to_have_text(re.compile(r"^sl_[A-Za-z0-9_-]{43}$"))
+    secret = await page.inner_text("#secret")
+    assert await accounts.authenticate(db, secret) == tenant.account_id
+    row = page.locator("#keys tbody tr", has_text="analysts")
+    await expect(row).to_contain_text("stats:read")
+    await row.locator("button", has_text="Revoke").click()
+    await page.wait_for_url("**/dashboard/keys")
+    await expect(page.locator("#keys tbody tr", has_text="analysts")).to_have_count(0)
+    assert await accounts.authenticate(db, secret) is None
+    await page.click("nav.sections a[href='/dashboard/audit']")
+    await page.wait_for_url("**/dashboard/audit")
+    await expect(page.locator("#audit tbody tr")).to_have_count(2)
+    assert secret not in await page.content()
+    assert watch.problems == []
