@@ -249,6 +249,8 @@ async def link_lifetime_days(conn: asyncpg.Connection | asyncpg.Pool, account_id
         "SELECT link_lifetime_days FROM accounts WHERE id = $1", account_id
     )
     return DEFAULT_LINK_LIFETIME_DAYS if days is None else days
+
+
 # -- named, scoped keys -----------------------------------------------------------
 
 

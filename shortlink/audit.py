@@ -29,7 +29,6 @@ a new kind of change adds its name here. Entries are kept AUDIT_RETENTION_DAYS
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from typing import Any
 
 import orjson

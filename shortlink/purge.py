@@ -16,9 +16,9 @@ supervised task; one process at a time, by an advisory lock) and by hand with
 - delivered deliveries: DELIVERY_RETENTION_DAYS (default 7); dead_events, dead
   deliveries, and pending deliveries and outbox rows of an endpoint disabled that
   long, and keys revoked that long: DEAD_RETENTION_DAYS (default 30); the audit log:
-  AUDIT_RETENTION_DAYS (400); keys' rate-limit windows: a day unused; idempotency keys: their 24 hours; endpoints made
-  from callback URLs: once unused for longer than a link can live, plus the grace,
-  with nothing left to send.
+  AUDIT_RETENTION_DAYS (400); keys' rate-limit windows: a day unused; idempotency
+  keys: their 24 hours; endpoints made from callback URLs: once unused for longer
+  than a link can live, plus the grace, with nothing left to send.
 
 Rows go in batches of `batch` (default 5,000), each its own short transaction;
 partitions are detached CONCURRENTLY (no lock that reads or writes wait for) and

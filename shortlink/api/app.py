@@ -21,7 +21,6 @@ from shortlink.api import (
     conversions,
     erasures,
     forwarding,
-    idempotency,
     links,
     messages,
 )

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from datetime import timedelta
-
-import asyncpg
 import orjson
 from aiohttp import web
 
 from shortlink import audit
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems
-from shortlink.api.keys import API_CONFIG
 from shortlink.pool import POOL
-from shortlink.supervise import SUPERVISOR
 
 MAX_CURSOR = 40
 _PURGE_EVERY = 3600.0

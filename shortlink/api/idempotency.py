@@ -9,12 +9,10 @@ The same key with a different body is a 422. Keys are kept for 24 hours.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
@@ -23,7 +21,6 @@ from shortlink.api import render
 from shortlink.api.errors import ApiError, ValidationFailed
 from shortlink.db import Connection
 from shortlink.pool import POOL
-from shortlink.supervise import SUPERVISOR
 
 log = logging.getLogger(__name__)
 
