@@ -141,3 +141,19 @@ async def test_record_refuses_an_action_name_out_of_form(
     """An action must be `<thing>.<what happened>` in lower case."""
     with pytest.raises(ValueError, match="not an audit action name"):
         await audit.record(db, tenant.account_id, None, None, "Drop Table", {})
+
+
+async def test_account_settings_and_erasures_are_recorded(client: Client) -> None:
+    """PATCH /v1/account records the settings it left; POST /v1/erasures records the
+    receipt's id and counts, never the number it erased."""
+    answer = await client.call("PATCH", "/v1/account", {"click_retention_days": 30})
+    assert answer.status == 200, answer.json
+    erased = await client.post("/v1/erasures", {"phone_number": "+44 7700 900555"})
+    assert erased.status == 201, erased.json
+    log = await entries(client)
+    assert [e["action"] for e in log[:2]] == ["erasure.made", "account.settings_changed"]
+    assert log[1]["summary"]["click_retention_days"] == 30
+    assert log[0]["summary"] == erased.json
+    text = orjson.dumps(log).decode()
+    assert "7700900555" not in text
+    assert "447700900555" not in text
