@@ -373,13 +373,20 @@ async def create_key(
 ) -> NewKey:
     """A new named key holding `scopes` (known ones, checked by the caller), or TooManyKeys.
     Run it in the caller's transaction (the account row is locked to count its keys)."""
+    await _room_for_a_key(conn, account_id)
+    return await _insert_key(conn, account_id, name, _ordered(scopes), expires_at)
+
+
+async def _room_for_a_key(conn: Connection, account_id: int) -> None:
+    """TooManyKeys unless the account has fewer than MAX_KEYS_PER_ACCOUNT working keys (a
+    rotated key in its overlap counts): the account row stays locked until the caller's
+    transaction ends, so concurrent creations and rotations count one after another."""
     await conn.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
     working = await conn.fetchval(
         f"SELECT count(*) FROM api_keys k WHERE k.account_id = $1 AND {KEY_WORKS}", account_id
     )
     if working >= MAX_KEYS_PER_ACCOUNT:
         raise TooManyKeys(f"an account may have {MAX_KEYS_PER_ACCOUNT} working keys")
-    return await _insert_key(conn, account_id, name, _ordered(scopes), expires_at)
 
 
 async def _insert_key(
@@ -474,7 +481,10 @@ async def rotate_named_key(
     conn: Connection, account_id: int, key_id: int, overlap_seconds: int
 ) -> NewKey | None:
     """A new key like `key_id` (name, scopes, expiry); the old one works `overlap_seconds`
-    longer. None if the account has no such working key. Run it in a transaction."""
+    longer. None if the account has no such working key; TooManyKeys at the keys' cap (a
+    key in its overlap still works, so rotating must not make keys without bound). Run it
+    in a transaction."""
+    await _room_for_a_key(conn, account_id)
     row = await conn.fetchrow(
         f"""
         UPDATE api_keys k

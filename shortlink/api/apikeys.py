@@ -9,7 +9,7 @@ transaction. The dashboard's keys page goes through the same functions
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +19,7 @@ from aiohttp import web
 from shortlink import accounts, audit
 from shortlink.accounts import SCOPES, NewKey
 from shortlink.api.auth import ACCOUNT_ID, KEY_ID
+from shortlink.api.auth import SCOPES as HELD
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError, not_found
 from shortlink.conversions import OCCURRED_AT_PATTERN
@@ -75,6 +76,20 @@ def checked_key_request(data: Mapping[str, Any]) -> tuple[str, list[str], dateti
     )
 
 
+def check_granted(scopes: Collection[str], held: frozenset[str]) -> None:
+    """403 unless the caller holds every scope of the key it makes, rotates or revokes: a
+    keys:admin key cannot give itself, or take from a stronger key, what it lacks."""
+    missing = [scope for scope in accounts.SCOPES if scope in scopes and scope not in held]
+    if missing:
+        raise ApiError(
+            403,
+            "missing_scope",
+            "a key can make, rotate or revoke only keys whose scopes it holds itself; "
+            f"this one lacks {', '.join(missing)}",
+            details=[{"field": "scope", "message": scope} for scope in missing],
+        )
+
+
 async def create_key(
     conn: Connection,
     account_id: int,
@@ -83,8 +98,11 @@ async def create_key(
     name: str,
     scopes: list[str],
     expires_at: datetime | None,
+    held: frozenset[str],
 ) -> NewKey:
-    """Make the key and its audit entry, in one transaction (409 at the keys' cap)."""
+    """Make the key and its audit entry, in one transaction (409 at the keys' cap; 403 for a
+    scope the maker does not hold)."""
+    check_granted(scopes, held)
     async with conn.transaction():
         try:
             made = await accounts.create_key(
@@ -110,12 +128,21 @@ async def create_key(
 
 
 async def revoke_key(
-    conn: Connection, account_id: int, by_key: int | None, client_address: str | None, key_id: int
+    conn: Connection,
+    account_id: int,
+    by_key: int | None,
+    client_address: str | None,
+    key_id: int,
+    held: frozenset[str],
 ) -> bool:
-    """Revoke the key and record it, in one transaction; False if no such working key."""
+    """Revoke the key and record it, in one transaction; False if no such working key (403
+    for a key holding a scope the revoker does not)."""
     async with conn.transaction():
         listed = await accounts.key_summary(conn, account_id, key_id)
-        if listed is None or not await accounts.revoke_key(conn, account_id, key_id):
+        if listed is None:
+            return False
+        check_granted(listed["scopes"], held)
+        if not await accounts.revoke_key(conn, account_id, key_id):
             return False
         await audit.record(
             conn,
@@ -147,6 +174,7 @@ async def create(request: web.Request) -> web.Response:
             name,
             scopes,
             expires_at,
+            request.get(HELD, frozenset()),
         )
     return _json(made.public(), 201)
 
@@ -161,7 +189,12 @@ async def delete(request: web.Request) -> web.Response:
     key_id = key_id_of(request.match_info["key_id"])
     async with request.app[POOL].acquire() as conn:
         if not await revoke_key(
-            conn, request[ACCOUNT_ID], request.get(KEY_ID), request.remote, key_id
+            conn,
+            request[ACCOUNT_ID],
+            request.get(KEY_ID),
+            request.remote,
+            key_id,
+            request.get(HELD, frozenset()),
         ):
             raise not_found("key")
     return web.Response(status=204)
@@ -178,7 +211,14 @@ async def rotate(request: web.Request) -> web.Response:
     problems.check()
     account_id = request[ACCOUNT_ID]
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        made = await accounts.rotate_named_key(conn, account_id, key_id, overlap)
+        listed = await accounts.key_summary(conn, account_id, key_id)
+        if listed is None:
+            raise not_found("key")
+        check_granted(listed["scopes"], request.get(HELD, frozenset()))
+        try:
+            made = await accounts.rotate_named_key(conn, account_id, key_id, overlap)
+        except TooManyKeys as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
         if made is None:
             raise not_found("key")
         await audit.record(

@@ -127,6 +127,7 @@ async def create_key(request: web.Request) -> web.Response:
                 name,
                 scopes,
                 expires_at,
+                session.scopes,
             )
     except ApiError as exc:
         problems = exc.details or [{"field": "(form)", "message": exc.message}]
@@ -144,10 +145,13 @@ async def revoke_key(request: web.Request) -> web.Response:
         key_id = apikeys.key_id_of(request.match_info["key_id"])
     except ApiError:
         key_id = 0
-    async with request.app[POOL].acquire() as conn:
-        revoked = key_id and await apikeys.revoke_key(
-            conn, session.account_id, session.key_id, request.remote, key_id
-        )
+    try:
+        async with request.app[POOL].acquire() as conn:
+            revoked = key_id and await apikeys.revoke_key(
+                conn, session.account_id, session.key_id, request.remote, key_id, session.scopes
+            )
+    except ApiError as exc:
+        return pages.problem(request, exc.status, "Not allowed", exc.message)
     if not revoked:
         return pages.problem(request, 404, "No such key", "This account has no such working key.")
     raise web.HTTPSeeOther("/dashboard/keys")

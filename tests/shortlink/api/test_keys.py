@@ -209,6 +209,51 @@ async def test_an_account_has_at_most_a_hundred_working_keys(
     assert answer.status == 409
 
 
+async def test_rotating_counts_against_the_cap(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """A rotated key still works during its overlap, so rotating at the cap is a 409 too
+    (rotation cannot make keys, nor rate-limit windows, without bound)."""
+    made = await make_key(client, "stats:read")
+    for _ in range(accounts.MAX_KEYS_PER_ACCOUNT - 2):  # the account's first key and `made`
+        async with db.transaction():
+            await accounts.create_key(
+                db, tenant.account_id, name="bulk", scopes=["stats:read"], expires_at=None
+            )
+    answer = await client.post(f"/v1/keys/{made['id']}/rotate", {"overlap_seconds": 3600})
+    assert answer.status == 409
+    listed = (await client.get("/v1/keys")).json["keys"]
+    assert len(listed) == accounts.MAX_KEYS_PER_ACCOUNT
+
+
+async def test_a_key_gives_only_scopes_it_holds(client: Client) -> None:
+    """A keys:admin key cannot make a key with more, nor rotate or revoke a key holding a
+    scope it lacks (403 naming it); keys within its own scopes it manages."""
+    admin = await make_key(client, "keys:admin", "stats:read", name="admin")
+    own = {"key": admin["key"]}
+    more = await client.call(
+        "POST", "/v1/keys", {"name": "x", "scopes": ["account:admin"]}, key=own["key"]
+    )
+    assert more.status == 403
+    assert more.json["error"]["code"] == "missing_scope"
+    assert "account:admin" in more.json["error"]["message"]
+    master = (await client.get("/v1/keys")).json["keys"]
+    strongest = next(k for k in master if "account:admin" in k["scopes"])
+    rotated = await client.call(
+        "POST", f"/v1/keys/{strongest['id']}/rotate", {"overlap_seconds": 0}, key=own["key"]
+    )
+    assert rotated.status == 403
+    revoked = await client.call("DELETE", f"/v1/keys/{strongest['id']}", key=own["key"])
+    assert revoked.status == 403
+    weaker = await client.call(
+        "POST", "/v1/keys", {"name": "reader", "scopes": ["stats:read"]}, key=own["key"]
+    )
+    assert weaker.status == 201
+    gone = await client.call("DELETE", f"/v1/keys/{weaker.json['id']}", key=own["key"])
+    assert gone.status == 204
+    assert (await client.get("/v1/keys")).status == 200  # the strongest key still works
+
+
 async def test_the_cli_creates_and_lists_keys(
     database_url: str, tenant: Tenant, db: asyncpg.Connection, client: Client
 ) -> None:
