@@ -3,7 +3,8 @@ one number, removed or nulled everywhere it is kept, the counts left as they are
 
 What is changed, table by table, one transaction per batch of BATCH links or rows:
 
-- **clicks** of the number's links: phone number, client address, user agent,
+- **clicks** of the number's links, and those carrying the number whose links were
+  already dropped (clicks are kept longer than links): phone number, client address, user agent,
   referer, country and region become null (the device, browser and bot flag, which
   name nobody, stay; so do the campaign counters);
 - **conversions** of those links: the metadata the enterprise posted becomes null;
@@ -78,13 +79,17 @@ async def erase(conn: Connection, account_id: int, phone: str) -> Erasure:
     """Erase `phone` (normalised: shortlink.validation.phone_number) from the account."""
     requested_at = datetime.now(UTC)
     link_ids = await _links_of(conn, account_id, phone)
-    clicks = await _erase_clicks(conn, account_id, link_ids)
+    # Clicks outlive their links (shortlink.purge): those of links already dropped are
+    # found by the number they carry.
+    gone = await _links_of_clicks(conn, account_id, phone)
+    clicks = await _erase_clicks(conn, account_id, sorted(set(link_ids) | set(gone)))
     conversions = 0
-    for start in range(0, len(link_ids), BATCH):
+    with_gone = sorted(set(link_ids) | set(gone))
+    for start in range(0, len(with_gone), BATCH):
         status = await conn.execute(
             "UPDATE conversions SET metadata = NULL "
             "WHERE link_id = ANY($1::bigint[]) AND metadata IS NOT NULL",
-            link_ids[start : start + BATCH],
+            with_gone[start : start + BATCH],
         )
         conversions += int(status.split()[-1])
     deliveries = await _erase_deliveries(conn, account_id, phone)
@@ -143,6 +148,28 @@ async def _links_of(conn: Connection, account_id: int, phone: str) -> list[int]:
         phone,
     )
     return sorted(row["id"] for row in rows)
+
+
+async def _links_of_clicks(conn: Connection, account_id: int, phone: str) -> list[int]:
+    """The link ids of the account's clicks that carry `phone`, their links dropped or not:
+    the clicks index (account_id, client_identifier, ...) read once per campaign, with the
+    number as a filter (an erasure is rare; a campaign's clicks are read, not the table)."""
+    rows = await conn.fetch(
+        """
+        SELECT c.link_id FROM campaign_stats s
+        CROSS JOIN LATERAL (
+            SELECT DISTINCT link_id FROM clicks
+            WHERE account_id = $1 AND client_identifier = s.campaign AND phone_number = $2
+        ) AS c
+        WHERE s.account_id = $1
+        UNION
+        SELECT link_id FROM clicks
+        WHERE account_id = $1 AND client_identifier IS NULL AND phone_number = $2
+        """,
+        account_id,
+        phone,
+    )
+    return sorted(row["link_id"] for row in rows)
 
 
 async def _erase_clicks(conn: Connection, account_id: int, link_ids: list[int]) -> int:

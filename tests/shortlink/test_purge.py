@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from shortlink import accounts, partitions
+from shortlink import accounts, erasures, partitions
 from shortlink.links import NewLink, create_links
 from shortlink.purge import Policy, PurgeJob, Retention, purge
 from tests.infra import shortlink, wait_until
@@ -347,3 +347,33 @@ def test_the_command_refuses_to_act_as_at_a_moment_ahead(own_database_url: str) 
     done = shortlink({"DATABASE_URL": own_database_url}, "purge", "--as-of", "2031-01-01")
     assert done.returncode == 2
     assert "--dry-run" in done.stderr
+
+
+async def test_an_erasure_finds_the_clicks_of_links_already_dropped(
+    conn: asyncpg.Connection,
+) -> None:
+    """Clicks outlive their links: once a week of links is dropped, erasing the number still
+    nulls its clicks, found by the number they carry."""
+    account = await _account(conn)
+    phone = "447700900123"
+    [link] = await create_links(
+        conn, account, [NewLink("https://e.example/g", phone, None, "spring")]
+    )
+    await conn.execute(
+        """
+        INSERT INTO clicks (event_id, link_id, account_id, clicked_at, method, user_agent,
+                            client_ip, phone_number, client_identifier)
+        VALUES ($1, $2, $3, now(), 'GET', 'UA', '203.0.113.9', $4, 'spring')
+        """,
+        uuid.uuid4(),
+        link.id,
+        account,
+        phone,
+    )
+    later = link.expires_at + timedelta(days=31) + partitions.WEEK
+    report = await purge(conn, Policy(later))
+    assert report.rows["links"] == 1
+    erased = await erasures.erase(conn, account, phone)
+    assert erased.clicks == 1
+    row = await conn.fetchrow("SELECT phone_number, client_ip, user_agent FROM clicks")
+    assert tuple(row) == (None, None, None)
