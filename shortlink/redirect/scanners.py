@@ -11,14 +11,18 @@ Only the unknown-token path counts and checks: a token found in the cache, or by
 the lookup, is redirected at once whoever asks, so a throttled address's taps on
 real links are never slowed, and a cache hit does no more work than before. The
 count is per worker process: a scanner whose connections the kernel spreads over
-W workers (SO_REUSEPORT) is refused after at most W x the limit. Memory is bounded:
-at most MAX_ADDRESSES addresses are counted per window; more, and the new ones go
-uncounted until the window ends (a flood from that many addresses is a matter for
-the network's own defences).
+W workers (SO_REUSEPORT) is refused after at most W x the limit.
+
+An IPv6 client is counted by its /64, the smallest network one subscriber gets (a
+scanner rotating addresses inside its own /64 is one client). Memory is bounded: at
+most MAX_ADDRESSES clients are counted per window; past that, every new client of the
+window shares one count (OVERFLOW), so a flood from many addresses is refused
+together instead of going uncounted, while the clients counted before keep their own.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections.abc import Callable
@@ -26,6 +30,22 @@ from collections.abc import Callable
 WINDOW_SECONDS = 60.0
 MAX_ADDRESSES = 100_000
 MAX_ADDRESS_LENGTH = 64
+OVERFLOW = "(overflow)"  # the one count of the clients past MAX_ADDRESSES
+
+
+def client_of(address: str) -> str:
+    """What is counted for `address`: an IPv4 address as it is, an IPv6 one as its /64
+    (its first four groups, the zone id dropped); anything else, its first characters."""
+    address = address[:MAX_ADDRESS_LENGTH]  # an IPv6 scope id can be any length
+    if ":" not in address:
+        return address
+    try:
+        parsed = ipaddress.IPv6Address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(ipaddress.IPv6Network((parsed, 64), strict=False))
 
 
 class ScanGuard:
@@ -49,13 +69,15 @@ class ScanGuard:
         if now >= self._ends_at:
             self._counts.clear()
             self._ends_at = now + WINDOW_SECONDS
-        address = address[:MAX_ADDRESS_LENGTH]  # an IPv6 scope id can be any length
+        address = client_of(address)
         counts = self._counts
         seen = counts.get(address)
         if seen is None:
             if len(counts) >= MAX_ADDRESSES:
-                return None
-            seen = 0
+                address = OVERFLOW
+                seen = counts.get(address, 0)
+            else:
+                seen = 0
         counts[address] = seen + 1
         if seen < self.limit:
             return None

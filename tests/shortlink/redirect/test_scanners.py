@@ -54,14 +54,30 @@ def test_a_limit_of_zero_counts_nothing() -> None:
 
 
 def test_memory_is_bounded_by_the_addresses_counted() -> None:
-    """Past MAX_ADDRESSES in a window, new addresses go uncounted (and answer 404)."""
-    guard = ScanGuard(1)
+    """Past MAX_ADDRESSES in a window, new addresses share one count: a flood from many
+    addresses is refused together, memory stays bounded, the counted ones keep theirs."""
+    guard = ScanGuard(2)
     for index in range(scanners.MAX_ADDRESSES):
         guard.unknown(str(index))
     assert len(guard) == scanners.MAX_ADDRESSES
-    assert guard.unknown("new") is None
-    assert guard.unknown("new") is None
-    assert len(guard) == scanners.MAX_ADDRESSES
+    assert guard.unknown("new-1") is None
+    assert guard.unknown("new-2") is None
+    assert guard.unknown("new-3") is not None  # the third newcomer: the shared count is spent
+    assert len(guard) == scanners.MAX_ADDRESSES + 1
+    assert guard.unknown("0") is None  # a counted address: its own second unknown token
+
+
+def test_an_ipv6_client_is_counted_by_its_64() -> None:
+    """Addresses rotated inside one /64 are one client; another /64 is another; an
+    IPv4-mapped address is its IPv4 address."""
+    guard = ScanGuard(3)
+    answers = [guard.unknown(f"2001:db8:1:2::{index:x}") for index in range(5)]
+    assert answers[:3] == [None, None, None]
+    assert all(answer is not None for answer in answers[3:])
+    assert guard.unknown("2001:db8:1:3::1") is None
+    assert scanners.client_of("::ffff:198.51.100.7") == "198.51.100.7"
+    assert scanners.client_of("2001:db8:1:2:aaaa::1%eth0") == "2001:db8:1:2::/64"
+    assert scanners.client_of("not an address") == "not an address"
 
 
 async def test_a_scanner_gets_429_while_its_real_taps_redirect(
