@@ -7,7 +7,7 @@ import orjson
 from aiohttp import web
 
 from shortlink import accounts, audit, validation
-from shortlink.api.auth import ACCOUNT_ID, KEY_ID
+from shortlink.api.auth import ACCOUNT_ID, KEY_ID, client_address
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.keys import API_CONFIG
 from shortlink.exceptions import InvalidInput
@@ -74,7 +74,7 @@ async def patch(request: web.Request) -> web.Response:
             conn,
             request[ACCOUNT_ID],
             request.get(KEY_ID),
-            request.remote,
+            client_address(request),
             "account.settings_changed",
             settings.public(),
         )

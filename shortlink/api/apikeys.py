@@ -18,7 +18,7 @@ from aiohttp import web
 
 from shortlink import accounts, audit
 from shortlink.accounts import SCOPES, NewKey
-from shortlink.api.auth import ACCOUNT_ID, KEY_ID
+from shortlink.api.auth import ACCOUNT_ID, KEY_ID, client_address
 from shortlink.api.auth import SCOPES as HELD
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError, not_found
@@ -170,7 +170,7 @@ async def create(request: web.Request) -> web.Response:
             conn,
             request[ACCOUNT_ID],
             request.get(KEY_ID),
-            request.remote,
+            client_address(request),
             name,
             scopes,
             expires_at,
@@ -192,7 +192,7 @@ async def delete(request: web.Request) -> web.Response:
             conn,
             request[ACCOUNT_ID],
             request.get(KEY_ID),
-            request.remote,
+            client_address(request),
             key_id,
             request.get(HELD, frozenset()),
         ):
@@ -225,7 +225,7 @@ async def rotate(request: web.Request) -> web.Response:
             conn,
             account_id,
             request.get(KEY_ID),
-            request.remote,
+            client_address(request),
             "key.rotated",
             {
                 "id": key_id,

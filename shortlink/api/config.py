@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shortlink.config import EnvReader, ServiceConfig
+from shortlink.config import EnvReader, IPNetwork, ServiceConfig
 from shortlink.exceptions import ConfigError
 
 MIN_SECRET_LENGTH = 32
@@ -112,6 +112,9 @@ class ApiConfig:
     shutdown_timeout: float
     dashboard: DashboardConfig
     rate_limit_per_minute: int  # per key, unless its account sets its own
+    # Proxies whose X-Forwarded-For names the client (the audit log's address), as for the
+    # redirect server (shortlink.clientip).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiConfig:
@@ -154,4 +157,5 @@ class ApiConfig:
             rate_limit_per_minute=read.integer(
                 "API_RATE_LIMIT_PER_MINUTE", 1200, minimum=1, maximum=1_000_000
             ),
+            trusted_proxies=read.networks("TRUSTED_PROXIES"),
         )

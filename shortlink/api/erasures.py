@@ -6,7 +6,7 @@ import orjson
 from aiohttp import web
 
 from shortlink import audit, erasures, validation
-from shortlink.api.auth import ACCOUNT_ID, KEY_ID
+from shortlink.api.auth import ACCOUNT_ID, KEY_ID, client_address
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError
 from shortlink.pool import POOL
@@ -33,7 +33,7 @@ async def create(request: web.Request) -> web.Response:
             conn,
             request[ACCOUNT_ID],
             request.get(KEY_ID),
-            request.remote,
+            client_address(request),
             "erasure.made",
             erasure.public(),
         )

@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from shortlink import audit, deliveries, endpoints, validation
-from shortlink.api.auth import ACCOUNT_ID, KEY_ID
+from shortlink.api.auth import ACCOUNT_ID, KEY_ID, client_address
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.errors import ApiError, ValidationFailed, not_found
 from shortlink.api.keys import API_CONFIG, RESOLVER
@@ -72,7 +72,7 @@ async def put_endpoint(request: web.Request) -> web.Response:
                 conn,
                 account_id,
                 request.get(KEY_ID),
-                request.remote,
+                client_address(request),
                 "endpoint.changed",
                 endpoint.public(),
             )

@@ -24,10 +24,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from shortlink import health, logs, metrics
+from shortlink.clientip import resolver
 from shortlink.pool import POOL, pool_context
 from shortlink.redirect import pages
 from shortlink.redirect.cache import CACHE, cache_context
-from shortlink.redirect.clientip import resolver
 from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.entries import LinkGroup
 from shortlink.redirect.listener import LISTENER, listener_context

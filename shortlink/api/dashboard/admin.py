@@ -20,6 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from shortlink import accounts, audit
 from shortlink.api import apikeys
+from shortlink.api.auth import client_address
 from shortlink.api.dashboard import pages, sessions
 from shortlink.api.dashboard.render import page
 from shortlink.api.errors import ApiError
@@ -123,7 +124,7 @@ async def create_key(request: web.Request) -> web.Response:
                 conn,
                 session.account_id,
                 session.key_id,
-                request.remote,
+                client_address(request),
                 name,
                 scopes,
                 expires_at,
@@ -148,7 +149,12 @@ async def revoke_key(request: web.Request) -> web.Response:
     try:
         async with request.app[POOL].acquire() as conn:
             revoked = key_id and await apikeys.revoke_key(
-                conn, session.account_id, session.key_id, request.remote, key_id, session.scopes
+                conn,
+                session.account_id,
+                session.key_id,
+                client_address(request),
+                key_id,
+                session.scopes,
             )
     except ApiError as exc:
         return pages.problem(request, exc.status, "Not allowed", exc.message)

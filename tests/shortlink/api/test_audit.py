@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import asyncpg
 import orjson
 import pytest
 
 from shortlink import audit
-from tests.infra import shortlink
+from shortlink.api.app import create_app
+from shortlink.api.config import ApiConfig
+from tests.infra import running, shortlink
 from tests.shortlink.api.conftest import Client, Tenant
 
 
@@ -157,3 +160,23 @@ async def test_account_settings_and_erasures_are_recorded(client: Client) -> Non
     text = orjson.dumps(log).decode()
     assert "7700900555" not in text
     assert "447700900555" not in text
+
+
+@pytest.mark.parametrize("api_env_extra", [{"TRUSTED_PROXIES": "127.0.0.1/32"}])
+async def test_behind_a_trusted_proxy_the_client_address_is_recorded(
+    api_env: dict[str, str], api_env_extra: dict[str, str], tenant: Tenant
+) -> None:
+    """Behind TRUSTED_PROXIES the entry keeps the client's address from X-Forwarded-For,
+    every line of it, not the proxy's."""
+    config = ApiConfig.from_env({**api_env, **api_env_extra})
+    async with running(create_app(config)) as server, aiohttp.ClientSession() as session:
+        client = Client(server, session, tenant.key)
+        answer = await client.call(
+            "PATCH",
+            "/v1/account",
+            {"click_retention_days": 31},
+            headers={"X-Forwarded-For": "198.51.100.23"},
+        )
+        assert answer.status == 200, answer.json
+        [entry] = (await client.get("/v1/audit")).json["entries"]
+    assert entry["client_address"] == "198.51.100.23"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from shortlink.redirect.clientip import resolver
+from shortlink.clientip import resolver
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32"))
 
