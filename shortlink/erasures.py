@@ -131,45 +131,38 @@ async def erase(conn: Connection, account_id: int, phone: str) -> Erasure:
 
 
 async def _links_of(conn: Connection, account_id: int, phone: str) -> list[int]:
-    """The ids of the account's links to `phone`: one index probe per campaign."""
-    rows = await conn.fetch(
-        """
-        SELECT l.id FROM campaign_stats s
-        CROSS JOIN LATERAL (
-            SELECT id FROM links
-            WHERE account_id = $1 AND client_identifier = s.campaign AND phone_number = $2
-        ) AS l
-        WHERE s.account_id = $1
-        UNION
-        SELECT id FROM links
-        WHERE account_id = $1 AND client_identifier IS NULL AND phone_number = $2
-        """,
-        account_id,
-        phone,
-    )
-    return sorted(row["id"] for row in rows)
+    """The ids of the account's links to `phone`."""
+    return await _ids_by_number(conn, account_id, phone, "links", "id")
 
 
 async def _links_of_clicks(conn: Connection, account_id: int, phone: str) -> list[int]:
-    """The link ids of the account's clicks that carry `phone`, their links dropped or not:
-    the clicks index (account_id, client_identifier, ...) read once per campaign, with the
-    number as a filter (an erasure is rare; a campaign's clicks are read, not the table)."""
+    """The link ids of the account's clicks that carry `phone`, their links dropped or not
+    (an erasure is rare: a campaign's clicks are read, not the table)."""
+    return await _ids_by_number(conn, account_id, phone, "clicks", "link_id")
+
+
+async def _ids_by_number(
+    conn: Connection, account_id: int, phone: str, table: str, column: str
+) -> list[int]:
+    """`column` of the account's rows of `table` (links or clicks) with `phone`: the
+    table's (account_id, client_identifier, ...) index probed once per campaign of the
+    account (campaign_stats lists them), the number a filter."""
     rows = await conn.fetch(
-        """
-        SELECT c.link_id FROM campaign_stats s
+        f"""
+        SELECT x.{column} FROM campaign_stats s
         CROSS JOIN LATERAL (
-            SELECT DISTINCT link_id FROM clicks
+            SELECT DISTINCT {column} FROM {table}
             WHERE account_id = $1 AND client_identifier = s.campaign AND phone_number = $2
-        ) AS c
+        ) AS x
         WHERE s.account_id = $1
         UNION
-        SELECT link_id FROM clicks
+        SELECT {column} FROM {table}
         WHERE account_id = $1 AND client_identifier IS NULL AND phone_number = $2
         """,
         account_id,
         phone,
     )
-    return sorted(row["link_id"] for row in rows)
+    return sorted(row[column] for row in rows)
 
 
 async def _erase_clicks(conn: Connection, account_id: int, link_ids: list[int]) -> int:
