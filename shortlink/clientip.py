@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
+from multidict import MultiMapping
+
 from shortlink.config import IPNetwork
 
 
@@ -56,3 +58,13 @@ def _strip_port(hop: str) -> str:
     if hop.count(":") == 1:
         return hop.split(":", 1)[0]
     return hop
+
+
+def forwarded_for(headers: MultiMapping[str]) -> str | None:
+    """Every X-Forwarded-For line, joined in order: a proxy that adds a line of its own
+    instead of appending to the client's must not leave the client's line to be read as
+    the whole header."""
+    values = headers.getall("X-Forwarded-For", ())
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else ",".join(values)

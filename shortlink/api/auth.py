@@ -22,7 +22,7 @@ from shortlink.accounts import KeyUse, use_key
 from shortlink.api import scopes
 from shortlink.api.errors import ApiError, Handler
 from shortlink.api.keys import API_CONFIG
-from shortlink.clientip import resolver
+from shortlink.clientip import forwarded_for, resolver
 from shortlink.pool import POOL
 
 ACCOUNT_ID = web.RequestKey("account_id", int)
@@ -104,6 +104,5 @@ def client_address(request: web.Request) -> str | None:
     """The client's address as the audit log keeps it: the peer, or what X-Forwarded-For
     says behind TRUSTED_PROXIES (every line of the header, in order, so a proxy that adds
     a line of its own instead of appending to the client's cannot be bypassed)."""
-    forwarded = ",".join(request.headers.getall("X-Forwarded-For", ())) or None
     trusted = request.app[API_CONFIG].trusted_proxies
-    return resolver(trusted)(request.remote, forwarded)
+    return resolver(trusted)(request.remote, forwarded_for(request.headers))

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from shortlink import health, logs, metrics
-from shortlink.clientip import resolver
+from shortlink.clientip import forwarded_for, resolver
 from shortlink.pool import POOL, pool_context
 from shortlink.redirect import pages
 from shortlink.redirect.cache import CACHE, cache_context
@@ -241,7 +241,7 @@ def make_handler(app: web.Application) -> Handler:
             packed,
             now,
             headers.get("User-Agent"),
-            client_ip(peer, headers.get("X-Forwarded-For")) if behind_proxies else peer,
+            client_ip(peer, forwarded_for(headers)) if behind_proxies else peer,
             headers.get("Referer"),
             method,
             warning,
@@ -296,9 +296,7 @@ def make_handler(app: web.Application) -> Handler:
     def unknown(request: web.BaseRequest) -> web.StreamResponse:
         """404, or 429 when the address has asked for too many unknown tokens this minute."""
         peer = request.remote or ""
-        address = (
-            client_ip(peer, request.headers.get("X-Forwarded-For")) if behind_proxies else peer
-        )
+        address = client_ip(peer, forwarded_for(request.headers)) if behind_proxies else peer
         wait = scans.unknown(address or "")
         if wait is None:
             return page(404, pages.NOT_FOUND)

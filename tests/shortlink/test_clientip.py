@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from shortlink.clientip import resolver
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from shortlink.clientip import forwarded_for, resolver
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32"))
 
@@ -34,3 +36,13 @@ def test_garbage_or_all_trusted_hops_fall_back_to_the_peer() -> None:
     assert resolve("10.1.2.3", "not-an-ip") == "10.1.2.3"
     assert resolve("10.1.2.3", "10.0.0.9, 10.0.0.8") == "10.1.2.3"
     assert resolve("10.1.2.3", "") == "10.1.2.3"
+
+
+def test_every_forwarded_for_line_is_read() -> None:
+    """A proxy that adds its own X-Forwarded-For line after the client's cannot be fooled by
+    the client's line: the lines are read joined, right-most untrusted hop first."""
+    headers = CIMultiDict([("X-Forwarded-For", "1.1.1.1"), ("X-Forwarded-For", "198.51.100.9")])
+    joined = forwarded_for(CIMultiDictProxy(headers))
+    assert joined == "1.1.1.1,198.51.100.9"
+    assert resolver(PROXIES)("10.1.2.3", joined) == "198.51.100.9"
+    assert forwarded_for(CIMultiDictProxy(CIMultiDict())) is None
