@@ -9,9 +9,8 @@ client wrote to the left of that is ignored, so a client cannot forge its IP.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
-
-from multidict import MultiMapping
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from shortlink.config import IPNetwork
 
@@ -60,7 +59,13 @@ def _strip_port(hop: str) -> str:
     return hop
 
 
-def forwarded_for(headers: MultiMapping[str]) -> str | None:
+class Headers(Protocol):
+    """What forwarded_for reads of a request's headers (aiohttp's CIMultiDictProxy)."""
+
+    def getall(self, key: str, default: Sequence[str], /) -> Sequence[str]: ...
+
+
+def forwarded_for(headers: Headers) -> str | None:
     """Every X-Forwarded-For line, joined in order: a proxy that adds a line of its own
     instead of appending to the client's must not leave the client's line to be read as
     the whole header."""
