@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -206,6 +207,9 @@ def start_services(cluster: Cluster) -> None:
         "DATABASE_READ_URL": cluster.db.read_url,
         "SHORT_DOMAIN": "cluster.example",
         "API_METRICS_PORT": "0",
+        "DASHBOARD_ENABLED": "1",
+        "DASHBOARD_SECRET": secrets.token_urlsafe(32),
+        "DASHBOARD_PUBLIC_URL": cluster.url("sink", 8081),
     }
     cluster.start("sink", ["shortlink.cli", "api", "--workers", "1", "--host", ANY], api_env)
     for host, port in [*((h, 8080) for h in REDIRECTS), *((h, 8082) for h in FORWARDERS)]:
@@ -292,6 +296,8 @@ class Window:
     stall: float = 0.0  # longest time no click was recorded while taps flowed
     stats_slowest_ms: float = 0.0  # the API's campaign statistics, slowest answer
     stats_failed: int = 0
+    page_slowest_ms: float = 0.0  # the dashboard's campaign page (HTML), slowest answer
+    page_failed: int = 0
 
     @property
     def ok(self) -> int:
@@ -472,26 +478,59 @@ async def one_window(
 async def _sample(
     cluster: Cluster, samples: list[tuple[float, int]], window: Window, start: float, until: float
 ) -> None:
-    """Twice a second: clicks recorded so far (through the primary, when one answers), and
-    the campaign statistics through the API (read on the replica)."""
-    stats = f"{cluster.url('sink', 8081)}/v1/campaigns/bench/stats"
+    """Twice a second: clicks recorded so far (through the primary, when one answers), the
+    campaign statistics through the API and the dashboard's campaign page (both read on
+    the replica)."""
+    api = cluster.url("sink", 8081)
+    stats = f"{api}/v1/campaigns/bench/stats"
+    page = f"{api}/dashboard/campaigns/bench"
     headers = {"Authorization": f"Bearer {cluster.api_key}"}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=5),
+        cookie_jar=aiohttp.CookieJar(unsafe=True),  # the API's host is an address
+    ) as session:
+        signed_in = False
         while time.time() < until:
             with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
                 samples.append((time.time(), await _clicks(cluster.db.url, within=1, since=start)))
-            asked = time.perf_counter()
-            try:
-                async with session.get(stats, headers=headers) as r:
-                    await r.read()
-                    if r.status != 200:
-                        window.stats_failed += 1
-            except (aiohttp.ClientError, TimeoutError):
-                window.stats_failed += 1
-            window.stats_slowest_ms = max(
-                window.stats_slowest_ms, (time.perf_counter() - asked) * 1000
-            )
+            took, failed = await timed_get(session, stats, headers)
+            window.stats_slowest_ms = max(window.stats_slowest_ms, took)
+            window.stats_failed += failed
+            if not signed_in:
+                signed_in = await sign_in_dashboard(session, api, cluster.api_key)
+            took, failed = await timed_get(session, page, {})
+            window.page_slowest_ms = max(window.page_slowest_ms, took)
+            window.page_failed += failed
             await asyncio.sleep(0.5)
+
+
+async def timed_get(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str]
+) -> tuple[float, int]:
+    """Milliseconds a GET took, and 1 if it did not answer 200."""
+    asked = time.perf_counter()
+    try:
+        async with session.get(url, headers=headers, allow_redirects=False) as r:
+            await r.read()
+            failed = int(r.status != 200)
+    except (aiohttp.ClientError, TimeoutError):
+        failed = 1
+    return (time.perf_counter() - asked) * 1000, failed
+
+
+async def sign_in_dashboard(session: aiohttp.ClientSession, api: str, key: str) -> bool:
+    """The dashboard's session cookie for this key (as the browser's own form posts it)."""
+    try:
+        async with session.post(
+            f"{api}/dashboard/signin",
+            data={"api_key": key, "next": "/dashboard/campaigns/bench"},
+            headers={"Sec-Fetch-Site": "same-origin"},
+            allow_redirects=False,
+        ) as r:
+            await r.read()
+            return r.status == 303
+    except (aiohttp.ClientError, TimeoutError):
+        return False
 
 
 async def _settle(cluster: Cluster) -> None:
@@ -556,6 +595,7 @@ def render(windows: list[Window], args: argparse.Namespace) -> tuple[str, bool]:
             f"| {w.name} | {w.ok:,} | {w.recorded:,} | {w.delivered:,} | {w.delivered_twice:,} "
             f"| {w.server_errors} | {w.answered.get(NO_ANSWER, 0):,} | {w.stall:.1f} s | {p99} "
             f"| {w.stats_slowest_ms:.0f} ms ({w.stats_failed} failed) "
+            f"| {w.page_slowest_ms:.0f} ms ({w.page_failed} failed) "
             f"| {'yes' if good else '**no**'} |"
         )
     lines = [
@@ -567,12 +607,14 @@ def render(windows: list[Window], args: argparse.Namespace) -> tuple[str, bool]:
         f"(DATABASE_READ_URL on the replica), wrk on a load host: {args.rate} taps/s over both "
         f"redirect hosts on {LINKS // 2:,} cached links, faults {FAULT_AT} s into each window. "
         "*Stall*: the longest time no click was recorded while taps flowed; *p99*: each "
-        "redirect host's over its window (ms); *stats*: the API's campaign statistics, polled "
-        "twice a second, at their slowest.",
+        "redirect host's over its window (ms); *stats*: the API's campaign statistics, and "
+        "*page*: the dashboard's campaign page (HTML), each polled twice a second, at their "
+        "slowest.",
         "",
         "| window | 302 | recorded | delivered | delivered twice | 5xx | unanswered | stall "
-        "| p99 redirect1 / 2 | stats slowest | 302 = recorded = delivered, no 5xx |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| p99 redirect1 / 2 | stats slowest | page slowest "
+        "| 302 = recorded = delivered, no 5xx |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         *(f"- {w.name}: {w.note}" for w in windows if w.note),

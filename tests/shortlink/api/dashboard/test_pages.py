@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from forwarder.recorder import record
+from loadtests import cluster
 from shortlink.api.dashboard import pages
 from shortlink.api.dashboard.render import CONTENT_SECURITY_POLICY
 from tests.clicks import clicks, make_links
@@ -177,3 +178,18 @@ async def test_a_campaign_page_shows_its_conversions_when_there_are_some(
     }
     assert '<span class="v conv-value">20.0 EUR</span>' in html
     assert 'data-label="purchase" data-value="2"' in html
+
+
+async def test_the_cluster_report_signs_in_and_times_the_campaign_page(
+    dashboard: RunningServer, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """make cluster's sampler gets a session cookie and reads the campaign page (HTML, 200)."""
+    await tapped_campaign(db, tenant, "spring")
+    page = f"{dashboard.url}/dashboard/campaigns/spring"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        assert (await cluster.timed_get(session, page, {}))[1] == 1  # not signed in yet
+        assert not await cluster.sign_in_dashboard(session, dashboard.url, "sl_wrong")
+        assert await cluster.sign_in_dashboard(session, dashboard.url, tenant.key)
+        took, failed = await cluster.timed_get(session, page, {})
+    assert failed == 0
+    assert took > 0
