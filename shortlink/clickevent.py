@@ -140,6 +140,9 @@ class EventIds:
         # ...-7aaa-Vbbb-cccc<counter>: version 7, variant 0b10.
         self._fixed = f"-7{rand_a:03x}-{0x8000 | rand_b_high:04x}-{rand_b_low:04x}"
         self._counter = int.from_bytes(os.urandom(4), "big")
+        self._last_ms = -1
+        self._last_prefix = b""
+        self._hex4 = _hex4()
 
     def take(self, count: int, now_ms: int) -> list[str]:
         """`count` fresh ids stamped with `now_ms`."""
@@ -155,6 +158,17 @@ class EventIds:
         return [
             prefix + hex4[n >> 16 & 0xFFFF] + hex4[n & 0xFFFF] for n in range(start, start + count)
         ]
+
+    def next_bytes(self, now_ms: int) -> bytes:
+        """One fresh id stamped with `now_ms`, as `take_bytes` makes it: made per click, when
+        the click is journaled (shortlink.redirect.journal), so the time prefix is kept
+        while the millisecond lasts and only the counter's digits change."""
+        n = self._counter = (self._counter + 1) & 0xFFFFFFFF
+        if now_ms != self._last_ms:
+            self._last_ms = now_ms
+            self._last_prefix = self._prefix(now_ms).encode()
+        hex4 = self._hex4
+        return self._last_prefix + hex4[n >> 16] + hex4[n & 0xFFFF]
 
     def _advance(self, count: int) -> int:
         start = self._counter + 1
