@@ -14,7 +14,8 @@ members share the group; once both consume, one of them is
 and the report gives, per setting and fault, the longest time a partition was not
 consumed (the stall) and when the restarted member consumed again. Settings: the
 forwarder before it left the group itself (aiokafka's stop, 10 s session), dynamic and
-static membership (FORWARDER_INSTANCE_ID), 3, 6 and 10 s session timeouts. The table goes to
+static membership (FORWARDER_INSTANCE_ID), 1 to 10 s session timeouts (`--only TEXT`
+runs the settings whose name contains TEXT). The table goes to
 docs/benchmarks.md (section `make rejoin`).
 """
 
@@ -59,6 +60,9 @@ SETTINGS = [
     Setting("before: dynamic, session 10 s, aiokafka's stop", 10_000, static=False, leaves=False),
     Setting("dynamic, session 6 s (the default)", 6_000, static=False),
     Setting("dynamic, session 3 s", 3_000, static=False),
+    Setting("dynamic, session 2 s", 2_000, static=False),
+    Setting("dynamic, session 1.5 s (local broker)", 1_500, static=False),
+    Setting("dynamic, session 1 s", 1_000, static=False),
     Setting("static, session 6 s", 6_000, static=True),
     Setting("static, session 10 s", 10_000, static=True),
 ]
@@ -246,7 +250,7 @@ async def one(bootstrap: str, setting: Setting, fault: str, run: int) -> Result:
         await group.close()
 
 
-async def measure(repeats: int) -> list[Result]:
+async def measure(repeats: int, only: str | None = None) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="shortlink-rejoin-") as work:
         broker = embedded.Broker("127.0.0.1", embedded.free_port(), Path(work) / "tansu.log")
         broker.start()
@@ -258,6 +262,8 @@ async def measure(repeats: int) -> list[Result]:
             try:
                 run = 0
                 for setting in SETTINGS:
+                    if only is not None and only not in setting.name:
+                        continue
                     for fault in FAULTS:
                         for _ in range(repeats):
                             run += 1
@@ -303,8 +309,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
+    parser.add_argument("--only", help="only the settings whose name contains this")
     args = parser.parse_args()
-    results = asyncio.run(measure(args.repeats))
+    results = asyncio.run(measure(args.repeats, args.only))
     report = render(results, args.repeats)
     print(report)
     if not args.no_write:
