@@ -188,6 +188,7 @@ def start_services(cluster: Cluster) -> None:
         "KAFKA_BOOTSTRAP_SERVERS": broker,
         "CLICK_TOPIC": TOPIC,
         "FORWARDER_GROUP": "cluster",
+        "KAFKA_SESSION_TIMEOUT_MS": str(embedded.TANSU_SESSION_TIMEOUT_MS),
         "ALLOW_PRIVATE_ENDPOINTS": "true",
         "SHORTLINK_DATA_DIR": str(work / "data"),
         "METRICS_HOST": ANY,
