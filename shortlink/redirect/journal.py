@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import stat
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,8 +169,9 @@ def recover(path: Path) -> list[Record]:
     except FileNotFoundError:
         return []
     try:
-        size = os.fstat(fd).st_size
-        if size < HEADER + 4:
+        status = os.fstat(fd)
+        size = status.st_size
+        if not stat.S_ISREG(status.st_mode) or size < HEADER + 4:
             return []
         with mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ) as mapping:
             return list(_records(mapping, size))

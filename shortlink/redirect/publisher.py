@@ -89,7 +89,15 @@ class ClickPublisher:
         # The journal of the spool this worker owns (its flock makes the journal ours too).
         self._journal: Journal | None = None
         if journal_bytes > 0:
-            self._journal = Journal(journal_path(spool_dir, self._spool.path.stem), journal_bytes)
+            path = journal_path(spool_dir, self._spool.path.stem)
+            try:
+                self._journal = Journal(path, journal_bytes)
+            except OSError as exc:
+                # A disk too full for it: redirects go on, and a SIGKILL can lose clicks.
+                log.error(
+                    "cannot create the click journal; running without it",
+                    extra={"journal": str(path), "error": repr(exc)},
+                )
         self._producer: AIOKafkaProducer | None = None
         self._partitions = 0
         self._metadata_stale = False
@@ -611,14 +619,22 @@ def _recover_journal(spool: Spool) -> None:
     """Move the clicks a killed worker left in the journal of `spool` to that spool (with
     their event ids: whatever the broker had already taken is recorded once)."""
     path = journal_path(spool.path.parent, spool.path.stem)
-    records = recover(path)
-    if records:
-        kept = spool.append(records)
-        log.warning(
-            "clicks of a worker that stopped without flushing moved from its journal to the spool",
-            extra={"journal": str(path), "clicks": len(records), "dropped": len(records) - kept},
-        )
-    path.unlink(missing_ok=True)
+    try:
+        records = recover(path)
+        if records:
+            kept = spool.append(records)
+            log.warning(
+                "clicks of a worker that stopped without flushing moved from its journal "
+                "to the spool",
+                extra={
+                    "journal": str(path),
+                    "clicks": len(records),
+                    "dropped": len(records) - kept,
+                },
+            )
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.error("cannot read the click journal", extra={"journal": str(path), "error": repr(exc)})
 
 
 PUBLISHER = web.AppKey("click_publisher", ClickPublisher)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import pytest
 
 from shortlink import clickevent
 from shortlink.dev import embedded
@@ -289,3 +290,23 @@ async def test_a_journal_left_by_a_worker_of_another_deployment_is_published(
         events = await consume(kafka_bootstrap, click_topic, 30, to_end=True)
     assert sorted(r.value for r in events) == sorted(value for _, value in values)
     assert not (spool_dir / "redirect-7.journal").exists()
+
+
+async def test_a_journal_that_cannot_be_made_is_said_and_redirects_go_on(
+    redirect_env: dict[str, str],
+    db: asyncpg.Connection,
+    account_id: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When the journal file cannot be made (here a folder is in its place) the worker
+    says so and serves and publishes without it."""
+    [link] = await make_links(db, account_id, 1)
+    (Path(redirect_env["SPOOL_DIR"]) / "redirect-0.journal").mkdir(parents=True)
+    config = RedirectConfig.from_env(redirect_env)
+    async with running(create_app(config), make_handler) as server:
+        publisher = server.app[PUBLISHER]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{server.url}/{link.token}", allow_redirects=False) as r:
+                assert r.status == 302
+        await wait_until(lambda: publisher.published == 1)
+    assert "cannot create the click journal" in caplog.text
