@@ -229,9 +229,15 @@ async def one(bootstrap: str, setting: Setting, fault: str, run: int) -> Result:
             second.process.kill()
         await second.process.wait()
         again = await group.start("forwarder-1") if fault == "restarted" else None
-        # Every partition consumed again lately, by a member alive after the fault.
+        # Every partition consumed again lately, by a member alive after the fault, and a
+        # restarted member consuming too: when it joins after the others took over, its
+        # join is one more rebalance, and that stall counts.
         recovered = await wait_for(
-            lambda: all_recent(group.consumed(), max(time.time() - 0.3, began + 0.1)), SETTLE
+            lambda: (
+                all_recent(group.consumed(), max(time.time() - 0.3, began + 0.1))
+                and (again is None or bool(again.seen))
+            ),
+            SETTLE,
         )
         if recovered:
             await asyncio.sleep(1.0)
