@@ -70,7 +70,8 @@ FAULTS = ("restarted", "stopped", "killed")
 
 
 def member_main(argv: list[str]) -> int:
-    """One member: consume, print `<unix time> <partition>...` per batch, leave on SIGTERM."""
+    """One member: print `joining <unix time>` when its imports are done and it joins the
+    group, then consume, print `<unix time> <partition>...` per batch, leave on SIGTERM."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--group", required=True)
@@ -94,6 +95,8 @@ def member_main(argv: list[str]) -> int:
 async def _consume(config: ForwarderConfig, *, leaves: bool) -> None:
     consumer = AIOKafkaConsumer(**consumer_settings(config))
     consumer.subscribe([TOPIC])
+    sys.stdout.write(f"joining {time.time():.3f}\n")
+    sys.stdout.flush()
     await consumer.start()
     stopping = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
@@ -115,11 +118,15 @@ class Member:
     process: asyncio.subprocess.Process
     seen: list[tuple[float, int]] = field(default_factory=list)  # (time, partition)
     reader: asyncio.Task[None] | None = None
+    joining: float | None = None  # when the process had started and began to join
 
     async def read(self) -> None:
         assert self.process.stdout is not None
         async for line in self.process.stdout:
             at, *partitions = line.split()
+            if at == b"joining":
+                self.joining = float(partitions[0])
+                continue
             self.seen.extend((float(at), int(p)) for p in partitions)
 
 
@@ -130,6 +137,7 @@ class Result:
     stall: float  # longest time a partition was not consumed, from the fault on
     back: float | None  # when the restarted member consumed again, after the kill
     recovered: bool
+    startup: float | None = None  # when the restarted process began to join, after the kill
 
 
 class Group:
@@ -251,7 +259,8 @@ async def one(bootstrap: str, setting: Setting, fault: str, run: int) -> Result:
         end = time.time()
         stall = max([stall, *(end - last.get(p, began) for p in range(PARTITIONS))])
         back = again.seen[0][0] - began if again is not None and again.seen else None
-        return Result(setting.name, fault, stall, back, recovered)
+        startup = again.joining - began if again is not None and again.joining else None
+        return Result(setting.name, fault, stall, back, recovered, startup)
     finally:
         await group.close()
 
@@ -286,6 +295,8 @@ async def measure(repeats: int, only: list[str] | None = None) -> list[Result]:
 
 def _row(result: Result) -> str:
     back = "" if result.back is None else f"{result.back:.1f} s"
+    if result.back is not None and result.startup is not None:
+        back += f" ({result.back - result.startup:.1f} s after its start-up)"
     stall = f"{result.stall:.1f} s" + ("" if result.recovered else f" (not within {SETTLE:.0f} s)")
     return f"| {result.setting} | {result.fault} | {stall} | {back} |"
 
@@ -299,7 +310,8 @@ def render(results: list[Result], repeats: int) -> str:
         f"partition topic of the local tansu broker, fed one record per partition every "
         f"{TICK * 1000:.0f} ms; one member restarted (SIGKILL, started again at once), "
         "stopped (SIGTERM) or killed (SIGKILL). *Stall*: the longest time any partition was "
-        "not consumed from the fault on; *back*: when the restarted member consumed again. "
+        "not consumed from the fault on; *back*: when the restarted member consumed again "
+        "(and how long after its process had started and began to join). "
         f"{repeats} run(s) each, in order.",
         "",
         "| setting | fault | stall | back |",
