@@ -16,7 +16,8 @@ kernel writes dirty pages back within about 30 s (vm.dirty_expire_centisecs).
 
 Layout: a 64-byte header (magic, then at byte 8 the offset of the oldest record
 not yet acknowledged, the tail), then records from byte 64: a 4-byte length, the
-record (`key TAB timestamp_ms TAB value`, as in the spool) padded to 4 bytes. A
+event (the message value; its token and time are read from it again when it is
+recovered, which is rare, rather than written beside it per click) padded to 4 bytes. A
 length of 0 ends the records; WRAP sends the reader back to byte 64. A record is
 written as: the end mark after it, its bytes, then its length, so a process killed
 in the middle leaves an end mark where the half-written record starts.
@@ -36,7 +37,9 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-from shortlink.redirect.spool import Record, parse_record
+from shortlink import clickevent
+from shortlink.exceptions import InvalidClickEvent
+from shortlink.redirect.spool import Record
 
 MAGIC = b"SLJ1"
 HEADER = 64
@@ -80,31 +83,36 @@ class Journal:
         _TAIL.pack_into(self._map, 8, HEADER)
         self._map[:4] = MAGIC
         self._tail = self._head = HEADER
+        self._limit = size  # how far appends may write (the tail once the ring went round)
         self._tickets: list[Ticket] = []
 
-    def append(self, record: bytes) -> bool:
-        """Copy one record in; False (nothing written) when the ring has no room for it."""
-        length = len(record)
-        needed = 4 + ((length + 3) & ~3)
+    def append(self, value: bytes) -> bool:
+        """Copy one event in; False (nothing written) when the ring has no room for it.
+
+        Runs once per redirect: the common case is three copies into the mapping."""
+        length = len(value)
         head = self._head
-        tail = self._tail
-        if tail <= head:
-            if head + needed + 4 > self._size:
-                # No room before the end: go round, if the start is free.
-                if HEADER + needed + 4 > tail:
-                    return False
-                self._map[HEADER : HEADER + 4] = _ZERO
-                _LENGTH.pack_into(self._map, head, WRAP)
-                head = HEADER
-        elif head + needed + 4 > tail:
-            return False
+        end = head + 4 + ((length + 3) & ~3)
+        if end + 4 > self._limit:
+            return self._go_round(value)
         mapping = self._map
-        end = head + needed
         mapping[end : end + 4] = _ZERO
-        mapping[head + 4 : head + 4 + length] = record
+        mapping[head + 4 : head + 4 + length] = value
         _LENGTH.pack_into(mapping, head, length)
         self._head = end
         return True
+
+    def _go_round(self, value: bytes) -> bool:
+        """No room before the end of the ring: go back to its start, if that is free."""
+        tail = self._tail
+        needed = 4 + ((len(value) + 3) & ~3)
+        if tail > self._head or HEADER + needed + 4 > tail:
+            return False  # wrapped already and full, or the start is not released yet
+        self._map[HEADER : HEADER + 4] = _ZERO
+        _LENGTH.pack_into(self._map, self._head, WRAP)
+        self._head = HEADER
+        self._limit = tail
+        return self.append(value)
 
     def cut(self) -> Ticket:
         """A ticket for every record appended so far and not in an earlier ticket."""
@@ -122,6 +130,8 @@ class Journal:
             moved = True
         if moved:
             _TAIL.pack_into(self._map, 8, self._tail)
+            # Appends may run up to the tail while it is ahead of the head, else to the end.
+            self._limit = self._tail if self._tail > self._head else self._size
 
     @property
     def pending_bytes(self) -> int:
@@ -153,12 +163,21 @@ def _records(mapping: mmap.mmap, size: int) -> Iterator[Record]:
         end = position + 4 + length
         if length == 0 or end > size - 4:
             return
-        record = parse_record(mapping[position + 4 : end])
+        record = _record(mapping[position + 4 : end])
         if record is not None:
             yield record
         position += 4 + ((length + 3) & ~3)
         if wrapped and position >= _TAIL.unpack_from(mapping, 8)[0]:
             return
+
+
+def _record(value: bytes) -> Record | None:
+    """The spool record of a journaled event (key and time read from the event)."""
+    try:
+        event = clickevent.decode(value)
+    except InvalidClickEvent:
+        return None
+    return (event.token.encode(), event.clicked_at_ms, value)
 
 
 def recover(path: Path) -> list[Record]:

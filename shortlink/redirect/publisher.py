@@ -157,7 +157,7 @@ class ClickPublisher:
                 ),
             )
             journal = self._journal
-            if journal is not None and not journal.append(b"%s\t%d\t%s" % record):
+            if journal is not None and not journal.append(record[2]):
                 # Unacknowledged clicks fill the journal (a send is stuck): to the spool.
                 self.journal_full += 1
                 self._to_spool([record])

@@ -145,7 +145,7 @@ class Spool:
             position = 0
             while position <= end and len(records) < max_records:
                 newline = chunk.index(b"\n", position)
-                record = parse_record(chunk[position:newline])
+                record = _parse(chunk[position:newline])
                 if record is None:
                     self.corrupt += 1
                 else:
@@ -210,8 +210,7 @@ def _punch_hole(fd: int, length: int) -> bool:
     return bool(result == 0)
 
 
-def parse_record(line: bytes) -> Record | None:
-    """A record from its line (without the newline); None if it is not one."""
+def _parse(line: bytes) -> Record | None:
     parts = line.split(b"\t", 2)
     if len(parts) != 3 or not parts[1].isdigit():
         return None

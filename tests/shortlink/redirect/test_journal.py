@@ -26,9 +26,30 @@ from tests.clicks import clicks, make_links
 from tests.infra import consume, running, wait_until
 
 
+_IDS = clickevent.EventIds()
+
+
 def line(n: int, size: int = 40) -> bytes:
-    """A journal record (`key TAB timestamp_ms TAB value`) numbered `n`."""
-    return b"tok%d\t%d\t%s" % (n, 1_700_000_000_000 + n, b"v" * size)
+    """A journaled event: token `tok<n>`, clicked `n` ms after a fixed time, a user agent
+    of `size` characters."""
+    [event_id] = _IDS.take(1, 1_700_000_000_000)
+    facts: clickevent.ClickFacts = (
+        f"tok{n}",
+        n + 1,
+        1,
+        "https://example.com/",
+        None,
+        None,
+        None,
+        1_600_000_000_000,
+        1_700_000_000_000 + n,
+        "v" * size,
+        None,
+        None,
+        "GET",
+        False,
+    )
+    return clickevent.encode(event_id, facts)
 
 
 def numbers(path: Path) -> list[int]:
@@ -42,7 +63,8 @@ def test_unreleased_records_are_recovered_in_order(tmp_path: Path) -> None:
     for n in range(5):
         assert journal.append(line(n))
     records = recover(path)
-    assert records[0] == (b"tok0", 1_700_000_000_000, b"v" * 40)
+    assert records[0][:2] == (b"tok0", 1_700_000_000_000)
+    assert clickevent.decode(records[0][2]).user_agent == "v" * 40
     assert numbers(path) == [0, 1, 2, 3, 4]
     journal.close()
 
@@ -73,7 +95,7 @@ def test_the_ring_goes_round_and_refuses_what_does_not_fit(tmp_path: Path) -> No
     path = tmp_path / "j.journal"
     journal = Journal(path, MIN_BYTES)
     size = 1000
-    per_ring = (MIN_BYTES - HEADER) // (4 + size + 4)
+    per_ring = (MIN_BYTES - HEADER) // (4 + len(line(0, size)) + 4)
     written = 0
     while journal.append(line(written, size)):
         written += 1
@@ -90,7 +112,7 @@ def test_the_ring_goes_round_and_refuses_what_does_not_fit(tmp_path: Path) -> No
         assert numbers(path) == list(range(start, written))
         journal.release(journal.cut())
     assert numbers(path) == []
-    assert not journal.append(line(0, MIN_BYTES))  # larger than the ring: never fits
+    assert not journal.append(b"x" * MIN_BYTES)  # larger than the ring: never fits
     journal.close()
 
 
@@ -282,8 +304,8 @@ async def test_a_journal_left_by_a_worker_of_another_deployment_is_published(
     spool_dir = Path(redirect_env["SPOOL_DIR"])
     Spool(spool_dir, "redirect-7", 1 << 20).close()
     journal = Journal(spool_dir / "redirect-7.journal", MIN_BYTES)
-    for token, value in values:
-        assert journal.append(b"%s\t%d\t%s" % (token.encode(), 1_700_000_000_000, value))
+    for _, value in values:
+        assert journal.append(value)
     journal.close()
     config = RedirectConfig.from_env(redirect_env)
     async with running(create_app(config), make_handler):
