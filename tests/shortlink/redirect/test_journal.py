@@ -25,7 +25,6 @@ from shortlink.redirect.spool import Spool
 from tests.clicks import clicks, make_links
 from tests.infra import consume, running, wait_until
 
-
 _IDS = clickevent.EventIds()
 
 
