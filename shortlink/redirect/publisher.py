@@ -84,8 +84,8 @@ class ClickPublisher:
         self._spool = open_own(spool_dir, spool_name, spool_max_bytes)
         running = {*sibling_spools, spool_name, self._spool.path.stem}
         self._adopted = list(orphans(spool_dir, spool_max_bytes, running))
-        for spool in [self._spool, *self._adopted]:
-            _recover_journal(spool)
+        # Clicks a killed worker left in its journal (or an adopted spool's), now spooled.
+        self.recovered = sum(_recover_journal(spool) for spool in [self._spool, *self._adopted])
         # The journal of the spool this worker owns (its flock makes the journal ours too).
         self._journal: Journal | None = None
         if journal_bytes > 0:
@@ -615,10 +615,11 @@ def _drop_outcome(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _recover_journal(spool: Spool) -> None:
+def _recover_journal(spool: Spool) -> int:
     """Move the clicks a killed worker left in the journal of `spool` to that spool (with
-    their event ids: whatever the broker had already taken is recorded once)."""
+    their event ids: whatever the broker had already taken is recorded once); how many."""
     path = journal_path(spool.path.parent, spool.path.stem)
+    records: list[Record] = []
     try:
         records = recover(path)
         if records:
@@ -635,6 +636,7 @@ def _recover_journal(spool: Spool) -> None:
         path.unlink(missing_ok=True)
     except OSError as exc:
         log.error("cannot read the click journal", extra={"journal": str(path), "error": repr(exc)})
+    return len(records)
 
 
 PUBLISHER = web.AppKey("click_publisher", ClickPublisher)

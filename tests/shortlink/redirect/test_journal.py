@@ -307,7 +307,8 @@ async def test_a_journal_left_by_a_worker_of_another_deployment_is_published(
         assert journal.append(value)
     journal.close()
     config = RedirectConfig.from_env(redirect_env)
-    async with running(create_app(config), make_handler):
+    async with running(create_app(config), make_handler) as server:
+        assert server.app[PUBLISHER].recovered == 30
         events = await consume(kafka_bootstrap, click_topic, 30, to_end=True)
     assert sorted(r.value for r in events) == sorted(value for _, value in values)
     assert not (spool_dir / "redirect-7.journal").exists()
