@@ -10,6 +10,10 @@ publishing the click to the broker, in batches as large as at full speed.
 Use it to compare two versions of the hot path: a change that does not move this
 number does not change the cost per redirect, whatever wrk says that day. The
 real server is counted with its Prometheus metrics on and off (REDIRECT_METRICS_PORT=0).
+
+With `--first`, every request is a link's first tap instead (a cold cache: no warm-up,
+WARM_WINDOW=0, each token requested once), so the lookup in PostgreSQL is counted too;
+only the real server with metrics off is run.
 """
 
 from __future__ import annotations
@@ -37,9 +41,12 @@ TOPIC = "bench-clicks"
 REQUEST = b"GET /%s HTTP/1.1\r\nHost: bench\r\nUser-Agent: Mozilla/5.0 (iPhone) Safari\r\n\r\n"
 
 
-async def drive(port: int, tokens: list[str], count: int, connections: int = 16) -> None:
-    """Send `count` requests for random tokens over `connections` keep-alive connections."""
-    chosen = iter(random.choices(tokens, k=count))
+async def drive(
+    port: int, tokens: list[str], count: int, connections: int = 16, *, distinct: bool = False
+) -> None:
+    """Send `count` requests for random tokens over `connections` keep-alive connections
+    (with `distinct`, no token twice)."""
+    chosen = iter(random.sample(tokens, count) if distinct else random.choices(tokens, k=count))
 
     async def one_connection() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -64,6 +71,8 @@ def count_instructions(
     warmup: list[str],
     requests: int,
     out: Path,
+    *,
+    distinct: bool = False,
 ) -> int:
     """Total instructions of one server run that answers warm-up plus `requests` requests."""
     server = subprocess.Popen(
@@ -82,7 +91,7 @@ def count_instructions(
                 )
             time.sleep(0.5)
         asyncio.run(drive(port, warmup, len(warmup)))
-        asyncio.run(drive(port, tokens, requests))
+        asyncio.run(drive(port, tokens, requests, distinct=distinct))
         time.sleep(3)  # let the last flush of clicks happen inside the measured run
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=600)
@@ -104,6 +113,7 @@ def main() -> int:
     parser.add_argument(
         "--output-dir", type=Path, help="keep the callgrind files here (for callgrind_annotate)"
     )
+    parser.add_argument("--first", action="store_true", help="first taps: a cold cache")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.stderr.write("valgrind is not installed (apt-get install valgrind)\n")
@@ -121,7 +131,9 @@ def main() -> int:
         database_url = create_database(server_url, database)
         stack.callback(drop_database, server_url, database)
         asyncio.run(ensure_topic(bootstrap, TOPIC, 6))
-        links = asyncio.run(seed(database_url, args.links))
+        links = asyncio.run(
+            seed(database_url, max(args.links, args.large) if args.first else args.links)
+        )
         tokens = [token for token, _ in links]
         tokens_file = work / "tokens.tsv"
         tokens_file.write_text("".join(f"{t}\t{u}\n" for t, u in links))
@@ -138,6 +150,7 @@ def main() -> int:
             # Under valgrind a request takes ~50x longer; a longer linger keeps
             # the flushed batches as large as at full speed (~400 clicks).
             "PUBLISH_LINGER_MS": "2500",
+            **({"WARM_WINDOW": "0"} if args.first else {}),
         }
         servers = {
             # Metrics on: each second the worker renders its metrics to a file. Under
@@ -156,6 +169,8 @@ def main() -> int:
                 dict(os.environ),
             ),
         }
+        if args.first:
+            servers = {"shortlink, metrics off, first taps": servers["shortlink, metrics off"]}
         per_request: dict[str, float] = {}
         for name, (argv, env) in servers.items():
             totals = [
@@ -164,14 +179,17 @@ def main() -> int:
                     env,
                     port,
                     tokens,
-                    tokens,
+                    [] if args.first else tokens,
                     n,
                     (args.output_dir or work) / f"callgrind.{name}.{n}",
+                    distinct=args.first,
                 )
                 for n in (args.small, args.large)
             ]
             per_request[name] = (totals[1] - totals[0]) / (args.large - args.small)
             print(f"{name}: {per_request[name]:,.0f} instructions per request", flush=True)
+        if args.first:
+            return 0
         print(
             f"ratio baseline / shortlink: {per_request['baseline'] / per_request['shortlink']:.2f}x"
             " (above 1: shortlink does less work per redirect)"

@@ -115,6 +115,12 @@ def main() -> int:
     parser.add_argument("--chaos", action="store_true", help="the fault windows")
     parser.add_argument("--rate", type=int, default=200, help="taps/s over both redirect hosts")
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        choices=[name for name, _, _ in FAULTS],
+        help="with --chaos, only this fault's window (repeatable)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.stderr.write("make cluster needs root (ip netns)\n")
@@ -189,6 +195,7 @@ def start_services(cluster: Cluster) -> None:
         "KAFKA_BOOTSTRAP_SERVERS": broker,
         "CLICK_TOPIC": TOPIC,
         "FORWARDER_GROUP": "cluster",
+        "KAFKA_SESSION_TIMEOUT_MS": str(embedded.TANSU_SESSION_TIMEOUT_MS),
         "ALLOW_PRIVATE_ENDPOINTS": "true",
         "SHORTLINK_DATA_DIR": str(work / "data"),
         "METRICS_HOST": ANY,
@@ -388,7 +395,13 @@ def _metric(url: str, name: str) -> float | None:
 
 
 async def exercise(cluster: Cluster, args: argparse.Namespace) -> list[Window]:
-    faults = FAULTS if args.chaos else [("steady", None, 30)]
+    faults: list[tuple[str, Fault | None, int]] = [
+        (name, fault, seconds)
+        for name, fault, seconds in FAULTS
+        if not args.fault or name in args.fault
+    ]
+    if not args.chaos:
+        faults = [("steady", None, 30)]
     windows = []
     for name, fault, seconds in faults:
         print(f"window: {name} ({seconds} s of taps)", flush=True)

@@ -14,7 +14,8 @@ members share the group; once both consume, one of them is
 and the report gives, per setting and fault, the longest time a partition was not
 consumed (the stall) and when the restarted member consumed again. Settings: the
 forwarder before it left the group itself (aiokafka's stop, 10 s session), dynamic and
-static membership (FORWARDER_INSTANCE_ID), 3, 6 and 10 s session timeouts. The table goes to
+static membership (FORWARDER_INSTANCE_ID), 1 to 10 s session timeouts (`--only NAME`,
+repeatable, runs only the settings of those names). The table goes to
 docs/benchmarks.md (section `make rejoin`).
 """
 
@@ -59,6 +60,9 @@ SETTINGS = [
     Setting("before: dynamic, session 10 s, aiokafka's stop", 10_000, static=False, leaves=False),
     Setting("dynamic, session 6 s (the default)", 6_000, static=False),
     Setting("dynamic, session 3 s", 3_000, static=False),
+    Setting("dynamic, session 2 s", 2_000, static=False),
+    Setting("dynamic, session 1.5 s (local broker)", 1_500, static=False),
+    Setting("dynamic, session 1 s", 1_000, static=False),
     Setting("static, session 6 s", 6_000, static=True),
     Setting("static, session 10 s", 10_000, static=True),
 ]
@@ -66,7 +70,8 @@ FAULTS = ("restarted", "stopped", "killed")
 
 
 def member_main(argv: list[str]) -> int:
-    """One member: consume, print `<unix time> <partition>...` per batch, leave on SIGTERM."""
+    """One member: print `joining <unix time>` when its imports are done and it joins the
+    group, then consume, print `<unix time> <partition>...` per batch, leave on SIGTERM."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--group", required=True)
@@ -90,6 +95,8 @@ def member_main(argv: list[str]) -> int:
 async def _consume(config: ForwarderConfig, *, leaves: bool) -> None:
     consumer = AIOKafkaConsumer(**consumer_settings(config))
     consumer.subscribe([TOPIC])
+    sys.stdout.write(f"joining {time.time():.3f}\n")
+    sys.stdout.flush()
     await consumer.start()
     stopping = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
@@ -111,11 +118,15 @@ class Member:
     process: asyncio.subprocess.Process
     seen: list[tuple[float, int]] = field(default_factory=list)  # (time, partition)
     reader: asyncio.Task[None] | None = None
+    joining: float | None = None  # when the process had started and began to join
 
     async def read(self) -> None:
         assert self.process.stdout is not None
         async for line in self.process.stdout:
             at, *partitions = line.split()
+            if at == b"joining":
+                self.joining = float(partitions[0])
+                continue
             self.seen.extend((float(at), int(p)) for p in partitions)
 
 
@@ -126,6 +137,7 @@ class Result:
     stall: float  # longest time a partition was not consumed, from the fault on
     back: float | None  # when the restarted member consumed again, after the kill
     recovered: bool
+    startup: float | None = None  # when the restarted process began to join, after the kill
 
 
 class Group:
@@ -225,9 +237,15 @@ async def one(bootstrap: str, setting: Setting, fault: str, run: int) -> Result:
             second.process.kill()
         await second.process.wait()
         again = await group.start("forwarder-1") if fault == "restarted" else None
-        # Every partition consumed again lately, by a member alive after the fault.
+        # Every partition consumed again lately, by a member alive after the fault, and a
+        # restarted member consuming too: when it joins after the others took over, its
+        # join is one more rebalance, and that stall counts.
         recovered = await wait_for(
-            lambda: all_recent(group.consumed(), max(time.time() - 0.3, began + 0.1)), SETTLE
+            lambda: (
+                all_recent(group.consumed(), max(time.time() - 0.3, began + 0.1))
+                and (again is None or bool(again.seen))
+            ),
+            SETTLE,
         )
         if recovered:
             await asyncio.sleep(1.0)
@@ -241,12 +259,13 @@ async def one(bootstrap: str, setting: Setting, fault: str, run: int) -> Result:
         end = time.time()
         stall = max([stall, *(end - last.get(p, began) for p in range(PARTITIONS))])
         back = again.seen[0][0] - began if again is not None and again.seen else None
-        return Result(setting.name, fault, stall, back, recovered)
+        startup = again.joining - began if again is not None and again.joining else None
+        return Result(setting.name, fault, stall, back, recovered, startup)
     finally:
         await group.close()
 
 
-async def measure(repeats: int) -> list[Result]:
+async def measure(repeats: int, only: list[str] | None = None) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="shortlink-rejoin-") as work:
         broker = embedded.Broker("127.0.0.1", embedded.free_port(), Path(work) / "tansu.log")
         broker.start()
@@ -258,6 +277,8 @@ async def measure(repeats: int) -> list[Result]:
             try:
                 run = 0
                 for setting in SETTINGS:
+                    if only and setting.name not in only:
+                        continue
                     for fault in FAULTS:
                         for _ in range(repeats):
                             run += 1
@@ -274,6 +295,8 @@ async def measure(repeats: int) -> list[Result]:
 
 def _row(result: Result) -> str:
     back = "" if result.back is None else f"{result.back:.1f} s"
+    if result.back is not None and result.startup is not None:
+        back += f" ({result.back - result.startup:.1f} s after its start-up)"
     stall = f"{result.stall:.1f} s" + ("" if result.recovered else f" (not within {SETTLE:.0f} s)")
     return f"| {result.setting} | {result.fault} | {stall} | {back} |"
 
@@ -287,7 +310,8 @@ def render(results: list[Result], repeats: int) -> str:
         f"partition topic of the local tansu broker, fed one record per partition every "
         f"{TICK * 1000:.0f} ms; one member restarted (SIGKILL, started again at once), "
         "stopped (SIGTERM) or killed (SIGKILL). *Stall*: the longest time any partition was "
-        "not consumed from the fault on; *back*: when the restarted member consumed again. "
+        "not consumed from the fault on; *back*: when the restarted member consumed again "
+        "(and how long after its process had started and began to join). "
         f"{repeats} run(s) each, in order.",
         "",
         "| setting | fault | stall | back |",
@@ -303,8 +327,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
+    parser.add_argument("--only", action="append", help="only the setting of this name")
     args = parser.parse_args()
-    results = asyncio.run(measure(args.repeats))
+    results = asyncio.run(measure(args.repeats, args.only))
     report = render(results, args.repeats)
     print(report)
     if not args.no_write:

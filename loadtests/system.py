@@ -111,6 +111,7 @@ def start_stack(stack: contextlib.ExitStack, work: Path, fresh_links: int) -> St
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
         "CLICK_TOPIC": TOPIC,
         "FORWARDER_GROUP": f"chaos-{os.getpid()}",
+        "KAFKA_SESSION_TIMEOUT_MS": str(embedded.TANSU_SESSION_TIMEOUT_MS),
         "FORWARDER_PORT": str(embedded.free_port()),
         "ALLOW_PRIVATE_ENDPOINTS": "true",
         "LOG_LEVEL": "INFO",

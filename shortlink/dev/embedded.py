@@ -32,6 +32,16 @@ log = logging.getLogger(__name__)
 
 DEV_BROKER_HOST = "127.0.0.1"
 DEV_BROKER_PORT = 19092
+# The forwarders' session timeout on tansu (KAFKA_SESSION_TIMEOUT_MS), where it starts
+# the broker itself. tansu holds every JoinGroup until half the session timeout has
+# passed, and a SyncGroup that is not assigned yet up to 80 % of it, in steps of one
+# second (tansu-broker/src/coordinator/group/administrator.rs, v0.6.0), and a member
+# is dead once silent for the session timeout: a shorter session is a faster rejoin
+# (`make rejoin`, docs/benchmarks.md). Not below 1.5 s: a member waiting out one of
+# those one-second steps must not look dead to the others. Apache Kafka refuses a
+# session below its group.min.session.timeout.ms (6 s by default): the forwarder's own
+# default stays 6 s.
+TANSU_SESSION_TIMEOUT_MS = 1_500
 
 
 def resolve_service(service: ServiceConfig, *, kafka: bool) -> ServiceConfig:

@@ -202,12 +202,15 @@ def run_stack(env: Mapping[str, str]) -> int:
     try:
         database_url = service.database_url or embedded.ensure_postgres(service.data_dir)
         bootstrap = service.kafka_bootstrap_servers
+        local_broker: dict[str, str] = {}
         if bootstrap is None:
             bootstrap, stack.broker = embedded.ensure_broker(service.data_dir)
+            local_broker["KAFKA_SESSION_TIMEOUT_MS"] = str(embedded.TANSU_SESSION_TIMEOUT_MS)
         asyncio.run(ensure_topic(bootstrap, service.click_topic, service.click_topic_partitions))
         sink_url = f"http://127.0.0.1:{sink_port}/hook"
         demo = asyncio.run(prepare_database(database_url, sink_url))
         child_env = {
+            **local_broker,  # a setting of the user's own wins
             **env,
             "DATABASE_URL": database_url,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,

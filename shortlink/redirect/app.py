@@ -171,6 +171,16 @@ def _families(app: web.Application) -> Iterator[Metric]:
         "shortlink_publish_failures", "Failed Kafka sends", publisher.send_failures
     )
     yield metrics.counter(
+        "shortlink_journal_recovered",
+        "Clicks a killed worker left in its journal, moved to the spool at start",
+        publisher.recovered,
+    )
+    yield metrics.counter(
+        "shortlink_journal_full",
+        "Clicks spooled at once because the journal had no room",
+        publisher.journal_full,
+    )
+    yield metrics.counter(
         "shortlink_redirect_malformed_requests",
         "Requests that were not HTTP aiohttp could parse (answered 400 by aiohttp)",
         logs.malformed_requests(HTTP_LOG),

@@ -37,6 +37,7 @@ class RedirectConfig:
     spool_dir: Path
     spool_max_bytes: int
     shutdown_timeout: float
+    publish_journal_bytes: int = 16 << 20  # 0: no journal (shortlink.redirect.journal)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RedirectConfig:
@@ -85,5 +86,8 @@ class RedirectConfig:
             ),
             shutdown_timeout=read.number(
                 "SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.0, maximum=600.0
+            ),
+            publish_journal_bytes=read.integer(
+                "PUBLISH_JOURNAL_BYTES", 16 << 20, minimum=0, maximum=1 << 34
             ),
         )

@@ -1,9 +1,13 @@
 """Click publishing: from the redirect handler to Kafka, never making a redirect wait.
 
-The handler calls `submit()`, which appends a tuple of raw facts to an in-memory
-list and returns. A flusher task wakes when the list becomes non-empty, lets
-clicks gather for the linger time, encodes them (event id, orjson) and sends them
-as per-partition record batches with acks=all. When Kafka cannot take them
+The handler calls `submit()`, which encodes the click as its event (event id,
+orjson), copies it into the journal (a shared file mapping that outlives the
+process: shortlink.redirect.journal), appends it to an in-memory list and
+returns. A flusher task wakes when the list becomes non-empty, lets clicks
+gather for the linger time and sends them as per-partition record batches with
+acks=all; a batch leaves the journal once the broker acknowledged it or it is
+spooled. A worker starting with journaled clicks left by a killed one moves them
+to the spool first. When Kafka cannot take them
 (unreachable at start, a failed or timed-out send), they are appended to the
 spool file instead, and from then on every batch goes to the spool until a
 replay task has sent the whole spool, in order, to the broker again. The buffer
@@ -31,16 +35,12 @@ from shortlink import clickevent
 from shortlink.kafka import partition_for
 from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.entries import LINK_FIELDS_AT, LinkGroup
-from shortlink.redirect.spool import Record, open_own, orphans
+from shortlink.redirect.journal import Journal, Ticket, journal_path, recover
+from shortlink.redirect.spool import Record, Spool, open_own, orphans
 from shortlink.retry import Backoff, Retry
 from shortlink.supervise import SUPERVISOR, Supervised, Supervisor
 
 log = logging.getLogger(__name__)
-
-# A click as the handler queues it: token, the link's group and packed fields
-# (shortlink.redirect.entries), clicked_at (Unix seconds), user agent, client IP,
-# Referer, method, warning page served. Made an event by the flusher (clickevent.assemble).
-Buffered = tuple[str, LinkGroup, bytes, float, str | None, str | None, str | None, str, bool]
 
 # What a failed send can raise: broker errors, our own timeout, socket errors.
 SEND_ERRORS = (KafkaError, TimeoutError, OSError)
@@ -70,6 +70,7 @@ class ClickPublisher:
         spool_max_bytes: int,
         supervisor: Supervisor,
         sibling_spools: Collection[str] = (),
+        journal_bytes: int = 0,
     ) -> None:
         self.topic = topic
         self._bootstrap_servers = bootstrap_servers
@@ -78,11 +79,25 @@ class ClickPublisher:
         self._linger = linger
         self._request_timeout = request_timeout
         self._supervisor = supervisor
-        self._buffer: list[Buffered] = []
+        self._buffer: list[Record] = []
         self._ids = clickevent.EventIds()
         self._spool = open_own(spool_dir, spool_name, spool_max_bytes)
         running = {*sibling_spools, spool_name, self._spool.path.stem}
         self._adopted = list(orphans(spool_dir, spool_max_bytes, running))
+        # Clicks a killed worker left in its journal (or an adopted spool's), now spooled.
+        self.recovered = sum(_recover_journal(spool) for spool in [self._spool, *self._adopted])
+        # The journal of the spool this worker owns (its flock makes the journal ours too).
+        self._journal: Journal | None = None
+        if journal_bytes > 0:
+            path = journal_path(spool_dir, self._spool.path.stem)
+            try:
+                self._journal = Journal(path, journal_bytes)
+            except OSError as exc:
+                # A disk too full for it: redirects go on, and a SIGKILL can lose clicks.
+                log.error(
+                    "cannot create the click journal; running without it",
+                    extra={"journal": str(path), "error": repr(exc)},
+                )
         self._producer: AIOKafkaProducer | None = None
         self._partitions = 0
         self._metadata_stale = False
@@ -95,6 +110,7 @@ class ClickPublisher:
         self._tasks: list[Supervised] = []
         self._last_loud = 0.0
         self.lost = 0  # clicks that could not even be spooled because of an error
+        self.journal_full = 0  # clicks spooled at once because the journal had no room
         self.submitted = 0
         self.published = 0
         self.spooled = 0
@@ -115,22 +131,42 @@ class ClickPublisher:
         method: str,
         warning_page_served: bool,
     ) -> None:
-        """Queue one click. Never blocks, never awaits, never raises."""
+        """Encode and journal one click, then queue it. Never blocks, never awaits, never raises.
+
+        The event is made here, not in the flusher, so that the journal holds it with its
+        event id: a click replayed from the journal is the same event, recorded once."""
         self.submitted += 1
-        buffer = self._buffer
-        buffer.append(
-            (
-                token,
-                group,
-                packed,
-                clicked_at,
-                user_agent,
-                client_ip,
-                referer,
-                method,
-                warning_page_served,
+        try:
+            key = token.encode()
+            clicked_at_ms = int(clicked_at * 1000)
+            record = (
+                key,
+                clicked_at_ms,
+                clickevent.assemble(
+                    self._ids.next_bytes(clicked_at_ms),
+                    key,
+                    packed,
+                    LINK_FIELDS_AT,
+                    group.event_fields or group.encoded_fields(),
+                    clicked_at_ms,
+                    user_agent,
+                    client_ip,
+                    referer,
+                    method,
+                    warning_page_served,
+                ),
             )
-        )
+            journal = self._journal
+            if journal is not None and not journal.append(record[2]):
+                # Unacknowledged clicks fill the journal (a send is stuck): to the spool.
+                self.journal_full += 1
+                self._to_spool([record])
+                return
+        except Exception:  # noqa: BLE001 - never a 500 for the phone; logged by _lose
+            self._lose(1, "encoding a click failed")
+            return
+        buffer = self._buffer
+        buffer.append(record)
         size = len(buffer)
         if size == 1:
             self._wakeup.set()
@@ -198,7 +234,9 @@ class ClickPublisher:
             log.error("flushing clicks timed out; spooling what is left")
             await flusher.stop()
         # Whatever the flusher could not hand over goes to disk.
-        self._spool_records(self._encode(self._take()))
+        batch, ticket = self._take()
+        self._spool_records(batch)
+        self._release(ticket)
         if self._producer is not None:
             with contextlib.suppress(*SEND_ERRORS):
                 await asyncio.wait_for(self._producer.stop(), grace)
@@ -207,49 +245,21 @@ class ClickPublisher:
         self._spool.close()
         for spool in self._adopted:
             spool.close()
+        if self._journal is not None:
+            self._journal.close()
 
     # -- internals ------------------------------------------------------------
 
-    def _take(self) -> list[Buffered]:
+    def _take(self) -> tuple[list[Record], Ticket | None]:
+        """The buffered clicks, and the journal's ticket for them (release it once they
+        are acknowledged or spooled)."""
         batch, self._buffer = self._buffer, []
-        return batch
+        journal = self._journal
+        return batch, journal.cut() if journal is not None else None
 
-    def _encode(self, batch: Sequence[Buffered]) -> list[Record]:
-        """The records of `batch`: each click's event joined from the link's and its
-        group's fields encoded when the link was cached (clickevent.assemble)."""
-        if not batch:
-            return []
-        ids = self._ids.take_bytes(len(batch), int(time.time() * 1000))
-        assemble, at = clickevent.assemble, LINK_FIELDS_AT
-        records: list[Record] = []
-        for event_id, (
-            token,
-            group,
-            packed,
-            clicked_at,
-            agent,
-            ip,
-            referer,
-            method,
-            warning,
-        ) in zip(ids, batch, strict=True):
-            key = token.encode()
-            clicked_at_ms = int(clicked_at * 1000)
-            value = assemble(
-                event_id,
-                key,
-                packed,
-                at,
-                group.event_fields or group.encoded_fields(),
-                clicked_at_ms,
-                agent,
-                ip,
-                referer,
-                method,
-                warning,
-            )
-            records.append((key, clicked_at_ms, value))
-        return records
+    def _release(self, ticket: Ticket | None) -> None:
+        if ticket is not None and self._journal is not None:
+            self._journal.release(ticket)
 
     def _spill(self) -> None:
         """The buffer hit its limit while a send is stuck: move it to disk now. Never
@@ -257,11 +267,12 @@ class ClickPublisher:
         error takes are counted as lost and said loudly."""
         self._spooling = True
         self._replay_wakeup.set()
-        batch = self._take()
+        batch, ticket = self._take()
         try:
-            self._spool_records(self._encode(batch))
+            self._spool_records(batch)
         except Exception:  # noqa: BLE001 - logged with its traceback by _lose
-            self._lose(batch, "moving the click buffer to the spool failed")
+            self._lose(len(batch), "moving the click buffer to the spool failed")
+        self._release(ticket)
 
     async def _spill_loop(self) -> None:
         """Half the buffer limit reached (a send is stuck): to the spool, a slice at a time."""
@@ -269,21 +280,22 @@ class ClickPublisher:
             await self._spill_wakeup.wait()
             self._spill_wakeup.clear()
             self._spooling = True
-            batch = self._take()
+            batch, ticket = self._take()
             done = 0
             try:
                 while done < len(batch):
                     if done:
                         await asyncio.sleep(0)
-                    self._spool_records(self._encode(batch[done : done + _SLICE]))
+                    self._spool_records(batch[done : done + _SLICE])
                     done += _SLICE
             except asyncio.CancelledError:
-                self._spool_records(self._encode(batch[done:]))
+                self._spool_records(batch[done:])
                 raise
             except Exception:
-                self._lose(batch[done:], "moving the click buffer to the spool failed")
+                self._lose(len(batch) - done, "moving the click buffer to the spool failed")
                 raise
             finally:
+                self._release(ticket)
                 self._replay_wakeup.set()
 
     def _spool_records(self, records: Sequence[Record]) -> None:
@@ -310,10 +322,10 @@ class ClickPublisher:
                     },
                 )
 
-    def _lose(self, batch: Sequence[Buffered], reason: str) -> None:
+    def _lose(self, count: int, reason: str) -> None:
         """Count clicks that an unexpected error took, with the traceback in the log."""
-        self.lost += len(batch)
-        log.exception(reason, extra={"clicks_lost": len(batch), "lost_total": self.lost})
+        self.lost += count
+        log.exception(reason, extra={"clicks_lost": count, "lost_total": self.lost})
 
     async def _connect(self) -> None:
         """Start the producer, retrying until the broker and the topic are there."""
@@ -365,27 +377,34 @@ class ClickPublisher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), self._linger)
             self._wakeup.clear()
-            await self._flush(self._take())
-        await self._flush(self._take())
+            await self._flush(*self._take())
+        await self._flush(*self._take())
 
-    async def _flush(self, batch: list[Buffered]) -> None:
-        """Encode `batch` in slices, letting requests in between, and send it as one
-        set of per-partition record batches: one broker round trip per flush.
+    async def _flush(self, batch: list[Record], ticket: Ticket | None) -> None:
+        """Hand `batch` over in slices, letting requests in between, and send it as one
+        set of per-partition record batches: one broker round trip per flush; then
+        release its journal `ticket` (acknowledged, spooled or counted as lost).
 
-        Encoding and batching cost a few microseconds per click; a burst of
+        Batching costs about a microsecond per click; a burst of
         thousands in one stretch would hold every redirect of this worker up. And
         waiting for the broker's acknowledgement after every slice would cap a
         worker at a slice per round trip (~25,000 clicks/s), so the buffer would
         fill and be spilled to disk in the handler under full load.
         """
+        try:
+            await self._hand_over(batch)
+        finally:
+            self._release(ticket)
+
+    async def _hand_over(self, batch: list[Record]) -> None:
         outgoing = self._outgoing()
         records: list[Record] = []  # the slice being handed over
-        done = 0  # clicks of `batch` encoded so far
+        done = 0  # clicks of `batch` taken into slices so far
         try:
             while done < len(batch):
                 if done:
                     await asyncio.sleep(0)
-                records = self._encode(batch[done : done + _SLICE])
+                records = batch[done : done + _SLICE]
                 done += _SLICE
                 if self._spooling or outgoing is None:
                     self._to_spool(records)
@@ -399,7 +418,7 @@ class ClickPublisher:
         except BaseException as exc:
             # Shutdown gave up waiting for the broker (a cancel), or something failed that
             # should not have: keep on disk whatever is not known to be acknowledged, the
-            # slice being handed over and what was not encoded yet (a click both
+            # slice being handed over and what was not handed over yet (a click both
             # acknowledged late and spooled is recorded once: the forwarder ignores a
             # known event id).
             pending = outgoing.unconfirmed() if outgoing is not None else []
@@ -417,17 +436,12 @@ class ClickPublisher:
             self._to_spool(failed)
 
     def _keep(
-        self, pending: Sequence[Record], records: Sequence[Record], rest: Sequence[Buffered]
+        self, pending: Sequence[Record], records: Sequence[Record], rest: Sequence[Record]
     ) -> None:
         """Spool the records of a flush that did not go through: those not acknowledged,
-        the slice in hand (some of it may be among them), the clicks not yet encoded."""
+        the slice in hand (some of it may be among them), the clicks not yet handed over."""
         seen = {id(record) for record in pending}
-        kept = [*pending, *(record for record in records if id(record) not in seen)]
-        try:
-            kept += self._encode(rest)
-        except Exception:  # noqa: BLE001 - logged with its traceback by _lose
-            self._lose(rest, "encoding clicks to spool them failed")
-        self._to_spool(kept)
+        self._to_spool([*pending, *(record for record in records if id(record) not in seen), *rest])
 
     def _to_spool(self, records: Sequence[Record]) -> None:
         self._spooling = True
@@ -601,6 +615,30 @@ def _drop_outcome(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+def _recover_journal(spool: Spool) -> int:
+    """Move the clicks a killed worker left in the journal of `spool` to that spool (with
+    their event ids: whatever the broker had already taken is recorded once); how many."""
+    path = journal_path(spool.path.parent, spool.path.stem)
+    records: list[Record] = []
+    try:
+        records = recover(path)
+        if records:
+            kept = spool.append(records)
+            log.warning(
+                "clicks of a worker that stopped without flushing moved from its journal "
+                "to the spool",
+                extra={
+                    "journal": str(path),
+                    "clicks": len(records),
+                    "dropped": len(records) - kept,
+                },
+            )
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.error("cannot read the click journal", extra={"journal": str(path), "error": repr(exc)})
+    return len(records)
+
+
 PUBLISHER = web.AppKey("click_publisher", ClickPublisher)
 
 
@@ -629,6 +667,7 @@ def publisher_context(
             spool_max_bytes=config.spool_max_bytes,
             supervisor=app[SUPERVISOR],
             sibling_spools=[spool_name(i) for i in range(config.workers)],
+            journal_bytes=config.publish_journal_bytes,
         )
         await publisher.start()
         app[PUBLISHER] = publisher

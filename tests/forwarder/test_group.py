@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import aiohttp
 import asyncpg
 import orjson
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from forwarder.app import RECORDER
@@ -92,7 +93,13 @@ async def test_a_stopping_forwarder_leaves_the_group_at_once(
         )
 
 
+@pytest.mark.parametrize(
+    "session_ms",
+    ["6000", str(embedded.TANSU_SESSION_TIMEOUT_MS)],
+    ids=["default-session", "local-broker-session"],
+)
 async def test_a_killed_forwarder_s_partitions_go_to_the_other_and_nothing_is_lost(
+    session_ms: str,
     forwarder_env: dict[str, str],
     sink: Sink,
     db: asyncpg.Connection,
@@ -102,13 +109,19 @@ async def test_a_killed_forwarder_s_partitions_go_to_the_other_and_nothing_is_lo
 ) -> None:
     """Clicks flow to two forwarder processes; one is SIGKILLed: the other takes its
     partitions, the killed one started again consumes again, and every click is recorded
-    and delivered once (a batch sent twice keeps its RequestIdentifier)."""
+    and delivered once (a batch sent twice keeps its RequestIdentifier); with the default
+    session and with the short one `make run` uses on tansu."""
     await set_endpoint(db, account_id, sink.url)
     links = await make_links(db, account_id, 1500)
     values = clicks(links)
     ports = [embedded.free_port(), embedded.free_port()]
     envs = [
-        {**forwarder_env, "FORWARDER_PORT": str(port), "CONSUME_MAX_RECORDS": "50"}
+        {
+            **forwarder_env,
+            "FORWARDER_PORT": str(port),
+            "CONSUME_MAX_RECORDS": "50",
+            "KAFKA_SESSION_TIMEOUT_MS": session_ms,
+        }
         for port in ports
     ]
     urls = [f"http://127.0.0.1:{port}" for port in ports]

@@ -196,6 +196,20 @@ def test_ids_as_bytes_follow_the_same_counter_as_ids_as_text() -> None:
     assert [int(i[-8:], 16) for i in made[:3]] == [0, 1, 2]
 
 
+def test_ids_made_one_at_a_time_are_the_ids_of_a_batch() -> None:
+    """next_bytes() makes, click by click, the ids take_bytes() makes for the same counter
+    and millisecond, and a new time prefix when the millisecond changes."""
+    ids = clickevent.EventIds()
+    ids._counter = 0xFFFFFFFF - 1  # wraps on the second id
+    batch = ids.take_bytes(3, 1_700_000_000_000)
+    ids._counter = 0xFFFFFFFF - 1
+    one_by_one = [ids.next_bytes(1_700_000_000_000) for _ in range(3)]
+    assert one_by_one == batch
+    later = ids.next_bytes(1_700_000_000_001).decode()
+    assert uuid.UUID(later).version == 7
+    assert (later[:13], later[-8:]) == ("018bcfe5-6801", "00000002")
+
+
 def test_texts_a_client_sent_are_cut_to_their_maximum_length() -> None:
     """User agent, client IP and Referer longer than their maximums are cut when the event
     is made, and again when one made before the limits is read; the click is kept."""

@@ -260,11 +260,11 @@ async def test_clicks_an_error_takes_while_spilling_are_counted_as_lost(
     async with running(create_app(config), make_handler) as server:
         publisher = server.app[PUBLISHER]
 
-        def broken(batch: object) -> list[object]:
-            raise RuntimeError("a bug in encoding")
+        def broken(records: object) -> None:
+            raise RuntimeError("a bug in spooling")
 
         with monkeypatch.context() as patch:
-            patch.setattr(publisher, "_encode", broken)
+            patch.setattr(publisher, "_spool_records", broken)
             statuses = [await raw_tap(server.port, f"/{link.token}", b"") for _ in range(5)]
             assert statuses == [302] * 5
             await wait_until(lambda: publisher.lost + publisher.buffered == 5, within=5)
