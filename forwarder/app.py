@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 
 from forwarder.config import ForwarderConfig
 from forwarder.delivery import HTTP_SESSION, Deliverer, session_context
-from forwarder.geoip import PACKAGED, Locator
+from shortlink.geoip import PACKAGED, Locator
 from forwarder.recorder import Recorder
 from shortlink import health, metrics
 from shortlink.pool import POOL, pool_context

@@ -2,7 +2,7 @@
 
 For each batch the transaction
 1. inserts the clicks with their enrichment (forwarder.enrich: the user agent;
-   forwarder.geoip: country and region of the client IP, placed before the
+   shortlink.geoip: country and region of the client IP, placed before the
    account's IP storage mode cuts it, forwarder.privacy), idempotent on the
    event id (ON CONFLICT DO NOTHING ... RETURNING tells which are new: a
    replayed event changes nothing below), each with its link's phone number as
@@ -44,7 +44,7 @@ from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest
 from forwarder import formats
 from forwarder.config import ForwarderConfig
 from forwarder.enrich import Client, classify
-from forwarder.geoip import PACKAGED, Locator, Place
+from shortlink.geoip import PACKAGED, Locator, Place
 from forwarder.privacy import IpModes, applied
 from shortlink import partitions
 from shortlink.campaigns import counters

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ua_parser import parse
 
-from forwarder import previews
+from shortlink import previews
 from forwarder.enrich import classify
 from tests.clicks import IPHONE
 

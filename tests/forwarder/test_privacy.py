@@ -9,7 +9,7 @@ import asyncpg
 import orjson
 import pytest
 
-from forwarder.geoip import Locator
+from shortlink.geoip import Locator
 from forwarder.privacy import IpModes, applied, truncated
 from forwarder.recorder import record
 from shortlink import accounts

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import asyncpg
 
-from forwarder.geoip import Locator
+from shortlink.geoip import Locator
 from forwarder.recorder import record
 from shortlink.campaigns.counters import OTHER, VALUES_KEPT, bucket_seconds, first_click_bucket
 from shortlink.links import LinkEntry

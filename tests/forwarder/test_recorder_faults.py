@@ -15,7 +15,7 @@ import pytest
 from forwarder.app import RECORDER
 from forwarder.config import ForwarderConfig
 from forwarder.enrich import MAX_NAME
-from forwarder.geoip import PACKAGED, Locator, Place
+from shortlink.geoip import PACKAGED, Locator, Place
 from forwarder.recorder import Received, Recorder, record
 from shortlink import clickevent
 from shortlink.supervise import SUPERVISOR

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from forwarder.geoip import NOWHERE, PACKAGED, Locator, Place, _from_record
+from shortlink.geoip import NOWHERE, PACKAGED, Locator, Place, _from_record
 
 
 @pytest.mark.parametrize(
