@@ -39,8 +39,20 @@ log = logging.getLogger(__name__)
 
 # A click as the handler queues it: token, the link's group and packed fields
 # (shortlink.redirect.entries), clicked_at (Unix seconds), user agent, client IP,
-# Referer, method, warning page served. Made an event by the flusher (clickevent.assemble).
-Buffered = tuple[str, LinkGroup, bytes, float, str | None, str | None, str | None, str, bool]
+# Referer, method, warning page served, and where a link with rules or variants sent it
+# (None: a plain link). Made an event by the flusher (clickevent.assemble).
+Buffered = tuple[
+    str,
+    LinkGroup,
+    bytes,
+    float,
+    str | None,
+    str | None,
+    str | None,
+    str,
+    bool,
+    clickevent.Smart | None,
+]
 
 # What a failed send can raise: broker errors, our own timeout, socket errors.
 SEND_ERRORS = (KafkaError, TimeoutError, OSError)
@@ -114,6 +126,7 @@ class ClickPublisher:
         referer: str | None,
         method: str,
         warning_page_served: bool,
+        smart: clickevent.Smart | None = None,
     ) -> None:
         """Queue one click. Never blocks, never awaits, never raises."""
         self.submitted += 1
@@ -129,6 +142,7 @@ class ClickPublisher:
                 referer,
                 method,
                 warning_page_served,
+                smart,
             )
         )
         size = len(buffer)
@@ -232,6 +246,7 @@ class ClickPublisher:
             referer,
             method,
             warning,
+            smart,
         ) in zip(ids, batch, strict=True):
             key = token.encode()
             clicked_at_ms = int(clicked_at * 1000)
@@ -247,6 +262,7 @@ class ClickPublisher:
                 referer,
                 method,
                 warning,
+                smart,
             )
             records.append((key, clicked_at_ms, value))
         return records
