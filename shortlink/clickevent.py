@@ -375,8 +375,8 @@ def decode(value: bytes) -> ClickEvent:
         raise InvalidClickEvent("event_id is not a UUID")
     event = ClickEvent(*fields)
     smart = data[1 + len(FIELDS) : 1 + len(FIELDS) + len(SMART_FIELDS)]
-    if smart:
-        event = event._replace(**_smart_fields(smart))
+    if smart and (found := _smart_fields(smart)):
+        event = event._replace(**found)
     agent, ip, referer = event.user_agent, event.client_ip, event.referer
     if (
         (agent is not None and len(agent) > MAX_USER_AGENT)
@@ -390,13 +390,14 @@ def decode(value: bytes) -> ClickEvent:
 
 
 def _smart_fields(smart: list[Any]) -> dict[str, Any]:
-    """The destination, rule_index and variant_index of an event that has them, checked."""
+    """The destination, rule_index and variant_index of an event that has them; an
+    event whose trailing fields are not of that shape (a later format) has none."""
     if len(smart) != len(SMART_FIELDS):
-        raise InvalidClickEvent(f"{len(smart)} smart fields, expected {len(SMART_FIELDS)}")
+        return {}
     destination, rule, variant = smart
     if type(destination) is not str or not destination or len(destination) > MAX_DESTINATION:
-        raise InvalidClickEvent("destination must be a URL")
-    for name, index in (("rule_index", rule), ("variant_index", variant)):
+        return {}
+    for index in (rule, variant):
         if index is not None and (type(index) is not int or not 0 <= index < 32):
-            raise InvalidClickEvent(f"{name} must be null or a small index")
+            return {}
     return {"destination": destination, "rule_index": rule, "variant_index": variant}
