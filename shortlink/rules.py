@@ -53,9 +53,13 @@ _CACHE = 4096
 OS_NAMES = ("iOS", "Android", "Windows", "macOS", "Linux", "other")
 DEVICE_TYPES = ("mobile", "tablet", "desktop")
 CONDITIONS = ("os", "device_type", "country", "language", "before", "after")
-_COUNTRY = re.compile(r"[A-Z]{2}")
-_LANGUAGE = re.compile(r"[a-z]{2,3}")
-_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})")
+# The OpenAPI document states these word for word (tests/shortlink/api/test_openapi.py).
+COUNTRY_PATTERN = r"^[A-Za-z]{2}$"
+LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}$"
+INSTANT_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
+_COUNTRY = re.compile(COUNTRY_PATTERN)
+_LANGUAGE = re.compile(LANGUAGE_PATTERN)
+_INSTANT = re.compile(INSTANT_PATTERN, re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,13 +148,13 @@ def _check_condition(where: str, key: str, value: Any) -> Any:
         if key == "device_type" and item not in DEVICE_TYPES:
             raise InvalidInput(f"{where}: {item!r} is not one of {', '.join(DEVICE_TYPES)}")
         if key == "country":
-            item = item.upper()
-            if not _COUNTRY.fullmatch(item):
+            if not _COUNTRY.fullmatch(item):  # before upper(): "ß".upper() is "SS"
                 raise InvalidInput(f"{where}: {item!r} is not an ISO 3166-1 alpha-2 code")
+            item = item.upper()
         if key == "language":
-            item = item.lower()
             if not _LANGUAGE.fullmatch(item):
                 raise InvalidInput(f"{where}: {item!r} is not a primary language subtag")
+            item = item.lower()
         if item not in out:
             out.append(item)
     return out
@@ -258,9 +262,10 @@ def language_of(accept_language: str) -> str | None:
     best, best_q = None, 0.0
     for part in accept_language[:MAX_ACCEPT_LANGUAGE].split(",")[:16]:
         tag, _, params = part.partition(";")
-        primary = tag.strip().split("-", 1)[0].lower()
+        primary = tag.strip().split("-", 1)[0]
         if not _LANGUAGE.fullmatch(primary):
             continue
+        primary = primary.lower()
         q = 1.0
         params = params.strip()
         if params.startswith("q="):

@@ -208,9 +208,7 @@ def test_hostile_request_headers_are_bounded() -> None:
 def test_bad_variants_are_refused(value: Any, message: str) -> None:
     """Bad weights, bad URLs, too many and malformed variants are InvalidInput."""
     with pytest.raises(InvalidInput, match=message):
-        rules.check_variants(
-            value, lambda url: url if url.startswith("https://") else _bad()
-        )
+        rules.check_variants(value, lambda url: url if url.startswith("https://") else _bad())
 
 
 def test_variants_are_drawn_by_weight() -> None:
