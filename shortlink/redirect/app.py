@@ -305,10 +305,10 @@ def make_handler(app: web.Application) -> Handler:
             if rules is None
             else choose(rules, agent, address, headers.get("Accept-Language"), method, now)
         )
-        if index is None:
+        if rules is None or index is None:
             destination, location = group.target_url, group.location or group.location_bytes()
         else:
-            rule = rules.rules[index]  # type: ignore[union-attr]
+            rule = rules.rules[index]
             destination, location = rule.url, rule.location or b""
         submit(
             token,

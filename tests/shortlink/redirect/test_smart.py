@@ -16,7 +16,7 @@ from shortlink.redirect.cache import CACHE
 from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.listener import LISTENER
 from tests.clicks import IPHONE
-from tests.infra import RunningServer, all_published, consume, running, wait_until
+from tests.infra import RunningServer, all_published, consume, exchange, running, wait_until
 
 ANDROID = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120.0 Mobile Safari"
 WHATSAPP = "WhatsApp/2.23.20.0 A"
@@ -204,3 +204,33 @@ async def test_a_worker_that_missed_the_notification_catches_up(
         await listener._catch_up(datetime.now(UTC) - timedelta(minutes=5))
         assert await location(one, new.token) == "https://example.com/fresh"
         assert await location(one, old.token) == "https://example.com/moved"
+
+
+async def test_hostile_headers_on_a_link_with_rules_still_redirect(
+    redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
+) -> None:
+    """Bytes that are not UTF-8, a 6 KiB User-Agent and a garbled Accept-Language on a link
+    with rules answer 302 (the link's url), never a 500."""
+    spanish = rules.canonical(
+        [
+            {"when": {"language": ["es"], "country": ["ES"]}, "url": "https://example.com/es"},
+            {"when": {"os": ["Android"]}, "url": "https://example.com/android"},
+        ]
+    )
+    [link] = await create_links(db, account_id, [NewLink(URL, rules=spanish)])
+    token = link.token.encode()
+    requests = [
+        b"User-Agent: \xff\xfe\xc3(Android\r\nAccept-Language: \xff;q=\xff",
+        b"User-Agent: " + b"A" * 6000 + b"\r\nAccept-Language: " + b"es;q=1," * 800,
+        b"User-Agent: Mozilla/5.0 (iPhone)\r\nAccept-Language: ;;;,,,q=,-,es-;q=abc",
+        b"X-Forwarded-For: 88.0.0.1, \xff\r\nUser-Agent: Mozilla/5.0 (iPhone)",
+    ]
+    for extra in requests:
+        data = (
+            b"GET /"
+            + token
+            + b" HTTP/1.1\r\nHost: x\r\n"
+            + extra
+            + b"\r\nConnection: close\r\n\r\n"
+        )
+        assert await exchange(redirect_server, data) == [302]
