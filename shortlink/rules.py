@@ -9,8 +9,8 @@ A link request may give `rules`, an ordered list of `{"when": {...}, "url": "...
                  shortlink.geoip), e.g. "ES" or ["ES", "MX"]
     language     primary language subtags, of the most preferred language in
                  Accept-Language, e.g. "es" or ["es", "ca"]
-    before       an ISO 8601 instant with its offset: matches taps before it
-    after        an ISO 8601 instant with its offset: matches taps at or after it
+    before       an RFC 3339 instant with its offset: matches taps before it
+    after        an RFC 3339 instant with its offset: matches taps at or after it
 
 Every key given must match; the first matching rule wins, else the link's `url`.
 Bots and link previews (shortlink.previews, HEAD requests, no User-Agent) always get
@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 
 from shortlink import geoip, previews
+from shortlink.conversions import OCCURRED_AT_PATTERN
 from shortlink.exceptions import InvalidInput
 from shortlink.redirect.response import encodable
 
@@ -56,7 +57,9 @@ CONDITIONS = ("os", "device_type", "country", "language", "before", "after")
 # The OpenAPI document states these word for word (tests/shortlink/api/test_openapi.py).
 COUNTRY_PATTERN = r"^[A-Za-z]{2}$"
 LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}$"
-INSTANT_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
+# The conversions' RFC 3339 grammar (years from 1970): what the document's pattern allows
+# is what the code reads.
+INSTANT_PATTERN = OCCURRED_AT_PATTERN
 _COUNTRY = re.compile(COUNTRY_PATTERN)
 _LANGUAGE = re.compile(LANGUAGE_PATTERN)
 _INSTANT = re.compile(INSTANT_PATTERN, re.ASCII)
@@ -131,7 +134,9 @@ def _check_rule(index: int, rule: Any, check_url: Callable[[str], str]) -> dict[
 def _check_condition(where: str, key: str, value: Any) -> Any:
     if key in ("before", "after"):
         if not isinstance(value, str) or len(value) > MAX_INSTANT or not _INSTANT.fullmatch(value):
-            raise InvalidInput(f"{where}: must be an ISO 8601 instant with its offset")
+            raise InvalidInput(
+                f"{where}: must be an RFC 3339 instant with its offset, e.g. 2026-12-24T00:00:00Z"
+            )
         try:
             return datetime.fromisoformat(value.replace("Z", "+00:00")).isoformat()
         except ValueError:
