@@ -40,7 +40,6 @@ from typing import Any
 import orjson
 
 from shortlink import geoip, previews
-from shortlink.conversions import OCCURRED_AT_PATTERN
 from shortlink.exceptions import InvalidInput
 from shortlink.redirect.response import encodable
 
@@ -57,9 +56,15 @@ CONDITIONS = ("os", "device_type", "country", "language", "before", "after")
 # The OpenAPI document states these word for word (tests/shortlink/api/test_openapi.py).
 COUNTRY_PATTERN = r"^[A-Za-z]{2}$"
 LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}$"
-# The conversions' RFC 3339 grammar (years from 1970): what the document's pattern allows
-# is what the code reads.
-INSTANT_PATTERN = OCCURRED_AT_PATTERN
+# RFC 3339 with its offset, years from 1970, and only days each month has (no February
+# 29th: the pattern cannot tell leap years; use 02-28T23:59:59 or 03-01): whatever the
+# document's pattern allows, the code reads.
+INSTANT_PATTERN = (
+    r"^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+)
 _COUNTRY = re.compile(COUNTRY_PATTERN)
 _LANGUAGE = re.compile(LANGUAGE_PATTERN)
 _INSTANT = re.compile(INSTANT_PATTERN, re.ASCII)
@@ -188,6 +193,8 @@ def check_variants(value: Any, check_url: Callable[[str], str]) -> list[tuple[st
             url = check_url(url)
         except ValueError as exc:
             raise InvalidInput(f"{where}.url: {exc}") from None
+        if type(weight) is float and weight.is_integer():  # 70.0 is JSON's integer 70
+            weight = int(weight)
         if type(weight) is not int or not 1 <= weight <= MAX_WEIGHT:
             raise InvalidInput(f"{where}.weight: must be an integer from 1 to {MAX_WEIGHT:,}")
         variants.append((url, weight))
