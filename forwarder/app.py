@@ -17,9 +17,9 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 
 from forwarder.config import ForwarderConfig
 from forwarder.delivery import HTTP_SESSION, Deliverer, session_context
-from forwarder.geoip import PACKAGED, Locator
 from forwarder.recorder import Recorder
 from shortlink import health, metrics
+from shortlink.geoip import PACKAGED, Locator
 from shortlink.pool import POOL, pool_context
 from shortlink.purge import PURGE, purge_context
 from shortlink.supervise import SUPERVISOR, supervisor_context

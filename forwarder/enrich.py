@@ -5,8 +5,8 @@ ua-parser project and released with fresh rules regularly; its Rust matcher
 `ua-parser-rs` makes a parse take ~0.3 ms). A campaign's clicks come from a
 few thousand distinct user agents, so results are kept in an LRU cache and a
 parse is the exception. Robots are found four ways, in this order: the
-project's rules in forwarder.previews, ua-parser's "Spider" device family, the
-maintained crawler-user-agents list (forwarder.previews.listed), and the request
+project's rules in shortlink.previews, ua-parser's "Spider" device family, the
+maintained crawler-user-agents list (shortlink.previews.listed), and the request
 itself (HEAD, or no User-Agent at all).
 
 What a parse finds is cut to MAX_NAME characters: ua-parser copies parts of the
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ua_parser import parse
 
-from forwarder import previews
+from shortlink import previews
 
 MOBILE_OS = frozenset(
     {

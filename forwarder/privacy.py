@@ -3,7 +3,7 @@
 `full` keeps the address as the redirect server saw it; `truncated` keeps its
 network only, IPv4 /24 and IPv6 /48 (`203.0.113.77` -> `203.0.113.0`); `none`
 keeps nothing. The mode is applied by the recorder to each event before anything
-is written or delivered (clicks, outbox, deliveries), after forwarder.geoip has
+is written or delivered (clicks, outbox, deliveries), after shortlink.geoip has
 placed the full address: country and region are still known.
 
 The recorder reads the modes of the accounts that do not keep the full address

@@ -2,7 +2,7 @@
 
 For each batch the transaction
 1. inserts the clicks with their enrichment (forwarder.enrich: the user agent;
-   forwarder.geoip: country and region of the client IP, placed before the
+   shortlink.geoip: country and region of the client IP, placed before the
    account's IP storage mode cuts it, forwarder.privacy), idempotent on the
    event id (ON CONFLICT DO NOTHING ... RETURNING tells which are new: a
    replayed event changes nothing below), each with its link's phone number as
@@ -44,7 +44,6 @@ from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest
 from forwarder import formats
 from forwarder.config import ForwarderConfig
 from forwarder.enrich import Client, classify
-from forwarder.geoip import PACKAGED, Locator, Place
 from forwarder.privacy import IpModes, applied
 from shortlink import partitions
 from shortlink.campaigns import counters
@@ -52,6 +51,7 @@ from shortlink.campaigns.counters import first_click_bucket
 from shortlink.clickevent import ClickEvent, decode
 from shortlink.db import Connection, is_statement_error, is_transient, needs_new_connections
 from shortlink.exceptions import InvalidClickEvent
+from shortlink.geoip import PACKAGED, Locator, Place
 from shortlink.kafka import Holes, contiguous
 from shortlink.retry import Backoff, Retry
 
@@ -200,7 +200,8 @@ _CLICK_ROW = """
     r->>12 AS device_name, r->>13 AS device_manufacturer, (r->>14)::boolean AS is_bot,
     r->>15 AS target_url, r->>16 AS phone_number, r->>17 AS client_ref,
     r->>18 AS client_identifier, to_timestamp((r->>19)::bigint / 1000.0) AS shortened_at,
-    r->>20 AS country, r->>21 AS region
+    r->>20 AS country, r->>21 AS region, r->>22 AS destination,
+    (r->>23)::smallint AS rule_index, (r->>24)::smallint AS variant_index
 """
 
 
@@ -237,6 +238,9 @@ async def _insert_clicks(
                 e.shortened_at_ms,
                 (place := places[e.event_id]).country,
                 _text(place.region),
+                e.destination,
+                e.rule_index,
+                e.variant_index,
             )
             for e, c in zip(events, clients, strict=True)
         ]
@@ -246,12 +250,14 @@ async def _insert_clicks(
         INSERT INTO clicks (event_id, link_id, account_id, clicked_at, method, user_agent,
                             client_ip, referer, warning_page_served, browser, os, device_type,
                             device_name, device_manufacturer, is_bot, target_url, phone_number,
-                            client_ref, client_identifier, shortened_at, country, region)
+                            client_ref, client_identifier, shortened_at, country, region,
+                            destination, rule_index, variant_index)
         SELECT e.event_id, e.link_id, e.account_id, e.clicked_at, e.method, e.user_agent,
                e.client_ip, e.referer, e.warning, e.browser, e.os, e.device_type,
                e.device_name, e.device_manufacturer, e.is_bot, e.target_url,
                CASE WHEN l.phone_number = e.phone_number THEN e.phone_number END,
-               e.client_ref, e.client_identifier, e.shortened_at, e.country, e.region
+               e.client_ref, e.client_identifier, e.shortened_at, e.country, e.region,
+               e.destination, e.rule_index, e.variant_index
         FROM (SELECT {_CLICK_ROW} FROM jsonb_array_elements($1::jsonb) AS r) AS e
         JOIN links l ON l.id = e.link_id AND l.period = (e.link_id >> 40)::int
                     AND l.period = ANY($2::int[]) AND l.account_id = e.account_id

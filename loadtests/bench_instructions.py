@@ -9,7 +9,9 @@ publishing the click to the broker, in batches as large as at full speed.
 
 Use it to compare two versions of the hot path: a change that does not move this
 number does not change the cost per redirect, whatever wrk says that day. The
-real server is counted with its Prometheus metrics on and off (REDIRECT_METRICS_PORT=0).
+real server is counted with its Prometheus metrics on and off (REDIRECT_METRICS_PORT=0),
+and (metrics off) on links with four rules (loadtests.databases.FOUR_RULES, each tap
+evaluating all four: the smart destinations' cost per tap against a plain link's).
 
 With `--first`, every request is a link's first tap instead (a cold cache: no warm-up,
 WARM_WINDOW=0, each token requested once), so the lookup in PostgreSQL is counted too;
@@ -35,9 +37,10 @@ from pathlib import Path
 from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
 
-from .databases import create_database, drop_database, seed
+from .databases import create_database, drop_database, seed, seed_rules
 
 TOPIC = "bench-clicks"
+RULES = "shortlink, four rules, metrics off"
 REQUEST = b"GET /%s HTTP/1.1\r\nHost: bench\r\nUser-Agent: Mozilla/5.0 (iPhone) Safari\r\n\r\n"
 
 
@@ -135,6 +138,7 @@ def main() -> int:
             seed(database_url, max(args.links, args.large) if args.first else args.links)
         )
         tokens = [token for token, _ in links]
+        rule_tokens = [token for token, _ in asyncio.run(seed_rules(database_url, args.links))]
         tokens_file = work / "tokens.tsv"
         tokens_file.write_text("".join(f"{t}\t{u}\n" for t, u in links))
         python = sys.executable
@@ -168,18 +172,23 @@ def main() -> int:
                 [python, "-m", "loadtests.baseline_app", str(tokens_file), str(port)],
                 dict(os.environ),
             ),
+            RULES: (
+                [*redirect, "--port", str(port)],
+                {**redirect_env, "REDIRECT_METRICS_PORT": "0"},
+            ),
         }
         if args.first:
             servers = {"shortlink, metrics off, first taps": servers["shortlink, metrics off"]}
         per_request: dict[str, float] = {}
         for name, (argv, env) in servers.items():
+            tapped = rule_tokens if name == RULES else tokens
             totals = [
                 count_instructions(
                     argv,
                     env,
                     port,
-                    tokens,
-                    [] if args.first else tokens,
+                    tapped,
+                    [] if args.first else tapped,
                     n,
                     (args.output_dir or work) / f"callgrind.{name}.{n}",
                     distinct=args.first,
@@ -196,6 +205,11 @@ def main() -> int:
         )
         on, off = per_request["shortlink"], per_request["shortlink, metrics off"]
         print(f"metrics on / off: {on / off:.3f}x ({on - off:+,.0f} instructions per redirect)")
+        smart = per_request[RULES]
+        print(
+            f"plain / four rules: {off / smart:.3f}x ({smart - off:+,.0f} instructions per tap "
+            "of a link with four rules; the issue's bar: at least 0.8x)"
+        )
     return 0
 
 

@@ -48,7 +48,7 @@ from aiokafka.structs import TopicPartition
 from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
 
-from .databases import create_database, drop_database, seed_account
+from .databases import create_database, drop_database, seed_account, seed_rules
 from .machine import (
     LOAD_CPU,
     SERVER_CPU,
@@ -93,6 +93,15 @@ PACED = """
 delay = function() return %d end
 """
 PACED_SCRIPT = WRK_SCRIPT + PACED
+# Taps from an iPhone (no Accept-Language, from 127.0.0.1): on links with FOUR_RULES each
+# tap evaluates all four rules; on plain links the same requests, for the ratio.
+IPHONE_SCRIPT = (
+    WRK_SCRIPT
+    + 'wrk.headers["User-Agent"] = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) '
+    'AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"\n'
+)
+PLAIN_IPHONE = "plain links, iPhone"
+RULES_IPHONE = "links with four rules, iPhone"
 PACED_ONCE_SCRIPT = ONCE_SCRIPT + PACED
 
 
@@ -115,6 +124,7 @@ class Measurements:
     warm_within: list[float]  # bound of the worker's histogram bucket: notification -> cached
     warm_rss_per_100k: float  # MiB
     broker_cpu: list[float]  # share of a core the broker used, per first-tap run
+    smart: dict[str, list[WrkResult]]  # plain links against links with four rules
 
 
 class Scraper:
@@ -285,6 +295,12 @@ def main() -> int:
         tokens_file.write_text("".join(f"{t}\t{u}\n" for t, u in links))
         script = work / "random.lua"
         script.write_text(WRK_SCRIPT % tokens_file)
+        rule_links = asyncio.run(seed_rules(database_url, args.links))
+        rules_file = work / "rules.tsv"
+        rules_file.write_text("".join(f"{t}\t{u}\n" for t, u in rule_links))
+        iphone_scripts = {PLAIN_IPHONE: work / "plain-iphone.lua", RULES_IPHONE: work / "rules.lua"}
+        iphone_scripts[PLAIN_IPHONE].write_text(IPHONE_SCRIPT % tokens_file)
+        iphone_scripts[RULES_IPHONE].write_text(IPHONE_SCRIPT % rules_file)
 
         real_port, bare_port, base_port, cold_port = (embedded.free_port() for _ in range(4))
         metrics_port = embedded.free_port()
@@ -362,7 +378,7 @@ def main() -> int:
         wait_ready(f"{api_url}/healthz")
         # The servers warmed the seeded links as they started (WARM_WINDOW); wait for it.
         deadline = time.monotonic() + 120
-        while metric(metrics_url, "shortlink_link_cache_entries") < args.links:
+        while metric(metrics_url, "shortlink_link_cache_entries") < 2 * args.links:
             if time.monotonic() > deadline:
                 raise RuntimeError("the redirect server did not warm the seeded links")
             time.sleep(0.2)
@@ -393,7 +409,14 @@ def main() -> int:
         warm_rss: list[float] = []
         scraper = Scraper(metrics_url)
         fresh_links: list[int] = []
+        smart: dict[str, list[WrkResult]] = {PLAIN_IPHONE: [], RULES_IPHONE: []}
         for run in range(1, args.runs + 1):
+            for name, lua in iphone_scripts.items():
+                result = run_wrk(
+                    f"http://127.0.0.1:{real_port}/", lua, args.seconds, args.connections, real.pid
+                )
+                smart[name].append(result)
+                _show(f"run {run} {name}", result)
             for name, (port, pid) in servers.items():
                 before = asyncio.run(topic_size(bootstrap))
                 profiler = None
@@ -525,6 +548,7 @@ def main() -> int:
             warm_within=warm_within,
             warm_rss_per_100k=statistics.median(warm_rss),
             broker_cpu=broker_cpu,
+            smart=smart,
         )
         del base
 
@@ -548,6 +572,20 @@ def _show(
         f"p99 {result.p99_ms:.2f} ms  errors {result.errors}  server CPU "
         f"{result.server_cpu:.0%} ({result.cpu_us_per_request:.0f} us/req){extra}",
         flush=True,
+    )
+
+
+def smart_ratio(smart: dict[str, list[WrkResult]]) -> str:
+    """Links with four rules against plain links, round by round, and the median."""
+    rates = [
+        r.requests_per_second / p.requests_per_second
+        for r, p in zip(smart[RULES_IPHONE], smart[PLAIN_IPHONE], strict=True)
+    ]
+    plain = statistics.median(r.requests_per_second for r in smart[PLAIN_IPHONE])
+    ruled = statistics.median(r.requests_per_second for r in smart[RULES_IPHONE])
+    return (
+        f"{statistics.median(rates):.2f}x the req/s of plain links (runs "
+        f"{', '.join(f'{x:.2f}' for x in rates)}; {ruled:,.0f} against {plain:,.0f} req/s)"
     )
 
 
@@ -661,6 +699,9 @@ def _report(args: argparse.Namespace, m: Measurements) -> str:
         "first-tap runs (it slows as it fills; these shares show how much it took from wrk)",
         f"- cold reads of the {args.links:,} seeded links: {cold_rps:,.0f} req/s (64 "
         f"connections, one worker); seeding them took {m.seed_seconds:.1f} s",
+        f"- **links with four rules: {smart_ratio(m.smart)}** (target >= 0.8x; the same "
+        "server, iPhone taps that evaluate all four rules, against iPhone taps on plain links, "
+        "alternating in each round)",
         f"- readiness after the runs: `{m.readiness}`",
         "",
     ]

@@ -20,6 +20,8 @@ the key; whether an endpoint has a signing secret, not the secret).
                                                                   /v1/account shows them
     erasure.made                POST /v1/erasures                 erasure_id and the counts
                                                                   (never the number)
+    campaign.retargeted         PATCH /v1/campaigns/{campaign}    client_identifier, links,
+                                                                  url and/or rules
 
 Actions are `<thing>.<what happened>` in lower case (the table checks the form);
 a new kind of change adds its name here. Entries are kept AUDIT_RETENTION_DAYS
@@ -48,6 +50,7 @@ ACTIONS = frozenset(
         "account.disabled",
         "account.settings_changed",
         "erasure.made",
+        "campaign.retargeted",
     }
 )
 _ACTION = re.compile(r"[a-z_]{1,40}\.[a-z_]{1,40}")

@@ -14,6 +14,11 @@ the notification goes out exactly when the change commits:
   account's expired links (shortlink.redirect.expired). A URL is at most 2048
   characters, well under the payload's limit.
 
+- a retargeted campaign (shortlink.links.retarget): the payload is `=`, the
+  account id, a space and the campaign's client_identifier; the workers read the
+  campaign's new destination (campaign_destinations) and change its cached
+  groups in place: one notification for the whole campaign, not one per link.
+
 Notifications arrive in milliseconds, but a connection can miss some while it
 is down, so links also carry `updated_at` (set by every change): a worker that
 reconnects, and every worker every few seconds, reads the tokens changed since
@@ -30,6 +35,7 @@ from shortlink.db import Connection
 CHANNEL = "link_changes"
 CREATED = "+"
 ACCOUNT = "@"
+CAMPAIGN = "="
 # NOTIFY payloads must stay under 8000 bytes; beyond this many ranges, one
 # covering range is sent instead (reading a few links twice is harmless).
 _MAX_RANGES = 100
@@ -105,3 +111,18 @@ def parse_created(payload: str) -> list[tuple[int, int]]:
         if first.isdigit() and last.isdigit() and int(first) <= int(last):
             spans.append((int(first), int(last)))
     return spans
+
+
+async def notify_campaign(conn: Connection, account_id: int, campaign: str) -> None:
+    """Announce a retargeted campaign (delivered when the current transaction commits)."""
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{CAMPAIGN}{account_id} {campaign}")
+
+
+def parse_campaign(payload: str) -> tuple[int, str] | None:
+    """(account id, campaign) of an `=id campaign` payload; None if it is not one."""
+    if not payload.startswith(CAMPAIGN):
+        return None
+    account, _, campaign = payload[1:].partition(" ")
+    if not (account.isascii() and account.isdigit()) or len(account) > 19 or not campaign:
+        return None
+    return int(account), campaign

@@ -11,7 +11,10 @@ by the fields of ClickEvent in their declared order:
      "447700900000", "msg-1", "campaign", phone_number, client_ref, client_identifier (or null)
      1382000166965, 1382000769338,        shortened_at_ms, clicked_at_ms: ms since the epoch, UTC
      "Mozilla/5.0 ...", "203.0.113.9", null,  user_agent, client_ip, referer (or null)
-     "GET", false]                        method, warning_page_served
+     "GET", false,                        method, warning_page_served
+     "https://...", 0, 1]                 destination, rule_index, variant_index: only on a
+                                          link with rules or variants (shortlink.rules); a
+                                          plain link's event ends after warning_page_served
 
 Texts a client sends are bounded (the redirect server truncates them when it
 encodes the event, and `decode` again for events of an older release): user_agent
@@ -69,6 +72,15 @@ class ClickEvent(NamedTuple):
     referer: str | None
     method: str
     warning_page_served: bool
+    # Where a link with rules or variants sent the tap, the rule that matched and the
+    # link's variant (each null when none); all three null for a plain link.
+    destination: str | None = None
+    rule_index: int | None = None
+    variant_index: int | None = None
+
+
+# Where a smart link's tap went: (destination, rule index, variant index).
+Smart = tuple[str, int | None, int | None]
 
 
 # The raw facts of one click, as the redirect server encodes them: the link's fields
@@ -278,6 +290,7 @@ def assemble(
     referer: str | None,
     method: str,
     warning_page_served: bool,
+    smart: Smart | None = None,
 ) -> bytes:
     """The message value of one click, from its parts encoded ahead: `link` holds
     `link_fields` from `at` to its end. The token is letters and digits (no escaping).
@@ -291,6 +304,8 @@ def assemble(
         referer = referer[:MAX_REFERER]
     encoded = _dumps_sanitised(
         (clicked_at_ms, user_agent, client_ip, referer, method, warning_page_served)
+        if smart is None
+        else (clicked_at_ms, user_agent, client_ip, referer, method, warning_page_served, *smart)
     )
     split = at + 1 + link[at]
     return b"".join(
@@ -328,7 +343,9 @@ def sanitise(value: Any) -> Any:
     return _SURROGATE.sub("\ufffd", value)
 
 
-FIELDS = ClickEvent._fields
+FIELDS = ClickEvent._fields[:15]  # every event has these; the smart fields may follow
+SMART_FIELDS = ClickEvent._fields[15:]
+MAX_DESTINATION = 2048  # a target URL's longest
 _TEXT = (str,)
 _OPTIONAL_TEXT = (str, type(None))
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -379,6 +396,9 @@ def decode(value: bytes) -> ClickEvent:
     if not _UUID.fullmatch(fields[0]):
         raise InvalidClickEvent("event_id is not a UUID")
     event = ClickEvent(*fields)
+    smart = data[1 + len(FIELDS) : 1 + len(FIELDS) + len(SMART_FIELDS)]
+    if smart and (found := _smart_fields(smart)):
+        event = event._replace(**found)
     agent, ip, referer = event.user_agent, event.client_ip, event.referer
     if (
         (agent is not None and len(agent) > MAX_USER_AGENT)
@@ -389,3 +409,17 @@ def decode(value: bytes) -> ClickEvent:
         agent, ip, referer = bounded(agent, ip, referer)
         event = event._replace(user_agent=agent, client_ip=ip, referer=referer)
     return event
+
+
+def _smart_fields(smart: list[Any]) -> dict[str, Any]:
+    """The destination, rule_index and variant_index of an event that has them; an
+    event whose trailing fields are not of that shape (a later format) has none."""
+    if len(smart) != len(SMART_FIELDS):
+        return {}
+    destination, rule, variant = smart
+    if type(destination) is not str or not destination or len(destination) > MAX_DESTINATION:
+        return {}
+    for index in (rule, variant):
+        if index is not None and (type(index) is not int or not 0 <= index < 32):
+            return {}
+    return {"destination": destination, "rule_index": rule, "variant_index": variant}

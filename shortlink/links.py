@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import orjson
 
 from shortlink import changes, partitions, tokens
 from shortlink.db import Connection, Executor
@@ -45,6 +46,8 @@ class LinkEntry:
     unsafe: bool
     disabled: bool
     expired_url: str | None = None  # where a tap goes once it expired (the link's own)
+    rules: str | None = None  # the request's rules (shortlink.rules.canonical), None: none
+    variant: int | None = None  # the variant this link got (target_url is its URL)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> LinkEntry:
@@ -62,6 +65,8 @@ class LinkEntry:
             unsafe=row[9],
             disabled=row[10],
             expired_url=row[11],
+            rules=row[12],
+            variant=row[13],
         )
 
     @classmethod
@@ -80,6 +85,8 @@ class LinkEntry:
             unsafe=spec.unsafe,
             disabled=False,
             expired_url=spec.expired_url,
+            rules=spec.rules,
+            variant=spec.variant,
         )
 
 
@@ -89,7 +96,7 @@ ENTRY_COLUMNS = """
     token, id, account_id, target_url, phone_number, client_ref, client_identifier,
     floor(extract(epoch FROM created_at) * 1000)::int8 AS created_at_ms,
     extract(epoch FROM expires_at)::float8 AS expires_at,
-    unsafe, disabled_at IS NOT NULL AS disabled, expired_url
+    unsafe, disabled_at IS NOT NULL AS disabled, expired_url, rules, variant
 """
 
 
@@ -193,6 +200,8 @@ class NewLink:
     unsafe: bool = False
     lifetime: timedelta = DEFAULT_LIFETIME
     expired_url: str | None = None  # None: the account's, else the 410 page
+    rules: str | None = None  # shortlink.rules.canonical text
+    variant: int | None = None  # the variant chosen for this link (target_url is its URL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +222,8 @@ _IMPORT_COLUMNS = (
     "expires_at",
     "unsafe",
     "expired_url",
+    "rules",
+    "variant",
 )
 
 
@@ -248,7 +259,7 @@ async def create_links(
             CREATE TEMP TABLE link_import (
                 position integer, token text COLLATE "C", target_url text, phone_number text,
                 client_ref text, client_identifier text, expires_at timestamptz, unsafe boolean,
-                expired_url text
+                expired_url text, rules text, variant smallint
             ) ON COMMIT DROP
             """
         )
@@ -266,10 +277,10 @@ async def create_links(
                 """
                 INSERT INTO links (id, period, token, account_id, target_url, phone_number,
                                    client_ref, client_identifier, created_at, expires_at,
-                                   unsafe, callback_id, expired_url)
+                                   unsafe, callback_id, expired_url, rules, variant)
                 SELECT $4::int8 | nextval('links_sequence'), $5, token, $1, target_url,
                        phone_number, client_ref, client_identifier, $2, expires_at, unsafe, $3,
-                       expired_url
+                       expired_url, rules, variant
                 FROM link_import i
                 WHERE NOT EXISTS (SELECT 1 FROM links l WHERE l.period = 0 AND l.token = i.token)
                 ORDER BY position
@@ -325,6 +336,8 @@ async def _import_rows(
             _expiry(link, now),
             link.unsafe,
             link.expired_url,
+            link.rules,
+            link.variant,
         )
 
 
@@ -369,7 +382,8 @@ async def _unique_tokens(count: int, length: int, tag: str) -> list[str]:
 
 _VIEW = """
     SELECT l.id, l.token, l.target_url, l.phone_number, l.client_ref, l.client_identifier,
-           l.created_at, l.expires_at, l.unsafe, l.disabled_at, l.expired_url,
+           l.created_at, l.expires_at, l.unsafe, l.disabled_at, l.expired_url, l.rules,
+           l.variant,
            coalesce(
                (SELECT f.clicked_at FROM first_clicks f WHERE f.link_id = l.id),
                l.first_clicked_at
@@ -420,9 +434,10 @@ async def update(
     expires_at: datetime | None = None,
     unsafe: bool | None = None,
     expired_url: object = UNCHANGED,
+    rules: object = UNCHANGED,
 ) -> bool:
-    """Change a link's target, expiry, unsafe flag or expired_url (None removes it) and
-    tell the redirect workers."""
+    """Change a link's target, expiry, unsafe flag, expired_url or rules (None removes
+    either) and tell the redirect workers."""
     async with conn.transaction():
         status = await conn.execute(
             f"""
@@ -431,6 +446,7 @@ async def update(
                                           ELSE least($4, created_at + $8::interval) END,
                              unsafe = coalesce($5, unsafe),
                              expired_url = CASE WHEN $6 THEN $7 ELSE expired_url END,
+                             rules = CASE WHEN $9 THEN $10 ELSE rules END,
                              updated_at = now()
             WHERE token = $1 AND account_id = $2 AND {_partition_of("l", token)}
             """,
@@ -443,6 +459,8 @@ async def update(
             None if expired_url is UNCHANGED else expired_url,
             # No link outlives its partition's token tag (shortlink.partitions).
             timedelta(days=partitions.MAX_LIFETIME_DAYS),
+            rules is not UNCHANGED,
+            None if rules is UNCHANGED else rules,
         )
         if status != "UPDATE 1":
             return False
@@ -465,3 +483,92 @@ async def disable(conn: Connection, account_id: int, token: str) -> bool:
             return False
         await changes.notify(conn, [token])
     return True
+
+
+async def retarget(
+    conn: Connection,
+    account_id: int,
+    campaign: str,
+    *,
+    target_url: str | None,
+    rules: object = UNCHANGED,
+) -> int:
+    """Change every link of a campaign (a new url drops the variants; rules None removes
+    them), in the caller's transaction; the number of links changed. One notification
+    tells the redirect workers (shortlink.changes.notify_campaign), which change the
+    campaign's cached groups in place: the links' updated_at is not touched, so no worker
+    drops 200,000 tokens one by one."""
+    status = await conn.execute(
+        """
+        UPDATE links SET target_url = coalesce($3, target_url),
+                         variant = CASE WHEN $3 IS NULL THEN variant END,
+                         rules = CASE WHEN $4 THEN $5 ELSE rules END
+        WHERE account_id = $1 AND client_identifier = $2
+        """,
+        account_id,
+        campaign,
+        target_url,
+        rules is not UNCHANGED,
+        None if rules is UNCHANGED else rules,
+    )
+    count = int(status.split()[-1])
+    await conn.execute(
+        """
+        INSERT INTO campaign_destinations AS d (account_id, campaign, url, rules, set_rules,
+                                                changed_at)
+        VALUES ($1, $2, $3, $5, $4, clock_timestamp())
+        ON CONFLICT (account_id, campaign) DO UPDATE
+        SET url = coalesce(excluded.url, d.url),
+            rules = CASE WHEN $4 THEN excluded.rules ELSE d.rules END,
+            set_rules = d.set_rules OR $4,
+            changed_at = clock_timestamp()
+        """,
+        account_id,
+        campaign,
+        target_url,
+        rules is not UNCHANGED,
+        None if rules is UNCHANGED else rules,
+    )
+    await changes.notify_campaign(conn, account_id, campaign)
+    return count
+
+
+async def keep_variants(
+    conn: Executor, account_id: int, campaign: str, variants: Sequence[tuple[str, int]]
+) -> None:
+    """Keep a campaign's variants (url, weight), for its statistics' by_variant."""
+    await conn.execute(
+        """
+        INSERT INTO campaign_destinations (account_id, campaign, variants)
+        VALUES ($1, $2, $3::jsonb)
+        ON CONFLICT (account_id, campaign) DO UPDATE SET variants = excluded.variants
+        """,
+        account_id,
+        campaign,
+        orjson.dumps([{"url": url, "weight": weight} for url, weight in variants]).decode(),
+    )
+
+
+async def campaign_destination(
+    conn: Executor, account_id: int, campaign: str
+) -> asyncpg.Record | None:
+    """(url, rules, set_rules, changed_at) of a campaign's last retargeting, or None."""
+    return await conn.fetchrow(
+        """
+        SELECT url, rules, set_rules, changed_at FROM campaign_destinations
+        WHERE account_id = $1 AND campaign = $2 AND changed_at IS NOT NULL
+        """,
+        account_id,
+        campaign,
+    )
+
+
+async def retargeted_since(conn: Executor, since: datetime) -> list[asyncpg.Record]:
+    """The campaigns retargeted at or after `since` (a redirect worker catching up)."""
+    return await conn.fetch(
+        """
+        SELECT account_id, campaign, url, rules, set_rules, changed_at
+        FROM campaign_destinations WHERE changed_at >= $1 ORDER BY changed_at
+        """,
+        since,
+    )

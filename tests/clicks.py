@@ -44,15 +44,20 @@ def clicks(
     ip: str = "203.0.113.7",
     warning: bool = False,
     at: float | None = None,
+    smart: clickevent.Smart | None = None,
 ) -> list[tuple[str, bytes]]:
-    """One encoded click event per link."""
+    """One encoded click event per link (`smart`: where a link with rules or variants
+    sent it, appended as the redirect server appends it)."""
     now = time.time() if at is None else at
     ids = _IDS.take(len(links), int(now * 1000))
     return [
         (
             link.token,
             clickevent.encode(
-                event_id, clickevent.facts(link, now, user_agent, ip, None, method, warning)
+                event_id,
+                (*clickevent.facts(link, now, user_agent, ip, None, method, warning), *smart)
+                if smart
+                else clickevent.facts(link, now, user_agent, ip, None, method, warning),
             ),
         )
         for event_id, link in zip(ids, links, strict=True)

@@ -19,6 +19,7 @@ from shortlink.api import (
     audit,
     campaigns,
     conversions,
+    destinations,
     erasures,
     forwarding,
     links,
@@ -106,6 +107,7 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     add("DELETE", "/v1/keys/{key_id}", apikeys.delete)
     add("POST", "/v1/keys/{key_id}/rotate", apikeys.rotate)
     add("GET", "/v1/audit", audit.list_entries)
+    add("PATCH", "/v1/campaigns/{client_identifier}", destinations.retarget)
     dashboard.setup(app, config)
     return app
 

@@ -15,12 +15,14 @@ from shortlink.api.account import expired_url
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.callbacks import callback_id, callback_url
+from shortlink.api.destinations import rules_field, variants_field
 from shortlink.api.errors import ApiError, not_found
 from shortlink.api.keys import API_CONFIG
 from shortlink.api.present import short_url, statuses
 from shortlink.db import Connection
 from shortlink.links import NewLink
 from shortlink.pool import POOL
+from shortlink.rules import choose_variant
 from shortlink.serve import gc_held
 
 
@@ -55,13 +57,21 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
             "https",
             "callback_url",
             "expired_url",
+            "rules",
+            "variants",
         },
     )
+    variants = variants_field(fields, config.short_domain)
+    if fields.has("variants") and fields.has("url"):
+        problems.add("variants", "give url or variants, not both")
     url = fields.converted(
         "url",
-        fields.text("url", required=True, max_length=validation.MAX_URL_LENGTH),
+        fields.text(
+            "url", required=not fields.has("variants"), max_length=validation.MAX_URL_LENGTH
+        ),
         lambda value: validation.target_url(value, config.short_domain),
     )
+    link_rules = rules_field(fields, config.short_domain)
     campaign = fields.text("client_identifier", max_length=validation.MAX_TEXT_LENGTH)
     days = fields.integer("expires_in_days", 0, minimum=1, maximum=accounts.MAX_LINK_LIFETIME_DAYS)
     expired = expired_url(fields, config.short_domain)
@@ -99,11 +109,32 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
         days = await accounts.link_lifetime_days(request.app[POOL], account_id)
     lifetime = timedelta(days=days)
     specs = []
+    weights = [weight for _, weight in variants or ()]
     async for part in render.slices(len(phones)):
-        specs += [
-            NewLink(url or "", phone, ref, campaign, None, unsafe, lifetime, expired)
-            for phone, ref in zip(phones[part], refs[part], strict=True)
-        ]
+        if variants:
+            chosen = [choose_variant(weights) for _ in phones[part]]
+            specs += [
+                NewLink(
+                    variants[index][0],
+                    phone,
+                    ref,
+                    campaign,
+                    None,
+                    unsafe,
+                    lifetime,
+                    expired,
+                    link_rules,
+                    index,
+                )
+                for phone, ref, index in zip(phones[part], refs[part], chosen, strict=True)
+            ]
+        else:
+            specs += [
+                NewLink(
+                    url or "", phone, ref, campaign, None, unsafe, lifetime, expired, link_rules
+                )
+                for phone, ref in zip(phones[part], refs[part], strict=True)
+            ]
 
     async def action(conn: Connection) -> tuple[int, bytes]:
         created = await links.create_links(
@@ -113,6 +144,8 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
             token_length=config.service.token_length,
             callback_id=destination,
         )
+        if variants and campaign:
+            await links.keep_variants(conn, account_id, campaign, variants)
         return 201, await render.links_answer(prefix, phones, refs, created)
 
     return await idempotency.respond(request, account_id, raw, action)
@@ -150,7 +183,9 @@ async def patch(request: web.Request) -> web.Response:
     token = _token(request)
     data = await json_object(request)
     problems = Problems()
-    fields = Fields(data, problems, allowed={"url", "expires_in_days", "unsafe", "expired_url"})
+    fields = Fields(
+        data, problems, allowed={"url", "expires_in_days", "unsafe", "expired_url", "rules"}
+    )
     url = fields.converted(
         "url",
         fields.text("url", max_length=validation.MAX_URL_LENGTH),
@@ -163,8 +198,11 @@ async def patch(request: web.Request) -> web.Response:
     )
     unsafe = fields.boolean("unsafe", False) if fields.has("unsafe") else None
     expired = expired_url(fields, config.short_domain)
+    link_rules = rules_field(fields, config.short_domain)
     if not data:
-        problems.add("(body)", "give at least one of url, expires_in_days, unsafe, expired_url")
+        problems.add(
+            "(body)", "give at least one of url, expires_in_days, unsafe, expired_url, rules"
+        )
     problems.check()
     # 0 days expires the link now: from then on it answers 410 (link expired).
     expires_at = datetime.now(UTC) + timedelta(days=days) if days is not None else None
@@ -178,6 +216,7 @@ async def patch(request: web.Request) -> web.Response:
             expires_at=expires_at,
             unsafe=unsafe,
             expired_url=expired if "expired_url" in data else links.UNCHANGED,
+            rules=link_rules if fields.has("rules") else links.UNCHANGED,
         )
         if not changed:
             raise not_found("link")

@@ -21,6 +21,7 @@ from shortlink.api.account import expired_url
 from shortlink.api.auth import ACCOUNT_ID
 from shortlink.api.body import Fields, Problems, json_object
 from shortlink.api.callbacks import callback_id, callback_url
+from shortlink.api.destinations import rules_field
 from shortlink.api.errors import ApiError
 from shortlink.api.keys import API_CONFIG
 from shortlink.api.present import short_url
@@ -63,8 +64,10 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
             "unsafe",
             "callback_url",
             "expired_url",
+            "rules",
         },
     )
+    link_rules = rules_field(fields, config.short_domain)
     body = fields.text("body", required=True, max_length=MAX_BODY)
     mode = fields.text("mode", default="track", max_length=20)
     if mode not in rewrite.MODES:
@@ -137,7 +140,9 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
     specs = []
     async for part in render.slices(len(plans)):
         specs += [
-            NewLink(checked[target], phone, ref, campaign, None, unsafe, lifetime, expired)
+            NewLink(
+                checked[target], phone, ref, campaign, None, unsafe, lifetime, expired, link_rules
+            )
             for plan, phone, ref in zip(plans[part], phones[part], refs[part], strict=True)
             for target in plan.targets
         ]

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 
 from shortlink import conversions
 from shortlink.api.config import ApiConfig
@@ -47,6 +48,8 @@ def status(
         "callback_url": row["callback_url"],
         "expired_url": row["expired_url"],
         "conversions": [conversions.public(row, conversion) for conversion in made],
+        "rules": orjson.loads(rules) if (rules := row.get("rules")) else [],
+        "variant": row.get("variant"),
     }
 
 

@@ -39,6 +39,7 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/account"): "account:admin",
     ("PATCH", "/v1/account"): "account:admin",
     ("POST", "/v1/erasures"): "account:admin",
+    ("PATCH", "/v1/campaigns/{client_identifier}"): "links:write",
 }
 PUBLIC_PATHS = frozenset(path for (_, path), scope in ROUTES.items() if scope is PUBLIC)
 

@@ -21,7 +21,8 @@ CURSOR = CursorForm(r"^[0-9]{1,17}-[0-9a-f]{32}$")
 _FIELDS = """
     c.event_id, c.link_id, c.phone_number, c.client_ref, c.clicked_at, c.client_ip, c.browser,
     c.os, c.device_type, c.device_name, c.device_manufacturer, c.is_bot, c.user_agent,
-    c.referer, c.warning_page_served, c.method, c.country, c.region
+    c.referer, c.warning_page_served, c.method, c.country, c.region,
+    coalesce(c.destination, c.target_url) AS destination, c.rule_index, c.variant_index
 """
 
 
@@ -84,4 +85,7 @@ def _click(row: Any) -> dict[str, Any]:
         "referer": row["referer"],
         "warning_page_served": row["warning_page_served"],
         "method": row["method"],
+        "destination": row["destination"],
+        "rule_index": row["rule_index"],
+        "variant_index": row["variant_index"],
     }

@@ -37,6 +37,9 @@ CLICK_COLUMNS = (
     "target_url",
     "country",
     "region",
+    "destination",
+    "rule_index",
+    "variant_index",
 )
 
 
@@ -52,7 +55,8 @@ async def all_clicks(
             """
             SELECT event_id, link_id, phone_number, client_ref, clicked_at, client_ip, browser,
                    os, device_type, device_name, device_manufacturer, is_bot, user_agent,
-                   referer, warning_page_served, method, target_url, country, region
+                   referer, warning_page_served, method, target_url, country, region,
+                   coalesce(destination, target_url), rule_index, variant_index
             FROM clicks
             WHERE account_id = $1 AND client_identifier = $2
               AND ($3::timestamptz IS NULL OR (clicked_at, event_id) > ($3, $4::uuid))

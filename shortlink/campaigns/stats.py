@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from shortlink.campaigns.counters import OTHER, VALUES_SHOWN, quantile
+from shortlink.campaigns.destinations import by_destination
 from shortlink.db import Executor
 
 
@@ -68,6 +69,7 @@ async def campaign(conn: Executor, account_id: int, name: str) -> dict[str, Any]
         "p90_seconds_to_first_click": quantile(histogram, 0.9),
         "conversions": await _conversions(conn, account_id, name, converted),
         "conversion_rate": round(converted / links, 4) if links else 0.0,
+        **await by_destination(conn, account_id, name),
     }
 
 

@@ -34,6 +34,7 @@ from shortlink.redirect.listener import LISTENER, listener_context
 from shortlink.redirect.publisher import PUBLISHER, publisher_context
 from shortlink.redirect.response import CACHE_CONTROL, Heads, Redirect, encodable
 from shortlink.redirect.scanners import ScanGuard
+from shortlink.rules import choose
 from shortlink.serve import HTTP_LOG, Handler
 from shortlink.supervise import SUPERVISOR, supervisor_context
 from shortlink.tokens import is_token
@@ -284,10 +285,61 @@ def make_handler(app: web.Application) -> Handler:
                 response.content_length = 0
                 return counted(response)
             return page(410, pages.EXPIRED)
-        # Unsafe: the warning page first; its "continue" link leads here with the parameter.
-        if request.query.get(pages.CONTINUE_PARAMETER) != "1":
-            return page(200, pages.warning_page(token, group.target_url))
-        return redirect(request, token, group, packed, now, request.method, True)
+        warning = False
+        if group.unsafe:
+            # The warning page first; its "continue" link leads here with the parameter.
+            if request.query.get(pages.CONTINUE_PARAMETER) != "1":
+                return page(200, pages.warning_page(token, group.target_url))
+            warning = True
+        if group.rules is None and group.variant is None:
+            return redirect(request, token, group, packed, now, request.method, warning)
+        return smart(request, token, group, packed, now, warning)
+
+    def smart(
+        request: web.BaseRequest,
+        token: str,
+        group: LinkGroup,
+        packed: bytes,
+        now: float,
+        warning: bool,
+    ) -> web.StreamResponse:
+        """A link with rules or variants: the first matching rule's URL, else the link's."""
+        headers = request.headers
+        peer = request.remote
+        method = request.method
+        agent = headers.get("User-Agent")
+        address = client_ip(peer, forwarded_for(headers)) if behind_proxies else peer
+        rules = group.compiled
+        index = (
+            None
+            if rules is None
+            else choose(rules, agent, address, headers.get("Accept-Language"), method, now)
+        )
+        if rules is None or index is None:
+            destination, location = group.target_url, group.location or group.location_bytes()
+        else:
+            rule = rules.rules[index]
+            destination, location = rule.url, rule.location or b""
+        submit(
+            token,
+            group,
+            packed,
+            now,
+            agent,
+            address,
+            headers.get("Referer"),
+            method,
+            warning,
+            (destination, index, group.variant),
+        )
+        if location and request.version == HttpVersion11 and request.keep_alive:
+            return Redirect(redirect_status, head(location, now))
+        response = StreamResponse(
+            status=redirect_status,
+            headers={"Location": destination, "Cache-Control": CACHE_CONTROL},
+        )
+        response.content_length = 0
+        return response
 
     async def miss(request: web.BaseRequest, token: str) -> web.StreamResponse:
         try:

@@ -88,6 +88,8 @@ class LinkCache:
         self._invalidated: OrderedDict[str, int] = OrderedDict()
         self._horizon = 0  # invalidations before this generation are forgotten
         self._cleared = 0
+        # (account, campaign) -> the generation of its last retargeting (see retarget).
+        self._retargeted: OrderedDict[tuple[int, str], int] = OrderedDict()
         self.hits = 0
         self.misses = 0
         self.negative_hits = 0
@@ -213,10 +215,24 @@ class LinkCache:
         index, prefix = 0, b""
         for row in rows:
             token = row[0]
-            if not current and not self._trusted(token, generation):
+            if not current and (
+                not self._trusted(token, generation)
+                or self._retargeted.get((row[2], row[6]), 0) > generation
+            ):
                 continue
             fields = link_fields(row[1], row[4], row[5])  # before the group counts it
-            key = (row[2], row[3], row[6], row[7], row[8], row[9], row[10], row[11])
+            key = (
+                row[2],
+                row[3],
+                row[6],
+                row[7],
+                row[8],
+                row[9],
+                row[10],
+                row[11],
+                row[12],
+                row[13],
+            )
             if key == last_key:
                 groups.retain(index)
             else:
@@ -274,6 +290,25 @@ class LinkCache:
         self._negative.pop(token, None)
         # A query already out for it stores nothing for it (see _trusted); its waiters
         # still get the answer it read, which was current when they asked.
+
+    def retarget(
+        self,
+        account_id: int,
+        campaign: str,
+        target_url: str | None,
+        rules: str | None,
+        set_rules: bool,
+        before_ms: int,
+    ) -> int:
+        """A campaign was retargeted: change its cached groups in place (shortlink.links.
+        retarget); a load that was reading meanwhile does not store the campaign's rows."""
+        self.generation += 1
+        self._retargeted[account_id, campaign] = self.generation
+        self._retargeted.move_to_end((account_id, campaign))
+        if len(self._retargeted) > _INVALIDATIONS_KEPT:
+            _, forgotten = self._retargeted.popitem(last=False)
+            self._horizon = max(self._horizon, forgotten)
+        return self.groups.retarget(account_id, campaign, target_url, rules, set_rules, before_ms)
 
     def clear(self) -> None:
         """Forget everything."""

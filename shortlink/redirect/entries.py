@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from shortlink import clickevent
 from shortlink.links import LinkEntry
 from shortlink.redirect.response import encodable
+from shortlink.rules import Rules, compiled
 
 MAX_GROUPS = 1 << 24
 LINK_FIELDS_AT = 3  # where a packed link's event fields start
@@ -64,9 +65,19 @@ class LinkGroup:
         init=False, compare=False, hash=False, repr=False
     )
     tapped: bool = field(init=False, compare=False, hash=False, repr=False)
+    # The request's rules (shortlink.rules.canonical) and this link's variant index:
+    # either makes the group special, so a plain link's hit path is unchanged.
+    rules: str | None = None
+    variant: int | None = None
+    compiled: Rules | None = field(init=False, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "special", self.unsafe or self.disabled)
+        object.__setattr__(
+            self,
+            "special",
+            self.unsafe or self.disabled or self.rules is not None or self.variant is not None,
+        )
+        object.__setattr__(self, "compiled", compiled(self.rules) if self.rules else None)
         object.__setattr__(self, "location", None)
         object.__setattr__(self, "event_fields", None)
         object.__setattr__(self, "tapped", False)
@@ -108,12 +119,14 @@ def key_of(entry: LinkEntry) -> GroupKey:
         entry.unsafe,
         entry.disabled,
         entry.expired_url,
+        entry.rules,
+        entry.variant,
     )
 
 
 # The fields of a LinkGroup as a plain tuple, in declaration order: cheap to make
 # and hash per row while links are stored; the LinkGroup is built once per group.
-GroupKey = tuple[int, str, str | None, int, float, bool, bool, str | None]
+GroupKey = tuple[int, str, str | None, int, float, bool, bool, str | None, str | None, int | None]
 
 
 class Groups:
@@ -171,7 +184,8 @@ class Groups:
             self.items[index] = None
             self._keys[index] = None
             if key is not None:
-                del self._index[key]
+                if self._index.get(key) == index:  # a retargeted slot may share its key
+                    del self._index[key]
                 if key[2] is not None:
                     text, users = self._texts[key[2]]
                     if users == 1:
@@ -179,6 +193,38 @@ class Groups:
                     else:
                         self._texts[text] = (text, users - 1)
             self._free.append(index)
+
+    def retarget(
+        self,
+        account_id: int,
+        campaign: str,
+        target_url: str | None,
+        rules: str | None,
+        set_rules: bool,
+        before_ms: int,
+    ) -> int:
+        """Change, in place, the groups of a campaign's links created before `before_ms`:
+        a new target (which drops the variant) and/or new rules. The number changed."""
+        changed = 0
+        for index, key in enumerate(self._keys):
+            if key is None or key[0] != account_id or key[2] != campaign or key[3] > before_ms:
+                continue
+            new = list(key)
+            if target_url is not None:
+                new[1], new[9] = target_url, None
+            if set_rules:
+                new[8] = rules
+            fresh: GroupKey = tuple(new)  # type: ignore[assignment]
+            if fresh == key:
+                continue
+            if self._index.get(key) == index:
+                del self._index[key]
+            # Two slots may now hold the same fields: both keep working, new links join one.
+            self._index.setdefault(fresh, index)
+            self._keys[index] = fresh
+            self.items[index] = LinkGroup(*fresh)
+            changed += 1
+        return changed
 
     def clear(self) -> None:
         """Forget every group (in place: the hit path holds on to `items`)."""

@@ -38,7 +38,14 @@ from aiohttp import web
 
 from shortlink import changes, partitions
 from shortlink.db import require_database_url
-from shortlink.links import changed_since, fetch_id_range, first_id_since
+from shortlink.links import (
+    campaign_destination,
+    changed_since,
+    epoch_ms,
+    fetch_id_range,
+    first_id_since,
+    retargeted_since,
+)
 from shortlink.metrics import Buckets
 from shortlink.pool import POOL
 from shortlink.redirect.cache import CACHE, EVICT_FRACTION, LinkCache
@@ -77,6 +84,12 @@ class _Since:
     moment: datetime
 
 
+@dataclass(frozen=True)
+class _Campaign:
+    account_id: int
+    campaign: str
+
+
 class LinkListener:
     """The link-listener, link-warmer and link-poll tasks of one worker (module docstring)."""
 
@@ -104,13 +117,15 @@ class LinkListener:
         self._warm_on_create = warm_on_create
         self.ready = asyncio.Event()  # set once the first LISTEN is in place
         self.listening = False
-        self._queue: asyncio.Queue[_IdRange | _Since] = asyncio.Queue()
+        self._queue: asyncio.Queue[_IdRange | _Since | _Campaign] = asyncio.Queue()
         self._started = datetime.now(UTC)
         self._in_step_at: datetime | None = None  # last moment we knew we missed nothing
         self._poll_since = self._started - MARGIN
         self._applied: dict[str, datetime] = {}  # token -> the change already applied
         self.reconnects = 0
         self.invalidated = 0
+        self.retargeted = 0  # campaign groups changed in place
+        self._retargets: dict[tuple[int, str], datetime] = {}  # the retargeting applied
         # Notification -> links in the cache (one observation per notified id range).
         self.warm_seconds = Buckets(WARM_BUCKETS)
 
@@ -182,6 +197,11 @@ class LinkListener:
             return
         if self.places.notified(text):
             return
+        campaign = changes.parse_campaign(text)
+        if campaign is not None:
+            # Read and applied by the warmer, in order with the links it is warming.
+            self._queue.put_nowait(_Campaign(*campaign))
+            return
         self._cache.invalidate(text)
         self.invalidated += 1
 
@@ -196,6 +216,30 @@ class LinkListener:
         horizon = since - MARGIN
         for token in [t for t, at in self._applied.items() if at < horizon]:
             del self._applied[token]
+        for row in await retargeted_since(self._pool, since):
+            key = (row["account_id"], row["campaign"])
+            if self._retargets.get(key) != row["changed_at"]:
+                self._apply_retarget(row["account_id"], row["campaign"], row)
+        for key in [k for k, at in self._retargets.items() if at < horizon]:
+            del self._retargets[key]
+
+    def _apply_retarget(self, account_id: int, campaign: str, row: asyncpg.Record) -> None:
+        """Change the campaign's cached groups as its last retargeting says."""
+        changed_at: datetime = row["changed_at"]
+        self._retargets[account_id, campaign] = changed_at
+        self.retargeted += self._cache.retarget(
+            account_id,
+            campaign,
+            row["url"],
+            row["rules"],
+            row["set_rules"],
+            epoch_ms(changed_at),
+        )
+
+    async def _retarget(self, item: _Campaign) -> None:
+        row = await campaign_destination(self._pool, item.account_id, item.campaign)
+        if row is not None:
+            self._apply_retarget(item.account_id, item.campaign, row)
 
     # -- link-poll ---------------------------------------------------------------
 
@@ -222,6 +266,8 @@ class LinkListener:
                     if isinstance(item, _IdRange):
                         await self._warm_ids(item.first, item.last)
                         self.warm_seconds.observe(time.perf_counter() - item.noticed)
+                    elif isinstance(item, _Campaign):
+                        await self._retarget(item)
                     else:
                         await self._warm_since(item.moment)
                     retry.succeeded()

@@ -130,6 +130,7 @@ class ClickPublisher:
         referer: str | None,
         method: str,
         warning_page_served: bool,
+        smart: clickevent.Smart | None = None,
     ) -> None:
         """Encode and journal one click, then queue it. Never blocks, never awaits, never raises.
 
@@ -154,6 +155,7 @@ class ClickPublisher:
                     referer,
                     method,
                     warning_page_served,
+                    smart,
                 ),
             )
             journal = self._journal

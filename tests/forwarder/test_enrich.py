@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from ua_parser import parse
 
-from forwarder import previews
 from forwarder.enrich import classify
+from shortlink import previews
 from tests.clicks import IPHONE
 
 GALAXY = (

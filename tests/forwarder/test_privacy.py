@@ -9,11 +9,11 @@ import asyncpg
 import orjson
 import pytest
 
-from forwarder.geoip import Locator
 from forwarder.privacy import IpModes, applied, truncated
 from forwarder.recorder import record
 from shortlink import accounts
 from shortlink.clickevent import ClickEvent
+from shortlink.geoip import Locator
 from tests.clicks import IPHONE, clicks, events, make_links, publish
 from tests.forwarder.endpoint import Sink, set_endpoint
 from tests.infra import RunningServer, wait_until

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import asyncpg
 
-from forwarder.geoip import Locator
 from forwarder.recorder import record
 from shortlink.campaigns.counters import OTHER, VALUES_KEPT, bucket_seconds, first_click_bucket
+from shortlink.geoip import Locator
 from shortlink.links import LinkEntry
 from tests.clicks import clicks, events, make_links
 from tests.forwarder.endpoint import set_endpoint

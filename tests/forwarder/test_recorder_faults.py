@@ -15,9 +15,9 @@ import pytest
 from forwarder.app import RECORDER
 from forwarder.config import ForwarderConfig
 from forwarder.enrich import MAX_NAME
-from forwarder.geoip import PACKAGED, Locator, Place
 from forwarder.recorder import Received, Recorder, record
 from shortlink import clickevent
+from shortlink.geoip import PACKAGED, Locator, Place
 from shortlink.supervise import SUPERVISOR
 from tests.clicks import clicks, make_links, publish
 from tests.forwarder.endpoint import set_endpoint

@@ -264,6 +264,21 @@ async def campaign(request: web.Request) -> web.Response:
                 if counts["positive"]
             }
         ),
+        "destinations": [
+            (
+                title,
+                key,
+                breakdown[key],
+                charts.bars(
+                    {
+                        f"{label} {group['url'] or ''}".strip(): group["clicks"]
+                        for label, group in breakdown[key].items()
+                    }
+                ),
+            )
+            for title, key in (("Variant", "by_variant"), ("Rule", "by_rule"))
+            if set(breakdown[key]) - {"none"}
+        ],
         "recipients": listed,
         "phone_query": phone_query,
         "phone_digits": digits,

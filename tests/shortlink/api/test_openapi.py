@@ -11,7 +11,7 @@ import orjson
 import pytest
 from openapi_spec_validator import validate
 
-from shortlink import audit, conversions, validation
+from shortlink import audit, conversions, rules, validation
 from shortlink.api import forwarding, idempotency
 from shortlink.api.app import create_app, openapi_document
 from shortlink.api.config import ApiConfig
@@ -115,6 +115,9 @@ def test_the_document_states_the_patterns_the_code_checks() -> None:
         summaries.CURSOR.pattern,
         audit.CURSOR.pattern,
         "^[0-9A-Za-z]{6,8}$",  # tokens (shortlink.tokens.is_token); others answer 404
+        rules.COUNTRY_PATTERN,
+        rules.LANGUAGE_PATTERN,
+        rules.INSTANT_PATTERN,
     }
     patterns = _patterns(orjson.loads(openapi_document()))
     assert {where: p for where, p in patterns.items() if p not in code} == {}

@@ -193,3 +193,23 @@ async def test_the_cluster_report_signs_in_and_times_the_campaign_page(
         took, failed = await cluster.timed_get(session, page, {})
     assert failed == 0
     assert took > 0
+
+
+async def test_a_campaign_page_shows_variants_and_rules_as_a_table_and_a_chart(
+    dashboard: RunningServer, http: aiohttp.ClientSession, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """A campaign with variants and rules gets a "By variant" and a "By rule" section: a row
+    per variant or rule with its clicks, and bars; a customer's URL is escaped."""
+    made = await make_links(db, tenant.account_id, 2, client_identifier="ab-page")
+    hostile = "https://e.example/<script>alert(1)</script>"
+    batch = events(clicks(made[:1], smart=(hostile, 0, 0)))
+    batch += events(clicks(made[1:], smart=("https://b.example/", None, 1)))
+    await record(db, batch, batch_size=100)
+    cookie = await sign_in(dashboard, http, tenant.key)
+    _, _, html = await fetch(dashboard, http, "/dashboard/campaigns/ab-page", cookie)
+    assert 'id="by-variant"' in html
+    assert 'id="by-rule"' in html
+    assert 'id="chart-by-variant"' in html
+    assert "<script>alert(1)" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "https://b.example/" in html

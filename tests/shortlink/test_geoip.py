@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from forwarder.geoip import NOWHERE, PACKAGED, Locator, Place, _from_record
+from shortlink.geoip import NOWHERE, PACKAGED, Locator, Place, _from_record
+from tests.forwarder.conftest import write_city_database
+
+
+@pytest.fixture
+def city_database(tmp_path: Path) -> Path:
+    """GEOIP_DATABASE for a test: a small real .mmdb built for it."""
+    return write_city_database(tmp_path / "city.mmdb")
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from forwarder import previews
+from shortlink import previews
 from tests.clicks import IPHONE
 
 
