@@ -20,8 +20,9 @@ from shortlink.dev import embedded
 from shortlink.redirect.app import create_app, make_handler
 from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.journal import HEADER, MIN_BYTES, Journal, recover
-from shortlink.redirect.publisher import PUBLISHER
+from shortlink.redirect.publisher import PUBLISHER, ClickPublisher
 from shortlink.redirect.spool import Spool
+from shortlink.supervise import Supervisor
 from tests.clicks import clicks, make_links
 from tests.infra import consume, running, wait_until
 
@@ -332,3 +333,71 @@ async def test_a_journal_that_cannot_be_made_is_said_and_redirects_go_on(
                 assert r.status == 302
         await wait_until(lambda: publisher.published == 1)
     assert "cannot create the click journal" in caplog.text
+
+
+def _publisher(spool_dir: Path, spool_max_bytes: int = 1 << 20) -> ClickPublisher:
+    """A publisher on `spool_dir` (not started: recovery is done when it is made)."""
+    return ClickPublisher(
+        bootstrap_servers="127.0.0.1:1",
+        topic="clicks",
+        buffer_limit=1000,
+        linger=0.0,
+        request_timeout=1.0,
+        spool_dir=spool_dir,
+        spool_name="redirect-0",
+        spool_max_bytes=spool_max_bytes,
+        supervisor=Supervisor("test"),
+        journal_bytes=MIN_BYTES,
+    )
+
+
+def test_journaled_clicks_the_spool_cannot_take_stay_in_the_journal(tmp_path: Path) -> None:
+    """A killed worker's journal holding more than its full spool can take is kept, not
+    emptied (the worker runs without a journal meanwhile), so the clicks the spool refused
+    are moved by a later start, once the spool has room."""
+    spool_dir = tmp_path / "spool"
+    Spool(spool_dir, "redirect-0", 1 << 20).close()
+    journal = Journal(spool_dir / "redirect-0.journal", MIN_BYTES)
+    for n in range(20):
+        assert journal.append(line(n, 1000))
+    journal.close()
+    publisher = _publisher(spool_dir, spool_max_bytes=5_000)  # room for four of them
+    assert publisher.recovered == 20
+    assert numbers(spool_dir / "redirect-0.journal") == list(range(20))
+    assert publisher._journal is None
+    spool = publisher._spool
+    spool.commit(spool.size)  # the four it took were replayed
+    spool.close()
+    publisher = _publisher(spool_dir)
+    assert publisher.recovered == 20
+    assert publisher._journal is not None  # a new, empty one
+    assert numbers(spool_dir / "redirect-0.journal") == []
+    records, _ = publisher._spool.read(100)
+    assert [int(key[3:]) for key, _, _ in records] == list(range(20))
+    publisher._spool.close()
+
+
+def test_recovered_clicks_are_on_disk_before_the_journal_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool holding a journal's clicks is fsynced before the journal is removed (the
+    journal's pages may be on disk already; a machine crash then must not lose both)."""
+    spool_dir = tmp_path / "spool"
+    Spool(spool_dir, "redirect-0", 1 << 20).close()
+    path = spool_dir / "redirect-0.journal"
+    journal = Journal(path, MIN_BYTES)
+    for n in range(5):
+        assert journal.append(line(n))
+    journal.close()
+    journal_there_at_fsync: list[bool] = []
+    fsync = os.fsync
+
+    def watched(fd: int) -> None:
+        journal_there_at_fsync.append(path.exists())
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", watched)
+    publisher = _publisher(spool_dir)
+    assert publisher.recovered == 5
+    assert journal_there_at_fsync[:1] == [True]
+    publisher._spool.close()
