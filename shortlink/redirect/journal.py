@@ -153,7 +153,7 @@ def _records(mapping: mmap.mmap, size: int) -> Iterator[Record]:
     if not HEADER <= position <= size - 4:
         return
     wrapped = False
-    while True:
+    while position <= size - 4:  # a file cut short ends inside a record's length
         (length,) = _LENGTH.unpack_from(mapping, position)
         if length == WRAP:
             if wrapped:

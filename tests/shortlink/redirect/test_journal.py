@@ -163,6 +163,19 @@ def test_hostile_journal_files_recover_without_error(tmp_path: Path) -> None:
     assert numbers(path) == [7]
 
 
+def test_a_truncated_journal_recovers_what_it_holds(tmp_path: Path) -> None:
+    """A journal file cut short inside an end mark (a partial copy, a damaged disk), so the
+    next record would start past its end: its whole records are recovered, and nothing
+    raises (a worker must start whatever its journal holds)."""
+    path = tmp_path / "j.journal"
+    value = next(line(0, size) for size in range(40, 44) if len(line(0, size)) % 4 == 1)
+    journal = Journal(path, MIN_BYTES)
+    journal.append(value)
+    journal.close()
+    os.truncate(path, HEADER + 4 + len(value) + 3 + 2)
+    assert numbers(path) == [0]
+
+
 def test_records_outlive_a_sigkilled_process(tmp_path: Path) -> None:
     """A process that appended records and is killed with SIGKILL (no flush, no close)
     leaves them for the next one."""
