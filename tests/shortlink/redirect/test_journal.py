@@ -414,3 +414,35 @@ def test_recovered_clicks_are_on_disk_before_the_journal_goes(
     assert publisher.recovered == 5
     assert journal_there_at_fsync[:1] == [True]
     publisher._spool.close()
+
+
+async def test_an_adopted_journal_the_spool_cannot_take_is_published_by_a_later_start(
+    redirect_env: dict[str, str],
+    db: asyncpg.Connection,
+    account_id: int,
+    kafka_bootstrap: str,
+    click_topic: str,
+) -> None:
+    """An adopted spool whose journal held more than the spool could take is replayed but
+    kept with its journal; the next start with room publishes every click of it, each
+    with its one event id."""
+    values = clicks(await make_links(db, account_id, 30))
+    spool_dir = Path(redirect_env["SPOOL_DIR"])
+    Spool(spool_dir, "redirect-7", 1 << 20).close()
+    journal = Journal(spool_dir / "redirect-7.journal", MIN_BYTES)
+    for _, value in values:
+        assert journal.append(value)
+    journal.close()
+    small = RedirectConfig.from_env({**redirect_env, "SPOOL_MAX_BYTES": str(4 << 10)})
+    async with running(create_app(small), make_handler) as server:
+        publisher = server.app[PUBLISHER]
+        assert publisher.recovered == 30
+        await wait_until(lambda: publisher.replayed > 0 and not publisher._adopted)
+    assert (spool_dir / "redirect-7.spool").exists()
+    assert len(recover(spool_dir / "redirect-7.journal")) == 30
+    async with running(create_app(RedirectConfig.from_env(redirect_env)), make_handler) as server:
+        assert server.app[PUBLISHER].recovered == 30
+        events = await consume(kafka_bootstrap, click_topic, 30 + publisher.replayed, to_end=True)
+    assert {r.value for r in events} == {value for _, value in values}
+    assert not (spool_dir / "redirect-7.journal").exists()
+    assert not (spool_dir / "redirect-7.spool").exists()
