@@ -184,7 +184,8 @@ def recover(path: Path) -> list[Record]:
     """The records a previous process left unacknowledged in the journal at `path` (any
     size); remove the file once they are safely elsewhere (the spool)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # Non-blocking: a named pipe in its place would wait for a writer (and the start).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return []
     try:

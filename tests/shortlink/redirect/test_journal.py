@@ -176,6 +176,21 @@ def test_a_truncated_journal_recovers_what_it_holds(tmp_path: Path) -> None:
     assert numbers(path) == [0]
 
 
+def test_a_fifo_in_place_of_the_journal_does_not_hold_up_the_start(tmp_path: Path) -> None:
+    """A named pipe where the journal should be is no journal: recover returns at once
+    (opening it for reading would wait for a writer forever, and the worker with it)."""
+    path = tmp_path / "j.journal"
+    os.mkfifo(path)
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from shortlink.redirect.journal import recover\n"
+        "assert recover(Path(sys.argv[1])) == []\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path)], check=False, timeout=30)
+    assert done.returncode == 0
+
+
 def test_records_outlive_a_sigkilled_process(tmp_path: Path) -> None:
     """A process that appended records and is killed with SIGKILL (no flush, no close)
     leaves them for the next one."""
