@@ -653,7 +653,10 @@ def _recover_journal(spool: Spool) -> tuple[int, bool]:
                 return len(records), False
         path.unlink(missing_ok=True)
     except OSError as exc:
-        log.error("cannot move the click journal to the spool", extra={"journal": str(path), "error": repr(exc)})
+        log.error(
+            "cannot move the click journal to the spool",
+            extra={"journal": str(path), "error": repr(exc)},
+        )
         return len(records), not records
     return len(records), True
 
