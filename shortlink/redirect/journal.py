@@ -153,7 +153,7 @@ def _records(mapping: mmap.mmap, size: int) -> Iterator[Record]:
     if not HEADER <= position <= size - 4:
         return
     wrapped = False
-    while True:
+    while position <= size - 4:  # a file cut short ends inside a record's length
         (length,) = _LENGTH.unpack_from(mapping, position)
         if length == WRAP:
             if wrapped:
@@ -184,7 +184,8 @@ def recover(path: Path) -> list[Record]:
     """The records a previous process left unacknowledged in the journal at `path` (any
     size); remove the file once they are safely elsewhere (the spool)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # Non-blocking: a named pipe in its place would wait for a writer (and the start).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return []
     try:

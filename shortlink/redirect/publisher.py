@@ -85,10 +85,18 @@ class ClickPublisher:
         running = {*sibling_spools, spool_name, self._spool.path.stem}
         self._adopted = list(orphans(spool_dir, spool_max_bytes, running))
         # Clicks a killed worker left in its journal (or an adopted spool's), now spooled.
-        self.recovered = sum(_recover_journal(spool) for spool in [self._spool, *self._adopted])
+        recoveries = [_recover_journal(spool) for spool in [self._spool, *self._adopted]]
+        self.recovered = sum(count for count, _ in recoveries)
         # The journal of the spool this worker owns (its flock makes the journal ours too).
         self._journal: Journal | None = None
-        if journal_bytes > 0:
+        if journal_bytes > 0 and not recoveries[0][1]:
+            # A new journal would empty the old one, which holds clicks the spool refused.
+            log.error(
+                "the click journal keeps clicks the spool could not take; running without "
+                "a journal until the next start",
+                extra={"journal": str(journal_path(spool_dir, self._spool.path.stem))},
+            )
+        elif journal_bytes > 0:
             path = journal_path(spool_dir, self._spool.path.stem)
             try:
                 self._journal = Journal(path, journal_bytes)
@@ -513,6 +521,9 @@ class ClickPublisher:
                     self._replay_wakeup.clear()
                     if replayed_some:
                         log.info("click spool replayed; publishing directly again")
+                elif journal_path(spool.path.parent, spool.path.stem).exists():
+                    # Its journal keeps clicks it could not take: adopted again next start.
+                    self._adopted.pop(0).close()
                 else:
                     self._adopted.pop(0).remove()
                 continue
@@ -617,28 +628,37 @@ def _drop_outcome(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _recover_journal(spool: Spool) -> int:
+def _recover_journal(spool: Spool) -> tuple[int, bool]:
     """Move the clicks a killed worker left in the journal of `spool` to that spool (with
-    their event ids: whatever the broker had already taken is recorded once); how many."""
+    their event ids: whatever the broker had already taken is recorded once); how many,
+    and whether the journal is gone. It stays while the spool refused some of its clicks
+    (full, or a failed write) or they are not on disk yet: a later start moves them again."""
     path = journal_path(spool.path.parent, spool.path.stem)
     records: list[Record] = []
     try:
         records = recover(path)
         if records:
             kept = spool.append(records)
+            spool.sync()  # on disk before the journal goes (its pages may be there already)
             log.warning(
                 "clicks of a worker that stopped without flushing moved from its journal "
                 "to the spool",
                 extra={
                     "journal": str(path),
                     "clicks": len(records),
-                    "dropped": len(records) - kept,
+                    "refused": len(records) - kept,
                 },
             )
+            if kept < len(records):
+                return len(records), False
         path.unlink(missing_ok=True)
     except OSError as exc:
-        log.error("cannot read the click journal", extra={"journal": str(path), "error": repr(exc)})
-    return len(records)
+        log.error(
+            "cannot move the click journal to the spool",
+            extra={"journal": str(path), "error": repr(exc)},
+        )
+        return len(records), not records
+    return len(records), True
 
 
 PUBLISHER = web.AppKey("click_publisher", ClickPublisher)

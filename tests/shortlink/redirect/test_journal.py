@@ -20,8 +20,9 @@ from shortlink.dev import embedded
 from shortlink.redirect.app import create_app, make_handler
 from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.journal import HEADER, MIN_BYTES, Journal, recover
-from shortlink.redirect.publisher import PUBLISHER
+from shortlink.redirect.publisher import PUBLISHER, ClickPublisher
 from shortlink.redirect.spool import Spool
+from shortlink.supervise import Supervisor
 from tests.clicks import clicks, make_links
 from tests.infra import consume, running, wait_until
 
@@ -160,6 +161,34 @@ def test_hostile_journal_files_recover_without_error(tmp_path: Path) -> None:
     journal.append(line(7))
     journal.close()
     assert numbers(path) == [7]
+
+
+def test_a_truncated_journal_recovers_what_it_holds(tmp_path: Path) -> None:
+    """A journal file cut short inside an end mark (a partial copy, a damaged disk), so the
+    next record would start past its end: its whole records are recovered, and nothing
+    raises (a worker must start whatever its journal holds)."""
+    path = tmp_path / "j.journal"
+    value = next(line(0, size) for size in range(40, 44) if len(line(0, size)) % 4 == 1)
+    journal = Journal(path, MIN_BYTES)
+    journal.append(value)
+    journal.close()
+    os.truncate(path, HEADER + 4 + len(value) + 3 + 2)
+    assert numbers(path) == [0]
+
+
+def test_a_fifo_in_place_of_the_journal_does_not_hold_up_the_start(tmp_path: Path) -> None:
+    """A named pipe where the journal should be is no journal: recover returns at once
+    (opening it for reading would wait for a writer forever, and the worker with it)."""
+    path = tmp_path / "j.journal"
+    os.mkfifo(path)
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from shortlink.redirect.journal import recover\n"
+        "assert recover(Path(sys.argv[1])) == []\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path)], check=False, timeout=30)
+    assert done.returncode == 0
 
 
 def test_records_outlive_a_sigkilled_process(tmp_path: Path) -> None:
@@ -332,3 +361,103 @@ async def test_a_journal_that_cannot_be_made_is_said_and_redirects_go_on(
                 assert r.status == 302
         await wait_until(lambda: publisher.published == 1)
     assert "cannot create the click journal" in caplog.text
+
+
+def _publisher(spool_dir: Path, spool_max_bytes: int = 1 << 20) -> ClickPublisher:
+    """A publisher on `spool_dir` (not started: recovery is done when it is made)."""
+    return ClickPublisher(
+        bootstrap_servers="127.0.0.1:1",
+        topic="clicks",
+        buffer_limit=1000,
+        linger=0.0,
+        request_timeout=1.0,
+        spool_dir=spool_dir,
+        spool_name="redirect-0",
+        spool_max_bytes=spool_max_bytes,
+        supervisor=Supervisor("test"),
+        journal_bytes=MIN_BYTES,
+    )
+
+
+def test_journaled_clicks_the_spool_cannot_take_stay_in_the_journal(tmp_path: Path) -> None:
+    """A killed worker's journal holding more than its full spool can take is kept, not
+    emptied (the worker runs without a journal meanwhile), so the clicks the spool refused
+    are moved by a later start, once the spool has room."""
+    spool_dir = tmp_path / "spool"
+    Spool(spool_dir, "redirect-0", 1 << 20).close()
+    journal = Journal(spool_dir / "redirect-0.journal", MIN_BYTES)
+    for n in range(20):
+        assert journal.append(line(n, 1000))
+    journal.close()
+    publisher = _publisher(spool_dir, spool_max_bytes=5_000)  # room for four of them
+    assert publisher.recovered == 20
+    assert numbers(spool_dir / "redirect-0.journal") == list(range(20))
+    assert publisher._journal is None
+    spool = publisher._spool
+    spool.commit(spool.size)  # the four it took were replayed
+    spool.close()
+    publisher = _publisher(spool_dir)
+    assert publisher.recovered == 20
+    assert publisher._journal is not None  # a new, empty one
+    assert numbers(spool_dir / "redirect-0.journal") == []
+    records, _ = publisher._spool.read(100)
+    assert [int(key[3:]) for key, _, _ in records] == list(range(20))
+    publisher._spool.close()
+
+
+def test_recovered_clicks_are_on_disk_before_the_journal_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool holding a journal's clicks is fsynced before the journal is removed (the
+    journal's pages may be on disk already; a machine crash then must not lose both)."""
+    spool_dir = tmp_path / "spool"
+    Spool(spool_dir, "redirect-0", 1 << 20).close()
+    path = spool_dir / "redirect-0.journal"
+    journal = Journal(path, MIN_BYTES)
+    for n in range(5):
+        assert journal.append(line(n))
+    journal.close()
+    journal_there_at_fsync: list[bool] = []
+    fsync = os.fsync
+
+    def watched(fd: int) -> None:
+        journal_there_at_fsync.append(path.exists())
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", watched)
+    publisher = _publisher(spool_dir)
+    assert publisher.recovered == 5
+    assert journal_there_at_fsync[:1] == [True]
+    publisher._spool.close()
+
+
+async def test_an_adopted_journal_the_spool_cannot_take_is_published_by_a_later_start(
+    redirect_env: dict[str, str],
+    db: asyncpg.Connection,
+    account_id: int,
+    kafka_bootstrap: str,
+    click_topic: str,
+) -> None:
+    """An adopted spool whose journal held more than the spool could take is replayed but
+    kept with its journal; the next start with room publishes every click of it, each
+    with its one event id."""
+    values = clicks(await make_links(db, account_id, 30))
+    spool_dir = Path(redirect_env["SPOOL_DIR"])
+    Spool(spool_dir, "redirect-7", 1 << 20).close()
+    journal = Journal(spool_dir / "redirect-7.journal", MIN_BYTES)
+    for _, value in values:
+        assert journal.append(value)
+    journal.close()
+    small = RedirectConfig.from_env({**redirect_env, "SPOOL_MAX_BYTES": str(4 << 10)})
+    async with running(create_app(small), make_handler) as server:
+        publisher = server.app[PUBLISHER]
+        assert publisher.recovered == 30
+        await wait_until(lambda: publisher.replayed > 0 and not publisher._adopted)
+    assert (spool_dir / "redirect-7.spool").exists()
+    assert len(recover(spool_dir / "redirect-7.journal")) == 30
+    async with running(create_app(RedirectConfig.from_env(redirect_env)), make_handler) as server:
+        assert server.app[PUBLISHER].recovered == 30
+        events = await consume(kafka_bootstrap, click_topic, 30 + publisher.replayed, to_end=True)
+    assert {r.value for r in events} == {value for _, value in values}
+    assert not (spool_dir / "redirect-7.journal").exists()
+    assert not (spool_dir / "redirect-7.spool").exists()
