@@ -234,3 +234,24 @@ async def test_hostile_headers_on_a_link_with_rules_still_redirect(
             + b"\r\nConnection: close\r\n\r\n"
         )
         assert await exchange(redirect_server, data) == [302]
+
+
+async def test_the_warning_page_of_an_unsafe_link_with_rules_names_where_continue_leads(
+    redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
+) -> None:
+    """An unsafe link with rules warns about the page this phone will be sent to (the
+    matching rule's), not the link's url that "continue" would not lead to."""
+    [link] = await create_links(db, account_id, [NewLink(URL, unsafe=True, rules=APP_STORES)])
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{redirect_server.url}/{link.token}", headers={"User-Agent": IPHONE}
+        ) as response,
+    ):
+        assert response.status == 200
+        page = await response.text()
+    assert "apps.apple.com" in page
+    assert "example.com" not in page
+    assert await location(
+        redirect_server, f"{link.token}?continue=1", **{"User-Agent": IPHONE}
+    ) == ("https://apps.apple.com/app/id1")
