@@ -436,12 +436,14 @@ async def update(
     expired_url: object = UNCHANGED,
     rules: object = UNCHANGED,
 ) -> bool:
-    """Change a link's target, expiry, unsafe flag, expired_url or rules (None removes
-    either) and tell the redirect workers."""
+    """Change a link's target (which ends its variant), expiry, unsafe flag, expired_url
+    or rules (None removes either) and tell the redirect workers."""
     async with conn.transaction():
         status = await conn.execute(
             f"""
             UPDATE links l SET target_url = coalesce($3, target_url),
+                             -- a new url ends the variant, as a campaign's retarget does
+                             variant = CASE WHEN $3 IS NULL THEN variant END,
                              expires_at = CASE WHEN $4::timestamptz IS NULL THEN expires_at
                                           ELSE least($4, created_at + $8::interval) END,
                              unsafe = coalesce($5, unsafe),

@@ -8,14 +8,16 @@ import random
 from collections import Counter
 from typing import Any
 
+import aiohttp
 import asyncpg
 import orjson
 import pytest
 
 from forwarder.recorder import record
-from shortlink.links import LinkEntry
+from shortlink.links import ENTRY_COLUMNS, LinkEntry
 from tests.clicks import clicks, events
-from tests.shortlink.api.conftest import Client, Tenant
+from tests.infra import RunningServer
+from tests.shortlink.api.conftest import Client, Tenant, new_tenant
 
 IOS_RULE = {"when": {"os": "iOS"}, "url": "https://apps.apple.com/app/id1"}
 ES_RULE = {"when": {"language": "es", "country": ["ES", "MX"]}, "url": "https://e.example/es"}
@@ -271,3 +273,64 @@ async def test_statistics_clicks_and_csv_show_variants_and_rules(
     header = csv.splitlines()[0]
     assert header.endswith("destination,rule_index,variant_index")
     assert "https://apps.apple.com/app/id1,0,0" in csv
+
+
+async def test_a_new_url_for_one_variant_link_drops_its_variant(
+    client: Client, db: asyncpg.Connection
+) -> None:
+    """PATCH /v1/links/{token} with a url, like a campaign's retarget, ends the link's
+    variant: its later clicks are not counted for a variant whose page they never saw."""
+    made = await client.post(
+        "/v1/links",
+        {
+            "variants": [{"url": "https://a.example/", "weight": 1}],
+            "recipients": recipients(1),
+            "client_identifier": "ab-one",
+        },
+    )
+    token = made.json["links"][0]["token"]
+    assert (await client.get(f"/v1/links/{token}")).json["variant"] == 0
+    changed = await client.call("PATCH", f"/v1/links/{token}", {"url": "https://z.example/"})
+    assert changed.status == 200, changed.json
+    assert changed.json["variant"] is None
+    unsafe_only = await client.call("PATCH", f"/v1/links/{token}", {"unsafe": True})
+    assert unsafe_only.json["link"] == "https://z.example/"
+
+
+async def test_a_retarget_never_touches_another_accounts_same_named_campaign(
+    client: Client, api_server: RunningServer, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """Two accounts with a campaign of the same name: one's PATCH changes only its links,
+    and the other's campaign_destinations row is not created or changed."""
+    other = await new_tenant(db)
+    async with aiohttp.ClientSession() as session:
+        them = Client(api_server, session, other.key)
+        await them.post(
+            "/v1/links",
+            {
+                "url": "https://theirs.example/",
+                "recipients": recipients(2),
+                "client_identifier": "same",
+            },
+        )
+        await client.post(
+            "/v1/links",
+            {
+                "url": "https://mine.example/",
+                "recipients": recipients(2),
+                "client_identifier": "same",
+            },
+        )
+        answer = await client.call("PATCH", "/v1/campaigns/same", {"url": "https://moved.example/"})
+        assert answer.json == {"client_identifier": "same", "links": 2}
+        theirs = await db.fetch(
+            "SELECT DISTINCT target_url FROM links WHERE account_id = $1", other.account_id
+        )
+        assert [row["target_url"] for row in theirs] == ["https://theirs.example/"]
+        assert not await db.fetchval(
+            "SELECT count(*) FROM campaign_destinations WHERE account_id = $1", other.account_id
+        )
+        assert (
+            await them.call("PATCH", "/v1/campaigns/nope-" + "x", {"url": "https://n.example/"})
+        ).status == 404
+
