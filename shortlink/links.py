@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -351,12 +351,22 @@ def _expiry(link: NewLink, now: datetime) -> datetime:
 async def _count_campaign_links(
     conn: Connection, account_id: int, links: Sequence[NewLink]
 ) -> None:
-    """Keep campaign_stats.links (the statistics' link count) in step with the insert."""
+    """Keep campaign_stats.links (the statistics' link count) in step with the insert, and
+    note the campaigns given rules or variants (shortlink.campaigns.destinations)."""
     counts: Counter[str] = Counter()
+    smart: set[str] = set()
     for start in range(0, len(links), _SLICE):
         if start:
             await asyncio.sleep(0)
-        counts.update(link.client_identifier or "" for link in links[start : start + _SLICE])
+        part = links[start : start + _SLICE]
+        counts.update(link.client_identifier or "" for link in part)
+        smart.update(
+            link.client_identifier
+            for link in part
+            if link.client_identifier and (link.rules is not None or link.variant is not None)
+        )
+    if smart:
+        await mark_smart(conn, account_id, smart)
     await conn.execute(
         """
         INSERT INTO campaign_stats (account_id, campaign, links)
@@ -466,6 +476,18 @@ async def update(
         )
         if status != "UPDATE 1":
             return False
+        if rules is not UNCHANGED and rules is not None:
+            await conn.execute(
+                f"""
+                INSERT INTO campaign_destinations (account_id, campaign)
+                SELECT account_id, client_identifier FROM links l
+                WHERE token = $1 AND account_id = $2 AND {_partition_of("l", token)}
+                  AND client_identifier IS NOT NULL
+                ON CONFLICT DO NOTHING
+                """,
+                token,
+                account_id,
+            )
         await changes.notify(conn, [token])
     return True
 
@@ -533,6 +555,19 @@ async def retarget(
     )
     await changes.notify_campaign(conn, account_id, campaign)
     return count
+
+
+async def mark_smart(conn: Executor, account_id: int, campaigns: Iterable[str]) -> None:
+    """Note campaigns that have links with rules or variants: only these have statistics by
+    variant and by rule, which group the campaign's clicks (shortlink.campaigns.destinations)."""
+    await conn.execute(
+        """
+        INSERT INTO campaign_destinations (account_id, campaign)
+        SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING
+        """,
+        account_id,
+        list(campaigns),
+    )
 
 
 async def keep_variants(

@@ -334,3 +334,43 @@ async def test_a_retarget_never_touches_another_accounts_same_named_campaign(
             await them.call("PATCH", "/v1/campaigns/nope-" + "x", {"url": "https://n.example/"})
         ).status == 404
 
+
+async def test_a_plain_campaigns_statistics_have_no_destination_groups(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """A campaign without rules or variants answers empty by_variant and by_rule, read
+    without grouping its clicks (the statistics stay a handful of rows however many)."""
+    made = await client.post(
+        "/v1/links",
+        {"url": "https://p.example/", "recipients": recipients(3), "client_identifier": "plain"},
+    )
+    ids = [link["tracking_url_id"] for link in made.json["links"]]
+    entries = [
+        LinkEntry.from_row(row)
+        for row in await db.fetch(
+            "SELECT " + ENTRY_COLUMNS + " FROM links WHERE id = ANY($1::bigint[])", ids
+        )
+    ]
+    await record(db, events(clicks(entries)), batch_size=100)
+    stats = (await client.get("/v1/campaigns/plain/stats")).json
+    assert stats["total_clicks"] == 3
+    assert (stats["by_variant"], stats["by_rule"]) == ({}, {})
+    token = made.json["links"][0]["token"]
+    await client.call("PATCH", f"/v1/links/{token}", {"rules": [IOS_RULE]})
+    stats = (await client.get("/v1/campaigns/plain/stats")).json
+    assert stats["by_rule"]["none"]["clicks"] == 3  # given rules, its groups are read
+    sent = await client.post(
+        "/v1/messages",
+        {
+            "to": ["447700900001"],
+            "body": 'See #track("https://m.example/")',
+            "client_identifier": "rules-only",
+            "rules": [IOS_RULE],
+        },
+    )
+    assert sent.status == 201, sent.json
+    assert await db.fetchval(
+        "SELECT count(*) FROM campaign_destinations WHERE account_id = $1 AND campaign = $2",
+        tenant.account_id,
+        "rules-only",
+    )
