@@ -309,7 +309,12 @@ def choose(
         if rules.needs_country
         else None
     )
-    language = language_of(accept_language) if rules.needs_language and accept_language else None
+    # Cut before the cache: its keys are what it holds (4096 headers of up to 8 KiB each).
+    language = (
+        language_of(accept_language[:MAX_ACCEPT_LANGUAGE])
+        if rules.needs_language and accept_language
+        else None
+    )
     for index, rule in enumerate(rules.rules):
         if (
             (rule.os is None or os in rule.os)
