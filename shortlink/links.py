@@ -538,13 +538,17 @@ async def retarget(
     count = int(status.split()[-1])
     await conn.execute(
         """
-        INSERT INTO campaign_destinations AS d (account_id, campaign, url, rules, set_rules,
-                                                changed_at)
-        VALUES ($1, $2, $3, $5, $4, clock_timestamp())
+        INSERT INTO campaign_destinations AS d (account_id, campaign, url, url_changed_at,
+                                                rules, rules_changed_at, changed_at)
+        VALUES ($1, $2, $3::text, CASE WHEN $3 IS NOT NULL THEN clock_timestamp() END,
+                $5, CASE WHEN $4 THEN clock_timestamp() END, clock_timestamp())
         ON CONFLICT (account_id, campaign) DO UPDATE
+        -- Each field keeps the time of its own last change: a rules-only change must not
+        -- give an earlier url to the links made since that url was set.
         SET url = coalesce(excluded.url, d.url),
+            url_changed_at = coalesce(excluded.url_changed_at, d.url_changed_at),
             rules = CASE WHEN $4 THEN excluded.rules ELSE d.rules END,
-            set_rules = d.set_rules OR $4,
+            rules_changed_at = coalesce(excluded.rules_changed_at, d.rules_changed_at),
             changed_at = clock_timestamp()
         """,
         account_id,
@@ -589,10 +593,12 @@ async def keep_variants(
 async def campaign_destination(
     conn: Executor, account_id: int, campaign: str
 ) -> asyncpg.Record | None:
-    """(url, rules, set_rules, changed_at) of a campaign's last retargeting, or None."""
+    """(url, url_changed_at, rules, rules_changed_at, changed_at) of a campaign's
+    retargeting, or None."""
     return await conn.fetchrow(
         """
-        SELECT url, rules, set_rules, changed_at FROM campaign_destinations
+        SELECT url, url_changed_at, rules, rules_changed_at, changed_at
+        FROM campaign_destinations
         WHERE account_id = $1 AND campaign = $2 AND changed_at IS NOT NULL
         """,
         account_id,
@@ -604,7 +610,7 @@ async def retargeted_since(conn: Executor, since: datetime) -> list[asyncpg.Reco
     """The campaigns retargeted at or after `since` (a redirect worker catching up)."""
     return await conn.fetch(
         """
-        SELECT account_id, campaign, url, rules, set_rules, changed_at
+        SELECT account_id, campaign, url, url_changed_at, rules, rules_changed_at, changed_at
         FROM campaign_destinations WHERE changed_at >= $1 ORDER BY changed_at
         """,
         since,
