@@ -247,11 +247,16 @@ async def create_links(
     """
     if not links:
         return []
-    now = datetime.now(UTC)
-    period = partitions.period_of(now)
     results: list[CreatedLink | None] = [None] * len(links)
     pending = list(range(len(links)))
+    campaigns = {link.client_identifier for link in links}
     async with conn.transaction():
+        # A retarget of these campaigns (retarget) waits for this insert to commit, and
+        # this one waits for it: the links are made wholly before or after it, and their
+        # created_at (taken once the lock is held) says which to the redirect workers.
+        await _lock_campaigns(conn, account_id, campaigns, shared=True)
+        now = datetime.now(UTC)
+        period = partitions.period_of(now)
         # Room to sort 100,000 rows by position in memory rather than on disk.
         await conn.execute("SET LOCAL work_mem = '64MB'")
         await conn.execute(
@@ -521,7 +526,9 @@ async def retarget(
     them), in the caller's transaction; the number of links changed. One notification
     tells the redirect workers (shortlink.changes.notify_campaign), which change the
     campaign's cached groups in place: the links' updated_at is not touched, so no worker
-    drops 200,000 tokens one by one."""
+    drops 200,000 tokens one by one. Waits for the links of the campaign being inserted
+    (create_links) to commit, so that it changes them too."""
+    await _lock_campaigns(conn, account_id, [campaign], shared=False)
     status = await conn.execute(
         """
         UPDATE links SET target_url = coalesce($3, target_url),
@@ -559,6 +566,31 @@ async def retarget(
     )
     await changes.notify_campaign(conn, account_id, campaign)
     return count
+
+
+# The class of the transaction locks on (account, campaign) that order a retarget with
+# the link inserts of its campaign (arbitrary constant; the hash of both is the object).
+_CAMPAIGN_LOCK_CLASS = 0x726574
+
+
+async def _lock_campaigns(
+    conn: Connection, account_id: int, campaigns: Iterable[str | None], *, shared: bool
+) -> None:
+    """Take the transaction's lock on each campaign: shared to insert links, exclusive to
+    retarget (a hash collision only orders two unrelated campaigns' writes)."""
+    names = sorted(name for name in campaigns if name is not None)
+    if not names:
+        return
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    await conn.execute(
+        f"""
+        SELECT {function}($1, hashtext($2::text || ' ' || name))
+        FROM unnest($3::text[]) AS name ORDER BY name
+        """,
+        _CAMPAIGN_LOCK_CLASS,
+        str(account_id),
+        names,
+    )
 
 
 async def mark_smart(conn: Executor, account_id: int, campaigns: Iterable[str]) -> None:
