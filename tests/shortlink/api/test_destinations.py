@@ -374,3 +374,22 @@ async def test_a_plain_campaigns_statistics_have_no_destination_groups(
         tenant.account_id,
         "rules-only",
     )
+
+
+async def test_rules_whose_urls_grow_when_encoded_are_422_not_500(client: Client) -> None:
+    """Twenty rules of 2,000 non-ASCII characters each (percent-encoded, six times longer)
+    are refused as a 422 naming the field, never a 500 from the column's limit."""
+    wide = "https://e.example/" + "é" * 2000
+    answer = await client.post(
+        "/v1/links",
+        {"url": "https://x.example/", "rules": [{"when": {"os": "iOS"}, "url": wide}] * 20},
+    )
+    assert answer.status == 422, answer.json
+    assert "rules" in answer.body.decode()
+    made = await client.post("/v1/links", {"url": "https://x.example/", "client_identifier": "w"})
+    token = made.json["links"][0]["token"]
+    for method, path in (("PATCH", f"/v1/links/{token}"), ("PATCH", "/v1/campaigns/w")):
+        changed = await client.call(
+            method, path, {"rules": [{"when": {"os": "iOS"}, "url": wide}] * 20}
+        )
+        assert changed.status == 422, changed.json
