@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -247,11 +247,16 @@ async def create_links(
     """
     if not links:
         return []
-    now = datetime.now(UTC)
-    period = partitions.period_of(now)
     results: list[CreatedLink | None] = [None] * len(links)
     pending = list(range(len(links)))
+    campaigns = {link.client_identifier for link in links}
     async with conn.transaction():
+        # A retarget of these campaigns (retarget) waits for this insert to commit, and
+        # this one waits for it: the links are made wholly before or after it, and their
+        # created_at (taken once the lock is held) says which to the redirect workers.
+        await _lock_campaigns(conn, account_id, campaigns, shared=True)
+        now = datetime.now(UTC)
+        period = partitions.period_of(now)
         # Room to sort 100,000 rows by position in memory rather than on disk.
         await conn.execute("SET LOCAL work_mem = '64MB'")
         await conn.execute(
@@ -351,12 +356,22 @@ def _expiry(link: NewLink, now: datetime) -> datetime:
 async def _count_campaign_links(
     conn: Connection, account_id: int, links: Sequence[NewLink]
 ) -> None:
-    """Keep campaign_stats.links (the statistics' link count) in step with the insert."""
+    """Keep campaign_stats.links (the statistics' link count) in step with the insert, and
+    note the campaigns given rules or variants (shortlink.campaigns.destinations)."""
     counts: Counter[str] = Counter()
+    smart: set[str] = set()
     for start in range(0, len(links), _SLICE):
         if start:
             await asyncio.sleep(0)
-        counts.update(link.client_identifier or "" for link in links[start : start + _SLICE])
+        part = links[start : start + _SLICE]
+        counts.update(link.client_identifier or "" for link in part)
+        smart.update(
+            link.client_identifier
+            for link in part
+            if link.client_identifier and (link.rules is not None or link.variant is not None)
+        )
+    if smart:
+        await mark_smart(conn, account_id, smart)
     await conn.execute(
         """
         INSERT INTO campaign_stats (account_id, campaign, links)
@@ -436,12 +451,14 @@ async def update(
     expired_url: object = UNCHANGED,
     rules: object = UNCHANGED,
 ) -> bool:
-    """Change a link's target, expiry, unsafe flag, expired_url or rules (None removes
-    either) and tell the redirect workers."""
+    """Change a link's target (which ends its variant), expiry, unsafe flag, expired_url
+    or rules (None removes either) and tell the redirect workers."""
     async with conn.transaction():
         status = await conn.execute(
             f"""
             UPDATE links l SET target_url = coalesce($3, target_url),
+                             -- a new url ends the variant, as a campaign's retarget does
+                             variant = CASE WHEN $3 IS NULL THEN variant END,
                              expires_at = CASE WHEN $4::timestamptz IS NULL THEN expires_at
                                           ELSE least($4, created_at + $8::interval) END,
                              unsafe = coalesce($5, unsafe),
@@ -464,6 +481,18 @@ async def update(
         )
         if status != "UPDATE 1":
             return False
+        if rules is not UNCHANGED and rules is not None:
+            await conn.execute(
+                f"""
+                INSERT INTO campaign_destinations (account_id, campaign)
+                SELECT account_id, client_identifier FROM links l
+                WHERE token = $1 AND account_id = $2 AND {_partition_of("l", token)}
+                  AND client_identifier IS NOT NULL
+                ON CONFLICT DO NOTHING
+                """,
+                token,
+                account_id,
+            )
         await changes.notify(conn, [token])
     return True
 
@@ -497,7 +526,9 @@ async def retarget(
     them), in the caller's transaction; the number of links changed. One notification
     tells the redirect workers (shortlink.changes.notify_campaign), which change the
     campaign's cached groups in place: the links' updated_at is not touched, so no worker
-    drops 200,000 tokens one by one."""
+    drops 200,000 tokens one by one. Waits for the links of the campaign being inserted
+    (create_links) to commit, so that it changes them too."""
+    await _lock_campaigns(conn, account_id, [campaign], shared=False)
     status = await conn.execute(
         """
         UPDATE links SET target_url = coalesce($3, target_url),
@@ -514,13 +545,17 @@ async def retarget(
     count = int(status.split()[-1])
     await conn.execute(
         """
-        INSERT INTO campaign_destinations AS d (account_id, campaign, url, rules, set_rules,
-                                                changed_at)
-        VALUES ($1, $2, $3, $5, $4, clock_timestamp())
+        INSERT INTO campaign_destinations AS d (account_id, campaign, url, url_changed_at,
+                                                rules, rules_changed_at, changed_at)
+        VALUES ($1, $2, $3::text, CASE WHEN $3 IS NOT NULL THEN clock_timestamp() END,
+                $5, CASE WHEN $4 THEN clock_timestamp() END, clock_timestamp())
         ON CONFLICT (account_id, campaign) DO UPDATE
+        -- Each field keeps the time of its own last change: a rules-only change must not
+        -- give an earlier url to the links made since that url was set.
         SET url = coalesce(excluded.url, d.url),
+            url_changed_at = coalesce(excluded.url_changed_at, d.url_changed_at),
             rules = CASE WHEN $4 THEN excluded.rules ELSE d.rules END,
-            set_rules = d.set_rules OR $4,
+            rules_changed_at = coalesce(excluded.rules_changed_at, d.rules_changed_at),
             changed_at = clock_timestamp()
         """,
         account_id,
@@ -531,6 +566,44 @@ async def retarget(
     )
     await changes.notify_campaign(conn, account_id, campaign)
     return count
+
+
+# The class of the transaction locks on (account, campaign) that order a retarget with
+# the link inserts of its campaign (arbitrary constant; the hash of both is the object).
+_CAMPAIGN_LOCK_CLASS = 0x726574
+
+
+async def _lock_campaigns(
+    conn: Connection, account_id: int, campaigns: Iterable[str | None], *, shared: bool
+) -> None:
+    """Take the transaction's lock on each campaign: shared to insert links, exclusive to
+    retarget (a hash collision only orders two unrelated campaigns' writes)."""
+    names = sorted(name for name in campaigns if name is not None)
+    if not names:
+        return
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    await conn.execute(
+        f"""
+        SELECT {function}($1, hashtext($2::text || ' ' || name))
+        FROM unnest($3::text[]) AS name ORDER BY name
+        """,
+        _CAMPAIGN_LOCK_CLASS,
+        str(account_id),
+        names,
+    )
+
+
+async def mark_smart(conn: Executor, account_id: int, campaigns: Iterable[str]) -> None:
+    """Note campaigns that have links with rules or variants: only these have statistics by
+    variant and by rule, which group the campaign's clicks (shortlink.campaigns.destinations)."""
+    await conn.execute(
+        """
+        INSERT INTO campaign_destinations (account_id, campaign)
+        SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING
+        """,
+        account_id,
+        list(campaigns),
+    )
 
 
 async def keep_variants(
@@ -552,10 +625,12 @@ async def keep_variants(
 async def campaign_destination(
     conn: Executor, account_id: int, campaign: str
 ) -> asyncpg.Record | None:
-    """(url, rules, set_rules, changed_at) of a campaign's last retargeting, or None."""
+    """(url, url_changed_at, rules, rules_changed_at, changed_at) of a campaign's
+    retargeting, or None."""
     return await conn.fetchrow(
         """
-        SELECT url, rules, set_rules, changed_at FROM campaign_destinations
+        SELECT url, url_changed_at, rules, rules_changed_at, changed_at
+        FROM campaign_destinations
         WHERE account_id = $1 AND campaign = $2 AND changed_at IS NOT NULL
         """,
         account_id,
@@ -567,7 +642,7 @@ async def retargeted_since(conn: Executor, since: datetime) -> list[asyncpg.Reco
     """The campaigns retargeted at or after `since` (a redirect worker catching up)."""
     return await conn.fetch(
         """
-        SELECT account_id, campaign, url, rules, set_rules, changed_at
+        SELECT account_id, campaign, url, url_changed_at, rules, rules_changed_at, changed_at
         FROM campaign_destinations WHERE changed_at >= $1 ORDER BY changed_at
         """,
         since,

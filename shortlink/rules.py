@@ -44,6 +44,10 @@ from shortlink.exceptions import InvalidInput
 from shortlink.redirect.response import encodable
 
 MAX_RULES = 20
+# A rule's or variant's URL, as given and once percent-encoded: a click event's
+# destination holds this much (shortlink.clickevent.MAX_DESTINATION), and 20 rules
+# stay under the links.rules column's 65,536 characters.
+MAX_URL = 2048
 MAX_VARIANTS = 20
 MAX_WEIGHT = 1_000_000
 MAX_VALUES = 50  # values of one condition (countries, languages)
@@ -116,12 +120,14 @@ def _check_rule(index: int, rule: Any, check_url: Callable[[str], str]) -> dict[
     url = rule.get("url")
     if not isinstance(url, str):
         raise InvalidInput(f"{where}.url: is required, a string")
-    if len(url) > 2048:
+    if len(url) > MAX_URL:
         raise InvalidInput(f"{where}.url: must be at most 2048 characters")
     try:
         url = check_url(url)
     except ValueError as exc:
         raise InvalidInput(f"{where}.url: {exc}") from None
+    if len(url) > MAX_URL:  # percent-encoding makes a non-ASCII URL up to 6x longer
+        raise InvalidInput(f"{where}.url: must be at most {MAX_URL} characters once encoded")
     when = rule.get("when")
     if not isinstance(when, dict) or not when:
         raise InvalidInput(f"{where}.when: must be an object with at least one condition")
@@ -187,12 +193,14 @@ def check_variants(value: Any, check_url: Callable[[str], str]) -> list[tuple[st
         if not isinstance(variant, dict) or set(variant) - {"url", "weight"}:
             raise InvalidInput(f"{where}: must be an object with url and weight only")
         url, weight = variant.get("url"), variant.get("weight")
-        if not isinstance(url, str) or len(url) > 2048:
+        if not isinstance(url, str) or len(url) > MAX_URL:
             raise InvalidInput(f"{where}.url: is required, a string of at most 2048 characters")
         try:
             url = check_url(url)
         except ValueError as exc:
             raise InvalidInput(f"{where}.url: {exc}") from None
+        if len(url) > MAX_URL:  # as a rule's: what a click event's destination holds
+            raise InvalidInput(f"{where}.url: must be at most {MAX_URL} characters once encoded")
         if type(weight) is float and weight.is_integer():  # 70.0 is JSON's integer 70
             weight = int(weight)
         if type(weight) is not int or not 1 <= weight <= MAX_WEIGHT:
@@ -309,7 +317,12 @@ def choose(
         if rules.needs_country
         else None
     )
-    language = language_of(accept_language) if rules.needs_language and accept_language else None
+    # Cut before the cache: its keys are what it holds (4096 headers of up to 8 KiB each).
+    language = (
+        language_of(accept_language[:MAX_ACCEPT_LANGUAGE])
+        if rules.needs_language and accept_language
+        else None
+    )
     for index, rule in enumerate(rules.rules):
         if (
             (rule.os is None or os in rule.os)

@@ -20,12 +20,16 @@ _COLUMNS = {"variant": "variant_index", "rule": "rule_index"}
 
 async def by_destination(conn: Executor, account_id: int, name: str) -> dict[str, Any]:
     """{"by_variant": ..., "by_rule": ...}: clicks, unique clicks, positive conversions
-    and conversion rate per variant index and per rule index."""
-    variants = await conn.fetchval(
+    and conversion rate per variant index and per rule index; both empty for a campaign
+    that never had rules or variants (shortlink.links.mark_smart), whose clicks are not read."""
+    row = await conn.fetchrow(
         "SELECT variants FROM campaign_destinations WHERE account_id = $1 AND campaign = $2",
         account_id,
         name,
     )
+    if row is None:
+        return {"by_variant": {}, "by_rule": {}}
+    variants = row["variants"]
     urls = [v["url"] for v in orjson.loads(variants)] if variants else []
     answer: dict[str, Any] = {}
     for kind, column in _COLUMNS.items():

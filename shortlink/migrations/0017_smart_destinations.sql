@@ -18,17 +18,20 @@ ALTER TABLE clicks
     ADD COLUMN variant_index smallint;
 
 -- A campaign's destinations as its requests defined them (variants, for the statistics'
--- by_variant), and its last retargeting (url and/or rules, changed_at): the redirect
--- workers read it when told `=account campaign` (shortlink.changes), and while catching
--- up (changed_at), so one notification changes every link of the campaign.
+-- by_variant), and its retargeting: the last url and when it was set (url_changed_at),
+-- the last rules and when they were set (rules_changed_at; NULL: never), and the last
+-- change of either (changed_at). The redirect workers read it when told `=account
+-- campaign` (shortlink.changes), and while catching up (changed_at), so one notification
+-- changes every link of the campaign; each change reaches only the links made before it.
 CREATE TABLE campaign_destinations (
-    account_id  bigint      NOT NULL,
-    campaign    text        NOT NULL,
-    variants    jsonb,
-    url         text,
-    rules       text,
-    set_rules   boolean     NOT NULL DEFAULT false,
-    changed_at  timestamptz,
+    account_id       bigint      NOT NULL,
+    campaign         text        NOT NULL,
+    variants         jsonb,
+    url              text,
+    url_changed_at   timestamptz,
+    rules            text,
+    rules_changed_at timestamptz,
+    changed_at       timestamptz,
     PRIMARY KEY (account_id, campaign)
 );
 CREATE INDEX campaign_destinations_changed ON campaign_destinations (changed_at)

@@ -285,15 +285,39 @@ def make_handler(app: web.Application) -> Handler:
                 response.content_length = 0
                 return counted(response)
             return page(410, pages.EXPIRED)
+        plain = group.rules is None and group.variant is None
+        index = None if plain else chosen(request, group, now)
         warning = False
         if group.unsafe:
-            # The warning page first; its "continue" link leads here with the parameter.
+            # The warning page first, naming where "continue" leads (the rule's URL if one
+            # matches); its "continue" link leads here with the parameter.
             if request.query.get(pages.CONTINUE_PARAMETER) != "1":
-                return page(200, pages.warning_page(token, group.target_url))
+                rules = group.compiled
+                shown = (
+                    group.target_url if rules is None or index is None else rules.rules[index].url
+                )
+                return page(200, pages.warning_page(token, shown))
             warning = True
-        if group.rules is None and group.variant is None:
+        if plain:
             return redirect(request, token, group, packed, now, request.method, warning)
-        return smart(request, token, group, packed, now, warning)
+        return smart(request, token, group, packed, now, warning, index)
+
+    def chosen(request: web.BaseRequest, group: LinkGroup, now: float) -> int | None:
+        """The index of the rule this request matches (shortlink.rules.choose), or None."""
+        rules = group.compiled
+        if rules is None:
+            return None
+        headers = request.headers
+        peer = request.remote
+        address = client_ip(peer, forwarded_for(headers)) if behind_proxies else peer
+        return choose(
+            rules,
+            headers.get("User-Agent"),
+            address,
+            headers.get("Accept-Language"),
+            request.method,
+            now,
+        )
 
     def smart(
         request: web.BaseRequest,
@@ -302,6 +326,7 @@ def make_handler(app: web.Application) -> Handler:
         packed: bytes,
         now: float,
         warning: bool,
+        index: int | None,
     ) -> web.StreamResponse:
         """A link with rules or variants: the first matching rule's URL, else the link's."""
         headers = request.headers
@@ -310,11 +335,6 @@ def make_handler(app: web.Application) -> Handler:
         agent = headers.get("User-Agent")
         address = client_ip(peer, forwarded_for(headers)) if behind_proxies else peer
         rules = group.compiled
-        index = (
-            None
-            if rules is None
-            else choose(rules, agent, address, headers.get("Accept-Language"), method, now)
-        )
         if rules is None or index is None:
             destination, location = group.target_url, group.location or group.location_bytes()
         else:

@@ -296,9 +296,9 @@ class LinkCache:
         account_id: int,
         campaign: str,
         target_url: str | None,
+        url_before_ms: int | None,
         rules: str | None,
-        set_rules: bool,
-        before_ms: int,
+        rules_before_ms: int | None,
     ) -> int:
         """A campaign was retargeted: change its cached groups in place (shortlink.links.
         retarget); a load that was reading meanwhile does not store the campaign's rows."""
@@ -308,7 +308,9 @@ class LinkCache:
         if len(self._retargeted) > _INVALIDATIONS_KEPT:
             _, forgotten = self._retargeted.popitem(last=False)
             self._horizon = max(self._horizon, forgotten)
-        return self.groups.retarget(account_id, campaign, target_url, rules, set_rules, before_ms)
+        return self.groups.retarget(
+            account_id, campaign, target_url, url_before_ms, rules, rules_before_ms
+        )
 
     def clear(self) -> None:
         """Forget everything."""

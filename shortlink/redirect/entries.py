@@ -199,20 +199,23 @@ class Groups:
         account_id: int,
         campaign: str,
         target_url: str | None,
+        url_before_ms: int | None,
         rules: str | None,
-        set_rules: bool,
-        before_ms: int,
+        rules_before_ms: int | None,
     ) -> int:
-        """Change, in place, the groups of a campaign's links created before `before_ms`:
-        a new target (which drops the variant) and/or new rules. The number changed."""
+        """Change, in place, the groups of a campaign's links: the target (which drops the
+        variant) of those created before `url_before_ms`, the rules of those created before
+        `rules_before_ms` (None: that field was never changed). The number changed."""
         changed = 0
+        url_before = -1 if target_url is None or url_before_ms is None else url_before_ms
+        rules_before = -1 if rules_before_ms is None else rules_before_ms
         for index, key in enumerate(self._keys):
-            if key is None or key[0] != account_id or key[2] != campaign or key[3] > before_ms:
+            if key is None or key[0] != account_id or key[2] != campaign:
                 continue
             new = list(key)
-            if target_url is not None:
+            if key[3] <= url_before:
                 new[1], new[9] = target_url, None
-            if set_rules:
+            if key[3] <= rules_before:
                 new[8] = rules
             fresh: GroupKey = tuple(new)  # type: ignore[assignment]
             if fresh == key:

@@ -227,13 +227,14 @@ class LinkListener:
         """Change the campaign's cached groups as its last retargeting says."""
         changed_at: datetime = row["changed_at"]
         self._retargets[account_id, campaign] = changed_at
+        url_at, rules_at = row["url_changed_at"], row["rules_changed_at"]
         self.retargeted += self._cache.retarget(
             account_id,
             campaign,
             row["url"],
+            None if url_at is None else epoch_ms(url_at),
             row["rules"],
-            row["set_rules"],
-            epoch_ms(changed_at),
+            None if rules_at is None else epoch_ms(rules_at),
         )
 
     async def _retarget(self, item: _Campaign) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +12,7 @@ import pytest
 from shortlink import links, tokens
 from shortlink.exceptions import TokenSpaceExhausted
 from shortlink.links import LinkEntry, NewLink, create_links, fetch_entry
+from tests.infra import wait_until
 
 
 async def test_bulk_create_returns_links_in_input_order(
@@ -157,3 +159,38 @@ async def test_a_changed_expiry_is_cut_to_a_year_after_creation(
     again = await links.find(db, account_id, created.token)
     assert again is not None
     assert again["expires_at"] == row["expires_at"]
+
+
+async def test_a_retarget_waits_for_links_of_the_campaign_being_made_and_changes_them(
+    db: asyncpg.Connection, database_url: str, account_id: int
+) -> None:
+    """Links of a campaign whose creation commits while the campaign is retargeted are
+    changed too (the retarget waits for them), not left on the old url in the database
+    while the workers' in-place change, made for links created before it, says otherwise."""
+    sending = await asyncpg.connect(database_url)
+    try:
+        async with sending.transaction():
+            [made] = await create_links(
+                sending, account_id, [NewLink("https://old.example/", client_identifier="mid")]
+            )
+
+            async def retarget() -> int:
+                async with db.transaction():
+                    return await links.retarget(
+                        db, account_id, "mid", target_url="https://new.example/"
+                    )
+
+            changing = asyncio.ensure_future(retarget())
+
+            async def waiting_or_done() -> bool:
+                return changing.done() or await sending.fetchval(
+                    "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                )
+
+            await wait_until(waiting_or_done)
+        assert await changing == 1
+    finally:
+        await sending.close()
+    assert await db.fetchval("SELECT target_url FROM links WHERE id = $1", made.id) == (
+        "https://new.example/"
+    )

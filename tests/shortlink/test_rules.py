@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import tracemalloc
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -185,6 +186,24 @@ def test_hostile_request_headers_are_bounded() -> None:
     assert choose(spanish, "A" * 100_000, language="es," * 100_000) == 0
     assert choose(spanish, "\ud800\x00", language="q=;;,,;q=abc,\x00") is None
     assert rules.language_of("x" * 10_000) is None
+
+
+def test_distinct_huge_accept_languages_keep_the_cache_small() -> None:
+    """Thousands of distinct 8 KiB Accept-Language headers (aiohttp's limit) hold only the
+    part that is read in the per-header cache, not 8 KiB each (tens of MiB a worker)."""
+    spanish = [{"when": {"language": "es"}, "url": "https://e.com/es"}]
+    rules.language_of.cache_clear()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for index in range(4096):
+            header = f"es;q=0.{index % 9 + 1}," + "x" * 8000 + str(index)
+            assert choose(spanish, language=header) == 0
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        rules.language_of.cache_clear()
+    assert held < 4 * 1024 * 1024
 
 
 @pytest.mark.parametrize(

@@ -8,14 +8,16 @@ import random
 from collections import Counter
 from typing import Any
 
+import aiohttp
 import asyncpg
 import orjson
 import pytest
 
 from forwarder.recorder import record
-from shortlink.links import LinkEntry
+from shortlink.links import ENTRY_COLUMNS, LinkEntry
 from tests.clicks import clicks, events
-from tests.shortlink.api.conftest import Client, Tenant
+from tests.infra import RunningServer
+from tests.shortlink.api.conftest import Client, Tenant, new_tenant
 
 IOS_RULE = {"when": {"os": "iOS"}, "url": "https://apps.apple.com/app/id1"}
 ES_RULE = {"when": {"language": "es", "country": ["ES", "MX"]}, "url": "https://e.example/es"}
@@ -271,3 +273,123 @@ async def test_statistics_clicks_and_csv_show_variants_and_rules(
     header = csv.splitlines()[0]
     assert header.endswith("destination,rule_index,variant_index")
     assert "https://apps.apple.com/app/id1,0,0" in csv
+
+
+async def test_a_new_url_for_one_variant_link_drops_its_variant(
+    client: Client, db: asyncpg.Connection
+) -> None:
+    """PATCH /v1/links/{token} with a url, like a campaign's retarget, ends the link's
+    variant: its later clicks are not counted for a variant whose page they never saw."""
+    made = await client.post(
+        "/v1/links",
+        {
+            "variants": [{"url": "https://a.example/", "weight": 1}],
+            "recipients": recipients(1),
+            "client_identifier": "ab-one",
+        },
+    )
+    token = made.json["links"][0]["token"]
+    assert (await client.get(f"/v1/links/{token}")).json["variant"] == 0
+    changed = await client.call("PATCH", f"/v1/links/{token}", {"url": "https://z.example/"})
+    assert changed.status == 200, changed.json
+    assert changed.json["variant"] is None
+    unsafe_only = await client.call("PATCH", f"/v1/links/{token}", {"unsafe": True})
+    assert unsafe_only.json["link"] == "https://z.example/"
+
+
+async def test_a_retarget_never_touches_another_accounts_same_named_campaign(
+    client: Client, api_server: RunningServer, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """Two accounts with a campaign of the same name: one's PATCH changes only its links,
+    and the other's campaign_destinations row is not created or changed."""
+    other = await new_tenant(db)
+    async with aiohttp.ClientSession() as session:
+        them = Client(api_server, session, other.key)
+        await them.post(
+            "/v1/links",
+            {
+                "url": "https://theirs.example/",
+                "recipients": recipients(2),
+                "client_identifier": "same",
+            },
+        )
+        await client.post(
+            "/v1/links",
+            {
+                "url": "https://mine.example/",
+                "recipients": recipients(2),
+                "client_identifier": "same",
+            },
+        )
+        answer = await client.call("PATCH", "/v1/campaigns/same", {"url": "https://moved.example/"})
+        assert answer.json == {"client_identifier": "same", "links": 2}
+        theirs = await db.fetch(
+            "SELECT DISTINCT target_url FROM links WHERE account_id = $1", other.account_id
+        )
+        assert [row["target_url"] for row in theirs] == ["https://theirs.example/"]
+        assert not await db.fetchval(
+            "SELECT count(*) FROM campaign_destinations WHERE account_id = $1", other.account_id
+        )
+        assert (
+            await them.call("PATCH", "/v1/campaigns/nope-" + "x", {"url": "https://n.example/"})
+        ).status == 404
+
+
+async def test_a_plain_campaigns_statistics_have_no_destination_groups(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """A campaign without rules or variants answers empty by_variant and by_rule, read
+    without grouping its clicks (the statistics stay a handful of rows however many)."""
+    made = await client.post(
+        "/v1/links",
+        {"url": "https://p.example/", "recipients": recipients(3), "client_identifier": "plain"},
+    )
+    ids = [link["tracking_url_id"] for link in made.json["links"]]
+    entries = [
+        LinkEntry.from_row(row)
+        for row in await db.fetch(
+            "SELECT " + ENTRY_COLUMNS + " FROM links WHERE id = ANY($1::bigint[])", ids
+        )
+    ]
+    await record(db, events(clicks(entries)), batch_size=100)
+    stats = (await client.get("/v1/campaigns/plain/stats")).json
+    assert stats["total_clicks"] == 3
+    assert (stats["by_variant"], stats["by_rule"]) == ({}, {})
+    token = made.json["links"][0]["token"]
+    await client.call("PATCH", f"/v1/links/{token}", {"rules": [IOS_RULE]})
+    stats = (await client.get("/v1/campaigns/plain/stats")).json
+    assert stats["by_rule"]["none"]["clicks"] == 3  # given rules, its groups are read
+    sent = await client.post(
+        "/v1/messages",
+        {
+            "to": ["447700900001"],
+            "body": 'See #track("https://m.example/")',
+            "client_identifier": "rules-only",
+            "rules": [IOS_RULE],
+        },
+    )
+    assert sent.status == 201, sent.json
+    assert await db.fetchval(
+        "SELECT count(*) FROM campaign_destinations WHERE account_id = $1 AND campaign = $2",
+        tenant.account_id,
+        "rules-only",
+    )
+
+
+async def test_rules_whose_urls_grow_when_encoded_are_422_not_500(client: Client) -> None:
+    """Twenty rules of 2,000 non-ASCII characters each (percent-encoded, six times longer)
+    are refused as a 422 naming the field, never a 500 from the column's limit."""
+    wide = "https://e.example/" + "é" * 2000
+    answer = await client.post(
+        "/v1/links",
+        {"url": "https://x.example/", "rules": [{"when": {"os": "iOS"}, "url": wide}] * 20},
+    )
+    assert answer.status == 422, answer.json
+    assert "rules" in answer.body.decode()
+    made = await client.post("/v1/links", {"url": "https://x.example/", "client_identifier": "w"})
+    token = made.json["links"][0]["token"]
+    for method, path in (("PATCH", f"/v1/links/{token}"), ("PATCH", "/v1/campaigns/w")):
+        changed = await client.call(
+            method, path, {"rules": [{"when": {"os": "iOS"}, "url": wide}] * 20}
+        )
+        assert changed.status == 422, changed.json

@@ -234,3 +234,54 @@ async def test_hostile_headers_on_a_link_with_rules_still_redirect(
             + b"\r\nConnection: close\r\n\r\n"
         )
         assert await exchange(redirect_server, data) == [302]
+
+
+async def test_the_warning_page_of_an_unsafe_link_with_rules_names_where_continue_leads(
+    redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
+) -> None:
+    """An unsafe link with rules warns about the page this phone will be sent to (the
+    matching rule's), not the link's url that "continue" would not lead to."""
+    [link] = await create_links(db, account_id, [NewLink(URL, unsafe=True, rules=APP_STORES)])
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{redirect_server.url}/{link.token}", headers={"User-Agent": IPHONE}
+        ) as response,
+    ):
+        assert response.status == 200
+        page = await response.text()
+    assert "apps.apple.com" in page
+    assert "example.com" not in page
+    assert await location(
+        redirect_server, f"{link.token}?continue=1", **{"User-Agent": IPHONE}
+    ) == ("https://apps.apple.com/app/id1")
+
+
+async def test_a_rules_only_retarget_keeps_the_url_of_links_made_after_an_earlier_retarget(
+    redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
+) -> None:
+    """A campaign's url is changed, links are added with their own url, then only its
+    rules change: the added links keep their url on the worker, as in the database."""
+    [old] = await create_links(db, account_id, [NewLink(URL, client_identifier="twice")])
+    cache = redirect_server.app[CACHE]
+    await wait_until(lambda: cache.get(old.token) is not None)
+    async with db.transaction():
+        await links.retarget(db, account_id, "twice", target_url="https://example.com/first")
+    await wait_until(lambda: cache.find(old.token)[0].target_url.endswith("first"))  # type: ignore[index]
+    [added] = await create_links(
+        db, account_id, [NewLink("https://example.com/added", client_identifier="twice")]
+    )
+    await wait_until(lambda: cache.get(added.token) is not None)
+    async with db.transaction():
+        await links.retarget(db, account_id, "twice", target_url=None, rules=APP_STORES)
+    await wait_until(lambda: cache.find(added.token)[0].rules is not None)  # type: ignore[index]
+    assert (
+        await db.fetchval("SELECT target_url FROM links WHERE token = $1", added.token)
+        == "https://example.com/added"
+    )
+    assert await location(redirect_server, added.token, **{"User-Agent": "curl/8"}) == (
+        "https://example.com/added"
+    )
+    assert await location(redirect_server, old.token, **{"User-Agent": "curl/8"}) == (
+        "https://example.com/first"
+    )

@@ -11,6 +11,7 @@ import pytest
 
 from forwarder.recorder import record
 from loadtests import cluster
+from shortlink import links
 from shortlink.api.dashboard import pages
 from shortlink.api.dashboard.render import CONTENT_SECURITY_POLICY
 from tests.clicks import clicks, make_links
@@ -201,6 +202,8 @@ async def test_a_campaign_page_shows_variants_and_rules_as_a_table_and_a_chart(
     """A campaign with variants and rules gets a "By variant" and a "By rule" section: a row
     per variant or rule with its clicks, and bars; a customer's URL is escaped."""
     made = await make_links(db, tenant.account_id, 2, client_identifier="ab-page")
+    # As creating links with variants or rules does (these plain links stand in for them).
+    await links.mark_smart(db, tenant.account_id, ["ab-page"])
     hostile = "https://e.example/<script>alert(1)</script>"
     batch = events(clicks(made[:1], smart=(hostile, 0, 0)))
     batch += events(clicks(made[1:], smart=("https://b.example/", None, 1)))
