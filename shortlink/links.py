@@ -45,6 +45,7 @@ class LinkEntry:
     unsafe: bool
     disabled: bool
     expired_url: str | None = None  # where a tap goes once it expired (the link's own)
+    domain: str | None = None  # the branded domain it answers on (None: SHORT_DOMAIN)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> LinkEntry:
@@ -62,11 +63,15 @@ class LinkEntry:
             unsafe=row[9],
             disabled=row[10],
             expired_url=row[11],
+            domain=row[12],
         )
 
     @classmethod
-    def made(cls, account_id: int, created: CreatedLink, spec: NewLink) -> LinkEntry:
-        """The entry of a link create_links just made from `spec` (not disabled)."""
+    def made(
+        cls, account_id: int, created: CreatedLink, spec: NewLink, domain: str | None = None
+    ) -> LinkEntry:
+        """The entry of a link create_links just made from `spec` (not disabled), on
+        `domain`."""
         return cls(
             id=created.id,
             token=created.token,
@@ -80,6 +85,7 @@ class LinkEntry:
             unsafe=spec.unsafe,
             disabled=False,
             expired_url=spec.expired_url,
+            domain=domain,
         )
 
 
@@ -89,7 +95,7 @@ ENTRY_COLUMNS = """
     token, id, account_id, target_url, phone_number, client_ref, client_identifier,
     floor(extract(epoch FROM created_at) * 1000)::int8 AS created_at_ms,
     extract(epoch FROM expires_at)::float8 AS expires_at,
-    unsafe, disabled_at IS NOT NULL AS disabled, expired_url
+    unsafe, disabled_at IS NOT NULL AS disabled, expired_url, domain
 """
 
 
@@ -223,11 +229,13 @@ async def create_links(
     *,
     token_length: int = tokens.DEFAULT_LENGTH,
     callback_id: int | None = None,
+    domain: str | None = None,
 ) -> list[CreatedLink]:
     """Insert `links` for `account_id` in one transaction; results in input order.
 
     `callback_id` is the callback destination (an endpoints row) of every link of
-    this call, written by the INSERT itself rather than streamed once per row.
+    this call, and `domain` their branded domain (None: SHORT_DOMAIN), written by the
+    INSERT itself rather than streamed once per row.
 
     Rows are streamed with COPY into a temporary table, then inserted with
     ON CONFLICT (token) DO NOTHING: a row whose random token already exists is
@@ -266,10 +274,10 @@ async def create_links(
                 """
                 INSERT INTO links (id, period, token, account_id, target_url, phone_number,
                                    client_ref, client_identifier, created_at, expires_at,
-                                   unsafe, callback_id, expired_url)
+                                   unsafe, callback_id, expired_url, domain)
                 SELECT $4::int8 | nextval('links_sequence'), $5, token, $1, target_url,
                        phone_number, client_ref, client_identifier, $2, expires_at, unsafe, $3,
-                       expired_url
+                       expired_url, $6::text
                 FROM link_import i
                 WHERE NOT EXISTS (SELECT 1 FROM links l WHERE l.period = 0 AND l.token = i.token)
                 ORDER BY position
@@ -281,6 +289,7 @@ async def create_links(
                 callback_id,
                 partitions.first_id(period),
                 period,
+                domain,
             )
             await conn.execute("TRUNCATE link_import")
             for start in range(0, len(rows), _SLICE):
@@ -369,7 +378,7 @@ async def _unique_tokens(count: int, length: int, tag: str) -> list[str]:
 
 _VIEW = """
     SELECT l.id, l.token, l.target_url, l.phone_number, l.client_ref, l.client_identifier,
-           l.created_at, l.expires_at, l.unsafe, l.disabled_at, l.expired_url,
+           l.created_at, l.expires_at, l.unsafe, l.disabled_at, l.expired_url, l.domain,
            coalesce(
                (SELECT f.clicked_at FROM first_clicks f WHERE f.link_id = l.id),
                l.first_clicked_at

@@ -39,6 +39,13 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/account"): "account:admin",
     ("PATCH", "/v1/account"): "account:admin",
     ("POST", "/v1/erasures"): "account:admin",
+    # Branded domains change where the account's links answer: account administration.
+    ("POST", "/v1/domains"): "account:admin",
+    ("GET", "/v1/domains"): "account:admin",
+    ("GET", "/v1/domains/{domain}"): "account:admin",
+    ("PATCH", "/v1/domains/{domain}"): "account:admin",
+    ("DELETE", "/v1/domains/{domain}"): "account:admin",
+    ("POST", "/v1/domains/{domain}/verify"): "account:admin",
 }
 PUBLIC_PATHS = frozenset(path for (_, path), scope in ROUTES.items() if scope is PUBLIC)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from shortlink import partitions
 from shortlink.campaigns.cursor import CursorForm, from_micros, to_micros
 from shortlink.db import Executor
 from shortlink.timestamps import rfc3339
@@ -18,10 +19,12 @@ from shortlink.timestamps import rfc3339
 # allows can be read (17 digits reach the year 5138).
 CURSOR = CursorForm(r"^[0-9]{1,17}-[0-9a-f]{32}$")
 
-_FIELDS = """
+_FIELDS = f"""
     c.event_id, c.link_id, c.phone_number, c.client_ref, c.clicked_at, c.client_ip, c.browser,
     c.os, c.device_type, c.device_name, c.device_manufacturer, c.is_bot, c.user_agent,
-    c.referer, c.warning_page_served, c.method, c.country, c.region
+    c.referer, c.warning_page_served, c.method, c.country, c.region,
+    (SELECT l.domain FROM links l
+     WHERE l.id = c.link_id AND l.period = c.link_id >> {partitions.ID_BITS}) AS domain
 """
 
 
@@ -84,4 +87,5 @@ def _click(row: Any) -> dict[str, Any]:
         "referer": row["referer"],
         "warning_page_served": row["warning_page_served"],
         "method": row["method"],
+        "domain": row["domain"],  # the link's branded domain (null: SHORT_DOMAIN)
     }

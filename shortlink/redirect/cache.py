@@ -216,7 +216,7 @@ class LinkCache:
             if not current and not self._trusted(token, generation):
                 continue
             fields = link_fields(row[1], row[4], row[5])  # before the group counts it
-            key = (row[2], row[3], row[6], row[7], row[8], row[9], row[10], row[11])
+            key = (row[2], row[3], row[6], row[7], row[8], row[9], row[10], row[11], row[12])
             if key == last_key:
                 groups.retain(index)
             else:

@@ -51,6 +51,8 @@ class LinkGroup:
     # Where a tap goes once the links expired (their own; None: the account's, else
     # 410). Read only on that path: a link that has not expired never looks at it.
     expired_url: str | None
+    # The branded domain the links answer on (None: SHORT_DOMAIN; shortlink.domains).
+    domain: str | None = None
     # Either flag means the hit path must look closer (warning page, 410).
     special: bool = field(init=False, compare=False, hash=False)
     # Kept from the group's second tap on, not made when cached: most links of a
@@ -108,12 +110,13 @@ def key_of(entry: LinkEntry) -> GroupKey:
         entry.unsafe,
         entry.disabled,
         entry.expired_url,
+        entry.domain,
     )
 
 
 # The fields of a LinkGroup as a plain tuple, in declaration order: cheap to make
 # and hash per row while links are stored; the LinkGroup is built once per group.
-GroupKey = tuple[int, str, str | None, int, float, bool, bool, str | None]
+GroupKey = tuple[int, str, str | None, int, float, bool, bool, str | None, str | None]
 
 
 class Groups:

@@ -39,6 +39,7 @@ def row(token: str, link_id: int = 1, campaign: str = "spring", **changes: Any) 
         fields["unsafe"],
         fields["disabled"],
         fields.get("expired_url"),
+        fields.get("domain"),
     )
 
 
