@@ -166,7 +166,9 @@ async def verify(request: web.Request) -> web.Response:
     except DnsLookupFailed as exc:
         raise ApiError(503, "dns_unavailable", f"the TXT lookup failed: {exc}") from None
     if row["verification"] not in found:
-        shown = [value[: domains.MAX_TXT_LENGTH] for value in found[: domains.MAX_TXT_SHOWN]]
+        shown = [
+            value[: domains.MAX_TXT_LENGTH] for value in sorted(found)[: domains.MAX_TXT_SHOWN]
+        ]
         body = {
             "error": {
                 "code": "verification_failed",
