@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+import orjson
 
 from shortlink import changes, domains
 from shortlink.db import Executor
@@ -53,9 +54,14 @@ class Served:
             account_id=row["account_id"],
             not_found_url=row["not_found_url"],
             expired_url=row["expired_url"],
-            apple_app_site_association=None if apple is None else apple.encode(),
-            assetlinks=None if assetlinks is None else assetlinks.encode(),
+            apple_app_site_association=None if apple is None else _compact(apple),
+            assetlinks=None if assetlinks is None else _compact(assetlinks),
         )
+
+
+def _compact(text: str) -> bytes:
+    """A document as compact JSON (jsonb's text has spaces after every separator)."""
+    return orjson.dumps(orjson.loads(text))
 
 
 def normal_host(host: str) -> str:
