@@ -22,8 +22,8 @@ from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
 from shortlink.redirect.app import create_app, make_handler
 from shortlink.redirect.config import RedirectConfig
-from tests.infra import RunningServer, running, unique_name
 from tests.dnsserver import DnsServer, dns_server
+from tests.infra import RunningServer, running, unique_name
 
 # Servers the tests start as processes serve no metrics port unless a test asks
 # for one (two at once on the default ports would collide).

@@ -13,13 +13,13 @@ import asyncpg
 import pytest
 
 from shortlink import domains
+from shortlink.links import NewLink, create_links
 from shortlink.redirect.app import create_app, make_handler
 from shortlink.redirect.config import RedirectConfig
 from shortlink.redirect.domains import BrandedHosts, normal_host
 from shortlink.redirect.listener import LISTENER
 from shortlink.redirect.tlsask import PATH
 from tests.infra import RunningServer, exchange, running, unique_name, wait_until
-from shortlink.links import NewLink, create_links
 from tests.shortlink.redirect.test_app import TARGET, get
 
 SHORT = "sl.test"

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 import asyncpg
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from shortlink import domains
 from shortlink.redirect.app import create_app, make_handler
