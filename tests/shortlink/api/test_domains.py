@@ -8,7 +8,10 @@ import random
 import asyncpg
 import pytest
 
+from forwarder.recorder import record
 from shortlink import domains
+from shortlink.links import fetch_entry
+from tests.clicks import clicks, events
 from tests.dnsserver import DnsServer
 from tests.infra import unique_name
 from tests.shortlink.api.conftest import SHORT_DOMAIN, Client, Tenant, new_tenant, raw_request
@@ -313,3 +316,23 @@ async def test_a_removed_domain_is_gone(
     refused = await client.post("/v1/links", {"url": "https://shop.example/a", "domain": name})
     assert refused.status == 422
     assert (await audit_actions(db, tenant.account_id))[-1] == "domain.removed"
+
+
+async def test_the_clicks_of_a_campaign_show_each_links_domain(
+    client: Client, dns: DnsServer, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """A recorded click lists its link's branded domain; a SHORT_DOMAIN link's is null."""
+    name = await verified_domain(client, dns)
+    rows = []
+    for domain in (name, None):
+        made = await client.post(
+            "/v1/links",
+            {"url": "https://shop.example/", "client_identifier": "branded", "domain": domain},
+        )
+        [link] = made.json["links"]
+        rows.append(await fetch_entry(db, link["token"]))
+    await record(db, events(clicks([row for row in rows if row is not None])), batch_size=100)
+    listed = await client.get("/v1/campaigns/branded/clicks")
+    assert listed.status == 200
+    by_link = {click["tracking_url_id"]: click["domain"] for click in listed.json["clicks"]}
+    assert by_link == {rows[0].id: name, rows[1].id: None}  # type: ignore[union-attr]
