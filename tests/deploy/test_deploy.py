@@ -239,7 +239,7 @@ def test_the_tls_overlay_validates_and_keeps_the_ask_endpoint_internal() -> None
     assert f"ask http://shortlink-tls-ask:{ask_port['port']}/tls-ask" in caddyfile
 
 
-def test_the_tls_overlays_caddyfile_is_one_caddy_accepts() -> None:
+def test_the_tls_overlays_caddyfile_is_one_caddy_accepts(tmp_path: Path) -> None:
     """`caddy adapt` reads deploy/k8s-tls/Caddyfile (make test installs caddy)."""
     result = subprocess.run(
         ["caddy", "adapt", "--config", str(TLS / "Caddyfile"), "--adapter", "caddyfile"],
@@ -247,7 +247,7 @@ def test_the_tls_overlays_caddyfile_is_one_caddy_accepts() -> None:
         text=True,
         timeout=60,
         check=False,
-        env={"ACME_EMAIL": "ops@example.com", "HOME": "/tmp"},
+        env={"ACME_EMAIL": "ops@example.com", "HOME": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr
     adapted = orjson.loads(result.stdout)
