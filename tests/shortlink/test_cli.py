@@ -138,9 +138,7 @@ async def test_domain_commands_add_list_and_remove(
             shortlink, env, "domain", "add", "--account", str(account_id), bad
         )
         assert refused.returncode == 2, bad
-    listed = await asyncio.to_thread(
-        shortlink, env, "domain", "list", "--account", str(account_id)
-    )
+    listed = await asyncio.to_thread(shortlink, env, "domain", "list", "--account", str(account_id))
     assert [d["domain"] for d in orjson.loads(listed.stdout)] == [name.lower()]
     removed = await asyncio.to_thread(shortlink, env, "domain", "remove", name)
     assert removed.returncode == 0, removed.stderr
