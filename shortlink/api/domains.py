@@ -62,7 +62,7 @@ async def create(request: web.Request) -> web.Response:
         except DomainTaken as exc:
             raise ApiError(409, "domain_taken", str(exc)) from None
         except InvalidInput as exc:
-            raise ApiError(422, "too_many_domains", str(exc)) from None
+            raise ApiError(409, "too_many_domains", str(exc)) from None
         await _audit(request, conn, "domain.added", {"domain": name, "verified": False})
     return _json(domains.public(row), 201)
 
@@ -120,13 +120,8 @@ async def patch(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn, conn.transaction():
         try:
             row = await domains.update(conn, request[ACCOUNT_ID], name, **changes)
-        except InvalidInput as exc:
-            raise ApiError(
-                422,
-                "validation_failed",
-                f"default: {exc}",
-                [{"field": "default", "message": str(exc)}],
-            ) from None
+        except InvalidInput as exc:  # a state, not a bad value: verify it first
+            raise ApiError(409, "domain_not_verified", f"default: {exc}") from None
         if row is None:
             raise not_found("domain")
         summary = {"domain": name, **{k: v for k, v in data.items() if k in _PATCH_FIELDS}}

@@ -189,12 +189,13 @@ async def test_a_failed_dns_lookup_is_a_503(
 async def test_patch_sets_the_default_urls_and_documents(
     client: Client, dns: DnsServer, db: asyncpg.Connection, tenant: Tenant
 ) -> None:
-    """Only a verified domain can be the default; one default per account; documents are
+    """Only a verified domain can be the default (409 before); one default per account; documents are
     kept as given; null removes; every change is audited."""
     unverified = fresh_domain()
     await client.post("/v1/domains", {"domain": unverified})
     refused = await client.call("PATCH", f"/v1/domains/{unverified}", {"default": True})
-    assert refused.status == 422
+    assert refused.status == 409
+    assert refused.json["error"]["code"] == "domain_not_verified"
     first = await verified_domain(client, dns)
     second = await verified_domain(client, dns)
     aasa = {"applinks": {"details": [{"appIDs": ["T.com.brand"], "components": [{"/": "*"}]}]}}
