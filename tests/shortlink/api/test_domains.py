@@ -189,8 +189,8 @@ async def test_a_failed_dns_lookup_is_a_503(
 async def test_patch_sets_the_default_urls_and_documents(
     client: Client, dns: DnsServer, db: asyncpg.Connection, tenant: Tenant
 ) -> None:
-    """Only a verified domain can be the default (409 before); one default per account; documents are
-    kept as given; null removes; every change is audited."""
+    """Only a verified domain can be the default (409 before); one default per account;
+    documents are kept as given; null removes; every change is audited."""
     unverified = fresh_domain()
     await client.post("/v1/domains", {"domain": unverified})
     refused = await client.call("PATCH", f"/v1/domains/{unverified}", {"default": True})
