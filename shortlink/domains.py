@@ -110,7 +110,21 @@ def document(raw: Any) -> str:
         raise InvalidInput(f"cannot be stored as JSON ({exc})") from None
     if len(text) > MAX_DOCUMENT_BYTES:
         raise InvalidInput(f"must be at most {MAX_DOCUMENT_BYTES} bytes as JSON")
+    # PostgreSQL's jsonb cannot hold NUL, in a key or a value (looked for only when the
+    # JSON text may hold one: a literal backslash and "u0000" reads the same).
+    if b"\\u0000" in text and _has_nul(raw):
+        raise InvalidInput("must not contain NUL characters")
     return text.decode()
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def new_verification() -> str:

@@ -235,6 +235,8 @@ async def test_patch_sets_the_default_urls_and_documents(
         ("apple_app_site_association", 42),
         ("assetlinks", True),
         ("assetlinks", [{"x": "y" * domains.MAX_DOCUMENT_BYTES}]),
+        ("assetlinks", {"\u0000": {}}),
+        ("apple_app_site_association", ["a\u0000b"]),
         ("not_found_url", "javascript:alert(1)"),
         ("not_found_url", f"https://{SHORT_DOMAIN}/x"),
         ("not_found_url", "https://e.x/" + "a" * 3000),
