@@ -23,6 +23,8 @@ run: install
 test: install lint
 	command -v docker-compose >/dev/null || (apt-get update -qq && apt-get install -y -qq docker-compose)
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+	# Caddy: the TLS terminator that tests/shortlink/redirect/test_tls.py runs in front.
+	command -v caddy >/dev/null || (apt-get update -qq && apt-get install -y -qq caddy)
 	$(VENV)/bin/pytest
 
 lint: install

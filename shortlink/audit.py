@@ -22,6 +22,11 @@ the key; whether an endpoint has a signing secret, not the secret).
                                                                   (never the number)
     campaign.retargeted         PATCH /v1/campaigns/{campaign}    client_identifier, links,
                                                                   url and/or rules
+    domain.added                POST /v1/domains, `domain add`    domain, verified
+    domain.verified             POST /v1/domains/{d}/verify       domain
+    domain.changed              PATCH /v1/domains/{d}             domain and the fields given
+    domain.removed              DELETE /v1/domains/{d}, `domain   domain
+                                remove`
 
 Actions are `<thing>.<what happened>` in lower case (the table checks the form);
 a new kind of change adds its name here. Entries are kept AUDIT_RETENTION_DAYS
@@ -51,6 +56,10 @@ ACTIONS = frozenset(
         "account.settings_changed",
         "erasure.made",
         "campaign.retargeted",
+        "domain.added",
+        "domain.verified",
+        "domain.changed",
+        "domain.removed",
     }
 )
 _ACTION = re.compile(r"[a-z_]{1,40}\.[a-z_]{1,40}")

@@ -13,6 +13,9 @@ the notification goes out exactly when the change commits:
   and the URL (nothing after the space: none); the workers keep it for the
   account's expired links (shortlink.redirect.expired). A URL is at most 2048
   characters, well under the payload's limit.
+- a branded domain's change (added, verified, settings, removed): the payload is
+  `%` and the domain's name; the workers read that domain again
+  (shortlink.redirect.domains).
 
 - a retargeted campaign (shortlink.links.retarget): the payload is `=`, the
   account id, a space and the campaign's client_identifier; the workers read the
@@ -36,6 +39,7 @@ CHANNEL = "link_changes"
 CREATED = "+"
 ACCOUNT = "@"
 CAMPAIGN = "="
+DOMAIN = "%"
 # NOTIFY payloads must stay under 8000 bytes; beyond this many ranges, one
 # covering range is sent instead (reading a few links twice is harmless).
 _MAX_RANGES = 100
@@ -61,6 +65,11 @@ async def notify_account(conn: Connection, account_id: int, expired_url: str | N
     await conn.execute(
         "SELECT pg_notify($1, $2)", CHANNEL, f"{ACCOUNT}{account_id} {expired_url or ''}"
     )
+
+
+async def notify_domain(conn: Connection, name: str) -> None:
+    """Announce a branded domain's change (delivered when the transaction commits)."""
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, DOMAIN + name)
 
 
 def parse_account(payload: str) -> tuple[int, str | None] | None:

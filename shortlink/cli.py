@@ -22,7 +22,17 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-from shortlink import accounts, audit, deliveries, endpoints, logs, purge, schema, validation
+from shortlink import (
+    accounts,
+    audit,
+    deliveries,
+    domains,
+    endpoints,
+    logs,
+    purge,
+    schema,
+    validation,
+)
 from shortlink.api.config import ApiConfig, DashboardConfig, PublicAddresses
 from shortlink.config import ServiceConfig
 from shortlink.db import require_database_url
@@ -198,6 +208,55 @@ def cmd_account(args: argparse.Namespace, env: dict[str, str]) -> int:
                 return _not_found(args.account)
             await audit.record(conn, args.account, None, None, "account.disabled", {})
         _print_json({"account_id": args.account, "disabled": True})
+        return 0
+
+    result: int = asyncio.run(_with_connection(service, action))
+    return result
+
+
+def cmd_domain(args: argparse.Namespace, env: dict[str, str]) -> int:
+    """`shortlink domain add|list|remove`: operators manage branded domains (trusted, like
+    `account create`: `add --verified` skips the DNS check)."""
+    service = resolve_service(ServiceConfig.from_env(env), kafka=False)
+    short_domain = PublicAddresses.from_env(env).short_domain
+    name = (
+        domains.normalise(args.domain, short_domain)
+        if args.domain_command in ("add", "remove")
+        else None
+    )
+
+    async def action(conn: asyncpg.Connection) -> int:
+        await schema.check_schema(conn)
+        if args.domain_command == "list":
+            rows = await (
+                domains.every(conn)
+                if args.account is None
+                else domains.of_account(conn, args.account)
+            )
+            _print_json([{"account_id": row["account_id"], **domains.public(row)} for row in rows])
+            return 0
+        assert name is not None  # noqa: S101 - add and remove name one
+        async with conn.transaction():
+            if args.domain_command == "add":
+                if not await conn.fetchval("SELECT true FROM accounts WHERE id = $1", args.account):
+                    return _not_found(args.account)
+                row = await domains.add(conn, args.account, name, verified=args.verified)
+                await audit.record(
+                    conn,
+                    args.account,
+                    None,
+                    None,
+                    "domain.added",
+                    {"domain": name, "verified": args.verified},
+                )
+                _print_json({"account_id": args.account, **domains.public(row)})
+                return 0
+            owner = await conn.fetchval("SELECT account_id FROM domains WHERE name = $1", name)
+            if owner is None or not await domains.remove(conn, None, name):
+                sys.stderr.write(f"shortlink: no domain {name}\n")
+                return 1
+            await audit.record(conn, owner, None, None, "domain.removed", {"domain": name})
+        _print_json({"domain": name, "removed": True})
         return 0
 
     result: int = asyncio.run(_with_connection(service, action))
@@ -491,6 +550,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--default", action="store_true", help="back to API_RATE_LIMIT_PER_MINUTE"
     )
 
+    domain = commands.add_parser("domain", help="an account's branded short domains")
+    domain_commands = domain.add_subparsers(dest="domain_command", required=True)
+    domain_add = domain_commands.add_parser("add", help="give an account a branded domain")
+    domain_add.add_argument("--account", type=int, required=True)
+    domain_add.add_argument(
+        "--verified", action="store_true", help="trusted: no DNS check (the operator vouches)"
+    )
+    domain_add.add_argument("domain")
+    domain_list = domain_commands.add_parser("list", help="the domains (of one account)")
+    domain_list.add_argument("--account", type=int)
+    domain_remove = domain_commands.add_parser("remove", help="remove a domain; its links stop")
+    domain_remove.add_argument("domain")
+
     keys = commands.add_parser("keys", help="an account's named, scoped API keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     key_list = keys_commands.add_parser("list", help="the working keys (never their secrets)")
@@ -570,6 +642,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
     "api": cmd_api,
     "account": cmd_account,
     "keys": cmd_keys,
+    "domain": cmd_domain,
     "link": cmd_link,
     "endpoint": cmd_endpoint,
     "deliveries": cmd_deliveries,

@@ -24,6 +24,8 @@ code that catches the standard exception, ours or a library's, still sees it.
     ├── AmbiguousClientRef     a client_ref names several links where one is needed
     ├── BadCursor              a pagination cursor this service did not make (a ValueError too)
     ├── TooManyKeys            the account has as many working API keys as it may
+    ├── DomainTaken            a branded domain is already another account's (or this one's)
+    ├── DnsLookupFailed        a domain's verification record could not be looked up
     └── TaskFailedError        a background task kept failing; the process must be replaced
 """
 
@@ -118,6 +120,15 @@ class BadCursor(ShortlinkError, ValueError):
 
 class TooManyKeys(ShortlinkError):
     """The account has MAX_KEYS_PER_ACCOUNT working API keys already."""
+
+
+class DomainTaken(ShortlinkError):
+    """A branded domain already belongs to an account (shortlink.domains)."""
+
+
+class DnsLookupFailed(ShortlinkError):
+    """The resolvers did not answer for a domain's verification record (a timeout, a
+    server failure): try again later."""
 
 
 class TaskFailedError(ShortlinkError):

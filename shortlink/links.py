@@ -48,6 +48,7 @@ class LinkEntry:
     expired_url: str | None = None  # where a tap goes once it expired (the link's own)
     rules: str | None = None  # the request's rules (shortlink.rules.canonical), None: none
     variant: int | None = None  # the variant this link got (target_url is its URL)
+    domain: str | None = None  # the branded domain it answers on (None: SHORT_DOMAIN)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> LinkEntry:
@@ -67,11 +68,15 @@ class LinkEntry:
             expired_url=row[11],
             rules=row[12],
             variant=row[13],
+            domain=row[14],
         )
 
     @classmethod
-    def made(cls, account_id: int, created: CreatedLink, spec: NewLink) -> LinkEntry:
-        """The entry of a link create_links just made from `spec` (not disabled)."""
+    def made(
+        cls, account_id: int, created: CreatedLink, spec: NewLink, domain: str | None = None
+    ) -> LinkEntry:
+        """The entry of a link create_links just made from `spec` (not disabled), on
+        `domain`."""
         return cls(
             id=created.id,
             token=created.token,
@@ -87,6 +92,7 @@ class LinkEntry:
             expired_url=spec.expired_url,
             rules=spec.rules,
             variant=spec.variant,
+            domain=domain,
         )
 
 
@@ -96,7 +102,7 @@ ENTRY_COLUMNS = """
     token, id, account_id, target_url, phone_number, client_ref, client_identifier,
     floor(extract(epoch FROM created_at) * 1000)::int8 AS created_at_ms,
     extract(epoch FROM expires_at)::float8 AS expires_at,
-    unsafe, disabled_at IS NOT NULL AS disabled, expired_url, rules, variant
+    unsafe, disabled_at IS NOT NULL AS disabled, expired_url, rules, variant, domain
 """
 
 
@@ -234,11 +240,13 @@ async def create_links(
     *,
     token_length: int = tokens.DEFAULT_LENGTH,
     callback_id: int | None = None,
+    domain: str | None = None,
 ) -> list[CreatedLink]:
     """Insert `links` for `account_id` in one transaction; results in input order.
 
     `callback_id` is the callback destination (an endpoints row) of every link of
-    this call, written by the INSERT itself rather than streamed once per row.
+    this call, and `domain` their branded domain (None: SHORT_DOMAIN), written by the
+    INSERT itself rather than streamed once per row.
 
     Rows are streamed with COPY into a temporary table, then inserted with
     ON CONFLICT (token) DO NOTHING: a row whose random token already exists is
@@ -282,10 +290,10 @@ async def create_links(
                 """
                 INSERT INTO links (id, period, token, account_id, target_url, phone_number,
                                    client_ref, client_identifier, created_at, expires_at,
-                                   unsafe, callback_id, expired_url, rules, variant)
+                                   unsafe, callback_id, expired_url, rules, variant, domain)
                 SELECT $4::int8 | nextval('links_sequence'), $5, token, $1, target_url,
                        phone_number, client_ref, client_identifier, $2, expires_at, unsafe, $3,
-                       expired_url, rules, variant
+                       expired_url, rules, variant, $6::text
                 FROM link_import i
                 WHERE NOT EXISTS (SELECT 1 FROM links l WHERE l.period = 0 AND l.token = i.token)
                 ORDER BY position
@@ -297,6 +305,7 @@ async def create_links(
                 callback_id,
                 partitions.first_id(period),
                 period,
+                domain,
             )
             await conn.execute("TRUNCATE link_import")
             for start in range(0, len(rows), _SLICE):
@@ -398,7 +407,7 @@ async def _unique_tokens(count: int, length: int, tag: str) -> list[str]:
 _VIEW = """
     SELECT l.id, l.token, l.target_url, l.phone_number, l.client_ref, l.client_identifier,
            l.created_at, l.expires_at, l.unsafe, l.disabled_at, l.expired_url, l.rules,
-           l.variant,
+           l.variant, l.domain,
            coalesce(
                (SELECT f.clicked_at FROM first_clicks f WHERE f.link_id = l.id),
                l.first_clicked_at

@@ -22,6 +22,7 @@ from shortlink.dev import embedded
 from shortlink.kafka import ensure_topic
 from shortlink.redirect.app import create_app, make_handler
 from shortlink.redirect.config import RedirectConfig
+from tests.dnsserver import DnsServer, dns_server
 from tests.infra import RunningServer, running, unique_name
 
 # Servers the tests start as processes serve no metrics port unless a test asks
@@ -82,6 +83,13 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     broker.start()
     yield broker.bootstrap_servers
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def dns() -> Iterator[DnsServer]:
+    """A real DNS server on 127.0.0.1 (UDP) serving the TXT records tests put in it."""
+    with dns_server() as server:
+        yield server
 
 
 @pytest.fixture

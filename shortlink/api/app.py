@@ -20,6 +20,7 @@ from shortlink.api import (
     campaigns,
     conversions,
     destinations,
+    domains,
     erasures,
     forwarding,
     links,
@@ -108,6 +109,12 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     add("POST", "/v1/keys/{key_id}/rotate", apikeys.rotate)
     add("GET", "/v1/audit", audit.list_entries)
     add("PATCH", "/v1/campaigns/{client_identifier}", destinations.retarget)
+    add("POST", "/v1/domains", domains.create)
+    add("GET", "/v1/domains", domains.list_domains)
+    add("GET", "/v1/domains/{domain}", domains.get)
+    add("PATCH", "/v1/domains/{domain}", domains.patch)
+    add("DELETE", "/v1/domains/{domain}", domains.delete)
+    add("POST", "/v1/domains/{domain}/verify", domains.verify)
     dashboard.setup(app, config)
     return app
 

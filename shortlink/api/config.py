@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shortlink.config import EnvReader, IPNetwork, ServiceConfig
-from shortlink.exceptions import ConfigError
+from shortlink.domains import Nameserver, parse_resolvers
+from shortlink.exceptions import ConfigError, InvalidInput
 
 MIN_SECRET_LENGTH = 32
 
@@ -115,6 +116,9 @@ class ApiConfig:
     # Proxies whose X-Forwarded-For names the client (the audit log's address), as for the
     # redirect server (shortlink.clientip).
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # Where POST /v1/domains/{domain}/verify asks for TXT records (empty: the system's).
+    dns_resolvers: tuple[Nameserver, ...] = ()
+    dns_timeout: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiConfig:
@@ -158,4 +162,13 @@ class ApiConfig:
                 "API_RATE_LIMIT_PER_MINUTE", 1200, minimum=1, maximum=1_000_000
             ),
             trusted_proxies=read.networks("TRUSTED_PROXIES"),
+            dns_resolvers=_resolvers(read.text("DNS_RESOLVERS", "")),
+            dns_timeout=read.number("DNS_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=60.0),
         )
+
+
+def _resolvers(text: str) -> tuple[Nameserver, ...]:
+    try:
+        return parse_resolvers(text)
+    except InvalidInput as exc:
+        raise ConfigError(f"DNS_RESOLVERS: {exc}") from None

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from shortlink import accounts, conversions, links, tokens, validation
+from shortlink import accounts, conversions, domains, links, tokens, validation
 from shortlink.api import idempotency, render
 from shortlink.api.account import expired_url
 from shortlink.api.auth import ACCOUNT_ID
@@ -20,6 +20,7 @@ from shortlink.api.errors import ApiError, not_found
 from shortlink.api.keys import API_CONFIG
 from shortlink.api.present import short_url, statuses
 from shortlink.db import Connection
+from shortlink.exceptions import InvalidInput
 from shortlink.links import NewLink
 from shortlink.pool import POOL
 from shortlink.rules import choose_variant
@@ -59,6 +60,7 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
             "expired_url",
             "rules",
             "variants",
+            "domain",
         },
     )
     variants = variants_field(fields, config.short_domain)
@@ -76,6 +78,11 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
     days = fields.integer("expires_in_days", 0, minimum=1, maximum=accounts.MAX_LINK_LIFETIME_DAYS)
     expired = expired_url(fields, config.short_domain)
     unsafe = fields.boolean("unsafe", False)
+    requested_domain = fields.converted(
+        "domain",
+        fields.text("domain", min_length=1, max_length=domains.MAX_RAW_NAME),
+        domains.normalise,
+    )
     with_scheme = fields.boolean("https", True)
     callback = callback_url(fields)
     recipients = fields.array("recipients", max_items=config.max_recipients)
@@ -101,7 +108,8 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
     if not phones:
         phones, refs = [None], [None]
     render.check_link_count(len(phones), config, "recipients")
-    prefix = short_url(config, "", with_scheme=with_scheme)
+    domain = await link_domain_of(request, account_id, requested_domain)
+    prefix = short_url(config, "", with_scheme=with_scheme, domain=domain)
     size = await render.links_size(prefix, config.service.token_length, phones, refs)
     render.check_size(size, config, "recipients")
     destination = await callback_id(request, callback)
@@ -143,6 +151,7 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
             specs,
             token_length=config.service.token_length,
             callback_id=destination,
+            domain=domain,
         )
         if variants and campaign:
             await links.keep_variants(conn, account_id, campaign, variants)
@@ -234,6 +243,19 @@ async def delete(request: web.Request) -> web.Response:
         if not await links.disable(conn, request[ACCOUNT_ID], token):
             raise not_found("link")
     return web.Response(status=204)
+
+
+async def link_domain_of(
+    request: web.Request, account_id: int, requested: str | None
+) -> str | None:
+    """The domain of a request's new links (shortlink.domains.link_domain); 422 when the
+    request names one the account cannot use."""
+    try:
+        return await domains.link_domain(request.app[POOL], account_id, requested)
+    except InvalidInput as exc:
+        raise ApiError(
+            422, "validation_failed", f"domain: {exc}", [{"field": "domain", "message": str(exc)}]
+        ) from None
 
 
 def _dumps(value: Any) -> str:

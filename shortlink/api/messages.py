@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from shortlink import accounts, links, validation
+from shortlink import accounts, domains, links, validation
 from shortlink.api import idempotency, render, rewrite
 from shortlink.api.account import expired_url
 from shortlink.api.auth import ACCOUNT_ID
@@ -24,6 +24,7 @@ from shortlink.api.callbacks import callback_id, callback_url
 from shortlink.api.destinations import rules_field
 from shortlink.api.errors import ApiError
 from shortlink.api.keys import API_CONFIG
+from shortlink.api.links import link_domain_of
 from shortlink.api.present import short_url
 from shortlink.db import Connection
 from shortlink.exceptions import InvalidInput, NothingToTrack
@@ -65,6 +66,7 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
             "callback_url",
             "expired_url",
             "rules",
+            "domain",
         },
     )
     link_rules = rules_field(fields, config.short_domain)
@@ -78,6 +80,11 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
     days = fields.integer("expires_in_days", 0, minimum=1, maximum=accounts.MAX_LINK_LIFETIME_DAYS)
     expired = expired_url(fields, config.short_domain)
     unsafe = fields.boolean("unsafe", False)
+    requested_domain = fields.converted(
+        "domain",
+        fields.text("domain", min_length=1, max_length=domains.MAX_RAW_NAME),
+        domains.normalise,
+    )
     shared_vars = fields.texts("vars", max_items=MAX_VALUES, max_length=MAX_VALUE)
     callback = callback_url(fields)
     to = fields.array("to", max_items=config.max_recipients)
@@ -129,8 +136,9 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
                     problems.add(where, f"the URL {target[:100]!r} {exc}")
                     checked[target] = ""
     problems.check()
+    domain = await link_domain_of(request, account_id, requested_domain)
     forms = render.Forms(
-        short_url(config, "", with_scheme=with_scheme), config.service.token_length
+        short_url(config, "", with_scheme=with_scheme, domain=domain), config.service.token_length
     )
     render.check_size(await render.messages_size(forms, plans, phones, refs), config, "to")
     destination = await callback_id(request, callback)
@@ -154,6 +162,7 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
             specs,
             token_length=config.service.token_length,
             callback_id=destination,
+            domain=domain,
         )
         return 201, await render.messages_answer(forms, plans, phones, refs, created)
 

@@ -17,9 +17,12 @@ from shortlink.db import Executor
 from shortlink.timestamps import rfc3339
 
 
-def short_url(config: ApiConfig, token: str, *, with_scheme: bool = True) -> str:
-    """`https://tx1.in/AbC12xY`, or `tx1.in/AbC12xY` to save SMS characters."""
-    bare = f"{config.short_domain}/{token}"
+def short_url(
+    config: ApiConfig, token: str, *, with_scheme: bool = True, domain: str | None = None
+) -> str:
+    """`https://tx1.in/AbC12xY`, or `tx1.in/AbC12xY` to save SMS characters; on the
+    branded `domain` when the link has one."""
+    bare = f"{domain or config.short_domain}/{token}"
     return f"{config.short_url_scheme}://{bare}" if with_scheme else bare
 
 
@@ -31,7 +34,7 @@ def status(
     first_click = row["first_clicked_at"]
     return {
         "link": row["target_url"],
-        "shortlink": short_url(config, row["token"]),
+        "shortlink": short_url(config, row["token"], domain=row["domain"]),
         "accessed": first_click is not None,
         "accessed_on": rfc3339(first_click),
         "clicks": row["clicks"],
@@ -47,6 +50,7 @@ def status(
         "disabled": row["disabled_at"] is not None,
         "callback_url": row["callback_url"],
         "expired_url": row["expired_url"],
+        "domain": row["domain"],
         "conversions": [conversions.public(row, conversion) for conversion in made],
         "rules": orjson.loads(rules) if (rules := row.get("rules")) else [],
         "variant": row.get("variant"),

@@ -40,6 +40,13 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("PATCH", "/v1/account"): "account:admin",
     ("POST", "/v1/erasures"): "account:admin",
     ("PATCH", "/v1/campaigns/{client_identifier}"): "links:write",
+    # Branded domains change where the account's links answer: account administration.
+    ("POST", "/v1/domains"): "account:admin",
+    ("GET", "/v1/domains"): "account:admin",
+    ("GET", "/v1/domains/{domain}"): "account:admin",
+    ("PATCH", "/v1/domains/{domain}"): "account:admin",
+    ("DELETE", "/v1/domains/{domain}"): "account:admin",
+    ("POST", "/v1/domains/{domain}/verify"): "account:admin",
 }
 PUBLIC_PATHS = frozenset(path for (_, path), scope in ROUTES.items() if scope is PUBLIC)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from shortlink import partitions
 from shortlink.campaigns.cursor import CursorForm, from_micros, to_micros
 from shortlink.db import Executor
 from shortlink.timestamps import rfc3339
@@ -18,11 +19,13 @@ from shortlink.timestamps import rfc3339
 # allows can be read (17 digits reach the year 5138).
 CURSOR = CursorForm(r"^[0-9]{1,17}-[0-9a-f]{32}$")
 
-_FIELDS = """
+_FIELDS = f"""
     c.event_id, c.link_id, c.phone_number, c.client_ref, c.clicked_at, c.client_ip, c.browser,
     c.os, c.device_type, c.device_name, c.device_manufacturer, c.is_bot, c.user_agent,
     c.referer, c.warning_page_served, c.method, c.country, c.region,
-    coalesce(c.destination, c.target_url) AS destination, c.rule_index, c.variant_index
+    coalesce(c.destination, c.target_url) AS destination, c.rule_index, c.variant_index,
+    (SELECT l.domain FROM links l
+     WHERE l.id = c.link_id AND l.period = c.link_id >> {partitions.ID_BITS}) AS domain
 """
 
 
@@ -88,4 +91,5 @@ def _click(row: Any) -> dict[str, Any]:
         "destination": row["destination"],
         "rule_index": row["rule_index"],
         "variant_index": row["variant_index"],
+        "domain": row["domain"],  # the link's branded domain (null: SHORT_DOMAIN)
     }

@@ -29,11 +29,13 @@ from shortlink.pool import POOL, pool_context
 from shortlink.redirect import pages
 from shortlink.redirect.cache import CACHE, cache_context
 from shortlink.redirect.config import RedirectConfig
+from shortlink.redirect.domains import Served
 from shortlink.redirect.entries import LinkGroup
 from shortlink.redirect.listener import LISTENER, listener_context
 from shortlink.redirect.publisher import PUBLISHER, publisher_context
 from shortlink.redirect.response import CACHE_CONTROL, Heads, Redirect, encodable
 from shortlink.redirect.scanners import ScanGuard
+from shortlink.redirect.tlsask import ask_context
 from shortlink.rules import choose
 from shortlink.serve import HTTP_LOG, Handler
 from shortlink.supervise import SUPERVISOR, supervisor_context
@@ -72,6 +74,7 @@ def create_app(config: RedirectConfig, *, worker_index: int = 0) -> web.Applicat
         )
     )
     app.cleanup_ctx.append(listener_context(config))
+    app.cleanup_ctx.append(ask_context(config))
     app[STATUSES] = Counter()
     app[SCANS] = ScanGuard(config.scan_limit_per_minute)
     app[METRICS] = metrics.registry_of(lambda: _families(app))
@@ -206,6 +209,8 @@ def make_handler(app: web.Application) -> Handler:
     supervisor = app[SUPERVISOR]
     listener = app[LISTENER]
     expired_places = listener.places.urls  # the same dict for the listener's lifetime
+    branded = listener.hosts.domains  # the same dict too: the verified branded domains
+    served = listener.hosts.served
     StreamResponse = web.StreamResponse  # a local is a cheaper lookup on the hot path
     head = Heads(redirect_status).head
     scans = app[SCANS]
@@ -226,6 +231,17 @@ def make_handler(app: web.Application) -> Handler:
     def respond(
         request: web.BaseRequest, token: str, group: LinkGroup, packed: bytes
     ) -> web.StreamResponse:
+        # A link answers on its own domain only; a SHORT_DOMAIN link on any host that is
+        # not a branded one. Elsewhere it is as unknown as a token that does not exist.
+        if branded:
+            host = served(request.headers.get("Host"))
+            if host is None:
+                if group.domain is not None:
+                    return unknown(request)
+            elif host.name != group.domain or host.account_id != group.account_id:
+                return unknown(request)
+        elif group.domain is not None:
+            return unknown(request)
         method = request.method
         if method != "GET" and method != "HEAD":
             return counted(_method_not_allowed())
@@ -277,6 +293,10 @@ def make_handler(app: web.Application) -> Handler:
             return page(410, pages.DISABLED)
         if now >= group.expires_at:
             place = group.expired_url or expired_places.get(group.account_id)
+            if group.domain is not None and group.expired_url is None:
+                domain = branded.get(group.domain)
+                if domain is not None and domain.expired_url is not None:
+                    place = domain.expired_url
             if place is not None and encodable(place) is not None:
                 # Not a click of the link: nothing is published.
                 response = StreamResponse(
@@ -376,11 +396,15 @@ def make_handler(app: web.Application) -> Handler:
         return respond(request, token, *found)
 
     def unknown(request: web.BaseRequest) -> web.StreamResponse:
-        """404, or 429 when the address has asked for too many unknown tokens this minute."""
+        """404 (or the branded domain's not_found_url), or 429 when the address has asked
+        for too many unknown tokens this minute."""
         peer = request.remote or ""
         address = client_ip(peer, forwarded_for(request.headers)) if behind_proxies else peer
         wait = scans.unknown(address or "")
         if wait is None:
+            host = served(request.headers.get("Host")) if branded else None
+            if host is not None and host.not_found_url is not None:
+                return counted(_found(host.not_found_url))
             return page(404, pages.NOT_FOUND)
         response = page(429, pages.TOO_MANY)
         response.headers["Retry-After"] = str(wait)
@@ -419,6 +443,8 @@ def make_handler(app: web.Application) -> Handler:
             if token == _READYZ:
                 return await readyz(request)
             return await miss(request, token)
+        if branded and token.startswith(".well-known/"):
+            return counted(_well_known(served(request.headers.get("Host")), token))
         return counted(_other(token))
 
     return handle
@@ -430,6 +456,37 @@ def _page(status: int, body: bytes) -> web.Response:
 
 def _method_not_allowed() -> web.Response:
     return web.Response(status=405, headers={"Allow": "GET, HEAD"}, text="method not allowed")
+
+
+def _found(place: str) -> web.StreamResponse:
+    """302 to `place` (checked when it was stored; refused here if no header can carry it)."""
+    if encodable(place) is None:
+        return _page(404, pages.NOT_FOUND)
+    response = web.StreamResponse(
+        status=302, headers={"Location": place, "Cache-Control": CACHE_CONTROL}
+    )
+    response.content_length = 0
+    return response
+
+
+# The app-link documents a branded domain serves, by path (shortlink.redirect.domains).
+WELL_KNOWN = {
+    ".well-known/apple-app-site-association": "apple_app_site_association",
+    ".well-known/assetlinks.json": "assetlinks",
+}
+
+
+def _well_known(host: Served | None, path: str) -> web.StreamResponse:
+    """A branded domain's app-link document (iOS universal links, Android app links)."""
+    field = WELL_KNOWN.get(path)
+    if host is None or field is None:
+        return _other(path)
+    body: bytes | None = getattr(host, field)
+    if body is None:
+        return _page(404, pages.NOT_FOUND)
+    return web.Response(
+        body=body, content_type=_JSON, headers={"Cache-Control": "public, max-age=300"}
+    )
 
 
 def _other(path: str) -> web.StreamResponse:

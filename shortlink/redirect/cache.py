@@ -232,6 +232,7 @@ class LinkCache:
                 row[11],
                 row[12],
                 row[13],
+                row[14],
             )
             if key == last_key:
                 groups.retain(index)

@@ -38,6 +38,12 @@ class RedirectConfig:
     spool_max_bytes: int
     shutdown_timeout: float
     publish_journal_bytes: int = 16 << 20  # 0: no journal (shortlink.redirect.journal)
+    # The TLS terminator's "may I get a certificate for this host?" endpoint
+    # (shortlink.redirect.tlsask): its own listener, off (0) unless set, on the loopback
+    # address unless set, never the public port.
+    tls_ask_host: str = "127.0.0.1"
+    tls_ask_port: int = 0
+    short_domain: str | None = None  # SHORT_DOMAIN, which the ask endpoint allows too
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RedirectConfig:
@@ -90,4 +96,7 @@ class RedirectConfig:
             publish_journal_bytes=read.integer(
                 "PUBLISH_JOURNAL_BYTES", 16 << 20, minimum=0, maximum=1 << 34
             ),
+            tls_ask_host=read.text("TLS_ASK_HOST", "127.0.0.1"),
+            tls_ask_port=read.integer("TLS_ASK_PORT", 0, minimum=0, maximum=65_535),
+            short_domain=read.optional_text("SHORT_DOMAIN"),
         )

@@ -69,6 +69,8 @@ class LinkGroup:
     # either makes the group special, so a plain link's hit path is unchanged.
     rules: str | None = None
     variant: int | None = None
+    # The branded domain the links answer on (None: SHORT_DOMAIN; shortlink.domains).
+    domain: str | None = None
     compiled: Rules | None = field(init=False, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -121,12 +123,15 @@ def key_of(entry: LinkEntry) -> GroupKey:
         entry.expired_url,
         entry.rules,
         entry.variant,
+        entry.domain,
     )
 
 
 # The fields of a LinkGroup as a plain tuple, in declaration order: cheap to make
 # and hash per row while links are stored; the LinkGroup is built once per group.
-GroupKey = tuple[int, str, str | None, int, float, bool, bool, str | None, str | None, int | None]
+GroupKey = tuple[
+    int, str, str | None, int, float, bool, bool, str | None, str | None, int | None, str | None
+]
 
 
 class Groups:

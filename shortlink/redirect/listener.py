@@ -5,7 +5,8 @@ Three supervised tasks per worker:
 - **link-listener** keeps one connection LISTENing on the link changes channel
   (shortlink.changes). A changed token is dropped from the cache at once; a
   range of created links is queued for the warmer; an account's new expired
-  URL is kept (shortlink.redirect.expired). The connection is checked every
+  URL is kept (shortlink.redirect.expired); a changed branded domain is read
+  again by the domain-reload task (shortlink.redirect.domains). The connection is checked every
   KEEPALIVE seconds (a connection can die without telling: a failover, a NAT
   timeout); on any failure it reconnects, and then catches up: it drops the
   tokens changed, and warms the links created, since it last knew it was
@@ -50,6 +51,7 @@ from shortlink.metrics import Buckets
 from shortlink.pool import POOL
 from shortlink.redirect.cache import CACHE, EVICT_FRACTION, LinkCache
 from shortlink.redirect.config import RedirectConfig
+from shortlink.redirect.domains import BrandedHosts
 from shortlink.redirect.expired import ExpiredPlaces
 from shortlink.retry import Backoff, Retry
 from shortlink.supervise import SUPERVISOR
@@ -100,6 +102,7 @@ class LinkListener:
         cache: LinkCache,
         *,
         places: ExpiredPlaces | None = None,
+        hosts: BrandedHosts | None = None,
         capacity: int,
         warm_window: timedelta,
         warm_on_create: bool,
@@ -112,6 +115,7 @@ class LinkListener:
         self._pool = pool
         self._cache = cache
         self.places = places if places is not None else ExpiredPlaces()
+        self.hosts = hosts if hosts is not None else BrandedHosts()
         self._capacity = capacity
         self._warm_window = warm_window
         self._warm_on_create = warm_on_create
@@ -166,6 +170,7 @@ class LinkListener:
         since = self._started - MARGIN if self._in_step_at is None else self._in_step_at - MARGIN
         await self._catch_up(since)
         await self.places.reload(self._pool)
+        await self.hosts.reload(self._pool)
         if self._warm_on_create:
             if first:
                 self._queue.put_nowait(_Since(listening_since - self._warm_window))
@@ -195,7 +200,7 @@ class LinkListener:
                 for first, last in changes.parse_created(text):
                     self._queue.put_nowait(_IdRange(first, last, noticed))
             return
-        if self.places.notified(text):
+        if self.places.notified(text) or self.hosts.notified(text):
             return
         campaign = changes.parse_campaign(text)
         if campaign is not None:
@@ -251,6 +256,7 @@ class LinkListener:
                 now: datetime = await self._pool.fetchval("SELECT now()")
                 await self._catch_up(self._poll_since)
                 await self.places.reload(self._pool)
+                await self.hosts.refresh(self._pool)
             except _DB_ERRORS as exc:
                 log.warning("polling link changes failed", extra={"error": repr(exc)})
                 continue
@@ -382,6 +388,7 @@ def listener_context(config: RedirectConfig) -> Callable[[web.Application], Asyn
             spawn("link-listener", listener.listen),
             spawn("link-warmer", listener.warm),
             spawn("link-poll", listener.poll),
+            spawn("domain-reload", functools.partial(listener.hosts.run, app[POOL])),
         ]
         # Listening before the first request: a change made right after start is seen.
         with contextlib.suppress(TimeoutError):

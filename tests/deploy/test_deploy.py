@@ -204,3 +204,52 @@ def test_dashboard_queries_only_metrics_the_services_export() -> None:
     }
     assert used
     assert used <= defined, used - defined
+
+
+TLS = DEPLOY / "k8s-tls"
+
+
+def test_the_tls_overlay_validates_and_keeps_the_ask_endpoint_internal() -> None:
+    """deploy/k8s-tls: Caddy's resources validate strictly; the public Service is Caddy's (80,
+    443); the TLS ask port is a ClusterIP Service that only Caddy pods may reach; the
+    overlay opens that port on the redirect pods through the ConfigMap."""
+    documents = list(yaml.safe_load_all((TLS / "tls.yaml").read_text()))
+    for doc in documents:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    kinds = {(doc["kind"], doc["metadata"]["name"]): doc for doc in documents}
+    public = kinds["Service", "shortlink-caddy"]["spec"]
+    assert public["type"] == "LoadBalancer"
+    assert {port["port"] for port in public["ports"]} == {80, 443}
+    ask = kinds["Service", "shortlink-tls-ask"]["spec"]
+    assert ask["type"] == "ClusterIP"
+    [ask_port] = ask["ports"]
+    policy = kinds["NetworkPolicy", "shortlink-tls-ask"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == ask["selector"]
+    reaching = [rule for rule in policy["ingress"] if {"port": ask_port["port"], "protocol": "TCP"}
+                in rule["ports"]]  # fmt: skip
+    assert [rule["from"] for rule in reaching] == [
+        [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "shortlink-caddy"}}}]
+    ]
+    overlay = yaml.safe_load((TLS / "kustomization.yaml").read_text())
+    assert overlay["resources"] == ["../k8s", "tls.yaml"]
+    config_patch = yaml.safe_load(overlay["patches"][0]["patch"])
+    set_values = {op["path"].rsplit("/", 1)[1]: op["value"] for op in config_patch}
+    assert set_values["TLS_ASK_PORT"] == str(ask_port["port"])
+    caddyfile = (TLS / "Caddyfile").read_text()
+    assert f"ask http://shortlink-tls-ask:{ask_port['port']}/tls-ask" in caddyfile
+
+
+def test_the_tls_overlays_caddyfile_is_one_caddy_accepts(tmp_path: Path) -> None:
+    """`caddy adapt` reads deploy/k8s-tls/Caddyfile (make test installs caddy)."""
+    result = subprocess.run(
+        ["caddy", "adapt", "--config", str(TLS / "Caddyfile"), "--adapter", "caddyfile"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"ACME_EMAIL": "ops@example.com", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    adapted = orjson.loads(result.stdout)
+    policies = adapted["apps"]["tls"]["automation"]
+    assert policies["on_demand"]["ask"] == "http://shortlink-tls-ask:8082/tls-ask"

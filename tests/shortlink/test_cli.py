@@ -109,3 +109,43 @@ def test_no_module_imports_the_cli() -> None:
             if "shortlink.cli" in names:
                 importers.append(str(path.relative_to(root)))
     assert importers == []
+
+
+async def test_domain_commands_add_list_and_remove(
+    database_url: str, account_id: int, db: asyncpg.Connection
+) -> None:
+    """`domain add --verified` makes a served domain (audited), `list` shows it, `remove`
+    removes it; a bad name or a taken one is refused."""
+    env = {"DATABASE_URL": database_url, "SHORT_DOMAIN": "sl.test"}
+    name = f"cli{account_id}.Brand.Example"
+    added = await asyncio.to_thread(
+        shortlink, env, "domain", "add", "--account", str(account_id), "--verified", name
+    )
+    assert added.returncode == 0, added.stderr
+    shown = orjson.loads(added.stdout)
+    assert (shown["domain"], shown["verified"], shown["account_id"]) == (
+        name.lower(),
+        True,
+        account_id,
+    )
+    again = await asyncio.to_thread(
+        shortlink, env, "domain", "add", "--account", str(account_id), name
+    )
+    assert again.returncode != 0
+    assert "already" in again.stderr
+    for bad in ("sl.test", "127.0.0.1", "go.brand.example:443"):
+        refused = await asyncio.to_thread(
+            shortlink, env, "domain", "add", "--account", str(account_id), bad
+        )
+        assert refused.returncode == 2, bad
+    listed = await asyncio.to_thread(shortlink, env, "domain", "list", "--account", str(account_id))
+    assert [d["domain"] for d in orjson.loads(listed.stdout)] == [name.lower()]
+    removed = await asyncio.to_thread(shortlink, env, "domain", "remove", name)
+    assert removed.returncode == 0, removed.stderr
+    assert await db.fetchval("SELECT count(*) FROM domains WHERE name = $1", name.lower()) == 0
+    actions = await db.fetch(
+        "SELECT action FROM audit_log WHERE account_id = $1 ORDER BY id", account_id
+    )
+    assert [row["action"] for row in actions] == ["domain.added", "domain.removed"]
+    missing = await asyncio.to_thread(shortlink, env, "domain", "remove", name)
+    assert missing.returncode == 1

@@ -1,4 +1,5 @@
-"""The dashboard's administration pages: the account's API keys, and its audit log.
+"""The dashboard's administration pages: the account's API keys, its audit log and its
+branded domains.
 
 The keys page needs a session whose key holds keys:admin, the audit page one with
 account:admin (shortlink.api.dashboard.sessions: a session carries its key's
@@ -18,7 +19,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from shortlink import accounts, audit
+from shortlink import accounts, audit, domains
 from shortlink.api import apikeys
 from shortlink.api.auth import client_address
 from shortlink.api.dashboard import pages, sessions
@@ -186,4 +187,18 @@ async def audit_log(request: web.Request) -> web.Response:
             else None,
             "first_page": cursor is not None,
         },
+    )
+
+
+async def domains_page(request: web.Request) -> web.Response:
+    """GET /dashboard/domains: the account's branded domains, whether each is verified, and
+    the TXT record that verifies it (account:admin, as the /v1/domains routes)."""
+    session = await pages.signed_in(request)
+    if not session.may("account:admin"):
+        return pages.refused(request, "account:admin")
+    rows = await domains.of_account(request.app[POOL], session.account_id)
+    return page(
+        request,
+        "domains.html",
+        {"session": session, "domains": [domains.public(row) for row in rows]},
     )

@@ -44,6 +44,7 @@ def setup(app: web.Application, config: ApiConfig) -> None:
     add("POST", "/dashboard/keys", admin.create_key)
     add("POST", "/dashboard/keys/{key_id}/revoke", admin.revoke_key)
     add("GET", "/dashboard/audit", admin.audit_log)
+    add("GET", "/dashboard/domains", admin.domains_page)
 
 
 STATIC = package_dir("static")

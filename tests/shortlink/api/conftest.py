@@ -19,6 +19,7 @@ from openapi_core.testing import MockRequest, MockResponse
 from shortlink import accounts
 from shortlink.api.app import create_app, openapi_document
 from shortlink.api.config import ApiConfig
+from tests.dnsserver import DnsServer
 from tests.infra import RunningServer, running, unique_name
 
 SHORT_DOMAIN = "sl.test"
@@ -124,9 +125,10 @@ def check_contract(
 
 
 @pytest.fixture
-def api_env(database_url: str) -> dict[str, str]:
+def api_env(database_url: str, dns: DnsServer) -> dict[str, str]:
     return {
         "DATABASE_URL": database_url,
+        "DNS_RESOLVERS": dns.resolvers,
         "SHORT_DOMAIN": SHORT_DOMAIN,
         "DATABASE_POOL_SIZE": "4",
         "ALLOW_PRIVATE_ENDPOINTS": "true",

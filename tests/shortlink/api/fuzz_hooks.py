@@ -28,6 +28,12 @@ generated:
 - DELETE /v1/keys/{key_id} and POST /v1/keys/{key_id}/rotate: the key the fuzzer
   calls with (its id in FUZZ_OWN_KEY_ID) is never revoked or rotated away, or every
   later call would be a 401: a case naming it names key 0 instead (a 404).
+- POST /v1/links and POST /v1/messages: `domain` must be a verified domain of the
+  account, and the fuzzer's account has none: a valid case's domain is sent as null.
+- POST /v1/domains: the name must be a host name IDNA accepts, of two labels or more,
+  not SHORT_DOMAIN (words, shortlink.domains.normalise): a valid case's other name is
+  sent as a fresh `fuzz<n>.example`. PATCH /v1/domains/{domain}: `not_found_url`
+  follows expired_url's rule above.
 - Idempotency-Key: a key already used for a different request is refused (422, as
   the IETF draft says). Valid cases get a key of their own: the generated one with
   a unique tail, still 1 to 255 visible ASCII characters.
@@ -46,7 +52,7 @@ import schemathesis
 from schemathesis import Case, GenerationMode, HookContext
 from yarl import URL
 
-from shortlink import validation
+from shortlink import domains, validation
 
 DIRECTIVE = ' #track("https://shop.example/fuzz")'
 MAX_BODY = 10_000
@@ -75,11 +81,19 @@ def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> Non
     if not isinstance(case.body, dict):
         return
     route = (case.method.upper(), case.operation.path)
-    expired = case.body.get("expired_url")
-    if isinstance(expired, str) and (
-        _normalised_length(expired) > _MAX_URL or not _URL.fullmatch(expired)
-    ):
-        case.body["expired_url"] = "https://example.com/expired"
+    for field in ("expired_url", "not_found_url"):
+        expired = case.body.get(field)
+        if isinstance(expired, str) and (
+            _normalised_length(expired) > _MAX_URL or not _URL.fullmatch(expired)
+        ):
+            case.body[field] = "https://example.com/expired"
+    if route in (("POST", "/v1/links"), ("POST", "/v1/messages")) and "domain" in case.body:
+        case.body["domain"] = None
+    if route == ("POST", "/v1/domains") and isinstance(case.body.get("domain"), str):
+        try:
+            domains.normalise(case.body["domain"], os.environ.get("SHORT_DOMAIN", "sl.test"))
+        except ValueError:
+            case.body["domain"] = f"fuzz{next(_fresh)}-{os.getpid()}.example"
     if route == ("POST", "/v1/messages") and isinstance(case.body.get("body"), str):
         text = case.body["body"]
         if not text.endswith(DIRECTIVE):  # a case sent again keeps its directive

@@ -16,7 +16,7 @@ test_links.test_a_deleted_link_is_disabled_and_stays_readable pins. Schemathesis
 all checks (the selection overrides a per-operation setting), and there is no
 other DELETE for the check to judge.
 
-The key and audit routes are fuzzed in a second run of their own, and the key the
+The key, audit and domain routes are fuzzed in a second run of their own, and the key the
 fuzzer calls with is never revoked or rotated away (fuzz_hooks.py). The API runs
 with a rate limit above what the fuzzer sends.
 
@@ -53,7 +53,7 @@ HOOKS = Path(__file__).with_name("fuzz_hooks.py")
 EXCLUDED = {"use_after_free": "DELETE /v1/links/{token} disables; the link stays readable"}
 MAX_EXAMPLES = 50
 WITHIN_SECONDS = 600
-ADMIN_PATHS = r"^/v1/(keys|audit)"  # fuzzed in a run of their own (see the test)
+ADMIN_PATHS = r"^/v1/(keys|audit|domains)"  # fuzzed in a run of their own (see the test)
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ def row(token: str, link_id: int = 1, campaign: str = "spring", **changes: Any) 
         fields.get("expired_url"),
         fields.get("rules"),
         fields.get("variant"),
+        fields.get("domain"),
     )
 
 

@@ -13,7 +13,7 @@ import asyncpg
 from playwright.async_api import BrowserContext, ConsoleMessage, Dialog, Page, expect
 
 from forwarder.recorder import record
-from shortlink import accounts
+from shortlink import accounts, domains
 from tests.clicks import clicks
 from tests.infra import RunningServer
 from tests.shortlink.api.conftest import Tenant, new_tenant
@@ -232,4 +232,23 @@ async def test_keys_page_makes_a_key_shows_it_once_and_revokes_it(
     await page.wait_for_url("**/dashboard/audit")
     await expect(page.locator("#audit tbody tr")).to_have_count(2)
     assert secret not in await page.content()
+    assert watch.problems == []
+
+
+async def test_domains_page_shows_each_domain_and_its_txt_record(
+    dashboard: RunningServer, context: BrowserContext, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """In Chromium: the Domains link leads to the account's domains, each with its state and
+    the TXT record to add; no CSP complaint."""
+    name = f"web{tenant.account_id}.brand.example"
+    added = await domains.add(db, tenant.account_id, name)
+    page = await context.new_page()
+    watch = Watch(page)
+    await sign_in(page, dashboard, tenant.key)
+    await page.click("nav.sections a[href='/dashboard/domains']")
+    await page.wait_for_url("**/dashboard/domains")
+    row = page.locator("#domains tbody tr", has_text=name)
+    await expect(row).to_contain_text("waiting for the TXT record")
+    await expect(row).to_contain_text(f"_shortlink-challenge.{name}")
+    await expect(row).to_contain_text(added["verification"])
     assert watch.problems == []
