@@ -115,6 +115,9 @@ class ApiConfig:
     # Proxies whose X-Forwarded-For names the client (the audit log's address), as for the
     # redirect server (shortlink.clientip).
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # How long POST /v1/erasures works before it answers 202 and leaves the rest to the
+    # erasure job (shortlink.erasures): well under a client's timeout and the pool's 60 s.
+    erasure_budget: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiConfig:
@@ -158,4 +161,5 @@ class ApiConfig:
                 "API_RATE_LIMIT_PER_MINUTE", 1200, minimum=1, maximum=1_000_000
             ),
             trusted_proxies=read.networks("TRUSTED_PROXIES"),
+            erasure_budget=read.number("ERASURE_BUDGET_SECONDS", 10.0, minimum=0.0, maximum=50.0),
         )

@@ -39,6 +39,7 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/account"): "account:admin",
     ("PATCH", "/v1/account"): "account:admin",
     ("POST", "/v1/erasures"): "account:admin",
+    ("GET", "/v1/erasures/{erasure_id}"): "account:admin",
 }
 PUBLIC_PATHS = frozenset(path for (_, path), scope in ROUTES.items() if scope is PUBLIC)
 
