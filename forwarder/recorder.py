@@ -191,12 +191,12 @@ async def record(
 
 @dataclass(frozen=True)
 class _Column:
-    """One column of the clicks insert: its name, how a click's value is made (from the
-    event, its client and its place), and how PostgreSQL reads it from the JSON element
-    `r->>i` (`{}` stands for that text)."""
+    """One column of the clicks insert: its name, the Python expression of a click's value
+    (of `e` the event, `c` its client, `p` its place), and how PostgreSQL reads it from
+    the JSON element `r->>i` (`{}` stands for that text)."""
 
     name: str
-    value: Callable[[ClickEvent, Client, Place], object]
+    value: str
     read: str = "{}"
 
 
@@ -208,28 +208,34 @@ class _Column:
 # for arrays: asyncpg encodes array elements in Python, and PostgreSQL materialises
 # each of unnest's 22 arrays before it zips them.
 _CLICK_COLUMNS = (
-    _Column("event_id", lambda e, c, p: e.event_id, "{}::uuid"),
-    _Column("link_id", lambda e, c, p: e.link_id, "{}::bigint"),
-    _Column("account_id", lambda e, c, p: e.account_id, "{}::bigint"),
-    _Column("clicked_at", lambda e, c, p: e.clicked_at_ms, "to_timestamp({}::bigint / 1000.0)"),
-    _Column("method", lambda e, c, p: e.method),
-    _Column("user_agent", lambda e, c, p: _text(e.user_agent)),
-    _Column("client_ip", lambda e, c, p: _ip_or_none(e.client_ip), "{}::inet"),
-    _Column("referer", lambda e, c, p: _text(e.referer)),
-    _Column("warning_page_served", lambda e, c, p: e.warning_page_served, "{}::boolean"),
-    _Column("browser", lambda e, c, p: c.browser),
-    _Column("os", lambda e, c, p: c.os),
-    _Column("device_type", lambda e, c, p: c.device_type),
-    _Column("device_name", lambda e, c, p: c.device_name),
-    _Column("device_manufacturer", lambda e, c, p: c.device_manufacturer),
-    _Column("is_bot", lambda e, c, p: c.is_bot, "{}::boolean"),
-    _Column("target_url", lambda e, c, p: e.target_url),
-    _Column("phone_number", lambda e, c, p: e.phone_number),
-    _Column("client_ref", lambda e, c, p: e.client_ref),
-    _Column("client_identifier", lambda e, c, p: e.client_identifier),
-    _Column("shortened_at", lambda e, c, p: e.shortened_at_ms, "to_timestamp({}::bigint / 1000.0)"),
-    _Column("country", lambda e, c, p: p.country),
-    _Column("region", lambda e, c, p: _text(p.region)),
+    _Column("event_id", "e.event_id", "{}::uuid"),
+    _Column("link_id", "e.link_id", "{}::bigint"),
+    _Column("account_id", "e.account_id", "{}::bigint"),
+    _Column("clicked_at", "e.clicked_at_ms", "to_timestamp({}::bigint / 1000.0)"),
+    _Column("method", "e.method"),
+    _Column("user_agent", "_text(e.user_agent)"),
+    _Column("client_ip", "_ip_or_none(e.client_ip)", "{}::inet"),
+    _Column("referer", "_text(e.referer)"),
+    _Column("warning_page_served", "e.warning_page_served", "{}::boolean"),
+    _Column("browser", "c.browser"),
+    _Column("os", "c.os"),
+    _Column("device_type", "c.device_type"),
+    _Column("device_name", "c.device_name"),
+    _Column("device_manufacturer", "c.device_manufacturer"),
+    _Column("is_bot", "c.is_bot", "{}::boolean"),
+    _Column("target_url", "e.target_url"),
+    _Column("phone_number", "e.phone_number"),
+    _Column("client_ref", "e.client_ref"),
+    _Column("client_identifier", "e.client_identifier"),
+    _Column("shortened_at", "e.shortened_at_ms", "to_timestamp({}::bigint / 1000.0)"),
+    _Column("country", "p.country"),
+    _Column("region", "_text(p.region)"),
+)
+# One function makes a click's row (one call per click; a call per column cost ~2 us a
+# click more), written from the table above: constant code of this module.
+_click_row: Callable[[ClickEvent, Client, Place], list[object]] = eval(  # noqa: S307
+    f"lambda e, c, p: [{', '.join(column.value for column in _CLICK_COLUMNS)}]",
+    {"_text": _text, "_ip_or_none": _ip_or_none},
 )
 _NAMES = ", ".join(column.name for column in _CLICK_COLUMNS)
 _ROW = ", ".join(
@@ -262,13 +268,9 @@ async def _insert_clicks(
 ) -> dict[str, str | None]:
     """Insert the clicks of links that exist in their accounts; event id -> the phone
     number recorded (the link's, which the event's may no longer be)."""
-    values = [column.value for column in _CLICK_COLUMNS]
+    row = _click_row
     rows = orjson.dumps(
-        [
-            [value(e, c, place) for value in values]
-            for e, c in zip(events, clients, strict=True)
-            for place in (places[e.event_id],)
-        ]
+        [row(e, c, places[e.event_id]) for e, c in zip(events, clients, strict=True)]
     ).decode()
     inserted = await conn.fetch(_INSERT_CLICKS, rows, _periods(e.link_id for e in events))
     return {str(row["event_id"]): row["phone_number"] for row in inserted}
