@@ -42,7 +42,7 @@ from shortlink.kafka import ensure_topic
 from shortlink.links import LinkEntry, NewLink, create_links
 
 from .databases import create_database, drop_database
-from .machine import LOAD_CPU, SERVER_CPU, cpu_seconds, process, start_profiler
+from .machine import LOAD_CPU, SERVER_CPU, cpu_seconds, process, start_profiler, tree_cpu_seconds
 from .results import RESULTS_DOC, ROOT, write_section
 
 TOPIC = "bench-forwarder-clicks"
@@ -181,9 +181,11 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shortlink-fwd-")))
         server_url = os.environ.get("DATABASE_URL")
+        postmaster: int | None = None
         if server_url is None:
             server_url = embedded.ensure_postgres(work)
             stack.callback(embedded.stop_postgres, work)  # before its folder is removed
+            postmaster = int((work / "postgres" / "postmaster.pid").read_text().split()[0])
             pids = subprocess.run(
                 ["pgrep", "-f", str(work / "postgres")], capture_output=True, text=True, check=False
             ).stdout.split()
@@ -243,15 +245,19 @@ def main() -> int:
         if args.profile:
             start_profiler(forwarder.pid, 25, args.profile)
         first_at = recorded_at = delivered_at = None
-        cpu_start = 0.0
+        cpu_start = pg_start = 0.0
         deadline = time.monotonic() + 600
         while delivered_at is None and time.monotonic() < deadline:
             recorded = asyncio.run(count_clicks(database_url))
             now = time.monotonic()
             if recorded and first_at is None:
                 first_at, cpu_start = now, cpu_seconds(forwarder.pid)
+                pg_start = tree_cpu_seconds(postmaster) if postmaster else 0.0
             if recorded >= args.clicks and recorded_at is None:
                 recorded_at = now
+                # PostgreSQL's CPU while recording (its share of delivering included).
+                pg_used = tree_cpu_seconds(postmaster) - pg_start if postmaster else 0.0
+                fwd_used = cpu_seconds(forwarder.pid) - cpu_start
             if recorded_at is not None and sink_stats(sink_port)["clicks"] >= _humans(args.clicks):
                 delivered_at = now
             time.sleep(0.2)
@@ -263,6 +269,9 @@ def main() -> int:
             "delivered_per_s": args.clicks / (delivered_at - first_at),
             "per_cpu_second": args.clicks / cpu_used,
             "cpu_share": cpu_used / (delivered_at - first_at),
+            # Until the last click was recorded (delivery goes on after it).
+            "forwarder_us_recording": fwd_used * 1e6 / args.clicks,
+            "postgres_us_recording": pg_used * 1e6 / args.clicks,
             "sink": sink_stats(sink_port),
         }
         print(f"throughput: {throughput}", flush=True)
@@ -308,7 +317,10 @@ def _report(args: argparse.Namespace, t: dict[str, Any], latency: dict[str, Any]
             f"**{t['recorded_per_s']:,.0f} clicks/s recorded**, "
             f"**{t['delivered_per_s']:,.0f} clicks/s recorded and delivered** end to end; "
             f"{t['per_cpu_second']:,.0f} clicks per CPU-second of the forwarder "
-            f"(it used {t['cpu_share']:.0%} of its core); {t['sink']['posts']:,} POSTs, "
+            f"(it used {t['cpu_share']:.0%} of its core); until the last click was recorded, "
+            f"CPU per click: forwarder {t['forwarder_us_recording']:.1f} us, PostgreSQL "
+            f"{t['postgres_us_recording']:.1f} us (all its processes, the pool's backends "
+            f"included); {t['sink']['posts']:,} POSTs, "
             f"{t['sink']['invalid']} failed the contract check",
             f"- **click-to-POST delay at a steady {args.rate:,} clicks/s** ({args.seconds} s, "
             f"default 1 s linger): p50 {lat['p50']:,.0f} ms, p90 {lat['p90']:,.0f} ms, "

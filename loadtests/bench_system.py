@@ -51,7 +51,7 @@ from shortlink.links import NewLink, create_links
 
 from .bench_forwarder import count_clicks, setup_account, sink_reset, sink_stats
 from .databases import create_database, drop_database
-from .machine import cpu_seconds, metric, process, start_profiler, wait_ready
+from .machine import children, cpu_seconds, metric, process, start_profiler, wait_ready
 from .results import RESULTS_DOC, ROOT, write_section
 from .wrk import WrkResult, parse_wrk
 
@@ -212,13 +212,6 @@ class CpuWindow:
             "steal": steal / total * cores if total else 0.0,
         }
         return shares, machine
-
-
-def children(pid: int) -> list[int]:
-    found = subprocess.run(
-        ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False
-    ).stdout.split()
-    return [pid, *(int(p) for p in found)]
 
 
 def top_functions(raw: Path, count: int = 6) -> list[tuple[str, float]]:

@@ -25,6 +25,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> list[int]:
+    """`pid` and its child processes (a postmaster and its backends)."""
+    found = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    return [pid, *(int(p) for p in found)]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time so far of `pid` and its children (those that exited in between are missed)."""
+    total = 0.0
+    for member in children(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(member)
+    return total
+
+
 def start_profiler(pid: int, seconds: int, output: Path) -> subprocess.Popen[bytes]:
     """py-spy recording collapsed stacks of `pid` for `seconds` (needs root or ptrace rights)."""
     return subprocess.Popen(

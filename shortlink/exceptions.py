@@ -26,7 +26,8 @@ code that catches the standard exception, ours or a library's, still sees it.
     ├── TooManyKeys            the account has as many working API keys as it may
     ├── DomainTaken            a branded domain is already another account's (or this one's)
     ├── DnsLookupFailed        a domain's verification record could not be looked up
-    └── TaskFailedError        a background task kept failing; the process must be replaced
+    ├── TaskFailedError        a background task kept failing; the process must be replaced
+    └── ErasureTaken           another runner holds (or finished) an erasure this one ran
 """
 
 from __future__ import annotations
@@ -139,3 +140,12 @@ class TaskFailedError(ShortlinkError):
             f"background task {task!r} cannot recover; stopping so the process is replaced"
         )
         self.task = task
+
+
+class ErasureTaken(ShortlinkError):
+    """Another runner holds an erasure's lease (this one was too slow to renew it), or
+    the erasure is not there: this runner stops; the holder carries it on."""
+
+    def __init__(self, erasure_id: int) -> None:
+        super().__init__(f"erasure {erasure_id} is run by another runner")
+        self.erasure_id = erasure_id

@@ -75,6 +75,7 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     app.cleanup_ctx.append(supervisor_context("shortlink_api"))
     app.cleanup_ctx.append(pool_context(config.service))
     app.cleanup_ctx.append(read_pool_context(config.service))
+    app.cleanup_ctx.append(erasures.job_context)
     app.on_response_prepare.append(add_rate_limit_headers)
     app[RESPONSES] = Counter()
     app[LATENCY] = {}
@@ -99,6 +100,7 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
     add("GET", "/v1/account", account.get)
     add("PATCH", "/v1/account", account.patch)
     add("POST", "/v1/erasures", erasures.create)
+    add("GET", "/v1/erasures/{erasure_id}", erasures.get)
     add("GET", "/v1/endpoint", forwarding.get_endpoint)
     add("PUT", "/v1/endpoint", forwarding.put_endpoint)
     add("GET", "/v1/deliveries", forwarding.list_deliveries)

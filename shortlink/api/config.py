@@ -119,6 +119,9 @@ class ApiConfig:
     # Where POST /v1/domains/{domain}/verify asks for TXT records (empty: the system's).
     dns_resolvers: tuple[Nameserver, ...] = ()
     dns_timeout: float = 5.0
+    # How long POST /v1/erasures works before it answers 202 and leaves the rest to the
+    # erasure job (shortlink.erasures): well under a client's timeout and the pool's 60 s.
+    erasure_budget: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiConfig:
@@ -164,6 +167,7 @@ class ApiConfig:
             trusted_proxies=read.networks("TRUSTED_PROXIES"),
             dns_resolvers=_resolvers(read.text("DNS_RESOLVERS", "")),
             dns_timeout=read.number("DNS_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=60.0),
+            erasure_budget=read.number("ERASURE_BUDGET_SECONDS", 10.0, minimum=0.0, maximum=50.0),
         )
 
 

@@ -47,6 +47,7 @@ ROUTES: dict[tuple[str, str], str | None] = {
     ("PATCH", "/v1/domains/{domain}"): "account:admin",
     ("DELETE", "/v1/domains/{domain}"): "account:admin",
     ("POST", "/v1/domains/{domain}/verify"): "account:admin",
+    ("GET", "/v1/erasures/{erasure_id}"): "account:admin",
 }
 PUBLIC_PATHS = frozenset(path for (_, path), scope in ROUTES.items() if scope is PUBLIC)
 

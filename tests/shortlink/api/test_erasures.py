@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
 
+import aiohttp
 import asyncpg
 import orjson
 import pytest
 
 from forwarder.recorder import record
 from shortlink import erasures
+from shortlink.api.app import create_app
+from shortlink.api.config import ApiConfig
 from shortlink.links import LinkEntry, NewLink, create_links
 from tests.clicks import clicks, events
 from tests.forwarder.endpoint import set_endpoint
-from tests.infra import RunningServer
+from tests.infra import RunningServer, running, wait_until
 from tests.shortlink.api.conftest import Client, Tenant, new_tenant, raw_request
 
 ERASED = "447700900123"
@@ -205,3 +209,75 @@ async def test_hostile_bodies_are_4xx(api_server: RunningServer, tenant: Tenant)
         api_server, "POST", b"/v1/erasures", [b"Content-Type: application/json"], b"{}"
     )
     assert unauthorised.status == 401
+
+
+@pytest.fixture
+async def slow_client(api_env: dict[str, str], tenant: Tenant) -> AsyncIterator[Client]:
+    """The API as `tenant`, with no time budget for erasures: each is left to the job."""
+    config = ApiConfig.from_env({**api_env, "ERASURE_BUDGET_SECONDS": "0"})
+    async with running(create_app(config)) as server, aiohttp.ClientSession() as session:
+        yield Client(server, session, tenant.key)
+
+
+async def test_an_erasure_past_its_budget_answers_202_and_the_job_finishes_it(
+    slow_client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """Past the budget POST answers 202 with the erasure's id and its Location; the API's
+    erasure job carries it on, and GET shows it running, then done with its counts."""
+    await set_endpoint(db, tenant.account_id, "http://127.0.0.1:9/hook")
+    mine = await links_of(db, tenant.account_id, [(ERASED, "spring"), (ERASED, None)])
+    await record(db, events(clicks(mine)), batch_size=100)
+    answer = await slow_client.post("/v1/erasures", {"phone_number": ERASED})
+    assert answer.status == 202
+    erasure_id = answer.json["erasure_id"]
+    assert answer.json == {"erasure_id": erasure_id, "status": "running"}
+    assert answer.headers["Location"] == f"/v1/erasures/{erasure_id}"
+
+    seen: list[dict[str, object]] = []
+
+    async def finished() -> bool:
+        state = await slow_client.get(f"/v1/erasures/{erasure_id}")
+        assert state.status == 200
+        seen.append(state.json)
+        return bool(state.json["status"] == "done")
+
+    await wait_until(finished, within=30, what="the erasure job to finish")
+    done = seen[-1]
+    assert (done["links"], done["clicks"], done["conversions"]) == (2, 2, 0)
+    assert done["finished_at"] is not None
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM links WHERE phone_number = $1 AND account_id = $2",
+            ERASED,
+            tenant.account_id,
+        )
+        == 0
+    )
+
+
+async def test_an_erasure_is_only_its_accounts_to_read(
+    client: Client, db: asyncpg.Connection
+) -> None:
+    """GET /v1/erasures/{id}: the account's own erasure is 200 and done; another account's,
+    an unknown id and hostile ids are 404, never a 500."""
+    made = await client.post("/v1/erasures", {"phone_number": ERASED})
+    assert made.status == 201
+    own = await client.get(f"/v1/erasures/{made.json['erasure_id']}")
+    assert own.status == 200
+    assert own.json["status"] == "done"
+    stranger = await new_tenant(db)
+    theirs = (await erasures.erase(db, stranger.account_id, ERASED)).erasure_id
+    for path in (
+        f"/v1/erasures/{theirs}",
+        "/v1/erasures/999999999999",
+        "/v1/erasures/abc",
+        "/v1/erasures/0",
+        "/v1/erasures/" + "9" * 400,
+        "/v1/erasures/%00",
+        "/v1/erasures/-1",
+        "/v1/erasures/1e3",
+        "/v1/erasures/%F0%9F%92%A9",
+    ):
+        answer = await client.get(path)
+        assert answer.status == 404, path
+        assert answer.json["error"]["code"] == "not_found"

@@ -82,6 +82,7 @@ async def test_a_key_holding_every_other_scope_is_refused(
         .replace("{request_identifier}", "5b0f3c1e-8d2a-4f6b-9c3e-2a7d1e4f8b90")
         .replace("{key_id}", "1")
         .replace("{domain}", "go.brand.example")
+        .replace("{erasure_id}", "1")
     )
     answer = await client.call(
         method, path, {} if method in ("POST", "PUT", "PATCH") else None, key=made.json["key"]
