@@ -33,7 +33,9 @@ generated:
 - POST /v1/domains: the name must be a host name IDNA accepts, of two labels or more,
   not SHORT_DOMAIN (words, shortlink.domains.normalise): a valid case's other name is
   sent as a fresh `fuzz<n>.example`. PATCH /v1/domains/{domain}: `not_found_url`
-  follows expired_url's rule above.
+  follows expired_url's rule above; an app-link document must be at most 64 KiB as
+  JSON and hold no NUL character (PostgreSQL's jsonb cannot store one; no schema
+  reaches every string of a free-form document): another is sent as {}.
 - Idempotency-Key: a key already used for a different request is refused (422, as
   the IETF draft says). Valid cases get a key of their own: the generated one with
   a unique tail, still 1 to 255 visible ASCII characters.
@@ -87,6 +89,11 @@ def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> Non
             _normalised_length(expired) > _MAX_URL or not _URL.fullmatch(expired)
         ):
             case.body[field] = "https://example.com/expired"
+    if route == ("PATCH", "/v1/domains/{domain}"):
+        for field in ("apple_app_site_association", "assetlinks"):
+            document = case.body.get(field)
+            if document is not None and not _storable(document):
+                case.body[field] = {}
     if route in (("POST", "/v1/links"), ("POST", "/v1/messages")) and "domain" in case.body:
         case.body["domain"] = None
     if route == ("POST", "/v1/domains") and isinstance(case.body.get("domain"), str):
@@ -111,6 +118,15 @@ def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> Non
         when = case.body.get("expires_at")
         if isinstance(when, str):
             case.body["expires_at"] = _ahead(when)
+
+
+def _storable(document: object) -> bool:
+    """An app-link document the API keeps: small enough, and no NUL anywhere in it."""
+    try:
+        text = orjson.dumps(document)
+    except TypeError:
+        return True  # not JSON orjson writes: left for the API to judge
+    return len(text) <= domains.MAX_DOCUMENT_BYTES and b"\\u0000" not in text
 
 
 def _normalised_length(url: str) -> int:
