@@ -36,6 +36,9 @@ generated:
   follows expired_url's rule above; an app-link document must be at most 64 KiB as
   JSON and hold no NUL character (PostgreSQL's jsonb cannot store one; no schema
   reaches every string of a free-form document): another is sent as {}.
+- rules[].url and variants[].url (links, messages, a link's PATCH, a campaign's PATCH):
+  at most 2,048 characters once normalised, as expired_url: a longer one is sent as
+  https://example.com/rule.
 - Idempotency-Key: a key already used for a different request is refused (422, as
   the IETF draft says). Valid cases get a key of their own: the generated one with
   a unique tail, still 1 to 255 visible ASCII characters.
@@ -89,6 +92,12 @@ def before_call(context: HookContext, case: Case, kwargs: dict[str, Any]) -> Non
             _normalised_length(expired) > _MAX_URL or not _URL.fullmatch(expired)
         ):
             case.body[field] = "https://example.com/expired"
+    for field in ("rules", "variants"):
+        items = case.body.get(field)
+        for item in items if isinstance(items, list) else ():
+            url = item.get("url") if isinstance(item, dict) else None
+            if isinstance(url, str) and _normalised_length(url) > _MAX_URL:
+                item["url"] = "https://example.com/rule"
     if route == ("PATCH", "/v1/domains/{domain}"):
         for field in ("apple_app_site_association", "assetlinks"):
             document = case.body.get(field)

@@ -16,7 +16,7 @@ from shortlink import domains
 from shortlink.links import NewLink, create_links
 from shortlink.redirect.app import create_app, make_handler
 from shortlink.redirect.config import RedirectConfig
-from shortlink.redirect.domains import BrandedHosts, normal_host
+from shortlink.redirect.domains import BrandedHosts, Served, normal_host
 from shortlink.redirect.listener import LISTENER
 from shortlink.redirect.tlsask import PATH
 from tests.infra import RunningServer, exchange, running, unique_name, wait_until
@@ -53,11 +53,24 @@ async def make_link(
     return link.token
 
 
-async def served_everywhere(name: str, *servers: RunningServer) -> None:
+async def served_everywhere(
+    name: str, *servers: RunningServer, db: asyncpg.Connection | None = None
+) -> None:
+    """Until every server serves the domain; with `db`, as its row says now (a domain added
+    and then changed is two notifications: the first alone must not end the wait)."""
+    expected = None
+    if db is not None:
+        [row] = await domains.served(db, [name])
+        expected = Served.of(row)
     for server in servers:
         hosts = server.app[LISTENER].hosts
         await wait_until(
-            lambda hosts=hosts: name in hosts.domains, within=1.0, step=0.01, what=name
+            lambda hosts=hosts: (
+                name in hosts.domains and (expected is None or hosts.domains[name] == expected)
+            ),
+            within=1.0,
+            step=0.01,
+            what=name,
         )
 
 
@@ -72,7 +85,7 @@ async def test_a_branded_link_answers_on_its_own_domain_only(
     another branded domain a 404 with the very bytes an unknown token gets."""
     name = await branded(db, account_id)
     other = await branded(db, account_id)
-    await served_everywhere(other, redirect_server)
+    await served_everywhere(other, redirect_server, db=db)
     token = await make_link(db, account_id, domain=name)
     for host in (name, name.upper(), f"{name}:8443", f"{name}."):
         response = await tap(redirect_server, token, host)
@@ -93,7 +106,7 @@ async def test_a_short_domain_link_answers_anywhere_but_a_branded_host(
     """A SHORT_DOMAIN link answers on SHORT_DOMAIN and any other host (addresses in tests and
     dev), but not on a branded domain."""
     name = await branded(db, account_id)
-    await served_everywhere(name, redirect_server)
+    await served_everywhere(name, redirect_server, db=db)
     token = await make_link(db, account_id)
     for host in (SHORT, "127.0.0.1:8080", "anything.example"):
         assert (await tap(redirect_server, token, host)).status == 302, host
@@ -119,8 +132,8 @@ async def test_an_unknown_token_on_a_branded_domain_goes_to_its_not_found_url(
     the 404 page elsewhere, and on a domain without one."""
     name = await branded(db, account_id, not_found_url="https://brand.example/missing")
     bare = await branded(db, account_id)
-    await served_everywhere(name, redirect_server)
-    await served_everywhere(bare, redirect_server)
+    await served_everywhere(name, redirect_server, db=db)
+    await served_everywhere(bare, redirect_server, db=db)
     plain = await make_link(db, account_id)
     for token in ("ZZZZZZZZ", plain):
         response = await tap(redirect_server, token, name)
@@ -135,7 +148,7 @@ async def test_an_expired_link_goes_to_its_domains_expired_url(
 ) -> None:
     """Expired: the link's own place first, then its domain's expired_url."""
     name = await branded(db, account_id, expired_url="https://brand.example/over")
-    await served_everywhere(name, redirect_server)
+    await served_everywhere(name, redirect_server, db=db)
     past = datetime.now(UTC) - timedelta(seconds=1)
     token = await make_link(db, account_id, domain=name, expires_at=past)
     response = await tap(redirect_server, token, name)
@@ -151,7 +164,7 @@ async def test_app_link_files_are_served_on_a_branded_host(
     404 where none is set and on hosts that are not branded."""
     aasa = '{"applinks":{"details":[{"appIDs":["T.com.brand"],"components":[{"/":"*"}]}]}}'
     name = await branded(db, account_id, apple_app_site_association=aasa)
-    await served_everywhere(name, redirect_server)
+    await served_everywhere(name, redirect_server, db=db)
     apple = await get(
         redirect_server, "/.well-known/apple-app-site-association", headers={"Host": name}
     )
@@ -208,7 +221,7 @@ async def test_a_domain_moved_to_another_account_does_not_serve_the_old_links(
     """Links answer only while their own account holds the domain."""
     name = await branded(db, account_id)
     token = await make_link(db, account_id, domain=name)
-    await served_everywhere(name, redirect_server)
+    await served_everywhere(name, redirect_server, db=db)
     assert (await tap(redirect_server, token, name)).status == 302
     await domains.remove(db, account_id, name)
     other = await db.fetchval("INSERT INTO accounts (name) VALUES ('other') RETURNING id")
@@ -244,7 +257,7 @@ async def test_hostile_host_headers_never_make_a_server_error(
     """Random bytes, huge, odd-encoded Host headers: answered (a 302 for a SHORT_DOMAIN link,
     404 for a branded one, 4xx for junk), never a 5xx; the memo stays bounded."""
     name = await branded(db, account_id)
-    await served_everywhere(name, redirect_server)
+    await served_everywhere(name, redirect_server, db=db)
     plain = await make_link(db, account_id)
     token = await make_link(db, account_id, domain=name)
     rng = random.Random(25)
