@@ -80,8 +80,15 @@ def normalise(raw: str, short_domain: str | None = None) -> str:
         ascii_name = idna.encode(name, uts46=True, std3_rules=True).decode("ascii").lower()
     except (idna.IDNAError, UnicodeError) as exc:
         raise InvalidInput(f"is not a valid internationalised host name ({exc})") from None
-    if len(ascii_name) > MAX_NAME:
-        raise InvalidInput(f"must be at most {MAX_NAME} characters once encoded")
+    # A full stop IDNA maps (U+3002, U+FF0E, U+FF61) may end the name only once encoded.
+    ascii_name = ascii_name.rstrip(".")
+    if not ascii_name:
+        raise InvalidInput("must be a host name")
+    if len(ascii_name) > MAX_NAME - len(CHALLENGE_PREFIX):
+        # Longer, and its verification record's name would be over DNS's 253.
+        raise InvalidInput(
+            f"must be at most {MAX_NAME - len(CHALLENGE_PREFIX)} characters once encoded"
+        )
     labels = ascii_name.split(".")
     if len(labels) < 2:
         raise InvalidInput("must have at least two labels (go.brand.example)")
@@ -163,12 +170,13 @@ async def txt_values(
     name: str, resolvers: Sequence[Nameserver] = (), *, lifetime: float = 5.0
 ) -> list[str]:
     """The TXT values of `name` ([] when it has none), or DnsLookupFailed."""
-    resolver = dns.asyncresolver.Resolver(configure=not resolvers)
-    if resolvers:
-        resolver.nameservers = [
-            dns.nameserver.Do53Nameserver(server.address, server.port) for server in resolvers
-        ]
     try:
+        # Inside: with no resolvers given, a machine without /etc/resolv.conf raises here.
+        resolver = dns.asyncresolver.Resolver(configure=not resolvers)
+        if resolvers:
+            resolver.nameservers = [
+                dns.nameserver.Do53Nameserver(server.address, server.port) for server in resolvers
+            ]
         answer = await resolver.resolve(name, dns.rdatatype.TXT, lifetime=lifetime)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return []
@@ -205,11 +213,18 @@ def public(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+async def _lock_account(conn: Connection, account_id: int) -> None:
+    """One domain change of an account at a time: two adds at 99 domains made 101, and two
+    defaults set at once met the one-default index (a 500)."""
+    await conn.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+
+
 async def add(
     conn: Connection, account_id: int, name: str, *, verified: bool = False
 ) -> asyncpg.Record:
     """Add `name` (normalised) to the account; DomainTaken when any account has it."""
     async with conn.transaction():
+        await _lock_account(conn, account_id)
         count = await conn.fetchval(
             "SELECT count(*) FROM domains WHERE account_id = $1", account_id
         )
@@ -273,6 +288,7 @@ async def update(
         "assetlinks": assetlinks,
     }
     async with conn.transaction():
+        await _lock_account(conn, account_id)
         row = await conn.fetchrow(
             "SELECT verified FROM domains WHERE name = $1 AND account_id = $2 FOR UPDATE",
             name,

@@ -75,6 +75,10 @@ def normal_host(host: str) -> str:
     return host.rstrip(".")
 
 
+# A name (253), a trailing dot and a port: a longer Host header names no branded domain.
+MAX_HOST = 253 + 1 + 6
+
+
 class BrandedHosts:
     """Name -> Served for the verified domains; `served(host)` for the hit path."""
 
@@ -88,8 +92,8 @@ class BrandedHosts:
 
     def served(self, host: str | None) -> Served | None:
         """The branded domain a Host header names, or None (SHORT_DOMAIN, an address...)."""
-        if host is None:
-            return None
+        if host is None or len(host) > MAX_HOST:
+            return None  # no branded name is this long: not kept in the memo either
         found = self._memo.get(host, _MISSING)
         if found is _MISSING:
             found = self.domains.get(normal_host(host))

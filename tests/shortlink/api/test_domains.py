@@ -3,6 +3,7 @@ links and messages, removed; hostile names and documents refused with a 4xx."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import asyncpg
@@ -108,6 +109,8 @@ async def test_a_domain_belongs_to_one_account(
         "go.brand.example\x00",
         "go brand.example",
         "\udcff.example",
+        SHORT_DOMAIN + "\u3002",  # an ideographic full stop, mapped to "." by IDNA
+        ("a" * 57 + ".") * 4 + "abcd.ex",  # 240 characters: its TXT name is over 253
     ],
 )
 async def test_names_that_are_no_usable_domain_are_refused(client: Client, name: str) -> None:
@@ -339,3 +342,33 @@ async def test_the_clicks_of_a_campaign_show_each_links_domain(
     assert listed.status == 200
     by_link = {click["tracking_url_id"]: click["domain"] for click in listed.json["clicks"]}
     assert by_link == {rows[0].id: name, rows[1].id: None}  # type: ignore[union-attr]
+
+
+async def test_a_name_ending_in_a_full_stop_idna_maps_is_stored_without_it(
+    client: Client,
+) -> None:
+    """go.brand.example\u3002 is go.brand.example: one row, its own name, no trailing dot."""
+    name = f"fs{random.randrange(10**9)}.brand.example"
+    answer = await client.post("/v1/domains", {"domain": name + "\uff0e"})
+    assert answer.status == 201, answer.body
+    assert answer.json["domain"] == name
+    assert (await client.post("/v1/domains", {"domain": name})).status == 409
+
+
+async def test_two_defaults_set_at_once_leave_one_and_no_server_error(
+    client: Client, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """Concurrent PATCHes making two domains the default: both answer 200, one is default."""
+    names = [f"d{i}{random.randrange(10**9)}.brand.example" for i in range(2)]
+    for name in names:
+        await domains.add(db, tenant.account_id, name, verified=True)
+    answers = await asyncio.gather(
+        *(client.call("PATCH", f"/v1/domains/{name}", {"default": True}) for name in names)
+    )
+    assert [answer.status for answer in answers] == [200, 200]
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM domains WHERE account_id = $1 AND is_default", tenant.account_id
+        )
+        == 1
+    )

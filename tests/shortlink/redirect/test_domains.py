@@ -330,3 +330,13 @@ async def test_the_tls_ask_endpoint_allows_only_served_domains(
             assert await ask(refused) == 404, refused
         async with session.get(f"{server.url}{PATH}", params={"domain": name}) as response:
             assert response.status == 404  # the public port does not answer it
+
+
+def test_long_host_headers_are_not_kept_in_the_memo() -> None:
+    """A Host header longer than any branded name is no branded domain, and is not memoised
+    (8 KiB hosts held ~45 MB in a worker's memo)."""
+    hosts = BrandedHosts()
+    for i in range(100):
+        assert hosts.served(f"{i}" + "h" * 8000) is None
+    assert hosts.served("x" * 261) is None
+    assert len(hosts._memo) == 0
