@@ -365,11 +365,18 @@ async def _find(conn: Connection, job: Job, cursor: Any, progress: _Progress) ->
     links), kept in the receipt."""
     link_ids = await _ids_by_number(conn, job.account_id, job.phone, "links", "id")
     gone = await _ids_by_number(conn, job.account_id, job.phone, "clicks", "link_id")
-    await conn.execute(
-        "UPDATE erasures SET link_ids = $2 WHERE id = $1",
+    status = await conn.execute(
+        """
+        UPDATE erasures SET link_ids = $2, lease_until = now() + $4::interval
+        WHERE id = $1 AND lease_owner = $3 AND state = 'running'
+        """,
         job.erasure_id,
         sorted(set(link_ids) | set(gone)),
+        job.owner,
+        LEASE,
     )
+    if status.split()[-1] != "1":  # another runner took it over meanwhile: its list stands
+        raise ErasureTaken(job.erasure_id)
 
 
 async def _ids_by_number(
@@ -494,8 +501,10 @@ async def _outbox(conn: Connection, job: Job, cursor: Any, progress: _Progress) 
             async with conn.transaction():
                 rows = await conn.fetch(
                     """
-                    SELECT id, position($3::bytea IN detail) > 0 AS hit, detail FROM outbox
-                    WHERE endpoint_id = $1 AND id > $2 ORDER BY id LIMIT $4
+                    SELECT id, hit, CASE WHEN hit THEN detail END AS detail
+                    FROM (SELECT id, detail, position($3::bytea IN detail) > 0 AS hit
+                          FROM outbox WHERE endpoint_id = $1 AND id > $2
+                          ORDER BY id LIMIT $4) AS page
                     """,
                     endpoint_id,
                     after,
@@ -508,16 +517,24 @@ async def _outbox(conn: Connection, job: Job, cursor: Any, progress: _Progress) 
                         continue
                     try:
                         detail = formats.erased_detail(row["detail"], job.phone)
-                    except ValueError:  # a detail this version cannot read: left as it is
+                    # A detail this version cannot read: left as it is (never a retry loop).
+                    except (ValueError, TypeError, AttributeError):
                         continue
                     if detail is not None:
                         changed.append((row["id"], detail))
-                if changed:
-                    await conn.executemany("UPDATE outbox SET detail = $2 WHERE id = $1", changed)
+                updated = await _update_rows(
+                    conn,
+                    "UPDATE outbox SET detail = v.value"
+                    " FROM unnest($1::bigint[], $2::bytea[]) AS v(id, value)"
+                    " WHERE outbox.id = v.id RETURNING outbox.id",
+                    changed,
+                )
                 if rows:
                     after = rows[-1]["id"]
-                await progress.save(conn, [endpoint_id, after], deliveries=len(changed))
-            if len(rows) < PAGE:
+                await progress.save(conn, [endpoint_id, after], deliveries=updated)
+            # A row gone before its update was taken out by the recorder, which puts an
+            # endpoint's waiting rows back under new, higher ids: they are read next.
+            if len(rows) < PAGE and updated == len(changed):
                 break
             progress.check()
 
@@ -537,8 +554,8 @@ async def _deliveries(conn: Connection, job: Job, cursor: Any, progress: _Progre
             async with conn.transaction():
                 rows = await conn.fetch(
                     """
-                    SELECT request_identifier, created_at, format, body,
-                           position($4::bytea IN body) > 0 AS hit
+                    SELECT request_identifier, created_at, format,
+                           CASE WHEN position($4::bytea IN body) > 0 THEN body END AS body
                     FROM deliveries
                     WHERE endpoint_id = $1
                       AND ($2::timestamptz IS NULL
@@ -553,25 +570,39 @@ async def _deliveries(conn: Connection, job: Job, cursor: Any, progress: _Progre
                 )
                 changed = []
                 for row in rows:
-                    if not row["hit"]:
+                    if row["body"] is None:
                         continue
                     try:
                         body = formats.erased_body(row["format"], row["body"], job.phone)
-                    except ValueError:  # a body this version cannot read: left as it is
+                    # A body this version cannot read: left as it is (never a retry loop).
+                    except (ValueError, TypeError, AttributeError):
                         continue
                     if body is not None:
                         changed.append((row["request_identifier"], body))
-                if changed:
-                    await conn.executemany(
-                        "UPDATE deliveries SET body = $2 WHERE request_identifier = $1", changed
-                    )
+                updated = await _update_rows(
+                    conn,
+                    "UPDATE deliveries SET body = v.value"
+                    " FROM unnest($1::uuid[], $2::bytea[]) AS v(id, value)"
+                    " WHERE deliveries.request_identifier = v.id"
+                    " RETURNING deliveries.request_identifier",
+                    changed,
+                )
                 if rows:
                     at = rows[-1]["created_at"].isoformat()
                     after = str(rows[-1]["request_identifier"])
-                await progress.save(conn, [endpoint_id, at, after], deliveries=len(changed))
+                await progress.save(conn, [endpoint_id, at, after], deliveries=updated)
             if len(rows) < PAGE:
                 break
             progress.check()
+
+
+async def _update_rows(conn: Connection, statement: str, changed: list[tuple[Any, bytes]]) -> int:
+    """Run an `UPDATE ... FROM unnest($1, $2) ... RETURNING` of (key, value) pairs; the
+    number of rows it changed (a row that went meanwhile is not counted)."""
+    if not changed:
+        return 0
+    keys, values = zip(*changed, strict=True)
+    return len(await conn.fetch(statement, list(keys), list(values)))
 
 
 async def _dead_events(conn: Connection, job: Job, cursor: Any, progress: _Progress) -> None:
@@ -621,8 +652,10 @@ async def _idempotency(conn: Connection, job: Job, cursor: Any, progress: _Progr
         async with conn.transaction():
             rows = await conn.fetch(
                 """
-                SELECT key, response, position($3::bytea IN response) > 0 AS hit
-                FROM idempotency_keys WHERE account_id = $1 AND key > $2 ORDER BY key LIMIT $4
+                SELECT key, hit, CASE WHEN hit THEN response END AS response
+                FROM (SELECT key, response, position($3::bytea IN response) > 0 AS hit
+                      FROM idempotency_keys WHERE account_id = $1 AND key > $2
+                      ORDER BY key LIMIT $4) AS page
                 """,
                 job.account_id,
                 after,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import orjson
@@ -15,6 +16,7 @@ from forwarder.outbox import Outbox
 from forwarder.recorder import record
 from shortlink import accounts, clickevent, erasures
 from shortlink.config import ServiceConfig
+from shortlink.db import Connection
 from shortlink.exceptions import ErasureTaken
 from shortlink.links import LinkEntry
 from shortlink.pool import open_pool
@@ -282,3 +284,36 @@ async def test_dead_events_and_idempotency_answers_lose_the_number(
         "SELECT response FROM idempotency_keys WHERE account_id = $1 AND key = 'k1'", account_id
     )
     assert orjson.loads(stored) == {"links": [{"token": link.token, "phone_number": None}]}
+
+
+async def test_outbox_rows_put_back_under_new_ids_during_the_scan_are_erased(
+    db: asyncpg.Connection, account_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recorder takes an endpoint's waiting rows out and puts them back under higher
+    ids: rows that went between the erasure's read and its update are found again, and
+    what was not updated is not counted."""
+    await set_endpoint(db, account_id, "http://127.0.0.1:9/hook")
+    links = await number_links(db, account_id, 2)
+    await record(db, events(clicks(links)), batch_size=100)  # both wait in the outbox
+    real = erasures._update_rows
+    moved = False
+
+    async def recorder_first(conn: Connection, statement: str, changed: list[Any]) -> int:
+        nonlocal moved
+        if statement.startswith("UPDATE outbox") and not moved:
+            moved = True  # as forwarder.recorder._batch does, by the same endpoint
+            await conn.execute(
+                """
+                WITH taken AS (DELETE FROM outbox RETURNING endpoint_id, event_id, format,
+                                                            detail, enqueued_at)
+                INSERT INTO outbox (endpoint_id, event_id, format, detail, enqueued_at)
+                SELECT endpoint_id, event_id, format, detail, enqueued_at FROM taken
+                """
+            )
+        return await real(conn, statement, changed)
+
+    monkeypatch.setattr(erasures, "_update_rows", recorder_first)
+    done = await erasures.erase(db, account_id, ERASED)
+    assert moved
+    assert done.deliveries == 2  # the two rows, once each, under their new ids
+    assert await number_left(db, account_id, ERASED) == []
