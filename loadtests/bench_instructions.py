@@ -112,8 +112,8 @@ def count_instructions(
 
 
 async def add_branded_domain(database_url: str) -> None:
-    """A verified domain of the first account: the taps (Host: bench) are not on it, so each
-    is checked against the branded hosts and answers as a SHORT_DOMAIN link."""
+    """A verified domain of the first account: the taps (Host: bench, SHORT_DOMAIN) are not on
+    it, so each is checked against the branded hosts and answers as a SHORT_DOMAIN link."""
     conn = await asyncpg.connect(database_url)
     try:
         account_id = await conn.fetchval("SELECT min(id) FROM accounts")
@@ -134,7 +134,13 @@ def main() -> int:
     parser.add_argument(
         "--branded",
         action="store_true",
-        help="serve a verified branded domain too, so every tap checks its Host (issue 25)",
+        help="serve a verified branded domain too (issue 25)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        help="count only this server (as the report names it; repeatable), e.g. to compare "
+        "two versions of one server side by side",
     )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
@@ -172,6 +178,8 @@ def main() -> int:
             "CLICK_TOPIC": TOPIC,
             "SPOOL_DIR": str(work / "spool"),
             "LOG_LEVEL": "WARNING",
+            # The taps' Host: each is checked as a SHORT_DOMAIN host (shortlink.redirect.domains).
+            "SHORT_DOMAIN": "bench",
             # Under valgrind a request takes ~50x longer; a longer linger keeps
             # the flushed batches as large as at full speed (~400 clicks).
             "PUBLISH_LINGER_MS": "2500",
@@ -200,6 +208,12 @@ def main() -> int:
         }
         if args.first:
             servers = {"shortlink, metrics off, first taps": servers["shortlink, metrics off"]}
+        if args.only:
+            unknown = set(args.only) - set(servers)
+            if unknown:
+                sys.stderr.write(f"--only: no server named {', '.join(sorted(unknown))}\n")
+                return 2
+            servers = {name: servers[name] for name in args.only}
         per_request: dict[str, float] = {}
         for name, (argv, env) in servers.items():
             tapped = rule_tokens if name == RULES else tokens
@@ -218,7 +232,7 @@ def main() -> int:
             ]
             per_request[name] = (totals[1] - totals[0]) / (args.large - args.small)
             print(f"{name}: {per_request[name]:,.0f} instructions per request", flush=True)
-        if args.first:
+        if args.first or args.only:
             return 0
         print(
             f"ratio baseline / shortlink: {per_request['baseline'] / per_request['shortlink']:.2f}x"

@@ -251,11 +251,17 @@ def cmd_domain(args: argparse.Namespace, env: dict[str, str]) -> int:
                 )
                 _print_json({"account_id": args.account, **domains.public(row)})
                 return 0
-            owner = await conn.fetchval("SELECT account_id FROM domains WHERE name = $1", name)
-            if owner is None or not await domains.remove(conn, None, name):
+            # Every account's claim of the name (one verified at most).
+            owners = await conn.fetch(
+                "SELECT account_id FROM domains WHERE name = $1 ORDER BY account_id", name
+            )
+            if not owners or not await domains.remove(conn, None, name):
                 sys.stderr.write(f"shortlink: no domain {name}\n")
                 return 1
-            await audit.record(conn, owner, None, None, "domain.removed", {"domain": name})
+            for owner in owners:
+                await audit.record(
+                    conn, owner["account_id"], None, None, "domain.removed", {"domain": name}
+                )
         _print_json({"domain": name, "removed": True})
         return 0
 

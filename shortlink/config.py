@@ -100,6 +100,13 @@ class EnvReader:
             raise ConfigError(f"{name}={value!r}: expected one of {', '.join(choices)}")
         return value
 
+    def names(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list, each item stripped, empty items left out."""
+        value = self.raw(name)
+        if value is None:
+            return ()
+        return tuple(item for item in (part.strip() for part in value.split(",")) if item)
+
     def networks(self, name: str) -> tuple[IPNetwork, ...]:
         value = self.raw(name)
         if value is None:

@@ -29,10 +29,11 @@ import dns.rdatatype
 import dns.resolver
 import idna
 import orjson
+from yarl import URL
 
 from shortlink import changes
 from shortlink.db import Connection, Executor
-from shortlink.exceptions import DnsLookupFailed, DomainTaken, InvalidInput
+from shortlink.exceptions import DnsLookupFailed, DomainGone, DomainTaken, InvalidInput
 from shortlink.timestamps import rfc3339
 
 MAX_NAME = 253  # characters of a normalised name (DNS's limit)
@@ -97,6 +98,12 @@ def normalise(raw: str, short_domain: str | None = None) -> str:
     if short_domain is not None and ascii_name == host_of(short_domain):
         raise InvalidInput("is the shared short domain, which every account uses already")
     return ascii_name
+
+
+def points_at(url: str, name: str) -> bool:
+    """Whether the (checked, normalised) http(s) `url` is on the domain `name`, any port."""
+    host = URL(url).raw_host or ""  # IDNA-encoded, as the stored name
+    return host.lower().rstrip(".") == name
 
 
 def display_name(name: str) -> str:
@@ -222,30 +229,43 @@ async def _lock_account(conn: Connection, account_id: int) -> None:
 async def add(
     conn: Connection, account_id: int, name: str, *, verified: bool = False
 ) -> asyncpg.Record:
-    """Add `name` (normalised) to the account; DomainTaken when any account has it."""
-    async with conn.transaction():
-        await _lock_account(conn, account_id)
-        count = await conn.fetchval(
-            "SELECT count(*) FROM domains WHERE account_id = $1", account_id
-        )
-        if count >= MAX_DOMAINS_PER_ACCOUNT:
-            raise InvalidInput(f"an account has at most {MAX_DOMAINS_PER_ACCOUNT} domains")
-        row = await conn.fetchrow(
-            f"""
-            INSERT INTO domains (name, account_id, verification, verified, verified_at)
-            VALUES ($1, $2, $3, $4, CASE WHEN $4 THEN now() END)
-            ON CONFLICT (name) DO NOTHING
-            RETURNING {COLUMNS}
-            """,
-            name,
-            account_id,
-            new_verification(),
-            verified,
-        )
-        if row is None:
-            raise DomainTaken(f"{name} is already added to an account")
-        await changes.notify_domain(conn, name)
+    """Add `name` (normalised) to the account: its own claim, unverified unless `verified`
+    (operators). DomainTaken when the account has it already or any account has verified
+    it; other accounts' unverified claims do not stand in the way (migration 0019)."""
+    try:
+        async with conn.transaction():
+            await _lock_account(conn, account_id)
+            count = await conn.fetchval(
+                "SELECT count(*) FROM domains WHERE account_id = $1", account_id
+            )
+            if count >= MAX_DOMAINS_PER_ACCOUNT:
+                raise InvalidInput(f"an account has at most {MAX_DOMAINS_PER_ACCOUNT} domains")
+            await refuse_if_taken(conn, account_id, name)
+            row = await conn.fetchrow(
+                f"""
+                INSERT INTO domains (name, account_id, verification, verified, verified_at)
+                VALUES ($1, $2, $3, $4, CASE WHEN $4 THEN now() END)
+                ON CONFLICT (name, account_id) DO NOTHING
+                RETURNING {COLUMNS}
+                """,
+                name,
+                account_id,
+                new_verification(),
+                verified,
+            )
+            if row is None:
+                raise DomainTaken(f"{name} is already added to this account")
+            await changes.notify_domain(conn, name)
+    except asyncpg.UniqueViolationError:  # verified by another account at the same moment
+        raise DomainTaken(f"{name} is verified by another account") from None
     return row
+
+
+async def refuse_if_taken(conn: Executor, account_id: int, name: str) -> None:
+    """DomainTaken when another account has verified `name`."""
+    owner = await conn.fetchval("SELECT account_id FROM domains WHERE name = $1 AND verified", name)
+    if owner is not None and owner != account_id:
+        raise DomainTaken(f"{name} is verified by another account")
 
 
 async def of_account(conn: Executor, account_id: int) -> list[asyncpg.Record]:
@@ -326,30 +346,37 @@ async def update(
 
 
 async def mark_verified(conn: Connection, account_id: int, name: str) -> asyncpg.Record | None:
-    async with conn.transaction():
-        await conn.execute(
-            """
-            UPDATE domains SET verified = true, verified_at = coalesce(verified_at, now()),
-                               updated_at = now()
-            WHERE name = $1 AND account_id = $2
-            """,
-            name,
-            account_id,
-        )
-        await changes.notify_domain(conn, name)
-        return await get(conn, account_id, name)
+    """The account's claim verified (None when it has no such domain); DomainTaken when
+    another account verified the name first: one verified owner per name."""
+    try:
+        async with conn.transaction():
+            await refuse_if_taken(conn, account_id, name)
+            await conn.execute(
+                """
+                UPDATE domains SET verified = true, verified_at = coalesce(verified_at, now()),
+                                   updated_at = now()
+                WHERE name = $1 AND account_id = $2
+                """,
+                name,
+                account_id,
+            )
+            await changes.notify_domain(conn, name)
+            return await get(conn, account_id, name)
+    except asyncpg.UniqueViolationError:  # verified by another account at the same moment
+        raise DomainTaken(f"{name} is verified by another account") from None
 
 
 async def remove(conn: Connection, account_id: int | None, name: str) -> bool:
-    """Remove a domain (of `account_id`, or of any account when None). Its links stop
-    answering: their host is no longer served."""
+    """Remove a domain (of `account_id`, or every account's claim of it when None). Its
+    links stop answering: their host is no longer served. Waits for links being made on
+    it (hold) to commit."""
     async with conn.transaction():
         status = await conn.execute(
             "DELETE FROM domains WHERE name = $1 AND ($2::int8 IS NULL OR account_id = $2)",
             name,
             account_id,
         )
-        if status != "DELETE 1":
+        if status == "DELETE 0":
             return False
         await changes.notify_domain(conn, name)
     return True
@@ -388,4 +415,24 @@ async def served(conn: Executor, names: Sequence[str] | None = None) -> list[asy
 
 
 async def is_served(conn: Executor, name: str) -> bool:
-    return bool(await conn.fetchval("SELECT verified FROM domains WHERE name = $1", name.lower()))
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM domains WHERE name = $1 AND verified)", name.lower()
+        )
+    )
+
+
+async def hold(conn: Connection, account_id: int, name: str) -> None:
+    """Keep the account's verified domain `name` until the transaction ends (its links are
+    being made): a removal waits for them to commit. DomainGone when it is no longer one
+    (removed since the request looked)."""
+    held = await conn.fetchval(
+        """
+        SELECT true FROM domains WHERE name = $1 AND account_id = $2 AND verified
+        FOR KEY SHARE
+        """,
+        name,
+        account_id,
+    )
+    if not held:
+        raise DomainGone(f"{name} is no longer a verified domain of this account")

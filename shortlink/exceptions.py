@@ -24,7 +24,8 @@ code that catches the standard exception, ours or a library's, still sees it.
     ├── AmbiguousClientRef     a client_ref names several links where one is needed
     ├── BadCursor              a pagination cursor this service did not make (a ValueError too)
     ├── TooManyKeys            the account has as many working API keys as it may
-    ├── DomainTaken            a branded domain is already another account's (or this one's)
+    ├── DomainTaken            a branded domain is verified by another account (or added here)
+    ├── DomainGone             a branded domain was removed while its links were being made
     ├── DnsLookupFailed        a domain's verification record could not be looked up
     ├── TaskFailedError        a background task kept failing; the process must be replaced
     └── ErasureTaken           another runner holds (or finished) an erasure this one ran
@@ -124,7 +125,13 @@ class TooManyKeys(ShortlinkError):
 
 
 class DomainTaken(ShortlinkError):
-    """A branded domain already belongs to an account (shortlink.domains)."""
+    """A branded domain is verified by another account, or already added to this one
+    (shortlink.domains)."""
+
+
+class DomainGone(ShortlinkError):
+    """The branded domain new links were to use is no longer a verified domain of the
+    account (removed while the request ran)."""
 
 
 class DnsLookupFailed(ShortlinkError):

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import orjson
 
-from shortlink import changes, partitions, tokens
+from shortlink import changes, domains, partitions, tokens
 from shortlink.db import Connection, Executor
 from shortlink.exceptions import TokenSpaceExhausted
 
@@ -246,7 +246,8 @@ async def create_links(
 
     `callback_id` is the callback destination (an endpoints row) of every link of
     this call, and `domain` their branded domain (None: SHORT_DOMAIN), written by the
-    INSERT itself rather than streamed once per row.
+    INSERT itself rather than streamed once per row; DomainGone when that domain is no
+    longer a verified domain of the account.
 
     Rows are streamed with COPY into a temporary table, then inserted with
     ON CONFLICT (token) DO NOTHING: a row whose random token already exists is
@@ -263,6 +264,8 @@ async def create_links(
         # this one waits for it: the links are made wholly before or after it, and their
         # created_at (taken once the lock is held) says which to the redirect workers.
         await _lock_campaigns(conn, account_id, campaigns, shared=True)
+        if domain is not None:  # a removal of the domain waits for these links (or wins)
+            await domains.hold(conn, account_id, domain)
         now = datetime.now(UTC)
         period = partitions.period_of(now)
         # Room to sort 100,000 rows by position in memory rather than on disk.

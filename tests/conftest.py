@@ -127,6 +127,8 @@ def redirect_env(
         "SPOOL_DIR": str(tmp_path / "spool"),
         "PUBLISH_LINGER_MS": "5",
         "DATABASE_POOL_SIZE": "4",
+        # Links answer on this name and on addresses (shortlink.redirect.domains).
+        "SHORT_DOMAIN": "sl.test",
     }
 
 

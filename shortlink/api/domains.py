@@ -105,6 +105,10 @@ async def patch(request: web.Request) -> web.Response:
             problems.add("not_found_url", problem["message"])
     if "expired_url" in data:
         changes["expired_url"] = expired_url(fields, config.short_domain)
+    for field in ("not_found_url", "expired_url"):
+        if changes.get(field) and domains.points_at(changes[field], name):
+            # A tap there would come back to this domain: an unknown token, a loop.
+            problems.add(field, "must not point at this domain itself")
     for field in domains.DOCUMENTS:
         if field in data:
             if data[field] is None:
@@ -154,6 +158,10 @@ async def verify(request: web.Request) -> web.Response:
         raise not_found("domain")
     if row["verified"]:
         return _json(domains.public(row))
+    try:
+        await domains.refuse_if_taken(pool, account_id, name)  # before asking the DNS
+    except DomainTaken as exc:
+        raise ApiError(409, "domain_taken", str(exc)) from None
     config = request.app[API_CONFIG]
     record = domains.CHALLENGE_PREFIX + name
     try:
@@ -176,7 +184,10 @@ async def verify(request: web.Request) -> web.Response:
         }
         return _json(body, 409)
     async with pool.acquire() as conn, conn.transaction():
-        verified = await domains.mark_verified(conn, account_id, name)
+        try:
+            verified = await domains.mark_verified(conn, account_id, name)
+        except DomainTaken as exc:
+            raise ApiError(409, "domain_taken", str(exc)) from None
         if verified is None:  # removed meanwhile
             raise not_found("domain")
         await _audit(request, conn, "domain.verified", {"domain": name})

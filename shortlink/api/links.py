@@ -20,7 +20,7 @@ from shortlink.api.errors import ApiError, not_found
 from shortlink.api.keys import API_CONFIG
 from shortlink.api.present import short_url, statuses
 from shortlink.db import Connection
-from shortlink.exceptions import InvalidInput
+from shortlink.exceptions import DomainGone, InvalidInput
 from shortlink.links import NewLink
 from shortlink.pool import POOL
 from shortlink.rules import choose_variant
@@ -145,13 +145,8 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
             ]
 
     async def action(conn: Connection) -> tuple[int, bytes]:
-        created = await links.create_links(
-            conn,
-            account_id,
-            specs,
-            token_length=config.service.token_length,
-            callback_id=destination,
-            domain=domain,
+        created = await create_on_domain(
+            conn, account_id, specs, config.service.token_length, destination, domain
         )
         if variants and campaign:
             await links.keep_variants(conn, account_id, campaign, variants)
@@ -253,9 +248,31 @@ async def link_domain_of(
     try:
         return await domains.link_domain(request.app[POOL], account_id, requested)
     except InvalidInput as exc:
-        raise ApiError(
-            422, "validation_failed", f"domain: {exc}", [{"field": "domain", "message": str(exc)}]
-        ) from None
+        raise _domain_refused(str(exc)) from None
+
+
+async def create_on_domain(
+    conn: Connection,
+    account_id: int,
+    specs: list[NewLink],
+    token_length: int,
+    callback: int | None,
+    domain: str | None,
+) -> list[links.CreatedLink]:
+    """links.create_links for a request; 422 when its domain was removed since
+    link_domain_of looked (nothing is made)."""
+    try:
+        return await links.create_links(
+            conn, account_id, specs, token_length=token_length, callback_id=callback, domain=domain
+        )
+    except DomainGone as exc:
+        raise _domain_refused(str(exc)) from None
+
+
+def _domain_refused(message: str) -> ApiError:
+    return ApiError(
+        422, "validation_failed", f"domain: {message}", [{"field": "domain", "message": message}]
+    )
 
 
 def _dumps(value: Any) -> str:

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from shortlink import accounts, domains, links, validation
+from shortlink import accounts, domains, validation
 from shortlink.api import idempotency, render, rewrite
 from shortlink.api.account import expired_url
 from shortlink.api.auth import ACCOUNT_ID
@@ -24,7 +24,7 @@ from shortlink.api.callbacks import callback_id, callback_url
 from shortlink.api.destinations import rules_field
 from shortlink.api.errors import ApiError
 from shortlink.api.keys import API_CONFIG
-from shortlink.api.links import link_domain_of
+from shortlink.api.links import create_on_domain, link_domain_of
 from shortlink.api.present import short_url
 from shortlink.db import Connection
 from shortlink.exceptions import InvalidInput, NothingToTrack
@@ -156,13 +156,8 @@ async def _create(request: web.Request, raw: bytes) -> web.Response:
         ]
 
     async def action(conn: Connection) -> tuple[int, bytes]:
-        created = await links.create_links(
-            conn,
-            account_id,
-            specs,
-            token_length=config.service.token_length,
-            callback_id=destination,
-            domain=domain,
+        created = await create_on_domain(
+            conn, account_id, specs, config.service.token_length, destination, domain
         )
         return 201, await render.messages_answer(forms, plans, phones, refs, created)
 

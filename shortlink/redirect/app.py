@@ -29,7 +29,7 @@ from shortlink.pool import POOL, pool_context
 from shortlink.redirect import pages
 from shortlink.redirect.cache import CACHE, cache_context
 from shortlink.redirect.config import RedirectConfig
-from shortlink.redirect.domains import Served
+from shortlink.redirect.domains import SHORT, Served
 from shortlink.redirect.entries import LinkGroup
 from shortlink.redirect.listener import LISTENER, listener_context
 from shortlink.redirect.publisher import PUBLISHER, publisher_context
@@ -231,16 +231,14 @@ def make_handler(app: web.Application) -> Handler:
     def respond(
         request: web.BaseRequest, token: str, group: LinkGroup, packed: bytes
     ) -> web.StreamResponse:
-        # A link answers on its own domain only; a SHORT_DOMAIN link on any host that is
-        # not a branded one. Elsewhere it is as unknown as a token that does not exist.
-        if branded:
-            host = served(request.headers.get("Host"))
-            if host is None:
-                if group.domain is not None:
-                    return unknown(request)
-            elif host.name != group.domain or host.account_id != group.account_id:
+        # A link answers on its own domain only: a branded link on that domain while its
+        # account holds it, a SHORT_DOMAIN link on SHORT's hosts (shortlink.redirect.domains).
+        # Elsewhere it is as unknown as a token that does not exist.
+        host = served(request.headers.get("Host"))
+        if host is SHORT:
+            if group.domain is not None:
                 return unknown(request)
-        elif group.domain is not None:
+        elif host is None or host.name != group.domain or host.account_id != group.account_id:
             return unknown(request)
         method = request.method
         if method != "GET" and method != "HEAD":

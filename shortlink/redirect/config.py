@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from shortlink import domains
 from shortlink.config import EnvReader, IPNetwork, ServiceConfig
 from shortlink.exceptions import ConfigError
 
@@ -44,6 +45,8 @@ class RedirectConfig:
     tls_ask_host: str = "127.0.0.1"
     tls_ask_port: int = 0
     short_domain: str | None = None  # SHORT_DOMAIN, which the ask endpoint allows too
+    # Other names SHORT_DOMAIN links answer on (internal service names), lower case.
+    short_domain_aliases: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RedirectConfig:
@@ -99,4 +102,13 @@ class RedirectConfig:
             tls_ask_host=read.text("TLS_ASK_HOST", "127.0.0.1"),
             tls_ask_port=read.integer("TLS_ASK_PORT", 0, minimum=0, maximum=65_535),
             short_domain=read.optional_text("SHORT_DOMAIN"),
+            short_domain_aliases=frozenset(
+                domains.host_of(name) for name in read.names("SHORT_DOMAIN_ALIASES")
+            ),
         )
+
+    def short_names(self) -> frozenset[str] | None:
+        """The names SHORT_DOMAIN links answer on besides addresses; None: any name."""
+        if self.short_domain is None:
+            return None
+        return self.short_domain_aliases | {domains.host_of(self.short_domain)}

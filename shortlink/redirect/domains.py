@@ -3,9 +3,15 @@
 Only verified domains are kept: name -> what the worker needs of it (its account,
 not_found_url, expired_url, the two app-link documents as bytes ready to send).
 The hit path asks `served(host)` once per tap: a Host header as sent is looked up
-in a small memo (raw header -> its domain or None), so a tap costs one header read
-and one dict lookup; the memo is bounded (a flood of odd Host headers clears it)
-and cleared whenever the domains change.
+in a small memo (raw header -> its branded domain, SHORT, or None), so a tap costs
+one header read and one dict lookup; the memo is bounded (a flood of odd Host
+headers clears it) and cleared whenever the domains change.
+
+SHORT stands for the hosts SHORT_DOMAIN links answer on: SHORT_DOMAIN's own name,
+the names in SHORT_DOMAIN_ALIASES (internal service names), an IP address (load
+balancer checks, `make run`, the tests) and a request without a Host. Any other
+name is None: a name pointed at our servers by a stranger serves no link. Without
+SHORT_DOMAIN the worker cannot tell, and every host that is not branded is SHORT.
 
 Kept in step like the accounts' expired URLs (shortlink.redirect.expired): a
 change notifies `%name` (shortlink.changes.notify_domain); the listener hands the
@@ -17,6 +23,7 @@ them all when the table changed (its row count or newest updated_at moved).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,14 +82,40 @@ def normal_host(host: str) -> str:
     return host.rstrip(".")
 
 
-# A name (253), a trailing dot and a port: a longer Host header names no branded domain.
+# A name (253), a trailing dot and a port: a longer Host header names no served host.
 MAX_HOST = 253 + 1 + 6
+
+# The hosts SHORT_DOMAIN links answer on (see above), as `served` answers them.
+SHORT = Served(
+    name="",
+    account_id=0,
+    not_found_url=None,
+    expired_url=None,
+    apple_app_site_association=None,
+    assetlinks=None,
+)
+
+
+def is_address(name: str) -> bool:
+    """Whether a normal host (normal_host) is an IP address, IPv6 in brackets."""
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 class BrandedHosts:
-    """Name -> Served for the verified domains; `served(host)` for the hit path."""
+    """Name -> Served for the verified domains; `served(host)` for the hit path.
 
-    def __init__(self) -> None:
+    `short_names`: SHORT_DOMAIN's name and its aliases, in lower case without ports;
+    None (SHORT_DOMAIN unset): every host that is not branded is SHORT.
+    """
+
+    def __init__(self, short_names: frozenset[str] | None = None) -> None:
+        self.short_names = short_names
         self.domains: dict[str, Served] = {}  # the handler holds this very dict
         self._memo: dict[str, Served | None] = {}
         self._pending: set[str] = set()
@@ -91,16 +124,28 @@ class BrandedHosts:
         self.reloads = 0
 
     def served(self, host: str | None) -> Served | None:
-        """The branded domain a Host header names, or None (SHORT_DOMAIN, an address...)."""
-        if host is None or len(host) > MAX_HOST:
-            return None  # no branded name is this long: not kept in the memo either
+        """The branded domain a Host header names, SHORT, or None (a host we do not serve)."""
+        if not host:
+            return SHORT  # HTTP/1.0 without a Host: nothing to tell the hosts apart by
+        if len(host) > MAX_HOST:
+            # No name we serve is this long: not kept in the memo either.
+            return SHORT if self.short_names is None else None
         found = self._memo.get(host, _MISSING)
         if found is _MISSING:
-            found = self.domains.get(normal_host(host))
+            found = self._find(normal_host(host))
             if len(self._memo) >= MAX_MEMO:
                 self._memo.clear()
             self._memo[host] = found
         return found  # type: ignore[return-value]
+
+    def _find(self, name: str) -> Served | None:
+        found = self.domains.get(name)
+        if found is not None:
+            return found
+        names = self.short_names
+        if names is None or name in names or is_address(name):
+            return SHORT
+        return None
 
     def notified(self, payload: str) -> bool:
         """Queue a `%name` notification's domain for reading; False if it is not one."""

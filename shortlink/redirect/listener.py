@@ -381,6 +381,7 @@ def listener_context(config: RedirectConfig) -> Callable[[web.Application], Asyn
             capacity=config.cache_entries,
             warm_window=config.warm_window,
             warm_on_create=config.warm_on_create,
+            hosts=BrandedHosts(config.short_names()),
         )
         app[LISTENER] = listener
         spawn = app[SUPERVISOR].spawn

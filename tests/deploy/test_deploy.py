@@ -253,3 +253,15 @@ def test_the_tls_overlays_caddyfile_is_one_caddy_accepts(tmp_path: Path) -> None
     adapted = orjson.loads(result.stdout)
     policies = adapted["apps"]["tls"]["automation"]
     assert policies["on_demand"]["ask"] == "http://shortlink-tls-ask:8082/tls-ask"
+
+
+def test_the_tls_terminators_image_is_past_http2_rapid_reset() -> None:
+    """Caddy's image is pinned at 2.7.5 or later (CVE-2023-44487, HTTP/2 rapid reset)."""
+    documents = yaml.safe_load_all((TLS / "tls.yaml").read_text())
+    [caddy] = [doc for doc in documents if doc["kind"] == "StatefulSet"]
+    [container] = caddy["spec"]["template"]["spec"]["containers"]
+    name, _, tag = container["image"].partition(":")
+    assert name == "caddy"
+    version = tuple(int(part) for part in tag.split("-")[0].split("."))
+    # A minor-line tag (2.11) follows that line's patches: every 2.8+ line is past 2.7.5.
+    assert version >= (2, 7, 5) if len(version) == 3 else version >= (2, 8), tag

@@ -10,7 +10,8 @@ import asyncpg
 import orjson
 import pytest
 
-from tests.infra import shortlink
+from shortlink import accounts, domains
+from tests.infra import shortlink, unique_name
 
 
 async def test_link_create_normalises_like_the_api(
@@ -115,9 +116,12 @@ async def test_domain_commands_add_list_and_remove(
     database_url: str, account_id: int, db: asyncpg.Connection
 ) -> None:
     """`domain add --verified` makes a served domain (audited), `list` shows it, `remove`
-    removes it; a bad name or a taken one is refused."""
+    removes every account's claim of it; a bad name or a taken one is refused."""
     env = {"DATABASE_URL": database_url, "SHORT_DOMAIN": "sl.test"}
     name = f"cli{account_id}.Brand.Example"
+    # Another account's unverified claim does not stand in the way.
+    claimant = (await accounts.create_account(db, unique_name("claimant"))).account_id
+    await domains.add(db, claimant, name.lower())
     added = await asyncio.to_thread(
         shortlink, env, "domain", "add", "--account", str(account_id), "--verified", name
     )
@@ -147,5 +151,9 @@ async def test_domain_commands_add_list_and_remove(
         "SELECT action FROM audit_log WHERE account_id = $1 ORDER BY id", account_id
     )
     assert [row["action"] for row in actions] == ["domain.added", "domain.removed"]
+    claimed = await db.fetchval(
+        "SELECT action FROM audit_log WHERE account_id = $1 ORDER BY id DESC LIMIT 1", claimant
+    )
+    assert claimed == "domain.removed"
     missing = await asyncio.to_thread(shortlink, env, "domain", "remove", name)
     assert missing.returncode == 1

@@ -11,7 +11,8 @@ import pytest
 
 from forwarder.recorder import record
 from shortlink import domains
-from shortlink.links import fetch_entry
+from shortlink.exceptions import DomainGone
+from shortlink.links import NewLink, create_links, fetch_entry
 from tests.clicks import clicks, events
 from tests.dnsserver import DnsServer
 from tests.infra import unique_name
@@ -69,21 +70,89 @@ async def test_an_internationalised_name_is_stored_in_its_idna_form(client: Clie
     assert (await client.get(f"/v1/domains/{added.json['domain']}")).status == 200
 
 
-async def test_a_domain_belongs_to_one_account(
-    client: Client, api_server: object, db: asyncpg.Connection
+async def test_a_name_is_claimed_per_account_and_verified_by_one(
+    client: Client, api_server: object, db: asyncpg.Connection, dns: DnsServer
 ) -> None:
-    """Added twice, or by another account, it is a 409 domain_taken."""
+    """An unverified claim blocks nobody: another account claims the name with its own TXT
+    value; the first to verify gets it, then the others' verify and new adds are 409s."""
     name = fresh_domain()
-    assert (await client.post("/v1/domains", {"domain": name})).status == 201
+    mine = await client.post("/v1/domains", {"domain": name})
+    assert mine.status == 201
     again = await client.post("/v1/domains", {"domain": name})
     assert again.status == 409
     assert again.json["error"]["code"] == "domain_taken"
-    other = await new_tenant(db)
-    taken = await client.post("/v1/domains", {"domain": name}, key=other.key)
-    assert taken.status == 409
-    # The other account cannot see or change it either.
-    assert (await client.get(f"/v1/domains/{name}", key=other.key)).status == 404
-    assert (await client.call("DELETE", f"/v1/domains/{name}", key=other.key)).status == 404
+    other, third = await new_tenant(db), await new_tenant(db)
+    theirs = await client.post("/v1/domains", {"domain": name}, key=other.key)
+    assert theirs.status == 201
+    assert theirs.json["verification"]["value"] != mine.json["verification"]["value"]
+    # Each account sees and changes its own claim only.
+    assert (await client.get(f"/v1/domains/{name}", key=other.key)).json == theirs.json
+    assert (await client.get(f"/v1/domains/{name}")).json == mine.json
+    record = theirs.json["verification"]
+    dns.records[record["name"]] = [record["value"]]
+    assert (await client.post(f"/v1/domains/{name}/verify", key=other.key)).status == 200
+    dns.records[record["name"]] = [record["value"], mine.json["verification"]["value"]]
+    late = await client.post(f"/v1/domains/{name}/verify")
+    assert late.status == 409
+    assert late.json["error"]["code"] == "domain_taken"
+    assert (await client.get(f"/v1/domains/{name}")).json["verified"] is False
+    refused = await client.post("/v1/domains", {"domain": name}, key=third.key)
+    assert refused.status == 409
+    assert refused.json["error"]["code"] == "domain_taken"
+    assert await domains.is_served(db, name)
+    # Once the owner removes it, the waiting claim can be verified.
+    assert (await client.call("DELETE", f"/v1/domains/{name}", key=other.key)).status == 204
+    assert (await client.post(f"/v1/domains/{name}/verify")).status == 200
+
+
+async def test_two_claims_verified_at_once_leave_one_owner(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    """Two accounts' claims marked verified at the same moment: one wins, the other is
+    DomainTaken (the unique index on verified names), never two owners."""
+    name = fresh_domain()
+    first, second = await new_tenant(db), await new_tenant(db)
+    for tenant in (first, second):
+        await domains.add(db, tenant.account_id, name)
+    other = await asyncpg.connect(database_url)
+    try:
+        results = await asyncio.gather(
+            domains.mark_verified(db, first.account_id, name),
+            domains.mark_verified(other, second.account_id, name),
+            return_exceptions=True,
+        )
+    finally:
+        await other.close()
+    assert sorted(type(result).__name__ for result in results) == ["DomainTaken", "Record"]
+    owners = await db.fetchval("SELECT count(*) FROM domains WHERE name = $1 AND verified", name)
+    assert owners == 1
+
+
+async def test_a_removal_waits_for_links_being_made_on_the_domain(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    """Links made on a domain while it is removed: the removal waits for their commit; after
+    it, making links on it is DomainGone (the API's 422) and nothing is made."""
+    tenant = await new_tenant(db)
+    name = fresh_domain()
+    await domains.add(db, tenant.account_id, name, verified=True)
+    other = await asyncpg.connect(database_url)
+    try:
+        async with db.transaction():
+            made = await create_links(
+                db, tenant.account_id, [NewLink("https://shop.example/a")], domain=name
+            )
+            removal = asyncio.ensure_future(domains.remove(other, tenant.account_id, name))
+            await asyncio.sleep(0.3)
+            assert not removal.done()  # waits for the links' transaction
+        assert await removal
+    finally:
+        await other.close()
+    assert await db.fetchval("SELECT domain FROM links WHERE id = $1", made[0].id) == name
+    with pytest.raises(DomainGone):
+        await create_links(db, tenant.account_id, [NewLink("https://shop.example/b")], domain=name)
+    count = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id)
+    assert count == 1
 
 
 @pytest.mark.parametrize(
@@ -256,6 +325,23 @@ async def test_bad_settings_are_refused(
     answer = await client.call("PATCH", f"/v1/domains/{name}", {field: value})
     assert answer.status == 422, answer.body
     assert answer.json["error"]["message"].startswith(field)
+
+
+async def test_urls_pointing_at_the_domain_itself_are_refused(
+    client: Client, dns: DnsServer
+) -> None:
+    """not_found_url or expired_url on the domain itself (any case, port, trailing dot) is a
+    422 and changes nothing: an unknown token there would lead back to it, for ever."""
+    name = await verified_domain(client, dns)
+    for field in ("not_found_url", "expired_url"):
+        for url in (f"https://{name}/missing", f"http://{name.upper()}.:8080/", f"https://{name}"):
+            answer = await client.call("PATCH", f"/v1/domains/{name}", {field: url})
+            assert answer.status == 422, (field, url)
+            assert answer.json["error"]["details"][0]["field"] == field
+        elsewhere = f"https://www.{name}/missing"
+        assert (await client.call("PATCH", f"/v1/domains/{name}", {field: elsewhere})).status == 200
+    shown = (await client.get(f"/v1/domains/{name}")).json
+    assert shown["not_found_url"] == shown["expired_url"] == f"https://www.{name}/missing"
 
 
 async def test_a_document_that_is_not_json_is_a_400(client: Client, dns: DnsServer) -> None:

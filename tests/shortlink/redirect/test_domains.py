@@ -16,6 +16,7 @@ from shortlink import domains
 from shortlink.links import NewLink, create_links
 from shortlink.redirect.app import create_app, make_handler
 from shortlink.redirect.config import RedirectConfig
+from shortlink.redirect.domains import SHORT as DOMAIN_SHORT
 from shortlink.redirect.domains import BrandedHosts, Served, normal_host
 from shortlink.redirect.listener import LISTENER
 from shortlink.redirect.tlsask import PATH
@@ -100,17 +101,55 @@ async def test_a_branded_link_answers_on_its_own_domain_only(
         assert dict(response.headers).keys() == dict(unknown.headers).keys()
 
 
-async def test_a_short_domain_link_answers_anywhere_but_a_branded_host(
-    redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
+async def test_a_short_domain_link_answers_on_short_domain_aliases_and_addresses_only(
+    redirect_env: dict[str, str], db: asyncpg.Connection, account_id: int
 ) -> None:
-    """A SHORT_DOMAIN link answers on SHORT_DOMAIN and any other host (addresses in tests and
-    dev), but not on a branded domain."""
+    """A SHORT_DOMAIN link answers on SHORT_DOMAIN (any case, any port), its aliases, an
+    address and without a Host; on a stranger's name or a branded domain it is a 404."""
     name = await branded(db, account_id)
-    await served_everywhere(name, redirect_server, db=db)
+    env = {
+        **redirect_env,
+        "SHORT_DOMAIN": "SL.test:8080",
+        "SHORT_DOMAIN_ALIASES": "redirect.svc, X.internal",
+    }
     token = await make_link(db, account_id)
-    for host in (SHORT, "127.0.0.1:8080", "anything.example"):
-        assert (await tap(redirect_server, token, host)).status == 302, host
-    assert (await tap(redirect_server, token, name)).status == 404
+    async with running(create_app(RedirectConfig.from_env(env)), make_handler) as server:
+        await served_everywhere(name, server, db=db)
+        for host in (
+            SHORT,
+            "SL.TEST:443",
+            f"{SHORT}.",
+            "redirect.svc",
+            "x.internal:80",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "10.0.0.7",
+        ):
+            assert (await tap(server, token, host)).status == 302, host
+        statuses = await exchange(server, f"GET /{token} HTTP/1.0\r\n\r\n".encode())
+        assert statuses == [302]
+        for host in (
+            "anything.example",
+            f"x.{SHORT}",
+            "sl.test.evil.example",
+            name,
+            "127.0.0.1.nip.io",
+        ):
+            assert (await tap(server, token, host)).status == 404, host
+
+
+async def test_without_short_domain_a_short_domain_link_answers_on_any_unbranded_host(
+    redirect_env: dict[str, str], db: asyncpg.Connection, account_id: int
+) -> None:
+    """With SHORT_DOMAIN unset the worker cannot tell its name: any host but a branded one."""
+    name = await branded(db, account_id)
+    env = {key: value for key, value in redirect_env.items() if key != "SHORT_DOMAIN"}
+    token = await make_link(db, account_id)
+    async with running(create_app(RedirectConfig.from_env(env)), make_handler) as server:
+        await served_everywhere(name, server, db=db)
+        for host in (SHORT, "anything.example", "127.0.0.1"):
+            assert (await tap(server, token, host)).status == 302, host
+        assert (await tap(server, token, name)).status == 404
 
 
 async def test_a_token_on_the_wrong_host_is_counted_as_a_scan(
@@ -189,7 +228,12 @@ async def test_domain_changes_reach_every_worker_within_a_second(
     workers = (redirect_server, cold_redirect_server)
     name = fresh_domain()
     await domains.add(db, account_id, name)
-    token = await make_link(db, account_id, domain=name)
+    # A link on a domain that is not verified (links are made only on verified ones: it is
+    # verified for the moment of the insert, in a transaction that ends unverified).
+    async with db.transaction():
+        await db.execute("UPDATE domains SET verified = true WHERE name = $1", name)
+        token = await make_link(db, account_id, domain=name)
+        await db.execute("UPDATE domains SET verified = false WHERE name = $1", name)
 
     async def answers(status: int, location: str | None = None) -> bool:
         for worker in workers:
@@ -254,8 +298,8 @@ HOSTILE_HOSTS = [
 async def test_hostile_host_headers_never_make_a_server_error(
     redirect_server: RunningServer, db: asyncpg.Connection, account_id: int
 ) -> None:
-    """Random bytes, huge, odd-encoded Host headers: answered (a 302 for a SHORT_DOMAIN link,
-    404 for a branded one, 4xx for junk), never a 5xx; the memo stays bounded."""
+    """Random bytes, huge, odd-encoded Host headers: answered (a 404 for a name not served,
+    4xx for junk), never a 5xx; the memo stays bounded."""
     name = await branded(db, account_id)
     await served_everywhere(name, redirect_server, db=db)
     plain = await make_link(db, account_id)
@@ -335,8 +379,9 @@ async def test_the_tls_ask_endpoint_allows_only_served_domains(
 def test_long_host_headers_are_not_kept_in_the_memo() -> None:
     """A Host header longer than any branded name is no branded domain, and is not memoised
     (8 KiB hosts held ~45 MB in a worker's memo)."""
-    hosts = BrandedHosts()
+    hosts = BrandedHosts(frozenset({SHORT}))
     for i in range(100):
         assert hosts.served(f"{i}" + "h" * 8000) is None
     assert hosts.served("x" * 261) is None
     assert len(hosts._memo) == 0
+    assert BrandedHosts().served("x" * 261) is DOMAIN_SHORT  # SHORT_DOMAIN unset: any host

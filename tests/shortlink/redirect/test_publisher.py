@@ -174,7 +174,8 @@ async def raw_tap(port: int, path: str, headers: bytes = b"") -> int:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(
-            b"GET %s HTTP/1.1\r\nHost: t\r\n%sConnection: close\r\n\r\n" % (path.encode(), headers)
+            b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%sConnection: close\r\n\r\n"
+            % (path.encode(), headers)
         )
         await writer.drain()
         status_line = await reader.readline()

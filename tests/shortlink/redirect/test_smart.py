@@ -229,7 +229,7 @@ async def test_hostile_headers_on_a_link_with_rules_still_redirect(
         data = (
             b"GET /"
             + token
-            + b" HTTP/1.1\r\nHost: x\r\n"
+            + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             + extra
             + b"\r\nConnection: close\r\n\r\n"
         )
