@@ -251,17 +251,13 @@ def cmd_domain(args: argparse.Namespace, env: dict[str, str]) -> int:
                 )
                 _print_json({"account_id": args.account, **domains.public(row)})
                 return 0
-            # Every account's claim of the name (one verified at most).
-            owners = await conn.fetch(
-                "SELECT account_id FROM domains WHERE name = $1 ORDER BY account_id", name
-            )
-            if not owners or not await domains.remove(conn, None, name):
+            # Every account's claim of the name (one verified at most), each audited.
+            owners = await domains.remove(conn, None, name)
+            if not owners:
                 sys.stderr.write(f"shortlink: no domain {name}\n")
                 return 1
             for owner in owners:
-                await audit.record(
-                    conn, owner["account_id"], None, None, "domain.removed", {"domain": name}
-                )
+                await audit.record(conn, owner, None, None, "domain.removed", {"domain": name})
         _print_json({"domain": name, "removed": True})
         return 0
 

@@ -53,11 +53,18 @@ COLUMNS = """
 
 
 def host_of(short_domain: str) -> str:
-    """SHORT_DOMAIN's host, without its port, in lower case."""
+    """SHORT_DOMAIN's host, without its port, in lower case; an internationalised name in
+    its IDNA form, as browsers send it in Host."""
     host = short_domain.lower()
     if host.startswith("["):
         return host[: host.find("]") + 1]
-    return host.partition(":")[0].rstrip(".")
+    host = host.partition(":")[0].rstrip(".")
+    if not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii").lower()
+        except (idna.IDNAError, UnicodeError):
+            pass  # not a usable name: compared as written (it matches no Host then)
+    return host
 
 
 def normalise(raw: str, short_domain: str | None = None) -> str:
@@ -310,7 +317,10 @@ async def update(
     async with conn.transaction():
         await _lock_account(conn, account_id)
         row = await conn.fetchrow(
-            "SELECT verified FROM domains WHERE name = $1 AND account_id = $2 FOR UPDATE",
+            # NO KEY UPDATE: links being made on the domain hold it FOR KEY SHARE (hold)
+            # and then want the account row; FOR UPDATE here waited for them while holding
+            # that row: a deadlock.
+            "SELECT verified FROM domains WHERE name = $1 AND account_id = $2 FOR NO KEY UPDATE",
             name,
             account_id,
         )
@@ -366,20 +376,22 @@ async def mark_verified(conn: Connection, account_id: int, name: str) -> asyncpg
         raise DomainTaken(f"{name} is verified by another account") from None
 
 
-async def remove(conn: Connection, account_id: int | None, name: str) -> bool:
-    """Remove a domain (of `account_id`, or every account's claim of it when None). Its
-    links stop answering: their host is no longer served. Waits for links being made on
-    it (hold) to commit."""
+async def remove(conn: Connection, account_id: int | None, name: str) -> list[int]:
+    """Remove a domain (of `account_id`, or every account's claim of it when None): the
+    accounts whose claim was removed (none: no such domain). Its links stop answering:
+    their host is no longer served. Waits for links being made on it (hold) to commit."""
     async with conn.transaction():
-        status = await conn.execute(
-            "DELETE FROM domains WHERE name = $1 AND ($2::int8 IS NULL OR account_id = $2)",
+        rows = await conn.fetch(
+            """
+            DELETE FROM domains WHERE name = $1 AND ($2::int8 IS NULL OR account_id = $2)
+            RETURNING account_id
+            """,
             name,
             account_id,
         )
-        if status == "DELETE 0":
-            return False
-        await changes.notify_domain(conn, name)
-    return True
+        if rows:
+            await changes.notify_domain(conn, name)
+    return sorted(row["account_id"] for row in rows)
 
 
 async def link_domain(conn: Executor, account_id: int, requested: str | None) -> str | None:

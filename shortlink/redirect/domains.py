@@ -9,7 +9,8 @@ headers clears it) and cleared whenever the domains change.
 
 SHORT stands for the hosts SHORT_DOMAIN links answer on: SHORT_DOMAIN's own name,
 the names in SHORT_DOMAIN_ALIASES (internal service names), an IP address (load
-balancer checks, `make run`, the tests) and a request without a Host. Any other
+balancer checks, `make run`, the tests), `localhost` and a request without a Host
+(nobody outside can point either at us). Any other
 name is None: a name pointed at our servers by a stranger serves no link. Without
 SHORT_DOMAIN the worker cannot tell, and every host that is not branded is SHORT.
 
@@ -77,7 +78,7 @@ def normal_host(host: str) -> str:
     if host.endswith("]"):  # an IPv6 literal without a port
         return host
     name, colon, port = host.rpartition(":")
-    if colon and port.isdigit():
+    if colon and (port.isdigit() or not port):  # "tx1.in:" has an empty port (RFC 9110)
         host = name
     return host.rstrip(".")
 
@@ -143,7 +144,7 @@ class BrandedHosts:
         if found is not None:
             return found
         names = self.short_names
-        if names is None or name in names or is_address(name):
+        if names is None or name in names or name == "localhost" or is_address(name):
             return SHORT
         return None
 

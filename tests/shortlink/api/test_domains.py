@@ -128,6 +128,40 @@ async def test_two_claims_verified_at_once_leave_one_owner(
     assert owners == 1
 
 
+async def test_links_made_while_the_domain_changes_never_deadlock(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    """Links for new campaigns on a domain while it is PATCHed: both finish, every round
+    (FOR UPDATE on the domain deadlocked with the links' hold and campaign counters)."""
+    tenant = await new_tenant(db)
+    name = fresh_domain()
+    await domains.add(db, tenant.account_id, name, verified=True)
+    conns = [await asyncpg.connect(database_url) for _ in range(4)]
+    try:
+        for round_ in range(15):
+            made = [
+                create_links(
+                    conn,
+                    tenant.account_id,
+                    [NewLink("https://shop.example/a", client_identifier=f"c{round_}-{i}")],
+                    domain=name,
+                )
+                for i, conn in enumerate(conns[:2])
+            ]
+            changed = [
+                domains.update(
+                    conn, tenant.account_id, name, not_found_url=f"https://b.example/{round_}{i}"
+                )
+                for i, conn in enumerate(conns[2:])
+            ]
+            await asyncio.gather(*made, *changed)
+    finally:
+        for conn in conns:
+            await conn.close()
+    count = await db.fetchval("SELECT count(*) FROM links WHERE account_id = $1", tenant.account_id)
+    assert count == 30
+
+
 async def test_a_removal_waits_for_links_being_made_on_the_domain(
     db: asyncpg.Connection, database_url: str
 ) -> None:

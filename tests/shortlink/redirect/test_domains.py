@@ -138,6 +138,24 @@ async def test_a_short_domain_link_answers_on_short_domain_aliases_and_addresses
             assert (await tap(server, token, host)).status == 404, host
 
 
+async def test_an_internationalised_short_domain_answers_on_its_idna_host(
+    redirect_env: dict[str, str], db: asyncpg.Connection, account_id: int
+) -> None:
+    """SHORT_DOMAIN written in Unicode answers on the IDNA Host browsers send, and aliases
+    likewise; localhost and an empty port are SHORT_DOMAIN's too."""
+    env = {**redirect_env, "SHORT_DOMAIN": "Bücher.example", "SHORT_DOMAIN_ALIASES": "kürz.example"}
+    token = await make_link(db, account_id)
+    async with running(create_app(RedirectConfig.from_env(env)), make_handler) as server:
+        for host in (
+            "xn--bcher-kva.example",
+            "XN--BCHER-KVA.example:",
+            "xn--krz-hoa.example",
+            "localhost:8080",
+        ):
+            assert (await tap(server, token, host)).status == 302, host
+        assert (await tap(server, token, "bucher.example")).status == 404
+
+
 async def test_without_short_domain_a_short_domain_link_answers_on_any_unbranded_host(
     redirect_env: dict[str, str], db: asyncpg.Connection, account_id: int
 ) -> None:
@@ -330,6 +348,7 @@ async def test_hostile_host_headers_never_make_a_server_error(
         ("go.brand.example.", "go.brand.example"),
         ("[::1]", "[::1]"),
         ("[::1]:80", "[::1]"),
+        ("tx1.in:", "tx1.in"),
         ("host:port", "host:port"),
     ],
 )
