@@ -108,14 +108,8 @@ class EnvReader:
         return tuple(item for item in (part.strip() for part in value.split(",")) if item)
 
     def networks(self, name: str) -> tuple[IPNetwork, ...]:
-        value = self.raw(name)
-        if value is None:
-            return ()
         networks = []
-        for part in value.split(","):
-            item = part.strip()
-            if not item:
-                continue
+        for item in self.names(name):
             try:
                 networks.append(ipaddress.ip_network(item, strict=False))
             except ValueError:

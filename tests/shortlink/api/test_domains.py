@@ -178,8 +178,9 @@ async def test_a_removal_waits_for_links_being_made_on_the_domain(
             )
             removal = asyncio.ensure_future(domains.remove(other, tenant.account_id, name))
             await asyncio.sleep(0.3)
-            assert not removal.done()  # waits for the links' transaction
-        assert await removal
+            waited = not removal.done()  # waits for the links' transaction
+        assert await removal  # read here whatever happened above
+        assert waited
     finally:
         await other.close()
     assert await db.fetchval("SELECT domain FROM links WHERE id = $1", made[0].id) == name
