@@ -36,11 +36,10 @@ def create_app(config: ForwarderConfig) -> web.Application:
     app = web.Application()
     app[CONFIG] = config
     app.cleanup_ctx.append(supervisor_context("forwarder"))
-    # The forwarder's statements take arrays of keys; a generic plan cannot see how
-    # many and may scan whole tables, so every execution is planned for its values.
-    app.cleanup_ctx.append(
-        pool_context(config.service, server_settings={"plan_cache_mode": "force_custom_plan"})
-    )
+    # PostgreSQL's own choice of plans (plan_cache_mode auto): the recorder writes the
+    # links partitions it reads into its statements (forwarder.recorder._periods), so a
+    # kept plan reads only those; planning every execution instead cost ~2 us a click.
+    app.cleanup_ctx.append(pool_context(config.service))
     app.cleanup_ctx.append(session_context(config))
     app.cleanup_ctx.append(_deliverer_context(config))
     app.cleanup_ctx.append(_recorder_context(config))
@@ -156,6 +155,12 @@ def _families(app: web.Application, queued: dict[str, int]) -> list[Metric]:
             "forwarder_isolated_batches",
             "Batches split to find the events that made them fail",
             recorder.isolations,
+        ),
+        metrics.counter(
+            "forwarder_record_transactions",
+            "Transactions that recorded consumed click events (events received / this ="
+            " events per transaction)",
+            recorder.batches,
         ),
         metrics.counter(
             "forwarder_batches_made", "Delivery batches enqueued", deliverer.batches_made

@@ -25,6 +25,7 @@ class ForwarderConfig:
     workers: int
     group_id: str
     consume_max_records: int
+    consume_linger: float  # seconds the broker may hold a fetch to gather more events
     linger: float
     batch_size: int
     timeout: float
@@ -74,6 +75,7 @@ class ForwarderConfig:
             consume_max_records=read.integer(
                 "CONSUME_MAX_RECORDS", 2_000, minimum=1, maximum=100_000
             ),
+            consume_linger=read.integer("CONSUME_LINGER_MS", 250, minimum=1, maximum=5_000) / 1000,
             linger=read.integer("DELIVERY_LINGER_MS", 1_000, minimum=0, maximum=600_000) / 1000,
             batch_size=read.integer("DELIVERY_BATCH_SIZE", MAX_BATCH, minimum=1, maximum=MAX_BATCH),
             timeout=timeout,

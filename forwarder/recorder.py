@@ -7,10 +7,10 @@ For each batch the transaction
    event id (ON CONFLICT DO NOTHING ... RETURNING tells which are new: a
    replayed event changes nothing below), each with its link's phone number as
    it is now (none once erased, whatever the event carries);
-2. records the first click of links clicked by a person for the first time
-   (INSERT INTO first_clicks ... ON CONFLICT DO NOTHING: under concurrent
-   forwarders exactly one event wins), and in the same statement each winner's
-   link_click conversion (seed 000) and the link's callback destination, if its
+2. in the same statement, records the first click of links clicked by a person
+   for the first time (INSERT INTO first_clicks ... ON CONFLICT DO NOTHING: under
+   concurrent forwarders exactly one event wins), each winner's link_click
+   conversion (seed 000), and reads the link's callback destination, if its
    request named a callback URL (seed 001);
 3. adds to the campaign counters the statistics read (totals, bots apart,
    browser / OS / device type / country, time to first click) and to the per-minute
@@ -163,7 +163,8 @@ async def record(
         unique = applied(unique, ip_modes)
     outcome = Outcome(received=len(events))
     async with conn.transaction():
-        inserted = await _insert_clicks(conn, unique, clients, places)
+        recorded = await _insert_clicks(conn, unique, clients, places)
+        inserted = recorded.inserted
         # A click keeps the phone number its link has now: none once it was erased
         # (POST /v1/erasures), even for a tap made before and recorded after.
         fresh = [
@@ -180,7 +181,7 @@ async def record(
         outcome.bots = sum(1 for _, client in fresh if client.is_bot)
         if not fresh:
             return outcome
-        firsts, callbacks = await _first_clicks(conn, fresh)
+        firsts, callbacks = _firsts(fresh, recorded)
         outcome.first_clicks = len(firsts)
         outcome.first_click_events = [e.event_id for e, _ in firsts]
         await _count(conn, fresh, firsts, places)
@@ -247,20 +248,74 @@ _ROW = ", ".join(
 )
 # The link's number as it is now: none once erased, whatever the event carries.
 _SELECTED = ", ".join(
-    "CASE WHEN l.phone_number = e.phone_number THEN e.phone_number END"
+    "CASE WHEN l.phone_number = e.phone_number THEN e.phone_number END AS phone_number"
     if column.name == "phone_number"
     else f"e.{column.name}"
     for column in _CLICK_COLUMNS
 )
-_INSERT_CLICKS = f"""
-    INSERT INTO clicks ({_NAMES})
-    SELECT {_SELECTED}
-    FROM (SELECT {_ROW} FROM jsonb_array_elements($1::jsonb) AS r) AS e
-    JOIN links l ON l.id = e.link_id AND l.period = (e.link_id >> 40)::int
-                AND l.period = ANY($2::int[]) AND l.account_id = e.account_id
-    ON CONFLICT (event_id, clicked_at) DO NOTHING
-    RETURNING event_id, phone_number
+# One statement records a batch's clicks and its first clicks: the events are parsed and
+# their links read once (two statements did both twice: ~2.5 us a click more, docs/
+# benchmarks.md).
+# - `joined`: the events whose link exists in their account, with the link's callback.
+# - `ins`: the clicks, idempotent on the event id (a replayed event is not returned, so
+#   nothing below counts it twice).
+# - `won`: each link's earliest click by a person in the batch (then by event id: the
+#   rule of `_earliest`) becomes its first click unless the link has one: the primary key
+#   makes one event win across concurrent forwarders (a second insert of the link waits
+#   for the first to commit, then does nothing), in one lock order (link id). Links made
+#   before partitioning (period LEGACY) marked by a forwarder of an earlier release in
+#   links.first_clicked_at are skipped; no other link is ever marked there.
+# - `converted`: only a winner gets its link_click conversion: exactly one per link.
+# Answer rows: an inserted click (event_id, phone_number), a winner (link_id), or a
+# clicked link's enabled callback (link_id, callback_id). Joining the CTEs to one another
+# instead is planned as nested loops over them: quadratic in the batch.
+_RECORD_CLICKS = f"""
+    WITH joined AS MATERIALIZED (
+        SELECT {_SELECTED}, l.callback_id AS link_callback
+        FROM (SELECT {_ROW} FROM jsonb_array_elements($1::jsonb) AS r) AS e
+        JOIN links l ON l.id = e.link_id AND l.period = (e.link_id >> 40)::int
+                    AND l.account_id = e.account_id AND PERIODS
+    ), ins AS (
+        INSERT INTO clicks ({_NAMES})
+        SELECT {_NAMES} FROM joined
+        ON CONFLICT (event_id, clicked_at) DO NOTHING
+        RETURNING event_id, link_id, clicked_at, is_bot, phone_number
+    ), candidate AS MATERIALIZED (
+        SELECT DISTINCT ON (link_id) link_id, clicked_at FROM ins
+        WHERE NOT is_bot
+        ORDER BY link_id, clicked_at, event_id
+    ), won AS (
+        INSERT INTO first_clicks (link_id, clicked_at)
+        SELECT c.link_id, c.clicked_at FROM candidate c
+        WHERE (c.link_id >> 40)::int <> {partitions.LEGACY} OR NOT EXISTS (
+            SELECT FROM links l
+            WHERE l.period = {partitions.LEGACY} AND l.id = c.link_id
+              AND l.first_clicked_at IS NOT NULL
+        )
+        ORDER BY c.link_id
+        ON CONFLICT (link_id) DO NOTHING
+        RETURNING link_id, clicked_at
+    ), converted AS (
+        INSERT INTO conversions (link_id, event, disposition, occurred_at)
+        SELECT link_id, 'link_click', 'positive', clicked_at FROM won
+    )
+    SELECT event_id, phone_number, NULL::bigint AS link_id, NULL::bigint AS callback_id
+    FROM ins
+    UNION ALL
+    SELECT NULL, NULL, link_id, NULL FROM won
+    UNION ALL
+    SELECT NULL, NULL, j.link_id, callback.id FROM joined j
+    JOIN endpoints callback ON callback.id = j.link_callback AND callback.enabled
 """
+
+
+@dataclass
+class _Recorded:
+    """What the statement of a batch did."""
+
+    inserted: dict[str, str | None]  # event id -> the phone number recorded (the link's)
+    won: list[int]  # links whose first click this batch holds
+    callbacks: dict[int, int]  # clicked link -> its enabled callback endpoint
 
 
 async def _insert_clicks(
@@ -268,22 +323,35 @@ async def _insert_clicks(
     events: Sequence[ClickEvent],
     clients: Sequence[Client],
     places: dict[str, Place],
-) -> dict[str, str | None]:
-    """Insert the clicks of links that exist in their accounts; event id -> the phone
-    number recorded (the link's, which the event's may no longer be)."""
+) -> _Recorded:
+    """Insert the clicks of links that exist in their accounts, and the first clicks among
+    them (_RECORD_CLICKS)."""
     row = _click_row
     rows = orjson.dumps(
         [row(e, c, places[e.event_id]) for e, c in zip(events, clients, strict=True)]
     ).decode()
-    inserted = await conn.fetch(_INSERT_CLICKS, rows, _periods(e.link_id for e in events))
-    return {str(row["event_id"]): row["phone_number"] for row in inserted}
+    statement = _RECORD_CLICKS.replace("PERIODS", _periods(e.link_id for e in events))
+    recorded = _Recorded({}, [], {})
+    for answer in await conn.fetch(statement, rows):
+        event_id, link_id, callback_id = (
+            answer["event_id"],
+            answer["link_id"],
+            answer["callback_id"],
+        )
+        if event_id is not None:
+            recorded.inserted[str(event_id)] = answer["phone_number"]
+        elif callback_id is None:
+            recorded.won.append(link_id)
+        else:
+            recorded.callbacks[link_id] = callback_id
+    return recorded
 
 
-def _periods(link_ids: Iterable[int]) -> list[int]:
-    """The links partitions these links are in (ids carry their period). A parameter: the
-    forwarder's plans are made for their values (plan_cache_mode), so the plan reads only
-    those partitions."""
-    return sorted({partitions.period_of_id(link_id) for link_id in link_ids})
+def _periods(link_ids: Iterable[int]) -> str:
+    """`l.period IN (...)`: the links partitions these links are in (ids carry their
+    period), written into the statement so that its plan reads only those partitions and
+    can be kept (a generic plan with `= ANY($n)` reads every partition)."""
+    return partitions.periods_in("l.period", {partitions.period_of_id(i) for i in link_ids})
 
 
 async def _already_recorded(conn: Connection, events: list[ClickEvent]) -> int:
@@ -304,61 +372,29 @@ async def _already_recorded(conn: Connection, events: list[ClickEvent]) -> int:
     return count
 
 
-async def _first_clicks(
-    conn: Connection, fresh: Sequence[tuple[ClickEvent, Client]]
+def _firsts(
+    fresh: Sequence[tuple[ClickEvent, Client]], recorded: _Recorded
 ) -> tuple[list[tuple[ClickEvent, Client]], dict[int, int]]:
-    """Record the first click of links a person clicked for the first time, and its
-    link_click conversion; the winners, and the enabled callback of each winner's link
-    that has one (link id -> endpoint id)."""
+    """The first clicks the statement recorded, as (event, client) in link order, and the
+    enabled callback of each of their links that has one."""
+    won = set(recorded.won)
     earliest: dict[int, tuple[ClickEvent, Client]] = {}
     for event, client in fresh:
-        if client.is_bot:
+        if client.is_bot or event.link_id not in won:
             continue
         known = earliest.get(event.link_id)
-        if known is None or event.clicked_at_ms < known[0].clicked_at_ms:
+        if known is None or _earlier(event, known[0]):
             earliest[event.link_id] = (event, client)
-    if not earliest:
-        return [], {}
-    link_ids = sorted(earliest)  # one lock order for every transaction
-    # The primary key makes one event win across concurrent forwarders (a second
-    # insert of the link waits for the first to commit, then does nothing); the join
-    # skips links a forwarder of the previous release marked in links. Only a winner
-    # gets its link_click conversion, so each link has exactly one.
-    rows = await conn.fetch(
-        """
-        WITH candidate AS MATERIALIZED (
-            SELECT l.id, l.callback_id, to_timestamp((r->>1)::bigint / 1000.0) AS clicked_at
-            FROM jsonb_array_elements($1::jsonb) AS r
-            JOIN links l ON l.id = (r->>0)::bigint AND l.period = ((r->>0)::bigint >> 40)::int
-                        AND l.period = ANY($2::int[]) AND l.first_clicked_at IS NULL
-        ), won AS (
-            INSERT INTO first_clicks (link_id, clicked_at)
-            SELECT id, clicked_at FROM candidate
-            ORDER BY id
-            ON CONFLICT (link_id) DO NOTHING
-            RETURNING link_id, clicked_at
-        ), converted AS (
-            INSERT INTO conversions (link_id, event, disposition, occurred_at)
-            SELECT link_id, 'link_click', 'positive', clicked_at FROM won
-        )
-        SELECT link_id, NULL::bigint AS callback_id FROM won
-        UNION ALL
-        SELECT c.id, callback.id FROM candidate c
-        JOIN endpoints callback ON callback.id = c.callback_id AND callback.enabled
-        """,
-        orjson.dumps([(i, earliest[i][0].clicked_at_ms) for i in link_ids]).decode(),
-        _periods(link_ids),
-    )
-    # Winners come with no callback; candidates with an enabled callback with it. (Joining
-    # won to candidate instead was planned as a nested loop of the two: quadratic.)
-    won = [row["link_id"] for row in rows if row["callback_id"] is None]
-    winners = set(won)
-    callbacks = {
-        row["link_id"]: row["callback_id"]
-        for row in rows
-        if row["callback_id"] is not None and row["link_id"] in winners
-    }
-    return [earliest[link_id] for link_id in won], callbacks
+    callbacks = {link: endpoint for link, endpoint in recorded.callbacks.items() if link in won}
+    return [earliest[link_id] for link_id in sorted(earliest)], callbacks
+
+
+def _earlier(event: ClickEvent, other: ClickEvent) -> bool:
+    """`event` comes first as the statement orders a link's clicks: by time, then event id
+    (PostgreSQL compares uuids as their 16 bytes)."""
+    if event.clicked_at_ms != other.clicked_at_ms:
+        return event.clicked_at_ms < other.clicked_at_ms
+    return uuid.UUID(event.event_id).bytes < uuid.UUID(other.event_id).bytes
 
 
 async def _count(
@@ -645,6 +681,11 @@ async def _batch(
     return made
 
 
+# A fetch is answered at once with this much waiting (the consumer's records also stop at
+# CONSUME_MAX_RECORDS): about 2,500 click events.
+FETCH_MIN_BYTES = 1 << 20
+
+
 def consumer_settings(config: ForwarderConfig) -> dict[str, Any]:
     """The forwarder's AIOKafkaConsumer arguments (loadtests/rejoin.py measures them).
 
@@ -660,7 +701,13 @@ def consumer_settings(config: ForwarderConfig) -> dict[str, Any]:
         "client_id": "shortlink-forwarder",
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",  # a new group misses no click
-        "fetch_max_wait_ms": 100,
+        # The broker holds a fetch until FETCH_MIN_BYTES are there or the linger has
+        # passed, so a transaction records what arrived meanwhile rather than the few
+        # events of the moment: at 7,000 clicks/s, 250 ms made 1,259 events a transaction
+        # instead of 367, and a click cost 20 + 31 us of forwarder and PostgreSQL CPU
+        # instead of 32 + 48 (docs/benchmarks.md).
+        "fetch_max_wait_ms": int(config.consume_linger * 1000),
+        "fetch_min_bytes": FETCH_MIN_BYTES,
         "max_poll_records": config.consume_max_records,
         # A member silent this long is dead and its partitions go to the others; a
         # heartbeat is also how a member learns of a rebalance, so several per session.

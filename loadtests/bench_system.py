@@ -102,6 +102,7 @@ class Step:
     drain_seconds: float
     cpu: dict[str, float]  # share of one core by part, during the wrk run
     machine: dict[str, float]  # busy and steal, in cores, during the wrk run
+    per_transaction: float  # click events the forwarder recorded per transaction
 
     @property
     def us_per_click(self) -> dict[str, float]:
@@ -372,6 +373,7 @@ def main() -> int:
                         sink_port,
                         groups,
                         postmaster,
+                        f"http://127.0.0.1:{env['FORWARDER_PORT']}/metrics",
                     )
                     steps.append(result)
                     if not result.passed:
@@ -425,9 +427,12 @@ def _step(
     sink_port: int,
     groups: dict[str, list[int]],
     postmaster: int | None,
+    forwarder_metrics: str,
 ) -> Step:
     sink_reset(sink_port)
     before = asyncio.run(count_clicks(database_url))
+    events = metric(forwarder_metrics, "forwarder_events_received_total")
+    transactions = metric(forwarder_metrics, "forwarder_record_transactions_total")
     window = CpuWindow(groups, postmaster)
     window.start()
     wrk = run_wrk(url, script, seconds, connections)
@@ -442,6 +447,8 @@ def _step(
         time.sleep(0.5)
     wait_drained(database_url, sink_port)
     stats = sink_stats(sink_port)
+    events = metric(forwarder_metrics, "forwarder_events_received_total") - events
+    transactions = metric(forwarder_metrics, "forwarder_record_transactions_total") - transactions
     result = Step(
         series,
         offered,
@@ -456,6 +463,7 @@ def _step(
         time.monotonic() - drain_started,
         cpu,
         machine,
+        events / max(transactions, 1.0),
     )
     print(
         f"{series}, {offered:>5}/s offered: {result.achieved:6.0f}/s, "
@@ -465,7 +473,8 @@ def _step(
         f"-> {result.verdict}\n    CPU per click (us): "
         + ", ".join(f"{name} {us:.0f}" for name, us in result.us_per_click.items())
         + f"; ours {result.ours_us:.0f}; machine busy {machine['busy']:.2f} cores, "
-        f"steal {machine['steal']:.2f}",
+        f"steal {machine['steal']:.2f}; {result.per_transaction:.0f} events recorded per "
+        "transaction",
         flush=True,
     )
     return result

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from forwarder.config import ForwarderConfig
+from forwarder.recorder import FETCH_MIN_BYTES, consumer_settings
 from shortlink.exceptions import ConfigError
 
 
@@ -84,3 +85,15 @@ def test_a_bad_instance_id_stops_the_start(value: str) -> None:
     """An id Kafka would refuse, or an odd or huge one, is a ConfigError naming the variable."""
     with pytest.raises(ConfigError, match="FORWARDER_INSTANCE_ID"):
         ForwarderConfig.from_env({"FORWARDER_INSTANCE_ID": value})
+
+
+def test_the_consume_linger_holds_fetches_on_the_broker() -> None:
+    """CONSUME_LINGER_MS (250 by default, 1 to 5000) is how long the broker may hold a
+    fetch to gather click events, up to FETCH_MIN_BYTES."""
+    settings = consumer_settings(ForwarderConfig.from_env({}))
+    assert (settings["fetch_max_wait_ms"], settings["fetch_min_bytes"]) == (250, FETCH_MIN_BYTES)
+    config = ForwarderConfig.from_env({"CONSUME_LINGER_MS": "40"})
+    assert consumer_settings(config)["fetch_max_wait_ms"] == 40
+    for value in ("0", "5001", "soon"):
+        with pytest.raises(ConfigError, match="CONSUME_LINGER_MS"):
+            ForwarderConfig.from_env({"CONSUME_LINGER_MS": value})

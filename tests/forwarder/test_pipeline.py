@@ -14,6 +14,7 @@ import aiohttp
 import asyncpg
 import orjson
 
+from forwarder.app import RECORDER
 from forwarder.app import create_app as create_forwarder
 from forwarder.config import ForwarderConfig
 from shortlink.dev import embedded
@@ -271,3 +272,33 @@ async def test_a_tap_through_a_trusted_proxy_is_placed_by_its_client_ip(
         ("127.0.0.1", None, None),
         ("145.97.39.155", "NL", "North Holland"),
     ]
+
+
+async def test_a_trickle_of_clicks_is_recorded_in_few_transactions(
+    forwarder_env: dict[str, str],
+    db: asyncpg.Connection,
+    account_id: int,
+    kafka_bootstrap: str,
+    click_topic: str,
+) -> None:
+    """With CONSUME_LINGER_MS the broker holds each fetch: 30 clicks arriving over about a
+    second are recorded in a few transactions, not one or two clicks at a time."""
+    links = await make_links(db, account_id, 30)
+    app = create_forwarder(ForwarderConfig.from_env({**forwarder_env, "CONSUME_LINGER_MS": "600"}))
+    async with running(app):
+        recorder = app[RECORDER]
+        await wait_until(lambda: recorder.partitions(), within=60, what="partitions assigned")
+        for value in clicks(links):
+            await publish(kafka_bootstrap, click_topic, [value])
+            await asyncio.sleep(0.03)
+
+        async def all_recorded() -> bool:
+            count = await db.fetchval(
+                "SELECT count(*) FROM clicks WHERE account_id = $1", account_id
+            )
+            return bool(count == 30)
+
+        await wait_until(all_recorded, within=30, what="30 clicks recorded")
+    assert recorder.totals.recorded == 30
+    # Without the linger (CONSUME_LINGER_MS=1) this was 30 transactions.
+    assert recorder.batches <= 5, f"{recorder.batches} transactions for 30 clicks"

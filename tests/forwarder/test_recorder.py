@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -241,16 +244,50 @@ async def test_first_mode_and_clickthru_deliver_first_clicks_only(
     )
 
 
-async def test_a_first_click_marked_by_the_previous_release_is_not_made_again(
+async def test_a_first_click_marked_by_an_earlier_release_is_not_made_again(
     db: asyncpg.Connection, account_id: int
 ) -> None:
-    """During a rolling upgrade, a link whose first click an older forwarder set in
-    links.first_clicked_at gets no second first click (and no second notification)."""
+    """A link made before partitioning whose first click a forwarder of an earlier release
+    set in links.first_clicked_at gets no second first click (and no second notification)."""
+    [made] = await make_links(db, account_id, 1)
+    # Moved into the partition of period 0 (an id without a period), as 0012 left such
+    # links in links_legacy; the purge drops that partition once its links have expired.
+    made_legacy = not await db.fetchval("SELECT to_regclass('links_legacy') IS NOT NULL")
+    if made_legacy:
+        await db.execute("CREATE TABLE links_legacy PARTITION OF links FOR VALUES FROM (0) TO (1)")
+    try:
+        legacy = dataclasses.replace(made, id=made.id & ((1 << 40) - 1))
+        await db.execute(
+            "UPDATE links SET id = $2, period = 0, first_clicked_at = now() WHERE id = $1",
+            made.id,
+            legacy.id,
+        )
+        outcome = await record(db, events(clicks([legacy])), batch_size=100)
+        assert (outcome.recorded, outcome.first_clicks) == (1, 0)
+        marked = "SELECT count(*) FROM first_clicks WHERE link_id = $1"
+        assert await db.fetchval(marked, legacy.id) == 0
+    finally:
+        await db.execute(
+            "DELETE FROM links WHERE id = $1 AND period = 0", made.id & ((1 << 40) - 1)
+        )
+        if made_legacy:
+            await db.execute("DROP TABLE links_legacy")
+    [fresh] = await make_links(db, account_id, 1)
+    outcome = await record(db, events(clicks([fresh])), batch_size=100)
+    assert (outcome.recorded, outcome.first_clicks) == (1, 1)
+
+
+async def test_clicks_of_one_moment_make_the_smaller_event_id_the_first(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """Two taps of a link in the same millisecond: the first click is the one PostgreSQL
+    orders first (smaller event id), whatever the order of the batch."""
     [link] = await make_links(db, account_id, 1)
-    await db.execute("UPDATE links SET first_clicked_at = now() WHERE id = $1", link.id)
-    outcome = await record(db, events(clicks([link])), batch_size=100)
-    assert (outcome.recorded, outcome.first_clicks) == (1, 0)
-    assert await db.fetchval("SELECT count(*) FROM first_clicks WHERE link_id = $1", link.id) == 0
+    both = events(clicks([link, link], at=time.time()))
+    assert both[0].clicked_at_ms == both[1].clicked_at_ms
+    smaller = min(both, key=lambda e: uuid.UUID(e.event_id).bytes)
+    outcome = await record(db, sorted(both, key=lambda e: e is smaller), batch_size=100)
+    assert (outcome.recorded, outcome.first_click_events) == (2, [smaller.event_id])
 
 
 async def link_clicks(db: asyncpg.Connection, link_id: int) -> list[asyncpg.Record]:
