@@ -210,15 +210,11 @@ def start_services(cluster: Cluster) -> None:
         cluster.start_redirect(host)
     for host in FORWARDERS:
         cluster.start_forwarder(host)
-    api_env = {
-        "DATABASE_READ_URL": cluster.db.read_url,
-        "SHORT_DOMAIN": "cluster.example",
-        "API_METRICS_PORT": "0",
-        "DASHBOARD_ENABLED": "1",
-        "DASHBOARD_SECRET": secrets.token_urlsafe(32),
-        "DASHBOARD_PUBLIC_URL": cluster.url("sink", 8081),
-    }
-    cluster.start("sink", ["shortlink.cli", "api", "--workers", "1", "--host", ANY], api_env)
+    cluster.start(
+        "sink",
+        ["shortlink.cli", "api", "--workers", "1", "--host", ANY],
+        api_env(cluster.db.read_url, cluster.url("sink", 8081)),
+    )
     for host, port in [*((h, 8080) for h in REDIRECTS), *((h, 8082) for h in FORWARDERS)]:
         asyncio.run(_wait_ready(f"{cluster.url(host, port)}/readyz", 60))
     asyncio.run(_wait_ready(f"{cluster.url('sink', 8081)}/readyz", 60))
@@ -229,6 +225,30 @@ def start_services(cluster: Cluster) -> None:
                 cluster.url(host, 8080), f"{cluster.url(host, 9101)}/metrics", tokens[:1000]
             )
         )
+
+
+def api_env(read_url: str, public_url: str) -> dict[str, str]:
+    """The API's own settings (beside Cluster.env): statistics and dashboard read on the
+    replica, the dashboard at `public_url`. The cluster speaks plain http, so the session
+    cookie must not be Secure: a client sends a Secure cookie to https URLs only, and
+    every poll of the campaign page would be sent to sign in."""
+    return {
+        "DATABASE_READ_URL": read_url,
+        "SHORT_DOMAIN": "cluster.example",
+        "API_METRICS_PORT": "0",
+        "DASHBOARD_ENABLED": "1",
+        "DASHBOARD_SECRET": secrets.token_urlsafe(32),
+        "DASHBOARD_PUBLIC_URL": public_url,
+        "DASHBOARD_COOKIE_SECURE": "false",
+    }
+
+
+def api_client() -> aiohttp.ClientSession:
+    """The sampler's client of the API: 5 s a request, and it keeps the dashboard's cookie."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=5),
+        cookie_jar=aiohttp.CookieJar(unsafe=True),  # the API's host is an address
+    )
 
 
 async def seed(database_url: str, hook: str) -> tuple[str, list[str]]:
@@ -498,10 +518,7 @@ async def _sample(
     stats = f"{api}/v1/campaigns/bench/stats"
     page = f"{api}/dashboard/campaigns/bench"
     headers = {"Authorization": f"Bearer {cluster.api_key}"}
-    async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=5),
-        cookie_jar=aiohttp.CookieJar(unsafe=True),  # the API's host is an address
-    ) as session:
+    async with api_client() as session:
         signed_in = False
         while time.time() < until:
             with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):

@@ -311,18 +311,25 @@ _USE_UNCOUNTED = f"""
         """
 
 
-async def use_key(conn: Executor, key: str, *, default_limit: int) -> KeyUse | None:
+async def use_key(
+    conn: Executor, key: str, *, default_limit: int, counted: bool = True
+) -> KeyUse | None:
     """The working key behind `key`, counted once in its rate-limit window; None when the
-    key is unknown, revoked, expired, or its account disabled (then nothing is counted)."""
+    key is unknown, revoked, expired, or its account disabled (then nothing is counted).
+    With `counted` false, only checked (on a replica, which takes no writes): its `used`
+    is 0."""
     if not is_key_shaped(key):
         return None
+    key_hash = hash_api_key(key)
     try:
-        row = await conn.fetchrow(_USE_AND_COUNT, hash_api_key(key), default_limit)
+        row = await conn.fetchrow(
+            _USE_AND_COUNT if counted else _USE_UNCOUNTED, key_hash, default_limit
+        )
     except asyncpg.ReadOnlySQLTransactionError:
         # The database takes no writes for now (a failover left the pool on a standby, or
         # it was made read-only): the key is checked without being counted, rather than
         # every request refused.
-        row = await conn.fetchrow(_USE_UNCOUNTED, hash_api_key(key), default_limit)
+        row = await conn.fetchrow(_USE_UNCOUNTED, key_hash, default_limit)
     if row is None:
         return None
     return KeyUse(

@@ -49,7 +49,8 @@ def is_transient(exc: BaseException) -> bool:
         # A lost or busy connection; but not asyncpg's client-side "invalid input for
         # query argument" (a ValueError too), which some value caused.
         return not isinstance(exc, ValueError)
-    if isinstance(exc, OSError | TimeoutError):
+    # No host of a multi-host URL is what target_session_attrs asks for: during a failover.
+    if isinstance(exc, OSError | TimeoutError | asyncpg.TargetServerAttributeNotMatched):
         return True
     if isinstance(exc, asyncpg.PostgresError):
         state = exc.sqlstate or ""

@@ -5,24 +5,31 @@ latest write (an API key, a dashboard session, a link). READ_POOL serves the rea
 that may lag a little: campaign statistics, click listings, the dashboard's figures
 and charts, the CSV exports. With DATABASE_READ_URL it leads to a streaming replica,
 so those pages never load the primary that records clicks; without it, it is POOL.
+
+`promptly` runs one short piece of work on a pool within a bound, for checks that must
+not wait on a server that has gone silent (a host cut off answers nothing, and a
+statement on it would wait for the 60 s command timeout).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from aiohttp import web
 
 from shortlink.config import ServiceConfig
-from shortlink.db import require_database_url
+from shortlink.db import Connection, needs_new_connections, require_database_url
 from shortlink.schema import check_schema
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 READ_POOL = web.AppKey("read_pool", asyncpg.Pool)
+
+T = TypeVar("T")
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -98,3 +105,38 @@ def read_pool_context(config: ServiceConfig) -> Callable[[web.Application], Any]
             yield
 
     return context
+
+
+async def promptly(
+    pool: asyncpg.Pool, seconds: float, work: Callable[[Connection], Awaitable[T]]
+) -> T:
+    """`work` on one of `pool`'s connections, given up after `seconds` (TimeoutError).
+
+    A connection whose statement was cut short is closed at once, not given back: asyncpg
+    would first send the server a cancel request and wait for it (up to the command
+    timeout again, on a host that is gone), and the next user would find the same silent
+    connection. After a statement that did not answer in time, or a failure that says
+    the connections may lead to a server that is gone or is now a standby, the pool's
+    other connections are expired too: they probably lead to the same host, and
+    connecting afresh finds the new primary (a multi-host DATABASE_URL with
+    target_session_attrs=read-write). Running out of time while waiting for a free
+    connection says nothing about the server and expires nothing.
+    """
+    conn = None
+    try:
+        async with asyncio.timeout(seconds):
+            conn = await pool.acquire()
+            return await work(conn)
+    except (TimeoutError, asyncio.CancelledError) as exc:
+        if conn is not None:
+            conn.terminate()
+            if isinstance(exc, TimeoutError):
+                await pool.expire_connections()
+        raise
+    except Exception as exc:
+        if isinstance(exc, OSError | asyncpg.PostgresConnectionError) or needs_new_connections(exc):
+            await pool.expire_connections()
+        raise
+    finally:
+        if conn is not None:
+            await pool.release(conn)

@@ -308,8 +308,10 @@ class DatabaseProxy:
 
     `freeze()` stops forwarding on every connection open at that moment (the
     sockets stay open: the peer hears nothing, as after a failover or a NAT
-    timeout); later connections work. With `refusing`, new connections are
-    closed at once (counted in `refused`). `url` is the database URL through the proxy.
+    timeout); later connections work. `cut()` freezes them and accepts later ones
+    that are never answered either (a host cut off). With `refusing`, new
+    connections are closed at once (counted in `refused`). `url` is the database
+    URL through the proxy.
     """
 
     def __init__(self, database_url: str) -> None:
@@ -323,6 +325,8 @@ class DatabaseProxy:
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
         self.refusing = False
+        self.cut_off = False
+        self._stopped = asyncio.Event()
         self.refused = 0  # connections closed at once because of `refusing`
         self.url = ""
         self._server: asyncio.Server | None = None
@@ -345,6 +349,10 @@ class DatabaseProxy:
         if self.refusing:
             self.refused += 1
             writer.close()
+            return
+        if self.cut_off:
+            self._writers.append(writer)
+            await self._stopped.wait()
             return
         up_reader, up_writer = await self._upstream()
         self._writers += [writer, up_writer]
@@ -370,7 +378,13 @@ class DatabaseProxy:
         """Silence every connection open now."""
         self._frozen |= self._pipes
 
+    def cut(self) -> None:
+        """Silence every connection, open now or later."""
+        self.freeze()
+        self.cut_off = True
+
     async def stop(self) -> None:
+        self._stopped.set()
         if self._server is not None:
             self._server.close()
         for task in self._pipes:

@@ -9,12 +9,23 @@ scope the route needs, a 403 naming the scope. Every answer to a request made
 with a working key carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset
 (seconds until the window ends). The account found is the only one the request
 can see: other accounts' ids answer 404.
+
+Keys and dashboard sessions are checked on the primary (`check_key`), within
+KEY_CHECK_TIMEOUT_SECONDS: a primary cut off answers nothing. A route that only
+reads, from READ_POOL (READ_SIDE), then has its key checked on the read pool
+instead when that is a replica of its own, without counting the request (the
+replica takes no writes): the statistics and the dashboard's campaign pages answer
+through a failover. A key revoked within the replica's lag may still read there for
+that long. Any other route answers 503.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -23,7 +34,11 @@ from shortlink.api import scopes
 from shortlink.api.errors import ApiError, Handler
 from shortlink.api.keys import API_CONFIG
 from shortlink.clientip import forwarded_for, resolver
-from shortlink.pool import POOL
+from shortlink.db import Executor, is_transient
+from shortlink.pool import POOL, READ_POOL, promptly
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ACCOUNT_ID = web.RequestKey("account_id", int)
 KEY_ID = web.RequestKey("key_id", int)  # the key the request came with (or its session's)
@@ -50,8 +65,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise _unauthorized("send Authorization: Bearer <api key>")
-    use = await use_key(
-        request.app[POOL], key.strip(), default_limit=request.app[API_CONFIG].rate_limit_per_minute
+    limit = request.app[API_CONFIG].rate_limit_per_minute
+    use = await check_key(
+        request, lambda db, counted: use_key(db, key.strip(), default_limit=limit, counted=counted)
     )
     if use is None:
         raise _unauthorized("the API key is not valid")
@@ -69,6 +85,53 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     require_scope(request)
     return await handler(request)
+
+
+# The routes whose answers come from READ_POOL alone: the campaign statistics, click
+# listings, campaign list and CSV exports, and the dashboard's campaign pages
+# (tests/shortlink/api/test_read_pool.py checks that each reads there).
+READ_SIDE = frozenset(
+    {
+        ("GET", "/v1/campaigns"),
+        ("GET", "/v1/campaigns/{client_identifier}/stats"),
+        ("GET", "/v1/campaigns/{client_identifier}/clicks"),
+        ("GET", "/v1/campaigns/{client_identifier}/clicks.csv"),
+        ("GET", "/v1/campaigns/{client_identifier}/recipients.csv"),
+        ("GET", "/dashboard/campaigns"),
+        ("GET", "/dashboard/campaigns/{name}"),
+    }
+)
+
+
+def reads_only(request: web.Request) -> bool:
+    """Whether the request's route is one of READ_SIDE (HEAD as GET)."""
+    match_info = request.match_info
+    resource = match_info.route.resource if match_info.http_exception is None else None
+    if resource is None:
+        return False
+    method = "GET" if request.method == "HEAD" else request.method
+    return (method, resource.canonical) in READ_SIDE
+
+
+async def check_key(request: web.Request, check: Callable[[Executor, bool], Awaitable[T]]) -> T:
+    """`check(db, counted)`, a request's key or session check: on the primary within
+    KEY_CHECK_TIMEOUT_SECONDS, counted; if the primary does not answer in time or cannot be
+    reached, on the read pool uncounted for a READ_SIDE route when DATABASE_READ_URL is
+    set, else that failure (a 503)."""
+    app = request.app
+    pool, read_pool = app[POOL], app[READ_POOL]
+    try:
+        return await promptly(
+            pool, app[API_CONFIG].key_check_timeout, lambda conn: check(conn, True)
+        )
+    except Exception as exc:
+        if read_pool is pool or not is_transient(exc) or not reads_only(request):
+            raise
+        log.warning(
+            "the primary did not check the key; checked on the read pool",
+            extra={"error": repr(exc), "path": request.path},
+        )
+    return await check(read_pool, False)
 
 
 def require_scope(request: web.Request) -> None:

@@ -122,6 +122,11 @@ class ApiConfig:
     # How long POST /v1/erasures works before it answers 202 and leaves the rest to the
     # erasure job (shortlink.erasures): well under a client's timeout and the pool's 60 s.
     erasure_budget: float = 10.0
+    # How long a request's key (or dashboard session) check waits for the primary. Then a
+    # route that only reads (READ_POOL) checks it on DATABASE_READ_URL, anything else is a
+    # 503: a primary cut off answers nothing, and would hold every request for the pool's
+    # 60 s command timeout.
+    key_check_timeout: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiConfig:
@@ -168,6 +173,9 @@ class ApiConfig:
             dns_resolvers=_resolvers(read.text("DNS_RESOLVERS", "")),
             dns_timeout=read.number("DNS_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=60.0),
             erasure_budget=read.number("ERASURE_BUDGET_SECONDS", 10.0, minimum=0.0, maximum=50.0),
+            key_check_timeout=read.number(
+                "KEY_CHECK_TIMEOUT_SECONDS", 2.0, minimum=0.1, maximum=60.0
+            ),
         )
 
 

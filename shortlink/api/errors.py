@@ -3,10 +3,13 @@
 Handlers raise ApiError (or let aiohttp raise its HTTP exceptions); the middleware
 turns them into responses. A body that aiohttp cannot decode while a handler reads
 it (a Content-Encoding that is not what it says, a broken multipart body) is a
-400. A database that cannot be reached is a 503. Anything else is a defect: the
-last-resort guard logs it with its traceback and answers a bare 500 (counted by the
-metrics middleware like every answer), never the traceback; every 500 found is
-fixed at its cause with a 4xx. A failure after a streamed answer (a CSV file) has
+400. A database that cannot be reached, or takes no writes for now (no host of a
+multi-host DATABASE_URL is a primary, or the one reached is a standby since a
+failover), is a 503; after a failure that says the connections lead to a server
+that is gone or is now a standby, the pools connect afresh. Anything else is a
+defect: the last-resort guard logs it with its traceback and answers a bare 500
+(counted by the metrics middleware like every answer), never the traceback; every
+500 found is fixed at its cause with a 4xx. A failure after a streamed answer (a CSV file) has
 begun drops the connection instead: no second answer can follow the first.
 A request too malformed to parse (an unknown method, a NUL in a header, a line too
 long) is answered 400 by aiohttp itself, in plain text, before any middleware, and
@@ -26,6 +29,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from shortlink import logs
+from shortlink.db import needs_new_connections
+from shortlink.pool import POOL, READ_POOL
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +126,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         asyncpg.InterfaceError,
         # The server shutting down or restarting (SQLSTATE class 57).
         asyncpg.exceptions.OperatorInterventionError,
+        # No host of the URL is a primary now (target_session_attrs=read-write).
+        asyncpg.TargetServerAttributeNotMatched,
+        asyncpg.ReadOnlySQLTransactionError,
     ) as exc:
         log.warning("database unavailable", extra={"error": repr(exc), "path": request.path})
+        if needs_new_connections(exc):
+            for pool in {request.app[POOL], request.app[READ_POOL]}:
+                await pool.expire_connections()
         answer = error_response(503, "unavailable", "the service is unavailable; try again shortly")
     except Exception:
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})

@@ -52,6 +52,7 @@ def test_a_service_needs_its_database_url_resolved() -> None:
         (asyncpg.SerializationError, True),
         (ConnectionResetError, True),
         (TimeoutError, True),
+        (asyncpg.TargetServerAttributeNotMatched, True),  # no primary yet, in a failover
         (ClientDataError, False),  # invalid input for a query argument: some value's fault
         (asyncpg.UniqueViolationError, False),
         (asyncpg.DataError, False),

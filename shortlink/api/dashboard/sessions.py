@@ -9,13 +9,15 @@ Every session comes from an API key and names it: the key signed in with, or for
 a link the account's key when the link was made (a link names it too). The
 session ends as soon as that key is revoked (`shortlink account rotate-key`
 revokes them all), expires, or the account is disabled, checked on every request
-with one indexed lookup; so does the link. That lookup also reads the key's
-scopes, which are the session's: a session signed in with a key may do in the
-dashboard what the key may do in the API (read statistics with stats:read, manage
-keys with keys:admin, read the audit log with account:admin), and no more. A
-session from a dashboard link only reads statistics, whatever its key holds, and
-one for a campaign sees that campaign and nothing else. (Links and sessions made
-before links named their key name none, and are refused.)
+with one indexed lookup (shortlink.api.auth.check_key: on the primary, or for the
+campaign pages on the replica when the primary does not answer); so does the link.
+That lookup also reads the key's scopes, which are the session's: a session signed
+in with a key may do in the dashboard what the key may do in the API (read
+statistics with stats:read, manage keys with keys:admin, read the audit log with
+account:admin), and no more. A session from a dashboard link only reads
+statistics, whatever its key holds, and one for a campaign sees that campaign and
+nothing else. (Links and sessions made before links named their key name none, and
+are refused.)
 
 A cookie that carries no valid session (forged, tampered with, expired, revoked,
 or bytes that are not even ASCII) is treated as no cookie and cleared in the answer.
@@ -37,12 +39,11 @@ from aiohttp import hdrs, web
 from itsdangerous import BadData, URLSafeSerializer
 
 from shortlink.accounts import KEY_WORKS, hash_api_key, is_key_shaped, scopes_of
-from shortlink.api.auth import ACCOUNT_ID, KEY_ID, SCOPES
+from shortlink.api.auth import ACCOUNT_ID, KEY_ID, SCOPES, check_key
 from shortlink.api.config import DashboardConfig
 from shortlink.api.errors import Handler
 from shortlink.api.keys import API_CONFIG
 from shortlink.db import Executor
-from shortlink.pool import POOL
 
 COOKIE = "shortlink_session"
 SESSION_SECONDS = 12 * 3600
@@ -236,9 +237,12 @@ async def current(request: web.Request) -> Session | None:
     signer = request.app.get(SIGNER)
     if not value or signer is None:
         return None
-    session = signer.session(value, now=time.time())
-    if session is not None:
-        session = await still_valid(request.app[POOL], session)
+    signed = signer.session(value, now=time.time())
+    session = (
+        None
+        if signed is None
+        else await check_key(request, lambda db, _counted: still_valid(db, signed))
+    )
     if session is None:
         request[STALE_COOKIE] = True
         return None

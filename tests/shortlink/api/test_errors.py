@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import secrets
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 from aiohttp import web
@@ -56,6 +59,37 @@ async def test_lost_database_is_503_not_500(api_env: dict[str, str], tenant: Ten
         assert answer.status == 503
         assert body["error"]["code"] == "unavailable"
         assert "Traceback" not in str(body)
+
+
+async def test_a_primary_turned_standby_is_503_and_the_pool_connects_afresh(
+    api_env: dict[str, str], database_url: str, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """A write on connections to a server that takes no writes (a standby since a failover)
+    is a 503; the pool then connects afresh, so once the server takes writes again (a new
+    primary) the next write succeeds."""
+    role = f"writer_{secrets.token_hex(5)}"
+    owner = await db.fetchval("SELECT current_user")
+    await db.execute(f'CREATE ROLE {role} LOGIN IN ROLE "{owner}"')
+    parts = urlsplit(database_url)
+    url = urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.rpartition('@')[2]}"))
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    body = {"url": "https://shop.example/"}
+    try:
+        async with (
+            running(create_app(ApiConfig.from_env({**api_env, "DATABASE_URL": url}))) as server,
+            aiohttp.ClientSession() as session,
+        ):
+            await db.execute(f"ALTER ROLE {role} SET default_transaction_read_only = on")
+            await server.app[POOL].expire_connections()
+            async with session.post(f"{server.url}/v1/links", json=body, headers=headers) as r:
+                assert r.status == 503
+                assert (await r.json())["error"]["code"] == "unavailable"
+            await db.execute(f"ALTER ROLE {role} RESET default_transaction_read_only")
+            async with session.post(f"{server.url}/v1/links", json=body, headers=headers) as r:
+                assert r.status == 201
+    finally:
+        await db.execute(f"DROP OWNED BY {role}")
+        await db.execute(f"DROP ROLE {role}")
 
 
 async def test_metrics_count_answers_by_route_and_status(client: Client) -> None:

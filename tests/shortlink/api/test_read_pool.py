@@ -1,5 +1,6 @@
 """DATABASE_READ_URL: statistics, click listings, the campaign list, the CSV exports and the
-dashboard's campaign pages read through it; everything else through DATABASE_URL."""
+dashboard's campaign pages read through it; everything else through DATABASE_URL. With
+the primary cut off, those routes check their key on it and answer; the rest are a 503."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import pytest
 
 from forwarder.recorder import record
 from shortlink.api.app import create_app
+from shortlink.api.auth import READ_SIDE
 from shortlink.api.config import ApiConfig
 from shortlink.config import ServiceConfig
 from shortlink.pool import POOL, READ_POOL
 from tests.clicks import clicks, events, make_links
-from tests.infra import RunningServer, running
+from tests.infra import DatabaseProxy, RunningServer, running
 from tests.shortlink.api.conftest import Client, Tenant
 from tests.shortlink.api.dashboard.conftest import SECRET
 from tests.shortlink.api.dashboard.test_pages import fetch
@@ -135,3 +137,136 @@ def test_database_read_url_is_optional() -> None:
     assert ServiceConfig.from_env({}).database_read_url is None
     url = "postgresql://reader@replica:5432/shortlink"
     assert ServiceConfig.from_env({"DATABASE_READ_URL": url}).database_read_url == url
+
+
+@pytest.fixture
+async def primary(database_url: str) -> AsyncIterator[DatabaseProxy]:
+    """The primary, reached through a proxy that can cut it off."""
+    proxy = DatabaseProxy(database_url)
+    await proxy.start()
+    yield proxy
+    await proxy.stop()
+
+
+@pytest.fixture
+async def cut_api(
+    api_env: dict[str, str], database_url: str, reader: str, primary: DatabaseProxy
+) -> AsyncIterator[RunningServer]:
+    """The API (dashboard on) with DATABASE_URL through `primary` and DATABASE_READ_URL
+    signing in as the reader role, waiting half a second for the primary's key checks."""
+    env = {
+        **api_env,
+        "DATABASE_URL": primary.url,
+        "DATABASE_READ_URL": as_role(database_url, reader, "unused-with-trust"),
+        "DASHBOARD_ENABLED": "true",
+        "DASHBOARD_SECRET": SECRET,
+        "SHORT_URL_SCHEME": "http",
+        "KEY_CHECK_TIMEOUT_SECONDS": "0.5",
+    }
+    async with running(create_app(ApiConfig.from_env(env))) as server:
+        yield server
+
+
+# Far below the 60 s for which a statement on a silent connection would wait.
+PROMPTLY = aiohttp.ClientTimeout(total=15)
+
+
+async def test_with_the_primary_cut_off_statistics_and_campaign_pages_still_answer(
+    cut_api: RunningServer, primary: DatabaseProxy, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """A primary that answers nothing: each read-side route checks its key (or session) on
+    the read pool without counting it and answers 200, again and again; before, on the
+    primary, each request was counted."""
+    made = await make_links(db, tenant.account_id, 4, client_identifier="cut-off")
+    await record(db, events(clicks(made)), batch_size=100)
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    stats = f"{cut_api.url}/v1/campaigns/cut-off/stats"
+    async with aiohttp.ClientSession(timeout=PROMPTLY) as session:
+        remaining = []
+        for _ in range(2):
+            async with session.get(stats, headers=headers) as answer:
+                assert answer.status == 200
+                remaining.append(int(answer.headers["RateLimit-Remaining"]))
+        assert remaining[1] == remaining[0] - 1
+        cookie = await sign_in(cut_api, session, tenant.key)
+
+        primary.cut()
+        for _ in range(2):
+            async with session.get(stats, headers=headers) as answer:
+                assert answer.status == 200
+                assert (await answer.json())["total_clicks"] == 4
+                assert answer.headers["RateLimit-Remaining"] == answer.headers["RateLimit-Limit"]
+            for path in ("/dashboard/campaigns/cut-off", "/dashboard/campaigns"):
+                status, _, html = await fetch(cut_api, session, path, cookie)
+                assert status == 200, path
+                assert "cut-off" in html
+        for path in ("/v1/campaigns", "/v1/campaigns/cut-off/clicks.csv"):
+            async with session.get(cut_api.url + path, headers=headers) as answer:
+                assert answer.status == 200, path
+                await answer.read()
+
+
+async def test_with_the_primary_cut_off_the_rest_is_a_prompt_503(
+    cut_api: RunningServer, primary: DatabaseProxy, tenant: Tenant
+) -> None:
+    """A primary that answers nothing: a write, and a read that needs the primary, are a
+    503 with the JSON error once the key check gave up, every time."""
+    primary.cut()
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    async with aiohttp.ClientSession(timeout=PROMPTLY) as session:
+        for method, path, body in [
+            ("POST", "/v1/links", {"url": "https://shop.example/"}),
+            ("GET", "/v1/links/AbCdEf1", None),
+            ("POST", "/v1/links", {"url": "https://shop.example/"}),
+        ]:
+            async with session.request(
+                method, cut_api.url + path, json=body, headers=headers
+            ) as answer:
+                assert answer.status == 503, (method, path)
+                assert (await answer.json())["error"]["code"] == "unavailable"
+
+
+def test_every_read_side_route_is_one_the_api_serves() -> None:
+    """READ_SIDE names routes the API serves (a renamed route would lose its fallback)."""
+    env = {"SHORT_DOMAIN": "sl.test", "DASHBOARD_ENABLED": "true", "DASHBOARD_SECRET": SECRET}
+    served = {
+        (route.method, route.resource.canonical)
+        for route in create_app(ApiConfig.from_env(env)).router.routes()
+        if route.resource is not None
+    }
+    assert served >= READ_SIDE
+
+
+async def test_with_no_primary_among_the_hosts_reads_answer_and_the_rest_is_a_503(
+    api_env: dict[str, str], database_url: str, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """When DATABASE_URL (target_session_attrs=read-write) finds no host that takes writes, as
+    in a failover before the promotion, the statistics answer from the read pool and a
+    write is a 503, not a 500."""
+    role = f"writer_{secrets.token_hex(5)}"
+    owner = await db.fetchval("SELECT current_user")
+    await db.execute(f'CREATE ROLE {role} LOGIN IN ROLE "{owner}"')
+    url = as_role(database_url, role, "unused-with-trust")
+    env = {
+        **api_env,
+        "DATABASE_URL": url + ("&" if "?" in url else "?") + "target_session_attrs=read-write",
+        "DATABASE_READ_URL": database_url,
+    }
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    try:
+        async with (
+            running(create_app(ApiConfig.from_env(env))) as server,
+            aiohttp.ClientSession(timeout=PROMPTLY) as session,
+        ):
+            await db.execute(f"ALTER ROLE {role} SET default_transaction_read_only = on")
+            await server.app[POOL].expire_connections()
+            async with session.get(f"{server.url}/v1/campaigns", headers=headers) as answer:
+                assert answer.status == 200
+            async with session.post(
+                f"{server.url}/v1/links", json={"url": "https://shop.example/"}, headers=headers
+            ) as answer:
+                assert answer.status == 503
+                assert (await answer.json())["error"]["code"] == "unavailable"
+    finally:
+        await db.execute(f"DROP OWNED BY {role}")
+        await db.execute(f"DROP ROLE {role}")

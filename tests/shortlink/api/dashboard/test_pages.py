@@ -12,10 +12,12 @@ import pytest
 from forwarder.recorder import record
 from loadtests import cluster
 from shortlink import links
+from shortlink.api.app import create_app
+from shortlink.api.config import ApiConfig
 from shortlink.api.dashboard import pages
 from shortlink.api.dashboard.render import CONTENT_SECURITY_POLICY
 from tests.clicks import clicks, make_links
-from tests.infra import RunningServer
+from tests.infra import RunningServer, running
 from tests.shortlink.api.conftest import Tenant, raw_request
 from tests.shortlink.api.dashboard.conftest import events, tapped_campaign
 from tests.shortlink.api.dashboard.test_sessions import COOKIE, sign_in
@@ -182,15 +184,17 @@ async def test_a_campaign_page_shows_its_conversions_when_there_are_some(
 
 
 async def test_the_cluster_report_signs_in_and_times_the_campaign_page(
-    dashboard: RunningServer, db: asyncpg.Connection, tenant: Tenant
+    api_env: dict[str, str], database_url: str, db: asyncpg.Connection, tenant: Tenant
 ) -> None:
-    """make cluster's sampler gets a session cookie and reads the campaign page (HTML, 200)."""
+    """make cluster's sampler, on the API as the cluster configures it (plain http), gets a
+    session cookie and reads the campaign page (HTML, 200)."""
     await tapped_campaign(db, tenant, "spring")
-    page = f"{dashboard.url}/dashboard/campaigns/spring"
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+    env = {**api_env, **cluster.api_env(database_url, "http://127.0.0.1:8081")}
+    async with running(create_app(ApiConfig.from_env(env))) as api, cluster.api_client() as session:
+        page = f"{api.url}/dashboard/campaigns/spring"
         assert (await cluster.timed_get(session, page, {}))[1] == 1  # not signed in yet
-        assert not await cluster.sign_in_dashboard(session, dashboard.url, "sl_wrong")
-        assert await cluster.sign_in_dashboard(session, dashboard.url, tenant.key)
+        assert not await cluster.sign_in_dashboard(session, api.url, "sl_wrong")
+        assert await cluster.sign_in_dashboard(session, api.url, tenant.key)
         took, failed = await cluster.timed_get(session, page, {})
     assert failed == 0
     assert took > 0
