@@ -26,7 +26,7 @@ from shortlink.api import (
     links,
     messages,
 )
-from shortlink.api.auth import add_rate_limit_headers, auth_middleware
+from shortlink.api.auth import PRIMARY_AWAY, PrimaryAway, add_rate_limit_headers, auth_middleware
 from shortlink.api.campaign_list import list_campaigns
 from shortlink.api.config import ApiConfig
 from shortlink.api.dashboard import routes as dashboard
@@ -70,6 +70,7 @@ def create_app(config: ApiConfig, *, worker_index: int = 0) -> web.Application:
         handler_args={"logger": HTTP_LOG},
     )
     app[API_CONFIG] = config
+    app[PRIMARY_AWAY] = PrimaryAway()
     app[RESOLVER] = endpoints.SYSTEM_RESOLVER
     app[OPENAPI] = served_document(config)
     app.cleanup_ctx.append(supervisor_context("shortlink_api"))

@@ -5,6 +5,7 @@ the primary cut off, those routes check their key on it and answer; the rest are
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
@@ -204,6 +205,30 @@ async def test_with_the_primary_cut_off_statistics_and_campaign_pages_still_answ
             async with session.get(cut_api.url + path, headers=headers) as answer:
                 assert answer.status == 200, path
                 await answer.read()
+
+
+async def test_after_the_primary_failed_a_check_reads_skip_it_for_a_while(
+    cut_api: RunningServer, primary: DatabaseProxy, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """Only the first read after the primary stopped answering waits for its key check
+    (KEY_CHECK_TIMEOUT_SECONDS, 0.5 here); the next ones go to the read pool at once, and
+    a write still tries the primary (a 503)."""
+    await make_links(db, tenant.account_id, 1, client_identifier="away")
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    stats = f"{cut_api.url}/v1/campaigns/away/stats"
+    async with aiohttp.ClientSession(timeout=PROMPTLY) as session:
+        primary.cut()
+        took = []
+        for _ in range(3):
+            started = time.monotonic()
+            async with session.get(stats, headers=headers) as answer:
+                assert answer.status == 200
+            took.append(time.monotonic() - started)
+        assert took[0] >= 0.5
+        assert max(took[1:]) < 0.4, took
+        write = {"url": "https://shop.example/"}
+        async with session.post(f"{cut_api.url}/v1/links", json=write, headers=headers) as answer:
+            assert answer.status == 503
 
 
 async def test_with_the_primary_cut_off_the_rest_is_a_prompt_503(
