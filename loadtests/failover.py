@@ -237,9 +237,15 @@ class Failover:
 
     def _wait_monitor(self) -> None:
         deadline = time.monotonic() + 60
-        while "postgres://autoctl_node@" not in self.autoctl("show", "uri"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the pg_auto_failover monitor did not start")
+        while "postgres://autoctl_node@" not in (answer := self.autoctl("show", "uri")):
+            keeper = self.keepers["pg-monitor"]
+            if time.monotonic() > deadline or keeper.poll() is not None:
+                log = (self.work / "pg-monitor.log").read_text(errors="replace")
+                raise RuntimeError(
+                    f"the pg_auto_failover monitor did not start (keeper exit code "
+                    f"{keeper.poll()}); `pg_autoctl show uri` said: {answer.strip()[-500:]}\n"
+                    f"its log ends: {log[-3000:]}"
+                )
             time.sleep(1.0)
 
     def _psql(self, name: str, database: str, *statements: str) -> None:
