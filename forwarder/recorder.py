@@ -155,6 +155,8 @@ async def record(
     """Record one batch of events in one transaction (see the module docstring);
     `ip_modes`: the accounts that keep less than the full client address
     (forwarder.privacy), applied after the full address has been placed."""
+    if not events:
+        return Outcome()
     unique = list({event.event_id: event for event in events}.values())
     clients = [classify(event.user_agent, event.method) for event in unique]
     locate = locator.locate
@@ -385,6 +387,11 @@ def _firsts(
         known = earliest.get(event.link_id)
         if known is None or _earlier(event, known[0]):
             earliest[event.link_id] = (event, client)
+    if len(earliest) != len(won):  # the statement and this module disagree: a bug
+        log.error(
+            "first clicks recorded for links without an event of this batch",
+            extra={"links": sorted(won - set(earliest))[:10]},
+        )
     callbacks = {link: endpoint for link, endpoint in recorded.callbacks.items() if link in won}
     return [earliest[link_id] for link_id in sorted(earliest)], callbacks
 

@@ -395,6 +395,9 @@ def decode(value: bytes) -> ClickEvent:
                 raise InvalidClickEvent(f"{name} must be {expected}")
     if not _UUID.fullmatch(fields[0]):
         raise InvalidClickEvent("event_id is not a UUID")
+    # As PostgreSQL gives it back (lower case): the recorder matches the clicks it
+    # inserted to their events by it.
+    fields[0] = fields[0].lower()
     event = ClickEvent(*fields)
     smart = data[1 + len(FIELDS) : 1 + len(FIELDS) + len(SMART_FIELDS)]
     if smart and (found := _smart_fields(smart)):

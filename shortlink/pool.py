@@ -107,6 +107,10 @@ def read_pool_context(config: ServiceConfig) -> Callable[[web.Application], Any]
     return context
 
 
+class PoolBusy(TimeoutError):
+    """Every connection of a full pool stayed in use: the server may be well (load)."""
+
+
 async def promptly(
     pool: asyncpg.Pool, seconds: float, work: Callable[[Connection], Awaitable[T]]
 ) -> T:
@@ -120,9 +124,11 @@ async def promptly(
     other connections are expired too: they probably lead to the same host, and
     connecting afresh finds the new primary (a multi-host DATABASE_URL with
     target_session_attrs=read-write). Running out of time while waiting for a free
-    connection says nothing about the server and expires nothing.
+    connection says nothing about the server and expires nothing: PoolBusy, when every
+    connection of a full pool was in use.
     """
     conn = None
+    busy = pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size()
     try:
         async with asyncio.timeout(seconds):
             conn = await pool.acquire()
@@ -132,6 +138,8 @@ async def promptly(
             conn.terminate()
             if isinstance(exc, TimeoutError):
                 await pool.expire_connections()
+        elif busy and isinstance(exc, TimeoutError):
+            raise PoolBusy(f"no free connection within {seconds:g} s") from None
         raise
     except Exception as exc:
         if isinstance(exc, OSError | asyncpg.PostgresConnectionError) or needs_new_connections(exc):

@@ -35,7 +35,7 @@ from shortlink.api.errors import ApiError, Handler
 from shortlink.api.keys import API_CONFIG
 from shortlink.clientip import forwarded_for, resolver
 from shortlink.db import Executor, is_transient
-from shortlink.pool import POOL, READ_POOL, promptly
+from shortlink.pool import POOL, READ_POOL, PoolBusy, promptly
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -149,7 +149,9 @@ async def check_key(request: web.Request, check: Callable[[Executor, bool], Awai
             pool, app[API_CONFIG].key_check_timeout, lambda conn: check(conn, True)
         )
     except Exception as exc:
-        if not is_transient(exc):
+        # A busy pool says nothing of the primary: the request is a 503 (checking it
+        # uncounted instead would let load lift the rate limit of read-side routes).
+        if isinstance(exc, PoolBusy) or not is_transient(exc):
             raise
         primary.failed()
         if not fallback:

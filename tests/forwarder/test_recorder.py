@@ -9,8 +9,9 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import orjson
 
-from forwarder.recorder import record
+from forwarder.recorder import Outcome, record
 from shortlink.campaigns.counters import OTHER, VALUES_KEPT, bucket_seconds, first_click_bucket
 from shortlink.geoip import Locator
 from shortlink.links import LinkEntry
@@ -288,6 +289,26 @@ async def test_clicks_of_one_moment_make_the_smaller_event_id_the_first(
     smaller = min(both, key=lambda e: uuid.UUID(e.event_id).bytes)
     outcome = await record(db, sorted(both, key=lambda e: e is smaller), batch_size=100)
     assert (outcome.recorded, outcome.first_click_events) == (2, [smaller.event_id])
+
+
+async def test_an_event_id_in_capitals_is_recorded_as_any_other(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """An event whose id is written in capital hex digits is recorded once, with its first
+    click (the recorder matched PostgreSQL's lower-case ids to the events: it was counted a
+    duplicate and its first click made no notification)."""
+    [link] = await make_links(db, account_id, 1)
+    [(token, value)] = clicks([link])
+    message = orjson.loads(value)
+    message[1] = message[1].upper()
+    outcome = await record(db, events([(token, orjson.dumps(message))]), batch_size=100)
+    assert (outcome.recorded, outcome.duplicates, outcome.first_clicks) == (1, 0, 1)
+    assert outcome.first_click_events == [message[1].lower()]
+
+
+async def test_an_empty_batch_records_nothing(db: asyncpg.Connection) -> None:
+    """No events: nothing to do, and no statement with an empty list of partitions."""
+    assert await record(db, [], batch_size=100) == Outcome()
 
 
 async def link_clicks(db: asyncpg.Connection, link_id: int) -> list[asyncpg.Record]:

@@ -231,6 +231,47 @@ async def test_after_the_primary_failed_a_check_reads_skip_it_for_a_while(
             assert answer.status == 503
 
 
+@pytest.fixture
+async def busy_api(
+    api_env: dict[str, str], database_url: str, reader: str
+) -> AsyncIterator[RunningServer]:
+    """The API on a healthy primary with a pool of one connection, 5 requests a minute."""
+    env = {
+        **api_env,
+        "DATABASE_READ_URL": as_role(database_url, reader, "unused-with-trust"),
+        "KEY_CHECK_TIMEOUT_SECONDS": "0.3",
+        "DATABASE_POOL_SIZE": "1",
+        "API_RATE_LIMIT_PER_MINUTE": "5",
+    }
+    async with running(create_app(ApiConfig.from_env(env))) as server:
+        yield server
+
+
+async def test_a_busy_pool_is_a_503_and_lifts_no_rate_limit(
+    busy_api: RunningServer, db: asyncpg.Connection, tenant: Tenant
+) -> None:
+    """Every connection to a healthy primary in use: a read is a 503 (not checked
+    uncounted on the replica, which load would then use to lift the rate limit), and the
+    next reads are counted on the primary again."""
+    await make_links(db, tenant.account_id, 1, client_identifier="busy")
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    stats = f"{busy_api.url}/v1/campaigns/busy/stats"
+    pool = busy_api.app[POOL]
+    async with aiohttp.ClientSession(timeout=PROMPTLY) as session:
+        held = await pool.acquire()
+        try:
+            async with session.get(stats, headers=headers) as answer:
+                assert answer.status == 503
+        finally:
+            await pool.release(held)
+        remaining = []
+        for _ in range(2):
+            async with session.get(stats, headers=headers) as answer:
+                assert answer.status == 200
+                remaining.append(int(answer.headers["RateLimit-Remaining"]))
+    assert remaining == [4, 3]
+
+
 async def test_with_the_primary_cut_off_the_rest_is_a_prompt_503(
     cut_api: RunningServer, primary: DatabaseProxy, tenant: Tenant
 ) -> None:
