@@ -48,14 +48,18 @@ async def reader(db: asyncpg.Connection) -> AsyncIterator[str]:
     await db.execute(f"DROP ROLE {role}")
 
 
+def reading_as(reader: str, api_env: dict[str, str], database_url: str) -> dict[str, str]:
+    """The API's environment with DATABASE_READ_URL signing in as the reader role."""
+    return {**api_env, "DATABASE_READ_URL": as_role(database_url, reader, "unused-with-trust")}
+
+
 @pytest.fixture
 async def split_api(
     api_env: dict[str, str], database_url: str, reader: str
 ) -> AsyncIterator[RunningServer]:
     """The API (dashboard on) with DATABASE_READ_URL signing in as the reader role."""
     env = {
-        **api_env,
-        "DATABASE_READ_URL": as_role(database_url, reader, "unused-with-trust"),
+        **reading_as(reader, api_env, database_url),
         "DASHBOARD_ENABLED": "true",
         "DASHBOARD_SECRET": SECRET,
         "SHORT_URL_SCHEME": "http",
@@ -237,8 +241,7 @@ async def busy_api(
 ) -> AsyncIterator[RunningServer]:
     """The API on a healthy primary with a pool of one connection, 5 requests a minute."""
     env = {
-        **api_env,
-        "DATABASE_READ_URL": as_role(database_url, reader, "unused-with-trust"),
+        **reading_as(reader, api_env, database_url),
         "KEY_CHECK_TIMEOUT_SECONDS": "0.3",
         "DATABASE_POOL_SIZE": "1",
         "API_RATE_LIMIT_PER_MINUTE": "5",
