@@ -256,13 +256,13 @@ _SELECTED = ", ".join(
     for column in _CLICK_COLUMNS
 )
 # One statement records a batch's clicks and its first clicks: the events are parsed and
-# their links read once (two statements did both twice: ~2.5 us a click more, docs/
+# their links read once (two statements did both twice: ~2 us a click more, docs/
 # benchmarks.md).
 # - `joined`: the events whose link exists in their account, with the link's callback.
 # - `ins`: the clicks, idempotent on the event id (a replayed event is not returned, so
 #   nothing below counts it twice).
 # - `won`: each link's earliest click by a person in the batch (then by event id: the
-#   rule of `_earliest`) becomes its first click unless the link has one: the primary key
+#   rule of `_earlier`) becomes its first click unless the link has one: the primary key
 #   makes one event win across concurrent forwarders (a second insert of the link waits
 #   for the first to commit, then does nothing), in one lock order (link id). Links made
 #   before partitioning (period LEGACY) marked by a forwarder of an earlier release in
