@@ -149,11 +149,14 @@ async def check_key(request: web.Request, check: Callable[[Executor, bool], Awai
             pool, app[API_CONFIG].key_check_timeout, lambda conn: check(conn, True)
         )
     except Exception as exc:
-        # A busy pool says nothing of the primary: the request is a 503 (checking it
-        # uncounted instead would let load lift the rate limit of read-side routes).
-        if isinstance(exc, PoolBusy) or not is_transient(exc):
+        if not is_transient(exc):
             raise
-        primary.failed()
+        # A busy pool (every connection in use: load, or writes waiting on a primary that
+        # went silent) says nothing of the primary: this request alone may read on the
+        # replica, and the next ones try the primary again (remembering it as away would
+        # let load lift the rate limit of every read-side request for AWAY_SECONDS).
+        if not isinstance(exc, PoolBusy):
+            primary.failed()
         if not fallback:
             raise
         log.warning(

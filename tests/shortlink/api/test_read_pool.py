@@ -250,12 +250,12 @@ async def busy_api(
         yield server
 
 
-async def test_a_busy_pool_is_a_503_and_lifts_no_rate_limit(
+async def test_a_busy_pool_does_not_take_the_primary_for_away(
     busy_api: RunningServer, db: asyncpg.Connection, tenant: Tenant
 ) -> None:
-    """Every connection to a healthy primary in use: a read is a 503 (not checked
-    uncounted on the replica, which load would then use to lift the rate limit), and the
-    next reads are counted on the primary again."""
+    """Every connection to a healthy primary in use: that read is checked on the replica
+    (uncounted) and a write is a 503, but the next reads are counted on the primary again
+    (taking it for away made every read uncounted for 10 s: load lifted the rate limit)."""
     await make_links(db, tenant.account_id, 1, client_identifier="busy")
     headers = {"Authorization": f"Bearer {tenant.key}"}
     stats = f"{busy_api.url}/v1/campaigns/busy/stats"
@@ -264,6 +264,11 @@ async def test_a_busy_pool_is_a_503_and_lifts_no_rate_limit(
         held = await pool.acquire()
         try:
             async with session.get(stats, headers=headers) as answer:
+                assert answer.status == 200
+                assert answer.headers["RateLimit-Remaining"] == "5"
+            write = {"url": "https://shop.example/"}
+            link = f"{busy_api.url}/v1/links"
+            async with session.post(link, json=write, headers=headers) as answer:
                 assert answer.status == 503
         finally:
             await pool.release(held)
