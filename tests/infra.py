@@ -361,8 +361,11 @@ class DatabaseProxy:
             asyncio.create_task(self._pipe(up_reader, writer)),
         }
         self._pipes |= pipes
-        await asyncio.gather(*pipes, return_exceptions=True)
+        outcomes = await asyncio.gather(*pipes, return_exceptions=True)
         self._pipes -= pipes
+        for outcome in outcomes:  # a pipe's own failure (not its stop) reaches asyncio's log
+            if isinstance(outcome, Exception):
+                raise outcome
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
