@@ -166,11 +166,11 @@ async def record(
     outcome = Outcome(received=len(events))
     async with conn.transaction():
         recorded = await _insert_clicks(conn, unique, clients, places)
-        inserted = recorded.inserted
+        inserted, erased = recorded.inserted, recorded.erased
         # A click keeps the phone number its link has now: none once it was erased
         # (POST /v1/erasures), even for a tap made before and recorded after.
         fresh = [
-            (e if inserted[e.event_id] == e.phone_number else e._replace(phone_number=None), c)
+            (e._replace(phone_number=None) if e.event_id in erased else e, c)
             for e, c in zip(unique, clients, strict=True)
             if e.event_id in inserted
         ]
@@ -255,33 +255,56 @@ _SELECTED = ", ".join(
     else f"e.{column.name}"
     for column in _CLICK_COLUMNS
 )
+
+
 # One statement records a batch's clicks and its first clicks: the events are parsed and
 # their links read once (two statements did both twice: ~2 us a click more, docs/
-# benchmarks.md).
-# - `joined`: the events whose link exists in their account, with the link's callback.
-# - `ins`: the clicks, idempotent on the event id (a replayed event is not returned, so
-#   nothing below counts it twice).
+# benchmarks.md). It comes in two forms, `_statement(idempotent)`:
+# - the plain one, tried first under a savepoint: plain inserts, a first click only for a
+#   link that has none yet (NOT EXISTS). It fails with a unique violation on a replayed
+#   event or a first click another forwarder is recording at the same moment;
+# - the idempotent one, run after that failure: ON CONFLICT DO NOTHING on both tables.
+#   ON CONFLICT costs each row an index probe more and a WAL record more (PostgreSQL's
+#   speculative insertion): ~2-3 us a click measured, paid only for the rare batch that
+#   needs it.
+# The parts:
+# - `joined`: the events whose link exists in their account, with the link's callback,
+#   and whether the link's number is no longer the event's (erased).
+# - `ins`: the clicks (a replayed event is not returned, so nothing below counts it
+#   twice).
 # - `won`: each link's earliest click by a person in the batch (then by event id: the
 #   rule of `_earlier`) becomes its first click unless the link has one: the primary key
 #   makes one event win across concurrent forwarders (a second insert of the link waits
-#   for the first to commit, then does nothing), in one lock order (link id). Links made
-#   before partitioning (period LEGACY) marked by a forwarder of an earlier release in
-#   links.first_clicked_at are skipped; no other link is ever marked there.
+#   for the first to commit, then fails or does nothing), in one lock order (link id).
+#   Links made before partitioning (period LEGACY) marked by a forwarder of an earlier
+#   release in links.first_clicked_at are skipped; no other link is ever marked there.
 # - `converted`: only a winner gets its link_click conversion: exactly one per link.
-# Answer rows: an inserted click (event_id, phone_number), a winner (link_id), or a
-# clicked link's enabled callback (link_id, callback_id). Joining the CTEs to one another
-# instead is planned as nested loops over them: quadratic in the batch.
-_RECORD_CLICKS = f"""
+# The answer is one row of arrays (a row per click cost the forwarder ~2 us a click to
+# read): how many clicks were inserted, and their event ids only when that is not every
+# event given ($2); the events whose link's number is not theirs; the links won; each
+# clicked link's enabled callback. Joining the CTEs to one another instead is planned as
+# nested loops over them: quadratic in the batch.
+def _statement(idempotent: bool) -> str:
+    """The statement that records a batch's clicks and first clicks (above)."""
+    on_conflict = "ON CONFLICT ({}) DO NOTHING" if idempotent else ""
+    no_first_yet = (
+        ""
+        if idempotent
+        else "AND NOT EXISTS (SELECT FROM first_clicks f WHERE f.link_id = c.link_id)"
+    )
+    return f"""
     WITH joined AS MATERIALIZED (
-        SELECT {_SELECTED}, l.callback_id AS link_callback
+        SELECT {_SELECTED}, l.callback_id AS link_callback,
+               e.phone_number IS NOT NULL
+               AND l.phone_number IS DISTINCT FROM e.phone_number AS erased
         FROM (SELECT {_ROW} FROM jsonb_array_elements($1::jsonb) AS r) AS e
         JOIN links l ON l.id = e.link_id AND l.period = (e.link_id >> 40)::int
                     AND l.account_id = e.account_id AND PERIODS
     ), ins AS (
         INSERT INTO clicks ({_NAMES})
         SELECT {_NAMES} FROM joined
-        ON CONFLICT (event_id, clicked_at) DO NOTHING
-        RETURNING event_id, link_id, clicked_at, is_bot, phone_number
+        {on_conflict.format("event_id, clicked_at")}
+        RETURNING event_id, link_id, clicked_at, is_bot
     ), candidate AS MATERIALIZED (
         SELECT DISTINCT ON (link_id) link_id, clicked_at FROM ins
         WHERE NOT is_bot
@@ -289,33 +312,42 @@ _RECORD_CLICKS = f"""
     ), won AS (
         INSERT INTO first_clicks (link_id, clicked_at)
         SELECT c.link_id, c.clicked_at FROM candidate c
-        WHERE (c.link_id >> 40)::int <> {partitions.LEGACY} OR NOT EXISTS (
+        WHERE ((c.link_id >> 40)::int <> {partitions.LEGACY} OR NOT EXISTS (
             SELECT FROM links l
             WHERE l.period = {partitions.LEGACY} AND l.id = c.link_id
               AND l.first_clicked_at IS NOT NULL
-        )
+        )) {no_first_yet}
         ORDER BY c.link_id
-        ON CONFLICT (link_id) DO NOTHING
+        {on_conflict.format("link_id")}
         RETURNING link_id, clicked_at
     ), converted AS (
         INSERT INTO conversions (link_id, event, disposition, occurred_at)
         SELECT link_id, 'link_click', 'positive', clicked_at FROM won
     )
-    SELECT event_id, phone_number, NULL::bigint AS link_id, NULL::bigint AS callback_id
-    FROM ins
-    UNION ALL
-    SELECT NULL, NULL, link_id, NULL FROM won
-    UNION ALL
-    SELECT NULL, NULL, j.link_id, callback.id FROM joined j
-    JOIN endpoints callback ON callback.id = j.link_callback AND callback.enabled
+    SELECT i.inserted, i.event_ids, x.erased, w.won, c.links, c.callbacks
+    FROM (SELECT count(*) AS inserted,
+                 CASE WHEN count(*) <> $2
+                      THEN coalesce(array_agg(event_id), '{{}}') END AS event_ids
+          FROM ins) AS i,
+         (SELECT array_agg(event_id) AS erased FROM joined WHERE erased) AS x,
+         (SELECT array_agg(link_id) AS won FROM won) AS w,
+         (SELECT array_agg(j.link_id) AS links, array_agg(callback.id) AS callbacks
+          FROM joined j
+          JOIN endpoints callback ON callback.id = j.link_callback AND callback.enabled
+          WHERE j.link_callback IS NOT NULL) AS c
 """
+
+
+_RECORD_CLICKS = _statement(idempotent=False)
+_RECORD_CLICKS_AGAIN = _statement(idempotent=True)
 
 
 @dataclass
 class _Recorded:
     """What the statement of a batch did."""
 
-    inserted: dict[str, str | None]  # event id -> the phone number recorded (the link's)
+    inserted: set[str]  # the events recorded
+    erased: set[str]  # events whose link's phone number is no longer theirs
     won: list[int]  # links whose first click this batch holds
     callbacks: dict[int, int]  # clicked link -> its enabled callback endpoint
 
@@ -327,26 +359,33 @@ async def _insert_clicks(
     places: dict[str, Place],
 ) -> _Recorded:
     """Insert the clicks of links that exist in their accounts, and the first clicks among
-    them (_RECORD_CLICKS)."""
+    them: the plain statement under a savepoint, the idempotent one if it meets a
+    conflict (`_statement`)."""
     row = _click_row
     rows = orjson.dumps(
         [row(e, c, places[e.event_id]) for e, c in zip(events, clients, strict=True)]
     ).decode()
-    statement = _RECORD_CLICKS.replace("PERIODS", _periods(e.link_id for e in events))
-    recorded = _Recorded({}, [], {})
-    for answer in await conn.fetch(statement, rows):
-        event_id, link_id, callback_id = (
-            answer["event_id"],
-            answer["link_id"],
-            answer["callback_id"],
+    periods = _periods(e.link_id for e in events)
+    try:
+        async with conn.transaction():
+            (answer,) = await conn.fetch(
+                _RECORD_CLICKS.replace("PERIODS", periods), rows, len(events)
+            )
+    except asyncpg.UniqueViolationError:  # a replay, or a first click recorded meanwhile
+        (answer,) = await conn.fetch(
+            _RECORD_CLICKS_AGAIN.replace("PERIODS", periods), rows, len(events)
         )
-        if event_id is not None:
-            recorded.inserted[str(event_id)] = answer["phone_number"]
-        elif callback_id is None:
-            recorded.won.append(link_id)
-        else:
-            recorded.callbacks[link_id] = callback_id
-    return recorded
+    event_ids = answer["event_ids"]
+    return _Recorded(
+        inserted=(
+            {e.event_id for e in events}
+            if event_ids is None
+            else {str(event_id) for event_id in event_ids}
+        ),
+        erased={str(event_id) for event_id in answer["erased"] or ()},
+        won=list(answer["won"] or ()),
+        callbacks=dict(zip(answer["links"] or (), answer["callbacks"] or (), strict=True)),
+    )
 
 
 def _periods(link_ids: Iterable[int]) -> str:

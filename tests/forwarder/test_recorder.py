@@ -96,6 +96,69 @@ async def test_concurrent_forwarders_agree_on_one_first_click(
     assert (await stats(db, account_id))["unique_clicks"] == 1
 
 
+async def test_a_first_click_committed_meanwhile_leaves_the_other_batch_recorded(
+    database_url: str, db: asyncpg.Connection, account_id: int
+) -> None:
+    """A batch whose first click loses to one committed while it waits is recorded in full."""
+    [link, other] = await make_links(db, account_id, 2)
+    holder, waiter = [await asyncpg.connect(database_url) for _ in range(2)]
+    try:
+        held = holder.transaction()
+        await held.start()
+        first = await record(holder, events(clicks([link])), batch_size=100)
+        waiting_pid = await waiter.fetchval("SELECT pg_backend_pid()")
+        late = asyncio.create_task(
+            record(waiter, events(clicks([link, other], at=1_750_000_001)), batch_size=100)
+        )
+        try:
+            for _ in range(200):  # until the waiter waits for the holder's first click
+                if await db.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                    waiting_pid,
+                ):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("the second batch never waited for the first")
+            await held.commit()
+        finally:
+            second = await late
+    finally:
+        for conn in (holder, waiter):
+            await conn.close()
+    assert (first.recorded, first.first_clicks) == (1, 1)
+    assert (second.recorded, second.duplicates, second.first_clicks) == (2, 0, 1)
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM clicks WHERE link_id = ANY($1::bigint[])", [link.id, other.id]
+        )
+        == 3
+    )
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM conversions WHERE link_id = ANY($1::bigint[])",
+            [link.id, other.id],
+        )
+        == 2
+    )
+    assert (await stats(db, account_id))["unique_clicks"] == 2
+
+
+async def test_a_batch_with_some_replayed_events_records_the_new_ones(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """New events beside replayed ones are recorded once, the replayed counted duplicates."""
+    links = await make_links(db, account_id, 4)
+    old = events(clicks(links[:2]))
+    await record(db, old, batch_size=100)
+    new = events(clicks(links[2:]))
+    outcome = await record(db, [*old, *new], batch_size=100)
+    assert (outcome.recorded, outcome.duplicates, outcome.first_clicks) == (2, 2, 2)
+    assert sorted(outcome.first_click_events) == sorted(e.event_id for e in new)
+    row = await stats(db, account_id)
+    assert (row["total_clicks"], row["unique_clicks"]) == (4, 4)
+
+
 async def test_bots_are_recorded_apart(db: asyncpg.Connection, account_id: int) -> None:
     """Preview fetches are recorded and flagged, but are no first click and no unique click."""
     [link] = await make_links(db, account_id, 1)
