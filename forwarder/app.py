@@ -39,7 +39,9 @@ def create_app(config: ForwarderConfig) -> web.Application:
     # PostgreSQL's own choice of plans (plan_cache_mode auto): the recorder writes the
     # links partitions it reads into its statements (forwarder.recorder._periods), so a
     # kept plan reads only those; planning every execution instead cost ~2 us a click.
-    app.cleanup_ctx.append(pool_context(config.service))
+    # No reset on release (stateless): the deliverer releases a connection a few times a
+    # delivery; the purge job, the only user that sets session state, resets its own.
+    app.cleanup_ctx.append(pool_context(config.service, stateless=True))
     app.cleanup_ctx.append(session_context(config))
     app.cleanup_ctx.append(_deliverer_context(config))
     app.cleanup_ctx.append(_recorder_context(config))

@@ -1,7 +1,8 @@
 """`make bench-system`: the whole system on this machine, at increasing click rates.
 
 Everything runs at once on the machine's cores, unpinned: PostgreSQL (embedded
-unless DATABASE_URL is set), the tansu broker (unless KAFKA_BOOTSTRAP_SERVERS),
+unless DATABASE_URL is set; its CPU is measured if it runs on this machine), the
+tansu broker (unless KAFKA_BOOTSTRAP_SERVERS),
 one redirect worker, one forwarder, the contract-checking sink (the customer's
 endpoint, JSON, every click) and wrk. Three series of rates, each on a broker,
 redirect server and forwarder of its own (the in-memory broker slows as it
@@ -51,7 +52,15 @@ from shortlink.links import NewLink, create_links
 
 from .bench_forwarder import count_clicks, setup_account, sink_reset, sink_stats
 from .databases import create_database, drop_database
-from .machine import children, cpu_seconds, metric, process, start_profiler, wait_ready
+from .machine import (
+    children,
+    cpu_seconds,
+    local_postmaster,
+    metric,
+    process,
+    start_profiler,
+    wait_ready,
+)
 from .results import RESULTS_DOC, ROOT, write_section
 from .wrk import WrkResult, parse_wrk
 
@@ -268,6 +277,8 @@ def main() -> int:
             server_url = embedded.ensure_postgres(work)
             stack.callback(embedded.stop_postgres, work)  # before its folder is removed
             postmaster = int((work / "postgres" / "postmaster.pid").read_text().split()[0])
+        else:  # a server of this machine (the system one, say) is measured too
+            postmaster = local_postmaster(server_url)
         given_broker = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         database = f"shortlink_sysbench_{os.getpid()}"
         database_url = create_database(server_url, database)

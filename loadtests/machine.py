@@ -33,6 +33,34 @@ def children(pid: int) -> list[int]:
     return [pid, *(int(p) for p in found)]
 
 
+def postmaster_of(backend: int) -> int | None:
+    """The parent of a PostgreSQL backend if this machine runs it (/proc), else None."""
+    try:
+        parent = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        command = Path(f"/proc/{parent}/comm").read_text().strip()
+    except OSError:  # not this machine's process
+        return None
+    return parent if command.startswith("postgres") else None
+
+
+def local_postmaster(database_url: str) -> int | None:
+    """The postmaster of the PostgreSQL server at `database_url` if it runs on this machine
+    (the parent of a backend of ours, read while it lives), else None: a given
+    DATABASE_URL's server CPU is measured then too."""
+    import asyncio
+
+    import asyncpg
+
+    async def postmaster() -> int | None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return postmaster_of(await conn.fetchval("SELECT pg_backend_pid()"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(postmaster())
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time so far of `pid` and its children (those that exited in between are missed)."""
     total = 0.0

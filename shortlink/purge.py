@@ -481,7 +481,14 @@ class PurgeJob:
     async def run(self) -> None:
         while True:
             async with self._pool.acquire() as conn:
-                report = await purge(conn, Policy(datetime.now(UTC), self._retention))
+                # Its statement timeouts and advisory locks are its own: the forwarder's
+                # pool hands connections back as they are (shortlink.pool, stateless).
+                try:
+                    report = await purge(conn, Policy(datetime.now(UTC), self._retention))
+                except BaseException:
+                    conn.terminate()  # whatever the session holds goes with it
+                    raise
+                await conn.reset()
             self.runs += 1
             self.removed.update(report.rows)
             if report.partitions or any(report.rows.values()):

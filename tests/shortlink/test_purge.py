@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 
 from shortlink import accounts, erasures, partitions
+from shortlink.config import ServiceConfig
+from shortlink.db import Connection
 from shortlink.links import NewLink, create_links
-from shortlink.purge import Policy, PurgeJob, Retention, purge
+from shortlink.pool import open_pool
+from shortlink.purge import Policy, PurgeJob, Report, Retention, purge
 from tests.infra import shortlink, wait_until
 
 
@@ -260,6 +265,77 @@ async def test_the_job_purges_on_its_own(own_database_url: str) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         await pool.close()
+
+
+def _purging_with(monkeypatch: pytest.MonkeyPatch, work: Any) -> list[int]:
+    """Make the job's purge `work`; the backend pids of the connections it is given."""
+    backends: list[int] = []
+
+    async def fake(conn: Connection, policy: Policy) -> Report:
+        backends.append(await conn.fetchval("SELECT pg_backend_pid()"))
+        return await work(conn)
+
+    monkeypatch.setattr("shortlink.purge.purge", fake)
+    return backends
+
+
+def _forwarders_pool(database_url: str) -> contextlib.AbstractAsyncContextManager[asyncpg.Pool]:
+    """A pool as the forwarder's: here one connection, no reset on release."""
+    config = ServiceConfig.from_env({"DATABASE_URL": database_url, "DATABASE_POOL_SIZE": "1"})
+    return open_pool(config, stateless=True)
+
+
+async def test_the_job_gives_its_connection_back_without_its_session_state(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge's settings and advisory locks do not outlive it on a pool that keeps sessions."""
+    seen: list[tuple[str, int]] = []
+
+    async def leaves_state(conn: Connection) -> Report:
+        seen.append(
+            (
+                await conn.fetchval("SELECT current_setting('statement_timeout')"),
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND pid = pg_backend_pid()"
+                ),
+            )
+        )
+        await conn.execute("SET statement_timeout = '7s'")
+        await conn.execute("SELECT pg_advisory_lock(77)")
+        return Report()
+
+    backends = _purging_with(monkeypatch, leaves_state)
+    async with _forwarders_pool(database_url) as pool:
+        task = asyncio.create_task(PurgeJob(pool, Retention(interval=0.01)).run())
+        try:
+            await wait_until(lambda: len(backends) >= 2, within=30, what="two purge runs")
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    assert backends[0] == backends[1]  # the same connection, handed back and taken again
+    assert seen[:2] == [("0", 0), ("0", 0)]
+
+
+async def test_a_failed_purge_closes_its_connection(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge that fails mid-way leaves no session state behind: its connection is closed."""
+
+    async def fails(conn: Connection) -> Report:
+        await conn.execute("SET statement_timeout = '7s'")
+        raise RuntimeError("purge failed")
+
+    backends = _purging_with(monkeypatch, fails)
+    async with _forwarders_pool(database_url) as pool:
+        with pytest.raises(RuntimeError):
+            await PurgeJob(pool, Retention(interval=0.01)).run()
+        async with pool.acquire() as conn:
+            after = await conn.fetchval("SELECT pg_backend_pid()")
+            setting = await conn.fetchval("SELECT current_setting('statement_timeout')")
+    assert after != backends[0]
+    assert setting == "0"
 
 
 def test_the_command_prints_counts_as_json(own_database_url: str) -> None:
