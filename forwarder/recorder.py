@@ -15,10 +15,11 @@ For each batch the transaction
 3. adds to the campaign counters the statistics read (totals, bots apart,
    browser / OS / device type / country, time to first click) and to the per-minute
    rollup the dashboard's time series read (campaign_minutes);
-4. turns the new clicks into deliveries for the accounts' endpoints: full
-   batches at once, the rest into the outbox, where forwarder.delivery collects
-   them when a batch fills up or the linger time passes; and each first click of
-   a link with a callback into a CLICKTHRU event for that callback.
+4. turns the new clicks into deliveries for the accounts' endpoints: at once
+   when they (with those waiting) fill a batch, else into the outbox, where
+   forwarder.delivery collects them when a batch fills up or the linger time
+   passes; and each first click of a link with a callback into a CLICKTHRU event
+   for that callback.
 Only after it commits are the Kafka offsets committed, so a crash anywhere loses
 nothing (the batch is consumed again) and counts nothing twice (step 1).
 """
@@ -675,7 +676,11 @@ async def _batch(
     batch_size: int,
     now: datetime,
 ) -> list[tuple[str, int, str, bytes, int, datetime]]:
-    """Full batches from the outbox's waiting clicks plus the new ones; the rest waits."""
+    """Batches of the outbox's waiting clicks plus the new ones, when they fill at least
+    one: all of them go, in as few batches as hold them, of near-equal sizes (1,480 clicks:
+    15 batches of 98 or 99), rather than full ones and a rest that the outbox would keep
+    until the next transaction read it back (two statements a transaction, ~1 us of
+    server CPU per click at 7,000 clicks/s). Fewer than a batch wait in the outbox."""
     waiting = await conn.fetch(
         """
         DELETE FROM outbox WHERE endpoint_id = $1 AND format = $2
@@ -699,10 +704,11 @@ async def _batch(
     pending += [
         (event.event_id, formats.detail(event, client), now, None) for event, client in chosen
     ]
-    full = len(pending) - len(pending) % batch_size
+    total = len(pending)
+    count = -(-total // batch_size) if total >= batch_size else 0  # batches: ceil, or none
     made = []
-    for start in range(0, full, batch_size):
-        group = pending[start : start + batch_size]
+    for n in range(count):
+        group = pending[n * total // count : (n + 1) * total // count]
         request_id = str(uuid.uuid4())
         try:
             body = formats.render(format, request_id, [item[1] for item in group])
@@ -710,7 +716,8 @@ async def _batch(
             back += [_stored(item) for item in group]
             continue
         made.append((request_id, endpoint_id, format, body, len(group), min(i[2] for i in group)))
-    back += [_stored(item) for item in pending[full:]]
+    if not count:
+        back += [_stored(item) for item in pending]
     if back:
         await conn.execute(
             """

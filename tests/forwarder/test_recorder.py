@@ -267,26 +267,57 @@ async def test_events_for_unknown_links_are_skipped(
     assert (outcome.recorded, outcome.unknown_links) == (1, 2)
 
 
-async def test_full_batches_become_deliveries_and_the_rest_waits(
-    db: asyncpg.Connection, account_id: int
-) -> None:
-    """250 human clicks for a json endpoint: two deliveries of 100 now, 50 in the outbox."""
-    await set_endpoint(db, account_id, "http://127.0.0.1:9/hook")
-    links = await make_links(db, account_id, 250)
-    outcome = await record(db, events(clicks(links)), batch_size=100)
-    assert outcome.deliveries == 2
+async def _sizes_and_waiting(db: asyncpg.Connection, account_id: int) -> tuple[list[int], int]:
+    """The clicks of each delivery of the account, and how many of its clicks wait."""
     sizes = await db.fetch(
         "SELECT d.clicks FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id "
-        "WHERE e.account_id = $1",
+        "WHERE e.account_id = $1 ORDER BY d.created_at, d.clicks",
         account_id,
     )
-    assert [r["clicks"] for r in sizes] == [100, 100]
     waiting = await db.fetchval(
         "SELECT count(*) FROM outbox o JOIN endpoints e ON e.id = o.endpoint_id "
         "WHERE e.account_id = $1",
         account_id,
     )
-    assert waiting == 50
+    return [r["clicks"] for r in sizes], waiting
+
+
+async def test_clicks_that_fill_a_batch_all_go_in_batches_of_near_equal_size(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """250 human clicks for a json endpoint: three deliveries of 83 or 84 now, none wait."""
+    await set_endpoint(db, account_id, "http://127.0.0.1:9/hook")
+    links = await make_links(db, account_id, 250)
+    outcome = await record(db, events(clicks(links)), batch_size=100)
+    assert outcome.deliveries == 3
+    sizes, waiting = await _sizes_and_waiting(db, account_id)
+    assert sorted(sizes) == [83, 83, 84]
+    assert waiting == 0
+
+
+async def test_clicks_that_fill_no_batch_wait_and_go_with_the_next(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """60 clicks wait in the outbox; 60 more make 120 that go as two batches of 60."""
+    await set_endpoint(db, account_id, "http://127.0.0.1:9/hook")
+    links = await make_links(db, account_id, 120)
+    first = await record(db, events(clicks(links[:60])), batch_size=100)
+    assert first.deliveries == 0
+    assert await _sizes_and_waiting(db, account_id) == ([], 60)
+    second = await record(db, events(clicks(links[60:])), batch_size=100)
+    assert second.deliveries == 2
+    assert await _sizes_and_waiting(db, account_id) == ([60, 60], 0)
+    bodies = await db.fetch(
+        "SELECT d.body FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id "
+        "WHERE e.account_id = $1",
+        account_id,
+    )
+    delivered = sorted(
+        detail["TrackingUrlId"]
+        for row in bodies
+        for detail in orjson.loads(row["body"])["ClickDetails"]
+    )
+    assert delivered == sorted(link.id for link in links)
 
 
 async def test_first_mode_and_clickthru_deliver_first_clicks_only(
