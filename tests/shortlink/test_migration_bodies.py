@@ -6,9 +6,7 @@ import uuid
 
 import asyncpg
 
-from shortlink import accounts
-from shortlink.endpoints import set_endpoint
-from tests.infra import unique_name
+from tests.forwarder.endpoint import set_endpoint
 
 
 async def test_delivery_bodies_use_lz4_where_the_server_has_it(db: asyncpg.Connection) -> None:
@@ -26,20 +24,10 @@ async def test_delivery_bodies_use_lz4_where_the_server_has_it(db: asyncpg.Conne
 
 
 async def test_a_large_body_is_stored_compressed_and_read_back_as_written(
-    db: asyncpg.Connection,
+    db: asyncpg.Connection, account_id: int
 ) -> None:
     """A 100-click-sized body is compressed (lz4 or pglz) and comes back byte for byte."""
-    account = await accounts.create_account(db, unique_name("acct"))
-    endpoint = await set_endpoint(
-        db,
-        account.account_id,
-        url="http://127.0.0.1:9/hook",
-        format="json",
-        mode="every",
-        secret=None,
-        enabled=True,
-        allow_private=True,
-    )
+    endpoint_id = await set_endpoint(db, account_id, "http://127.0.0.1:9/hook")
     body = b'{"RequestIdentifier":"x","ClickDetails":[%s]}' % b",".join(
         b'{"TrackingUrlId":%d,"UserAgent":"Mozilla/5.0 (Linux; Android 13)"}' % i
         for i in range(1_000)
@@ -52,7 +40,7 @@ async def test_a_large_body_is_stored_compressed_and_read_back_as_written(
         VALUES ($1, $2, 'json', $3, 100, now())
         """,
         request_id,
-        endpoint.id,
+        endpoint_id,
         body,
     )
     stored, size = await db.fetchrow(
