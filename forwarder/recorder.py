@@ -158,7 +158,17 @@ async def record(
     (forwarder.privacy), applied after the full address has been placed."""
     if not events:
         return Outcome()
-    unique = list({event.event_id: event for event in events}.values())
+    # Event ids as PostgreSQL writes them (lower case; shortlink.clickevent.decode makes
+    # them so): the statement's answer names events by them.
+    unique = list(
+        {
+            e.event_id: e
+            for e in (
+                e if e.event_id.islower() else e._replace(event_id=e.event_id.lower())
+                for e in events
+            )
+        }.values()
+    )
     clients = [classify(event.user_agent, event.method) for event in unique]
     locate = locator.locate
     places = {event.event_id: locate(event.client_ip) for event in unique}

@@ -400,6 +400,30 @@ async def test_an_event_id_in_capitals_is_recorded_as_any_other(
     assert outcome.first_click_events == [message[1].lower()]
 
 
+async def test_events_given_with_capital_ids_match_what_postgresql_answers(
+    db: asyncpg.Connection, account_id: int
+) -> None:
+    """record() itself reads capital ids as lower case: beside a replayed event (so the
+    answer names the inserted ones), a new event is counted, and its erased number goes
+    nowhere."""
+    await set_endpoint(db, account_id, "http://127.0.0.1:9/hook")
+    links = await make_links(db, account_id, 2)
+    [old, new] = events(clicks(links))
+    await record(db, [old], batch_size=1)
+    await db.execute("UPDATE links SET phone_number = NULL WHERE id = $1", links[1].id)
+    shouted = new._replace(event_id=new.event_id.upper())
+    outcome = await record(db, [old, shouted], batch_size=1)
+    assert (outcome.recorded, outcome.duplicates, outcome.first_clicks) == (1, 1, 1)
+    assert outcome.first_click_events == [new.event_id]
+    bodies = await db.fetch(
+        "SELECT d.body FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id "
+        "WHERE e.account_id = $1",
+        account_id,
+    )
+    details = [orjson.loads(row["body"])["ClickDetails"][0] for row in bodies]
+    assert [d["PhoneNumber"] for d in details if d["TrackingUrlId"] == links[1].id] == [None]
+
+
 async def test_an_empty_batch_records_nothing(db: asyncpg.Connection) -> None:
     """No events: nothing to do, and no statement with an empty list of partitions."""
     assert await record(db, [], batch_size=100) == Outcome()
