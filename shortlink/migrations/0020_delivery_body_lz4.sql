@@ -6,9 +6,9 @@
 -- Only new values are compressed so; the ones stored stay as they are and read the same.
 -- A server built without lz4 (the embedded one) keeps pglz. The ALTER only changes the
 -- catalog, but needs an ACCESS EXCLUSIVE lock on deliveries, and while it waits for one
--- the recorder's inserts wait behind it: it gives up after 5 s (the migration fails and
--- the service that ran it exits, to try again at its next start); on a live database,
--- run it when no long transaction holds the table.
+-- the recorder's inserts wait behind it: it gives up after 5 s (`shortlink migrate`
+-- then exits 1 with PostgreSQL's message, and can simply be run again); on a live
+-- database, run it when no long transaction holds the table.
 SET LOCAL lock_timeout = '5s';
 DO $$
 BEGIN
