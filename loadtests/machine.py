@@ -19,9 +19,14 @@ SERVER_CPU = "0"
 LOAD_CPU = "1"
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (field 3 on: state, ppid, ...)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -36,7 +41,7 @@ def children(pid: int) -> list[int]:
 def postmaster_of(backend: int) -> int | None:
     """The parent of a PostgreSQL backend if this machine runs it (/proc), else None."""
     try:
-        parent = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        parent = int(_stat(backend)[1])
         command = Path(f"/proc/{parent}/comm").read_text().strip()
     except OSError:  # not this machine's process
         return None
